@@ -1,0 +1,13 @@
+"""Settings shared by every kernel.
+
+``FASTMATH`` is the one fastmath flag set of the project. It deliberately
+leaves out ``nnan`` and ``ninf``: max-pooling lets NaN win and pads with
+``-inf``, and both must survive compilation.
+
+``THREADS_PER_BLOCK`` sizes every CUDA launch; tests patch it down so that
+tiny simulator inputs still span several blocks.
+"""
+
+FASTMATH = frozenset({"nsz", "arcp", "contract", "afn", "reassoc"})
+
+THREADS_PER_BLOCK = 256
