@@ -8,6 +8,6 @@ leaves out ``nnan`` and ``ninf``: max-pooling lets NaN win and pads with
 tiny simulator inputs still span several blocks.
 """
 
-FASTMATH = frozenset({"nsz", "arcp", "contract", "afn", "reassoc"})
+FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
 
 THREADS_PER_BLOCK = 256

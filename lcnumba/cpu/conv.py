@@ -1,0 +1,391 @@
+"""CPU kernels of the convolution family: shared, tiled and locally connected.
+
+One code path serves the three families. Weights are laid out
+``(T, F, Kg)`` with ``Kg = C/groups * KH * KW``: ``T = 1`` tile for conv2d,
+``TH * TW`` for tiled, ``OH * OW`` for local, so one tile's filter bank is one
+contiguous ``(F, Kg)`` matrix. Output positions that share a tile come as
+*segments* (``lcnumba.geometry.segments``): rows ``(tile, i, j0, j_step,
+count)``. Every pass turns a segment (times a chunk of the batch) into one
+GEMM done by BLAS through ``np.dot``:
+
+* forward:          ``Y[:, cols] = W_t @ im2col(x)[:, cols]``
+* backward weight:  ``dW_t += dY[:, cols] @ im2col(x)[:, cols].T``
+* backward input:   ``col2im(W_t.T @ dY[:, cols])``
+
+Array layouts (all C-contiguous):
+
+==========  ===================  =============================================
+name        shape                meaning
+==========  ===================  =============================================
+x, dx       (N, C, H, W)         input and its gradient
+w, dw       (T, F, Kg)           filter bank per tile, k = (c * KH + a) * KW + b
+b, db       (F, T) or (0, 0)     bias per filter and tile; (0, 0) = no bias
+y, dy       (N, F, OH, OW)       output and its gradient
+segs        (S, 5) int64         (tile, i, j0, j_step, count)
+==========  ===================  =============================================
+
+Parallel work is split so that each worker writes disjoint memory, with a
+static assignment of equal-sized tasks; partial sums are reduced in a fixed
+order, so results are bitwise identical from run to run and across thread
+counts. The input gradient of a task scatters only into input rows no task
+of the same phase touches (rows are coloured in two phases), so it needs
+neither atomics nor a full-batch column buffer.
+
+``n_threads`` (``numba.get_num_threads()`` of the caller) sets how many
+workers split the tasks; it is an argument because calling
+``get_num_threads`` inside a kernel defeats on-disk caching. Results do not
+depend on it.
+
+Workspaces (column buffers) are sized by one segment and one batch chunk, a
+few hundred KiB per worker, never the whole batch.
+"""
+
+import numpy as np
+from numba import njit, prange
+
+from ..config import FASTMATH
+
+#: Columns (batch samples x positions) per GEMM: big enough for BLAS to run
+#: near peak, small enough that the column buffer stays in L2.
+COLUMNS_PER_GEMM = 512
+
+#: Weight-gradient partial sums per tile are at most about this many, so the
+#: reduction stays cheap while a single shared filter bank still splits into
+#: enough tasks to keep every core busy.
+CHUNKS_PER_TILE = 16
+
+
+def batch_chunk(n, max_count):
+    """Batch samples per GEMM so that ``samples * max_count <= COLUMNS_PER_GEMM``."""
+    return max(1, min(n, COLUMNS_PER_GEMM // max(1, max_count)))
+
+
+def plan_weight_chunks(tile_ptr):
+    """Split each tile's segments into chunks whose partial weight gradients are reduced in order.
+
+    Parameters
+    ----------
+    tile_ptr : int64 array (T + 1,)
+        Segment ranges per tile, from ``geometry.segments``.
+
+    Returns
+    -------
+    chunks : int64 array (Q, 4)
+        ``(tile, seg_lo, seg_hi, slot)``; ``slot == -1`` writes ``dw[tile]``
+        directly (the tile's only chunk; an empty range zeroes it), otherwise
+        the chunk's partial sum goes to ``partial[slot]``.
+    reductions : int64 array (R, 3)
+        ``(tile, slot_lo, slot_hi)``: ``dw[tile]`` is the sum of those slots.
+    n_slots : int
+    """
+    total = int(tile_ptr[-1])
+    per_chunk = max(1, -(-total // CHUNKS_PER_TILE))
+    chunks, reductions = [], []
+    slot = 0
+    for t in range(len(tile_ptr) - 1):
+        lo, hi = int(tile_ptr[t]), int(tile_ptr[t + 1])
+        pieces = max(1, -(-(hi - lo) // per_chunk))
+        if pieces == 1:
+            chunks.append((t, lo, hi, -1))
+            continue
+        reductions.append((t, slot, slot + pieces))
+        for p in range(pieces):
+            chunks.append((t, lo + p * per_chunk, min(hi, lo + (p + 1) * per_chunk), slot))
+            slot += 1
+    chunks = np.array(chunks, dtype=np.int64).reshape(-1, 4)
+    reductions = np.array(reductions, dtype=np.int64).reshape(-1, 3)
+    return chunks, reductions, slot
+
+
+def rows_per_phase_block(kh, stride_h, dilation_h):
+    """Output rows per block so that blocks two apart read disjoint input rows.
+
+    Block ``b`` covers output rows ``[b*R, (b+1)*R)`` and so input rows up to
+    ``((b+1)*R - 1)*SH + (KH-1)*DH`` past its start; block ``b + 2`` starts
+    ``2*R*SH`` later, which is beyond that whenever ``(KH-1)*DH < (R+1)*SH``.
+    """
+    return max(1, (dilation_h * (kh - 1)) // stride_h)
+
+
+# ---------------------------------------------------------------- column helpers
+
+
+@njit(cache=True, inline="always")
+def _valid_range(count, j0, j_step, stride_w, offset, width):
+    """``m`` range with ``0 <= (j0 + m*j_step)*stride_w + offset < width``."""
+    step = j_step * stride_w
+    start = j0 * stride_w + offset
+    lo = 0
+    if start < 0:
+        lo = (-start + step - 1) // step
+    hi = 0
+    if width - 1 - start >= 0:
+        hi = (width - 1 - start) // step + 1
+    if hi > count:
+        hi = count
+    if lo > hi:
+        lo = hi
+    return lo, hi
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def _im2col(x, n0, n1, c0, cg, i, j0, j_step, count, kh, kw, sh, sw, pt, pl, dh, dw, cols):
+    """Columns ``cols[k, (n - n0) * count + m]`` of positions ``(i, j0 + m*j_step)``."""
+    height, width = x.shape[2], x.shape[3]
+    for c in range(cg):
+        for a in range(kh):
+            h = i * sh - pt + a * dh
+            for bb in range(kw):
+                row = cols[(c * kh + a) * kw + bb]
+                if h < 0 or h >= height:
+                    row[:] = 0
+                    continue
+                offset = bb * dw - pl
+                lo, hi = _valid_range(count, j0, j_step, sw, offset, width)
+                step = j_step * sw
+                start = j0 * sw + offset
+                for n in range(n0, n1):
+                    base = (n - n0) * count
+                    plane = x[n, c0 + c, h]
+                    for m in range(lo):
+                        row[base + m] = 0
+                    for m in range(lo, hi):
+                        row[base + m] = plane[start + m * step]
+                    for m in range(hi, count):
+                        row[base + m] = 0
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def _col2im_add(dcols, n0, n1, c0, cg, i, j0, j_step, count, kh, kw, sh, sw, pt, pl, dh, dw, dx):
+    """``dx[n, c0 + c, h, w] += dcols[k, col]``: the transpose of ``_im2col``."""
+    height, width = dx.shape[2], dx.shape[3]
+    for c in range(cg):
+        for a in range(kh):
+            h = i * sh - pt + a * dh
+            if h < 0 or h >= height:
+                continue
+            for bb in range(kw):
+                row = dcols[(c * kh + a) * kw + bb]
+                offset = bb * dw - pl
+                lo, hi = _valid_range(count, j0, j_step, sw, offset, width)
+                step = j_step * sw
+                start = j0 * sw + offset
+                for n in range(n0, n1):
+                    base = (n - n0) * count
+                    plane = dx[n, c0 + c, h]
+                    for m in range(lo, hi):
+                        plane[start + m * step] += row[base + m]
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def _gather_dy(dy, n0, n1, f0, fg, i, j0, j_step, count, out):
+    """``out[f, (n - n0) * count + m] = dy[n, f0 + f, i, j0 + m*j_step]``."""
+    for f in range(fg):
+        row = out[f]
+        for n in range(n0, n1):
+            src = dy[n, f0 + f, i]
+            base = (n - n0) * count
+            for m in range(count):
+                row[base + m] = src[j0 + m * j_step]
+
+
+# ---------------------------------------------------------------- forward
+
+
+@njit(parallel=True, cache=True, fastmath=FASTMATH)
+def conv_forward(x, w, b, segs, n_chunk, kh, kw, sh, sw, pt, pl, dh, dw, groups, n_threads, y):
+    """``y = conv(x, w) + b`` over every segment.
+
+    x (N, C, H, W), w (T, F, Kg), b (F, T) or (0, 0), segs (S, 5), y (N, F, OH, OW).
+    Tasks are (segment, batch chunk, group); each writes its own block of y.
+    """
+    n_total = x.shape[0]
+    cg = x.shape[1] // groups
+    n_filters = w.shape[1]
+    fg = n_filters // groups
+    kg = w.shape[2]
+    has_bias = b.shape[0] > 0
+    max_count = 1
+    for s in range(segs.shape[0]):
+        max_count = max(max_count, segs[s, 4])
+    n_chunks = (n_total + n_chunk - 1) // n_chunk
+    n_tasks = segs.shape[0] * n_chunks * groups
+    n_workers = min(n_threads, n_tasks)
+    for worker in prange(n_workers):
+        col_space = np.empty(kg * n_chunk * max_count, dtype=x.dtype)
+        out_space = np.empty(fg * n_chunk * max_count, dtype=x.dtype)
+        for task in range(worker, n_tasks, n_workers):
+            s = task // (n_chunks * groups)
+            rest = task % (n_chunks * groups)
+            n0 = (rest // groups) * n_chunk
+            n1 = min(n_total, n0 + n_chunk)
+            g = rest % groups
+            t, i, j0, j_step, count = segs[s, 0], segs[s, 1], segs[s, 2], segs[s, 3], segs[s, 4]
+            n_cols = (n1 - n0) * count
+            cols = col_space[: kg * n_cols].reshape((kg, n_cols))
+            res = out_space[: fg * n_cols].reshape((fg, n_cols))
+            _im2col(x, n0, n1, g * cg, cg, i, j0, j_step, count, kh, kw, sh, sw, pt, pl, dh, dw, cols)
+            np.dot(w[t, g * fg:(g + 1) * fg], cols, res)
+            for f in range(fg):
+                bias = b[g * fg + f, t] if has_bias else 0.0
+                for n in range(n0, n1):
+                    dst = y[n, g * fg + f, i]
+                    base = (n - n0) * count
+                    for m in range(count):
+                        dst[j0 + m * j_step] = res[f, base + m] + bias
+
+
+# ---------------------------------------------------------------- backward: weight
+
+
+@njit(parallel=True, cache=True, fastmath=FASTMATH)
+def conv_backward_weight(dy, x, segs, chunks, n_chunk, kh, kw, sh, sw, pt, pl, dh, dw, groups, n_threads,
+                         accumulate, partial, out):
+    """``out (+)= dW`` with ``dW_t = sum over the tile's columns of dY @ im2col(x).T``.
+
+    dy (N, F, OH, OW), x (N, C, H, W), segs (S, 5) sorted by tile, chunks (Q, 4)
+    from ``plan_weight_chunks``, partial (slots, F, Kg) scratch, out (T, F, Kg).
+    Tasks are (chunk, group); a chunk's segments are summed in order.
+    """
+    n_total = x.shape[0]
+    cg = x.shape[1] // groups
+    n_filters = out.shape[1]
+    fg = n_filters // groups
+    kg = out.shape[2]
+    max_count = 1
+    for s in range(segs.shape[0]):
+        max_count = max(max_count, segs[s, 4])
+    n_tasks = chunks.shape[0] * groups
+    n_workers = min(n_threads, n_tasks)
+    for worker in prange(n_workers):
+        col_space = np.empty(kg * n_chunk * max_count, dtype=x.dtype)
+        dy_space = np.empty(fg * n_chunk * max_count, dtype=x.dtype)
+        tmp = np.empty((fg, kg), dtype=x.dtype)
+        for task in range(worker, n_tasks, n_workers):
+            q = task // groups
+            g = task % groups
+            t, seg_lo, seg_hi, slot = chunks[q, 0], chunks[q, 1], chunks[q, 2], chunks[q, 3]
+            if slot < 0:
+                acc = out[t, g * fg:(g + 1) * fg]
+                add_to_acc = accumulate
+            else:
+                acc = partial[slot, g * fg:(g + 1) * fg]
+                add_to_acc = False
+            if seg_lo == seg_hi and not add_to_acc:
+                acc[:] = 0
+            for s in range(seg_lo, seg_hi):
+                i, j0, j_step, count = segs[s, 1], segs[s, 2], segs[s, 3], segs[s, 4]
+                for n0 in range(0, n_total, n_chunk):
+                    n1 = min(n_total, n0 + n_chunk)
+                    n_cols = (n1 - n0) * count
+                    cols = col_space[: kg * n_cols].reshape((kg, n_cols))
+                    dys = dy_space[: fg * n_cols].reshape((fg, n_cols))
+                    _im2col(x, n0, n1, g * cg, cg, i, j0, j_step, count, kh, kw, sh, sw, pt, pl, dh, dw, cols)
+                    _gather_dy(dy, n0, n1, g * fg, fg, i, j0, j_step, count, dys)
+                    if add_to_acc:
+                        np.dot(dys, cols.T, tmp)
+                        acc += tmp
+                    else:
+                        np.dot(dys, cols.T, acc)
+                        add_to_acc = True
+
+
+@njit(parallel=True, cache=True, fastmath=FASTMATH)
+def reduce_weight_partials(partial, reductions, accumulate, out):
+    """``out[t] (+)= sum(partial[lo:hi])`` in slot order, parallel over (tile, filter) rows."""
+    n_filters = out.shape[1]
+    for r in prange(reductions.shape[0] * n_filters):
+        q = r // n_filters
+        f = r % n_filters
+        t, lo, hi = reductions[q, 0], reductions[q, 1], reductions[q, 2]
+        dst = out[t, f]
+        if not accumulate:
+            dst[:] = partial[lo, f]
+            lo += 1
+        for slot in range(lo, hi):
+            dst += partial[slot, f]
+
+
+# ---------------------------------------------------------------- backward: bias
+
+
+@njit(parallel=True, cache=True, fastmath=FASTMATH)
+def conv_backward_bias(dy, segs, tile_ptr, accumulate, out):
+    """``out[f, t] (+)= sum of dy[n, f, i, j]`` over the positions of tile t; parallel over filters.
+
+    dy (N, F, OH, OW), segs (S, 5) sorted by tile, tile_ptr (T + 1,), out (F, T).
+    """
+    n_total = dy.shape[0]
+    n_tiles = out.shape[1]
+    for f in prange(out.shape[0]):
+        for t in range(n_tiles):
+            total = 0.0
+            for s in range(tile_ptr[t], tile_ptr[t + 1]):
+                i, j0, j_step, count = segs[s, 1], segs[s, 2], segs[s, 3], segs[s, 4]
+                for n in range(n_total):
+                    row = dy[n, f, i]
+                    for m in range(count):
+                        total += row[j0 + m * j_step]
+            if accumulate:
+                out[f, t] += total
+            else:
+                out[f, t] = total
+
+
+# ---------------------------------------------------------------- backward: input
+
+
+@njit(parallel=True, cache=True, fastmath=FASTMATH)
+def conv_backward_input(dy, w, segs, row_ptr, rows_per_block, n_chunk, kh, kw, sh, sw, pt, pl, dh, dw, groups,
+                        n_threads, dx):
+    """``dx = col2im(W_t.T @ dY)`` summed over every segment.
+
+    dy (N, F, OH, OW), w (T, F, Kg), segs (S, 5) sorted by row, row_ptr (OH + 1,),
+    dx (N, C, H, W). Output rows come in blocks of ``rows_per_block``; blocks of
+    one parity read disjoint input rows (``rows_per_phase_block``), so the
+    even blocks run in parallel, then the odd ones, each scattering into its own
+    rows of dx in a fixed order: no races and bitwise-reproducible sums. Each
+    tile's weights are read once per batch chunk, which for local convolution
+    (weights far larger than activations) is what bounds the time.
+    """
+    n_total = dx.shape[0]
+    cg = dx.shape[1] // groups
+    n_filters = w.shape[1]
+    fg = n_filters // groups
+    kg = w.shape[2]
+    oh = row_ptr.shape[0] - 1
+    max_count = 1
+    for s in range(segs.shape[0]):
+        max_count = max(max_count, segs[s, 4])
+
+    n_planes = dx.shape[0] * dx.shape[1]
+    for p in prange(n_planes):
+        dx[p // dx.shape[1], p % dx.shape[1]] = 0
+
+    n_blocks = (oh + rows_per_block - 1) // rows_per_block
+    for phase in range(2):
+        n_phase_blocks = (n_blocks - phase + 1) // 2
+        n_tasks = n_phase_blocks * groups
+        if n_tasks == 0:
+            continue
+        n_workers = min(n_threads, n_tasks)
+        for worker in prange(n_workers):
+            dcol_space = np.empty(kg * n_chunk * max_count, dtype=dx.dtype)
+            dy_space = np.empty(fg * n_chunk * max_count, dtype=dx.dtype)
+            for task in range(worker, n_tasks, n_workers):
+                block = 2 * (task // groups) + phase
+                g = task % groups
+                i_lo = block * rows_per_block
+                i_hi = min(oh, i_lo + rows_per_block)
+                for s in range(row_ptr[i_lo], row_ptr[i_hi]):
+                    t, i, j0, j_step, count = segs[s, 0], segs[s, 1], segs[s, 2], segs[s, 3], segs[s, 4]
+                    w_t = w[t, g * fg:(g + 1) * fg]
+                    for n0 in range(0, n_total, n_chunk):
+                        n1 = min(n_total, n0 + n_chunk)
+                        n_cols = (n1 - n0) * count
+                        dys = dy_space[: fg * n_cols].reshape((fg, n_cols))
+                        dcols = dcol_space[: kg * n_cols].reshape((kg, n_cols))
+                        _gather_dy(dy, n0, n1, g * fg, fg, i, j0, j_step, count, dys)
+                        np.dot(w_t.T, dys, dcols)
+                        _col2im_add(dcols, n0, n1, g * cg, cg, i, j0, j_step, count,
+                                    kh, kw, sh, sw, pt, pl, dh, dw, dx)
