@@ -177,6 +177,65 @@ def _col2im_add(dcols, n0, n1, c0, cg, i, j0, j_step, count, kh, kw, sh, sw, pt,
                         plane[start + m * step] += row[base + m]
 
 
+@njit(cache=True, inline="always")
+def _rows_layout(count, j_step, sw, kw, dw):
+    """Whether a segment's columns are built as rows (one per sample and position).
+
+    Columns ``cols[k, col]`` copy runs of ``count`` contiguous input cells
+    when ``j_step * sw == 1``; rows ``patches[col, k]`` copy runs of ``KW``
+    when ``dw == 1``. Local convolution (``count == 1``) and strided tiles
+    want rows.
+    """
+    return count < kw or (j_step * sw != 1 and dw == 1)
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def _im2row(x, n0, n1, c0, cg, i, j0, j_step, count, kh, kw, sh, sw, pt, pl, dh, dw, patches):
+    """Rows ``patches[(n - n0) * count + m, k]``: the transpose of ``_im2col``, built row by row."""
+    height, width = x.shape[2], x.shape[3]
+    for n in range(n0, n1):
+        for m in range(count):
+            row = patches[(n - n0) * count + m]
+            w0 = (j0 + m * j_step) * sw - pl
+            lo, hi = _valid_range(kw, 0, 1, dw, w0, width)
+            for c in range(cg):
+                plane = x[n, c0 + c]
+                for a in range(kh):
+                    h = i * sh - pt + a * dh
+                    k0 = (c * kh + a) * kw
+                    if h < 0 or h >= height:
+                        row[k0:k0 + kw] = 0
+                        continue
+                    src = plane[h]
+                    for bb in range(lo):
+                        row[k0 + bb] = 0
+                    for bb in range(lo, hi):
+                        row[k0 + bb] = src[w0 + bb * dw]
+                    for bb in range(hi, kw):
+                        row[k0 + bb] = 0
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def _row2im_add(patches, n0, n1, c0, cg, i, j0, j_step, count, kh, kw, sh, sw, pt, pl, dh, dw, dx):
+    """``dx[n, c0 + c, h, w] += patches[row, k]``: the transpose of ``_im2row``."""
+    height, width = dx.shape[2], dx.shape[3]
+    for n in range(n0, n1):
+        for m in range(count):
+            row = patches[(n - n0) * count + m]
+            w0 = (j0 + m * j_step) * sw - pl
+            lo, hi = _valid_range(kw, 0, 1, dw, w0, width)
+            for c in range(cg):
+                plane = dx[n, c0 + c]
+                for a in range(kh):
+                    h = i * sh - pt + a * dh
+                    if h < 0 or h >= height:
+                        continue
+                    k0 = (c * kh + a) * kw
+                    dst = plane[h]
+                    for bb in range(lo, hi):
+                        dst[w0 + bb * dw] += row[k0 + bb]
+
+
 @njit(cache=True, fastmath=FASTMATH)
 def _gather_dy(dy, n0, n1, f0, fg, i, j0, j_step, count, out):
     """``out[f, (n - n0) * count + m] = dy[n, f0 + f, i, j0 + m*j_step]``."""
@@ -222,10 +281,15 @@ def conv_forward(x, w, b, segs, n_chunk, kh, kw, sh, sw, pt, pl, dh, dw, groups,
             g = rest % groups
             t, i, j0, j_step, count = segs[s, 0], segs[s, 1], segs[s, 2], segs[s, 3], segs[s, 4]
             n_cols = (n1 - n0) * count
-            cols = col_space[: kg * n_cols].reshape((kg, n_cols))
             res = out_space[: fg * n_cols].reshape((fg, n_cols))
-            _im2col(x, n0, n1, g * cg, cg, i, j0, j_step, count, kh, kw, sh, sw, pt, pl, dh, dw, cols)
-            np.dot(w[t, g * fg:(g + 1) * fg], cols, res)
+            if _rows_layout(count, j_step, sw, kw, dw):
+                patches = col_space[: kg * n_cols].reshape((n_cols, kg))
+                _im2row(x, n0, n1, g * cg, cg, i, j0, j_step, count, kh, kw, sh, sw, pt, pl, dh, dw, patches)
+                np.dot(w[t, g * fg:(g + 1) * fg], patches.T, res)
+            else:
+                cols = col_space[: kg * n_cols].reshape((kg, n_cols))
+                _im2col(x, n0, n1, g * cg, cg, i, j0, j_step, count, kh, kw, sh, sw, pt, pl, dh, dw, cols)
+                np.dot(w[t, g * fg:(g + 1) * fg], cols, res)
             for f in range(fg):
                 bias = b[g * fg + f, t] if has_bias else 0.0
                 for n in range(n0, n1):
@@ -278,16 +342,20 @@ def conv_backward_weight(dy, x, segs, chunks, n_chunk, kh, kw, sh, sw, pt, pl, d
                 for n0 in range(0, n_total, n_chunk):
                     n1 = min(n_total, n0 + n_chunk)
                     n_cols = (n1 - n0) * count
-                    cols = col_space[: kg * n_cols].reshape((kg, n_cols))
                     dys = dy_space[: fg * n_cols].reshape((fg, n_cols))
-                    _im2col(x, n0, n1, g * cg, cg, i, j0, j_step, count, kh, kw, sh, sw, pt, pl, dh, dw, cols)
                     _gather_dy(dy, n0, n1, g * fg, fg, i, j0, j_step, count, dys)
-                    if add_to_acc:
-                        np.dot(dys, cols.T, tmp)
-                        acc += tmp
+                    dst = tmp if add_to_acc else acc
+                    if _rows_layout(count, j_step, sw, kw, dw):
+                        patches = col_space[: kg * n_cols].reshape((n_cols, kg))
+                        _im2row(x, n0, n1, g * cg, cg, i, j0, j_step, count, kh, kw, sh, sw, pt, pl, dh, dw, patches)
+                        np.dot(dys, patches, dst)
                     else:
-                        np.dot(dys, cols.T, acc)
-                        add_to_acc = True
+                        cols = col_space[: kg * n_cols].reshape((kg, n_cols))
+                        _im2col(x, n0, n1, g * cg, cg, i, j0, j_step, count, kh, kw, sh, sw, pt, pl, dh, dw, cols)
+                        np.dot(dys, cols.T, dst)
+                    if add_to_acc:
+                        acc += tmp
+                    add_to_acc = True
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
@@ -384,8 +452,14 @@ def conv_backward_input(dy, w, segs, row_ptr, rows_per_block, n_chunk, kh, kw, s
                         n1 = min(n_total, n0 + n_chunk)
                         n_cols = (n1 - n0) * count
                         dys = dy_space[: fg * n_cols].reshape((fg, n_cols))
-                        dcols = dcol_space[: kg * n_cols].reshape((kg, n_cols))
                         _gather_dy(dy, n0, n1, g * fg, fg, i, j0, j_step, count, dys)
-                        np.dot(w_t.T, dys, dcols)
-                        _col2im_add(dcols, n0, n1, g * cg, cg, i, j0, j_step, count,
-                                    kh, kw, sh, sw, pt, pl, dh, dw, dx)
+                        if _rows_layout(count, j_step, sw, kw, dw):
+                            dpatches = dcol_space[: kg * n_cols].reshape((n_cols, kg))
+                            np.dot(dys.T, w_t, dpatches)
+                            _row2im_add(dpatches, n0, n1, g * cg, cg, i, j0, j_step, count,
+                                        kh, kw, sh, sw, pt, pl, dh, dw, dx)
+                        else:
+                            dcols = dcol_space[: kg * n_cols].reshape((kg, n_cols))
+                            np.dot(w_t.T, dys, dcols)
+                            _col2im_add(dcols, n0, n1, g * cg, cg, i, j0, j_step, count,
+                                        kh, kw, sh, sw, pt, pl, dh, dw, dx)

@@ -27,6 +27,7 @@ import numpy as np
 
 from .. import checks, geometry
 from ..cpu import conv as kernels
+from ..cpu.blas import serial_blas
 
 CONV, TILED, LOCAL = "conv2d", "tiled_conv2d", "local_conv2d"
 
@@ -125,8 +126,9 @@ def _forward(family, x, w, b, stride, padding, dilation, groups, tile_mode, out)
     by_tile = plan.segments[0]
     bias = plan.flat_bias(b) if b is not None else np.zeros((0, 0), dtype=x.dtype)
     n_chunk = kernels.batch_chunk(geo.n, int(by_tile[:, 4].max()))
-    kernels.conv_forward(x, plan.flat_weight(w), bias, by_tile, n_chunk, *plan.kernel_args, geo.groups,
-                         numba.get_num_threads(), y)
+    with serial_blas():
+        kernels.conv_forward(x, plan.flat_weight(w), bias, by_tile, n_chunk, *plan.kernel_args, geo.groups,
+                             numba.get_num_threads(), y)
     return y
 
 
@@ -146,8 +148,9 @@ def _backward_input(family, dy, w, input_shape, stride, padding, dilation, group
     _, _, by_row, row_ptr = plan.segments
     n_chunk = kernels.batch_chunk(geo.n, int(by_row[:, 4].max()))
     rows = kernels.rows_per_phase_block(geo.kh, geo.stride_h, geo.dilation_h)
-    kernels.conv_backward_input(dy, plan.flat_weight(w), by_row, row_ptr, rows, n_chunk,
-                                *plan.kernel_args, geo.groups, numba.get_num_threads(), dx)
+    with serial_blas():
+        kernels.conv_backward_input(dy, plan.flat_weight(w), by_row, row_ptr, rows, n_chunk,
+                                    *plan.kernel_args, geo.groups, numba.get_num_threads(), dx)
     return dx
 
 
@@ -174,8 +177,9 @@ def _backward_weight(family, dy, x, weight_shape, stride, padding, dilation, gro
     flat = plan.flat_weight(dw)
     partial = np.empty((n_slots,) + flat.shape[1:], dtype=dy.dtype)
     n_chunk = kernels.batch_chunk(geo.n, int(by_tile[:, 4].max()))
-    kernels.conv_backward_weight(dy, x, by_tile, chunks, n_chunk, *plan.kernel_args, geo.groups,
-                                 numba.get_num_threads(), accumulate, partial, flat)
+    with serial_blas():
+        kernels.conv_backward_weight(dy, x, by_tile, chunks, n_chunk, *plan.kernel_args, geo.groups,
+                                     numba.get_num_threads(), accumulate, partial, flat)
     if n_slots:
         kernels.reduce_weight_partials(partial, reductions, accumulate, flat)
     return dw
