@@ -44,5 +44,13 @@ from .ops.conv import (
     tiled_conv2d_backward_weight,
     tiled_conv2d_forward,
 )
+from .ops.pool import (
+    max_pool1d_backward,
+    max_pool1d_forward,
+    max_pool1d_output_shape,
+    max_pool2d_backward,
+    max_pool2d_forward,
+    max_pool2d_output_shape,
+)
 
 __version__ = "0.1.0"

@@ -721,6 +721,113 @@ def local_conv1d_backward(dy, x, w, b=None, *, stride=1, padding=0, dilation=1, 
 
 
 # ================================================================ max-pooling
+#
+# PyTorch's CPU max-pooling, transcribed: window cells are visited row-major
+# and a cell replaces the running maximum when it is greater or NaN; the
+# running maximum starts at -inf with the index of the window's first
+# in-image cell. Vectorised over (N, C, OH, OW), looping over window cells.
+# A window with no in-image cell (only possible with dilation) gives -inf
+# and index -1, which the backward skips.
+
+
+def _pool_pair(value, name):
+    if isinstance(value, (tuple, list)):
+        if len(value) != 2:
+            raise ValueError(f"{name}: expected an int or 2 ints, got {value!r}")
+        return int(value[0]), int(value[1])
+    return int(value), int(value)
+
+
+def _pool_output_size(size, kernel, stride, pad, dilation, ceil_mode):
+    """PyTorch's ``pooling_output_shape``."""
+    span = size + 2 * pad - dilation * (kernel - 1) - 1
+    if ceil_mode:
+        out = (span + stride - 1) // stride + 1
+        if (out - 1) * stride >= size + pad:  # the last window would start in the right padding
+            out -= 1
+    else:
+        out = span // stride + 1
+    return out
+
+
+def max_pool2d_forward(x, kernel_size, *, stride=None, padding=0, dilation=1, ceil_mode=False,
+                       return_indices=False):
+    """Reference max-pooling of ``x`` (N, C, H, W); PyTorch's ``F.max_pool2d``.
+
+    Returns ``y`` (N, C, OH, OW), and with ``return_indices`` also int64
+    indices ``h * W + w`` into the unpadded plane (-1 for a window without
+    an in-image cell).
+    """
+    x = _require_ndim(x, "x", 4)
+    kh, kw = _pool_pair(kernel_size, "kernel_size")
+    sh, sw = (kh, kw) if stride is None else _pool_pair(stride, "stride")
+    ph, pw = _pool_pair(padding, "padding")
+    dh, dw = _pool_pair(dilation, "dilation")
+    if 2 * ph > kh or 2 * pw > kw:
+        raise ValueError(f"padding: expected at most half the kernel size, got {(ph, pw)} for {(kh, kw)}")
+    n, c, h, w = x.shape
+    oh = _pool_output_size(h, kh, sh, ph, dh, ceil_mode)
+    ow = _pool_output_size(w, kw, sw, pw, dw, ceil_mode)
+    if oh < 1 or ow < 1:
+        raise ValueError(f"kernel_size: output size ({oh}, {ow}) is too small")
+    y = np.full((n, c, oh, ow), -np.inf, dtype=x.dtype)
+    index = np.full((n, c, oh, ow), -1, dtype=np.int64)
+    for r in range(kh):
+        rows = np.arange(oh) * sh - ph + r * dh
+        for q in range(kw):
+            cols = np.arange(ow) * sw - pw + q * dw
+            inside = ((rows >= 0) & (rows < h))[:, None] & ((cols >= 0) & (cols < w))[None, :]
+            v = x[:, :, np.clip(rows, 0, h - 1)][:, :, :, np.clip(cols, 0, w - 1)]
+            first = inside & (index < 0)
+            take = (inside & ((v > y) | np.isnan(v))) | first
+            y = np.where(take, v, y)
+            index = np.where(take, rows[:, None] * w + cols[None, :], index)
+    return (y, index) if return_indices else y
+
+
+def max_pool2d_backward(dy, indices, input_shape):
+    """Reference gradient ``dx`` (input_shape) of max-pooling: ``dx[n, c].flat[indices] += dy``.
+
+    Contributions are added in output order; index -1 adds nothing.
+    """
+    dy = _require_ndim(dy, "dy", 4)
+    indices = np.asarray(indices)
+    _require_shape(indices.shape, dy.shape, "indices")
+    n, c, h, w = (int(v) for v in input_shape)
+    if (n, c) != dy.shape[:2]:
+        raise ValueError(f"input_shape: expected N, C of dy {dy.shape[:2]}, got {(n, c)}")
+    if indices.size and (indices.min() < -1 or indices.max() >= h * w):
+        raise ValueError(f"indices: expected values in [-1, {h * w}), got [{indices.min()}, {indices.max()}]")
+    dx = np.zeros((n * c, h * w), dtype=dy.dtype)
+    flat_dy = dy.reshape(n * c, -1)
+    flat_index = indices.reshape(n * c, -1)
+    planes = np.broadcast_to(np.arange(n * c)[:, None], flat_index.shape)
+    keep = flat_index >= 0
+    np.add.at(dx, (planes[keep], flat_index[keep]), flat_dy[keep])
+    return dx.reshape(n, c, h, w)
+
+
+def max_pool1d_forward(x, kernel_size, *, stride=None, padding=0, dilation=1, ceil_mode=False,
+                       return_indices=False):
+    """Reference 1-D max-pooling of ``x`` (N, C, L); indices are positions in L."""
+    x = _require_ndim(x, "x", 3)
+
+    def one(value):
+        return (1, value) if value is not None else None
+
+    result = max_pool2d_forward(x[:, :, None, :], one(kernel_size), stride=one(stride), padding=(0, padding),
+                                dilation=(1, dilation), ceil_mode=ceil_mode, return_indices=return_indices)
+    if return_indices:
+        return result[0][:, :, 0, :], result[1][:, :, 0, :]
+    return result[:, :, 0, :]
+
+
+def max_pool1d_backward(dy, indices, input_shape):
+    """Reference gradient ``dx`` (N, C, L) of 1-D max-pooling."""
+    dy = _require_ndim(dy, "dy", 3)
+    n, c, length = (int(v) for v in input_shape)
+    return max_pool2d_backward(dy[:, :, None, :], np.asarray(indices)[:, :, None, :], (n, c, 1, length))[:, :, 0, :]
+
 
 # ================================================================ NetVLAD
 

@@ -1,0 +1,270 @@
+"""Max-pooling kernels on the CPU.
+
+Layouts (1-D pooling runs as 2-D with ``H = KH = 1``)::
+
+    x        (P, H, W)     P = N * C planes, C-contiguous
+    y        (P, OH, OW)
+    indices  (P, OH, OW)   int64, flat ``h * W + w`` into the unpadded plane, -1 for no cell
+    dy       (P, OH * OW)
+    dx       (P, H * W)
+
+Every kernel runs a ``prange`` over planes: a plane is read and written by
+one iteration only, so there are no races, and the order of every
+floating-point operation is fixed, so results are bitwise reproducible.
+
+The forward returns exactly what PyTorch's CPU kernel returns. That kernel
+visits window cells row-major, and a cell replaces the running maximum
+when it is greater or NaN, starting from the window's first in-image cell:
+ties keep the first cell and the last NaN wins. Padded cells are never
+read: they are ``-inf`` and can only win when the window has no in-image
+cell, which needs dilation; such a window yields ``-inf`` and index ``-1``.
+
+Speed: the windows wholly inside the image horizontally (all but a few
+border columns) are reduced separably: first down the window rows over the
+whole image row, then across the window columns on the stride phases of
+that row (``phase[t % sw, t // sw] = row[t]``), so both inner loops are
+contiguous, branch-free selects that LLVM vectorises. Random data makes a
+branch per comparison mispredict half the time; the selects avoid that.
+Border columns take the per-window path.
+"""
+
+import numpy as np
+from numba import njit, prange
+
+from lcnumba.config import FASTMATH
+
+
+@njit(inline="always")
+def _taps(start, size, k, d):
+    """Taps ``[t0, t1)`` of a window starting at ``start`` (may be < 0) that fall in ``[0, size)``."""
+    t0 = 0
+    if start < 0:
+        t0 = (-start + d - 1) // d
+    t1 = 0
+    if size > start:
+        t1 = min(k, (size - start + d - 1) // d)
+    return t0, t1
+
+
+@njit(inline="always")
+def _interior(w, ow, kw, sw, pw, dw):
+    """Output columns ``[j0, j1)`` whose windows lie wholly inside ``[0, w)``."""
+    j0 = min((pw + sw - 1) // sw, ow)
+    last = w - 1 + pw - (kw - 1) * dw
+    j1 = 0
+    if last >= 0:
+        j1 = min(last // sw + 1, ow)
+    if j1 < j0:
+        j1 = j0
+    return j0, j1
+
+
+@njit(inline="always")
+def _window(xp, h0, r0, r1, dh, w0, kw, dw, w):
+    """Maximum and flat index of one window, PyTorch's visiting order; ``(-inf, -1)`` if it has no cell."""
+    c0, c1 = _taps(w0, w, kw, dw)
+    if c0 >= c1 or r0 >= r1:
+        return -np.inf, -1
+    hh = h0 + r0 * dh
+    best = hh * w + w0 + c0 * dw
+    m = xp[hh, w0 + c0 * dw]
+    for r in range(r0, r1):
+        hh = h0 + r * dh
+        for c in range(c0, c1):
+            ww = w0 + c * dw
+            v = xp[hh, ww]
+            if v > m or v != v:
+                m = v
+                best = hh * w + ww
+    return m, best
+
+
+@njit(inline="always")
+def _phases(row, phased, sw, width):
+    """Split ``row`` into ``sw`` phases: ``phased[t % sw, t // sw] = row[t]``."""
+    for ph in range(sw):
+        dst = phased[ph]
+        for q in range((width - ph + sw - 1) // sw):
+            dst[q] = row[q * sw + ph]
+
+
+@njit(parallel=True, cache=True, fastmath=FASTMATH)
+def max_pool2d_fwd(x, y, kh, kw, sh, sw, ph, pw, dh, dw):
+    """Max-pooling forward without indices: ``y[p, i, j]`` = max of window ``(i, j)`` of plane ``p``.
+
+    Separable: a column maximum over the window rows (contiguous, vectorised),
+    then a row maximum over the window columns on the stride phases of that
+    row (contiguous again). The maximum of a set does not depend on the
+    order it is visited in, NaN included, so the result equals the
+    row-major scan of PyTorch.
+    """
+    planes, h, w = x.shape
+    oh, ow = y.shape[1], y.shape[2]
+    j0, j1 = _interior(w, ow, kw, sw, pw, dw)
+    n_int = j1 - j0
+    for p in prange(planes):
+        xp = x[p]
+        vm = np.empty(w, x.dtype)
+        if sw == 1:
+            pm = vm.reshape((1, w))
+        else:
+            pm = np.empty((sw, (w + sw - 1) // sw), x.dtype)
+        for i in range(oh):
+            h0 = i * sh - ph
+            r0, r1 = _taps(h0, h, kh, dh)
+            yr = y[p, i]
+            for j in range(j0):
+                yr[j] = _window(xp, h0, r0, r1, dh, j * sw - pw, kw, dw, w)[0]
+            for j in range(j1, ow):
+                yr[j] = _window(xp, h0, r0, r1, dh, j * sw - pw, kw, dw, w)[0]
+            if n_int == 0:
+                continue
+            yi = yr[j0:j1]
+            if r0 >= r1:
+                yi[:] = -np.inf
+                continue
+            xr = xp[h0 + r0 * dh]
+            for t in range(w):
+                vm[t] = xr[t]
+            for r in range(r0 + 1, r1):
+                xr = xp[h0 + r * dh]
+                for t in range(w):
+                    v = xr[t]
+                    m = vm[t]
+                    vm[t] = v if (v > m) | (v != v) else m
+            if sw > 1:
+                _phases(vm, pm, sw, w)
+            for c in range(kw):
+                off = j0 * sw + c * dw - pw
+                src = pm[off % sw, off // sw:off // sw + n_int]
+                if c == 0:
+                    for k in range(n_int):
+                        yi[k] = src[k]
+                else:
+                    for k in range(n_int):
+                        v = src[k]
+                        m = yi[k]
+                        yi[k] = v if (v > m) | (v != v) else m
+
+
+@njit(parallel=True, cache=True, fastmath=FASTMATH)
+def max_pool2d_fwd_indices(x, y, indices, kh, kw, sh, sw, ph, pw, dh, dw):
+    """Max-pooling forward with the flat index of every maximum in ``indices``.
+
+    Separable like ``max_pool2d_fwd``, and still exactly PyTorch's choice of
+    cell. The row-major scan picks the last NaN of the window if there is
+    one, else the first cell (row-major) holding the maximum. The column
+    pass keeps, per column, the row of the last NaN or of the first
+    maximum; the row pass then compares candidates by value and breaks
+    ties by that row: an equal value wins only from an earlier row, a NaN
+    from the same or a later row (columns arrive in increasing order).
+    """
+    planes, h, w = x.shape
+    oh, ow = y.shape[1], y.shape[2]
+    j0, j1 = _interior(w, ow, kw, sw, pw, dw)
+    n_int = j1 - j0
+    for p in prange(planes):
+        xp = x[p]
+        vm = np.empty(w, x.dtype)
+        vr = np.empty(w, np.int64)
+        if sw == 1:
+            pm = vm.reshape((1, w))
+            pr = vr.reshape((1, w))
+        else:
+            pm = np.empty((sw, (w + sw - 1) // sw), x.dtype)
+            pr = np.empty((sw, (w + sw - 1) // sw), np.int64)
+        col = np.empty(max(n_int, 1), np.int64)
+        for i in range(oh):
+            h0 = i * sh - ph
+            r0, r1 = _taps(h0, h, kh, dh)
+            yr = y[p, i]
+            ir = indices[p, i]
+            for j in range(j0):
+                yr[j], ir[j] = _window(xp, h0, r0, r1, dh, j * sw - pw, kw, dw, w)
+            for j in range(j1, ow):
+                yr[j], ir[j] = _window(xp, h0, r0, r1, dh, j * sw - pw, kw, dw, w)
+            if n_int == 0:
+                continue
+            yi = yr[j0:j1]
+            ii = ir[j0:j1]
+            if r0 >= r1:
+                yi[:] = -np.inf
+                ii[:] = -1
+                continue
+            hh = h0 + r0 * dh
+            xr = xp[hh]
+            for t in range(w):
+                vm[t] = xr[t]
+                vr[t] = hh
+            for r in range(r0 + 1, r1):
+                hh = h0 + r * dh
+                xr = xp[hh]
+                for t in range(w):
+                    v = xr[t]
+                    m = vm[t]
+                    take = (v > m) | (v != v)
+                    vm[t] = v if take else m
+                    vr[t] = hh if take else vr[t]
+            if sw > 1:
+                _phases(vm, pm, sw, w)
+                _phases(vr, pr, sw, w)
+            for c in range(kw):
+                off = j0 * sw + c * dw - pw
+                src = pm[off % sw, off // sw:off // sw + n_int]
+                srow = pr[off % sw, off // sw:off // sw + n_int]
+                if c == 0:
+                    for k in range(n_int):
+                        yi[k] = src[k]
+                        ii[k] = srow[k]
+                        col[k] = off + k * sw
+                else:
+                    for k in range(n_int):
+                        v = src[k]
+                        m = yi[k]
+                        rv = srow[k]
+                        rm = ii[k]
+                        take = (v > m) | ((v == m) & (rv < rm)) | ((v != v) & ((m == m) | (rv >= rm)))
+                        yi[k] = v if take else m
+                        ii[k] = rv if take else rm
+                        col[k] = off + k * sw if take else col[k]
+            for k in range(n_int):
+                ii[k] = ii[k] * w + col[k]
+
+
+@njit(parallel=True, cache=True, fastmath=FASTMATH)
+def max_pool2d_bwd(dy, indices, dx):
+    """Max-pooling backward: ``dx[p, indices[p, q]] += dy[p, q]``, in order of ``q``.
+
+    Each plane is owned by one iteration, so the scatter is race-free and
+    its summation order (output order) is fixed. Indices were validated by
+    the caller; ``-1`` (a window with no cell) adds nothing, and an index
+    outside the plane is skipped rather than written, as a last guard.
+    """
+    planes, q_count = dy.shape
+    size = dx.shape[1]
+    for p in prange(planes):
+        dxp = dx[p]
+        for t in range(size):
+            dxp[t] = 0
+        dyp = dy[p]
+        ip = indices[p]
+        for q in range(q_count):
+            k = ip[q]
+            if k >= 0 and k < size:
+                dxp[k] += dyp[q]
+
+
+@njit(parallel=True, cache=True)
+def index_range(indices, lo, hi):
+    """Per-plane minimum and maximum of ``indices`` (P, Q) into ``lo``, ``hi`` (P,)."""
+    planes, q_count = indices.shape
+    for p in prange(planes):
+        ip = indices[p]
+        a = ip[0]
+        b = ip[0]
+        for q in range(1, q_count):
+            v = ip[q]
+            a = min(a, v)
+            b = max(b, v)
+        lo[p] = a
+        hi[p] = b
