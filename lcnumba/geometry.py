@@ -20,6 +20,7 @@ import functools
 from typing import NamedTuple
 
 import numpy as np
+from numba import njit
 
 from . import checks
 
@@ -228,9 +229,9 @@ def tile_of(index, size, tiles, mode):
     return index * tiles // size
 
 
-@functools.lru_cache(maxsize=256)
-def segments(oh, ow, th, tw, mode):
-    """Runs of output positions that share a filter bank.
+@njit(cache=True)
+def segment_table(oh, ow, th, tw, periodic):
+    """Runs of output positions that share a filter bank (compiled, so C entry points can call it).
 
     Parameters
     ----------
@@ -238,9 +239,9 @@ def segments(oh, ow, th, tw, mode):
         Output size.
     th, tw : int
         Number of tiles along each axis (``1, 1`` for conv2d, ``OH, OW`` for local).
-    mode : {"periodic", "block"}
-        ``periodic``: position (i, j) uses tile (i % TH, j % TW) (Ngiam et al.);
-        ``block``: tile (i * TH // OH, j * TW // OW), contiguous regions.
+    periodic : bool
+        True: position (i, j) uses tile (i % TH, j % TW) (Ngiam et al.);
+        False ("block"): tile (i * TH // OH, j * TW // OW), contiguous regions.
 
     Returns
     -------
@@ -253,27 +254,50 @@ def segments(oh, ow, th, tw, mode):
         The same segments sorted by output row.
     row_ptr : int64 array (OH + 1,)
         Segments of row ``i`` are ``by_row[row_ptr[i]:row_ptr[i+1]]``.
-
-    All arrays are read-only (they are cached).
     """
-    rows = []
+    per_row = min(tw, ow) if periodic else tw
+    by_row = np.empty((oh * per_row, 5), dtype=np.int64)
+    row_ptr = np.empty(oh + 1, dtype=np.int64)
+    s = 0
     for i in range(oh):
-        ti = tile_of(i, oh, th, mode)
-        if mode == "periodic":
-            for tj in range(min(tw, ow)):
-                count = (ow - tj + tw - 1) // tw
-                rows.append((ti * tw + tj, i, tj, tw, count))
-        else:
-            for tj in range(tw):
-                j0 = -(-tj * ow // tw)  # first j with j * tw // ow == tj
-                j1 = -(-(tj + 1) * ow // tw)
-                if j1 > j0:
-                    rows.append((ti * tw + tj, i, j0, 1, j1 - j0))
-    by_row = np.array(rows, dtype=np.int64).reshape(-1, 5)
-    row_ptr = np.searchsorted(by_row[:, 1], np.arange(oh + 1)).astype(np.int64)
-    order = np.lexsort((by_row[:, 1], by_row[:, 0]))
-    by_tile = np.ascontiguousarray(by_row[order])
-    tile_ptr = np.searchsorted(by_tile[:, 0], np.arange(th * tw + 1)).astype(np.int64)
-    for array in (by_tile, tile_ptr, by_row, row_ptr):
-        array.flags.writeable = False
+        row_ptr[i] = s
+        ti = i % th if periodic else i * th // oh
+        for tj in range(per_row):
+            if periodic:
+                j0, step, count = tj, tw, (ow - tj + tw - 1) // tw
+            else:
+                j0 = (tj * ow + tw - 1) // tw  # first j with j * tw // ow == tj
+                j1 = ((tj + 1) * ow + tw - 1) // tw
+                step, count = 1, j1 - j0
+            if count > 0:
+                by_row[s, 0] = ti * tw + tj
+                by_row[s, 1] = i
+                by_row[s, 2] = j0
+                by_row[s, 3] = step
+                by_row[s, 4] = count
+                s += 1
+    row_ptr[oh] = s
+    by_row = by_row[:s].copy()
+    # Counting sort by tile keeps each tile's segments in row order.
+    n_tiles = th * tw
+    tile_ptr = np.zeros(n_tiles + 1, dtype=np.int64)
+    for r in range(s):
+        tile_ptr[by_row[r, 0] + 1] += 1
+    for t in range(n_tiles):
+        tile_ptr[t + 1] += tile_ptr[t]
+    fill = tile_ptr[:n_tiles].copy()
+    by_tile = np.empty_like(by_row)
+    for r in range(s):
+        t = by_row[r, 0]
+        by_tile[fill[t]] = by_row[r]
+        fill[t] += 1
     return by_tile, tile_ptr, by_row, row_ptr
+
+
+@functools.lru_cache(maxsize=256)
+def segments(oh, ow, th, tw, mode):
+    """``segment_table`` for a ``tile_mode`` name, cached and read-only."""
+    tables = segment_table(oh, ow, th, tw, mode == "periodic")
+    for array in tables:
+        array.flags.writeable = False
+    return tables

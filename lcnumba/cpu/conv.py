@@ -44,6 +44,7 @@ import numpy as np
 from numba import njit, prange
 
 from ..config import FASTMATH
+from ..geometry import segment_table
 
 #: Columns (batch samples x positions) per GEMM: big enough for BLAS to run
 #: near peak, small enough that the column buffer stays in L2.
@@ -55,18 +56,20 @@ COLUMNS_PER_GEMM = 512
 CHUNKS_PER_TILE = 16
 
 
+@njit(cache=True)
 def batch_chunk(n, max_count):
     """Batch samples per GEMM so that ``samples * max_count <= COLUMNS_PER_GEMM``."""
     return max(1, min(n, COLUMNS_PER_GEMM // max(1, max_count)))
 
 
+@njit(cache=True)
 def plan_weight_chunks(tile_ptr):
     """Split each tile's segments into chunks whose partial weight gradients are reduced in order.
 
     Parameters
     ----------
     tile_ptr : int64 array (T + 1,)
-        Segment ranges per tile, from ``geometry.segments``.
+        Segment ranges per tile, from ``geometry.segment_table``.
 
     Returns
     -------
@@ -78,25 +81,41 @@ def plan_weight_chunks(tile_ptr):
         ``(tile, slot_lo, slot_hi)``: ``dw[tile]`` is the sum of those slots.
     n_slots : int
     """
-    total = int(tile_ptr[-1])
-    per_chunk = max(1, -(-total // CHUNKS_PER_TILE))
-    chunks, reductions = [], []
+    n_tiles = tile_ptr.shape[0] - 1
+    total = tile_ptr[n_tiles]
+    per_chunk = max(1, (total + CHUNKS_PER_TILE - 1) // CHUNKS_PER_TILE)
+    n_chunks = 0
+    n_reductions = 0
+    for t in range(n_tiles):
+        pieces = max(1, (tile_ptr[t + 1] - tile_ptr[t] + per_chunk - 1) // per_chunk)
+        n_chunks += pieces
+        if pieces > 1:
+            n_reductions += 1
+    chunks = np.empty((n_chunks, 4), dtype=np.int64)
+    reductions = np.empty((n_reductions, 3), dtype=np.int64)
+    q = 0
+    r = 0
     slot = 0
-    for t in range(len(tile_ptr) - 1):
-        lo, hi = int(tile_ptr[t]), int(tile_ptr[t + 1])
-        pieces = max(1, -(-(hi - lo) // per_chunk))
+    for t in range(n_tiles):
+        lo, hi = tile_ptr[t], tile_ptr[t + 1]
+        pieces = max(1, (hi - lo + per_chunk - 1) // per_chunk)
         if pieces == 1:
-            chunks.append((t, lo, hi, -1))
+            chunks[q, 0], chunks[q, 1], chunks[q, 2], chunks[q, 3] = t, lo, hi, -1
+            q += 1
             continue
-        reductions.append((t, slot, slot + pieces))
+        reductions[r, 0], reductions[r, 1], reductions[r, 2] = t, slot, slot + pieces
+        r += 1
         for p in range(pieces):
-            chunks.append((t, lo + p * per_chunk, min(hi, lo + (p + 1) * per_chunk), slot))
+            chunks[q, 0] = t
+            chunks[q, 1] = lo + p * per_chunk
+            chunks[q, 2] = min(hi, lo + (p + 1) * per_chunk)
+            chunks[q, 3] = slot
+            q += 1
             slot += 1
-    chunks = np.array(chunks, dtype=np.int64).reshape(-1, 4)
-    reductions = np.array(reductions, dtype=np.int64).reshape(-1, 3)
     return chunks, reductions, slot
 
 
+@njit(cache=True)
 def rows_per_phase_block(kh, stride_h, dilation_h):
     """Output rows per block so that blocks two apart read disjoint input rows.
 
@@ -463,3 +482,57 @@ def conv_backward_input(dy, w, segs, row_ptr, rows_per_block, n_chunk, kh, kw, s
                             np.dot(w_t.T, dys, dcols)
                             _col2im_add(dcols, n0, n1, g * cg, cg, i, j0, j_step, count,
                                         kh, kw, sh, sw, pt, pl, dh, dw, dx)
+
+
+# ---------------------------------------------------------------- drivers
+#
+# One call per public operation, compiled, so that the Python functions and
+# the C entry points (lcnumba.capi) run exactly the same code. ``th, tw`` are
+# the tiles per axis (1, 1 for conv2d; OH, OW for local) and ``periodic`` the
+# tile mode. Arguments are trusted: the callers check them.
+
+
+@njit(cache=True)
+def forward(x, w, b, th, tw, periodic, kh, kw, sh, sw, pt, pl, dh, dw, groups, n_threads, y):
+    """``y = conv(x, w) + b``; w (T, F, Kg), b (F, T) or (0, 0), y (N, F, OH, OW)."""
+    by_tile, _, _, _ = segment_table(y.shape[2], y.shape[3], th, tw, periodic)
+    n_chunk = batch_chunk(x.shape[0], _max_count(by_tile))
+    conv_forward(x, w, b, by_tile, n_chunk, kh, kw, sh, sw, pt, pl, dh, dw, groups, n_threads, y)
+
+
+@njit(cache=True)
+def backward_input(dy, w, th, tw, periodic, kh, kw, sh, sw, pt, pl, dh, dw, groups, n_threads, dx):
+    """``dx``, (N, C, H, W), from dy (N, F, OH, OW) and w (T, F, Kg)."""
+    _, _, by_row, row_ptr = segment_table(dy.shape[2], dy.shape[3], th, tw, periodic)
+    n_chunk = batch_chunk(dy.shape[0], _max_count(by_row))
+    rows = rows_per_phase_block(kh, sh, dh)
+    conv_backward_input(dy, w, by_row, row_ptr, rows, n_chunk, kh, kw, sh, sw, pt, pl, dh, dw, groups,
+                        n_threads, dx)
+
+
+@njit(cache=True)
+def backward_weight(dy, x, th, tw, periodic, kh, kw, sh, sw, pt, pl, dh, dw, groups, n_threads, accumulate, out):
+    """``out (+)= dW``, (T, F, Kg), from dy (N, F, OH, OW) and x (N, C, H, W)."""
+    by_tile, tile_ptr, _, _ = segment_table(dy.shape[2], dy.shape[3], th, tw, periodic)
+    chunks, reductions, n_slots = plan_weight_chunks(tile_ptr)
+    partial = np.empty((n_slots, out.shape[1], out.shape[2]), dtype=out.dtype)
+    n_chunk = batch_chunk(x.shape[0], _max_count(by_tile))
+    conv_backward_weight(dy, x, by_tile, chunks, n_chunk, kh, kw, sh, sw, pt, pl, dh, dw, groups, n_threads,
+                         accumulate, partial, out)
+    if n_slots > 0:
+        reduce_weight_partials(partial, reductions, accumulate, out)
+
+
+@njit(cache=True)
+def backward_bias(dy, th, tw, periodic, accumulate, out):
+    """``out (+)= db``, (F, T), from dy (N, F, OH, OW)."""
+    by_tile, tile_ptr, _, _ = segment_table(dy.shape[2], dy.shape[3], th, tw, periodic)
+    conv_backward_bias(dy, by_tile, tile_ptr, accumulate, out)
+
+
+@njit(cache=True)
+def _max_count(segs):
+    most = 1
+    for s in range(segs.shape[0]):
+        most = max(most, segs[s, 4])
+    return most

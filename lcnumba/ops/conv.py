@@ -47,8 +47,8 @@ class _Plan(NamedTuple):
         return (g.kh, g.kw, g.stride_h, g.stride_w, g.pad_top, g.pad_left, g.dilation_h, g.dilation_w)
 
     @property
-    def segments(self):
-        return geometry.segments(self.geo.oh, self.geo.ow, self.th, self.tw, self.mode)
+    def tiling(self):
+        return (self.th, self.tw, self.mode == "periodic")
 
     @property
     def weight_shape(self):
@@ -123,12 +123,10 @@ def _forward(family, x, w, b, stride, padding, dilation, groups, tile_mode, out)
     y = checks.output(out, "out", geo.output_shape, x.dtype, {"x": x_in, "w": w_in, "b": b_in})
     if geo.n == 0:
         return y
-    by_tile = plan.segments[0]
     bias = plan.flat_bias(b) if b is not None else np.zeros((0, 0), dtype=x.dtype)
-    n_chunk = kernels.batch_chunk(geo.n, int(by_tile[:, 4].max()))
     with serial_blas():
-        kernels.conv_forward(x, plan.flat_weight(w), bias, by_tile, n_chunk, *plan.kernel_args, geo.groups,
-                             numba.get_num_threads(), y)
+        kernels.forward(x, plan.flat_weight(w), bias, *plan.tiling, *plan.kernel_args, geo.groups,
+                        numba.get_num_threads(), y)
     return y
 
 
@@ -145,12 +143,9 @@ def _backward_input(family, dy, w, input_shape, stride, padding, dilation, group
     dx = checks.output(out, "out", input_shape, dy.dtype, {"dy": dy_in, "w": w_in})
     if geo.n == 0:
         return dx
-    _, _, by_row, row_ptr = plan.segments
-    n_chunk = kernels.batch_chunk(geo.n, int(by_row[:, 4].max()))
-    rows = kernels.rows_per_phase_block(geo.kh, geo.stride_h, geo.dilation_h)
     with serial_blas():
-        kernels.conv_backward_input(dy, plan.flat_weight(w), by_row, row_ptr, rows, n_chunk,
-                                    *plan.kernel_args, geo.groups, numba.get_num_threads(), dx)
+        kernels.backward_input(dy, plan.flat_weight(w), *plan.tiling, *plan.kernel_args, geo.groups,
+                               numba.get_num_threads(), dx)
     return dx
 
 
@@ -172,16 +167,9 @@ def _backward_weight(family, dy, x, weight_shape, stride, padding, dilation, gro
         if not accumulate:
             dw[...] = 0
         return dw
-    by_tile, tile_ptr, _, _ = plan.segments
-    chunks, reductions, n_slots = kernels.plan_weight_chunks(tile_ptr)
-    flat = plan.flat_weight(dw)
-    partial = np.empty((n_slots,) + flat.shape[1:], dtype=dy.dtype)
-    n_chunk = kernels.batch_chunk(geo.n, int(by_tile[:, 4].max()))
     with serial_blas():
-        kernels.conv_backward_weight(dy, x, by_tile, chunks, n_chunk, *plan.kernel_args, geo.groups,
-                                     numba.get_num_threads(), accumulate, partial, flat)
-    if n_slots:
-        kernels.reduce_weight_partials(partial, reductions, accumulate, flat)
+        kernels.backward_weight(dy, x, *plan.tiling, *plan.kernel_args, geo.groups, numba.get_num_threads(),
+                                accumulate, plan.flat_weight(dw))
     return dw
 
 
@@ -208,8 +196,7 @@ def _backward_bias(family, dy, bias_shape, tile_mode, out, accumulate):
     db = checks.output(out, "out", bias_shape, dy.dtype, {"dy": dy_in})
     if oh == 0 or ow == 0:
         raise checks.value_error("dy", "an output gradient with OH, OW >= 1", f"shape {dy.shape}")
-    by_tile, tile_ptr, _, _ = geometry.segments(oh, ow, th, tw, mode)
-    kernels.conv_backward_bias(dy, by_tile, tile_ptr, accumulate, db.reshape(f, th * tw))
+    kernels.backward_bias(dy, th, tw, mode == "periodic", accumulate, db.reshape(f, th * tw))
     return db
 
 
