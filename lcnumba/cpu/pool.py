@@ -154,10 +154,12 @@ def max_pool2d_fwd_indices(x, y, indices, kh, kw, sh, sw, ph, pw, dh, dw):
     Separable like ``max_pool2d_fwd``, and still exactly PyTorch's choice of
     cell. The row-major scan picks the last NaN of the window if there is
     one, else the first cell (row-major) holding the maximum. The column
-    pass keeps, per column, the row of the last NaN or of the first
+    pass keeps, per column, the window row of the last NaN or of the first
     maximum; the row pass then compares candidates by value and breaks
     ties by that row: an equal value wins only from an earlier row, a NaN
     from the same or a later row (columns arrive in increasing order).
+    Window rows and columns are tracked as int32 tap numbers, not int64
+    positions, so the selects run as many lanes as the float32 values.
     """
     planes, h, w = x.shape
     oh, ow = y.shape[1], y.shape[2]
@@ -166,14 +168,15 @@ def max_pool2d_fwd_indices(x, y, indices, kh, kw, sh, sw, ph, pw, dh, dw):
     for p in prange(planes):
         xp = x[p]
         vm = np.empty(w, x.dtype)
-        vr = np.empty(w, np.int64)
+        vr = np.empty(w, np.int32)
         if sw == 1:
             pm = vm.reshape((1, w))
             pr = vr.reshape((1, w))
         else:
             pm = np.empty((sw, (w + sw - 1) // sw), x.dtype)
-            pr = np.empty((sw, (w + sw - 1) // sw), np.int64)
-        col = np.empty(max(n_int, 1), np.int64)
+            pr = np.empty((sw, (w + sw - 1) // sw), np.int32)
+        row = np.empty(max(n_int, 1), np.int32)
+        col = np.empty(max(n_int, 1), np.int32)
         for i in range(oh):
             h0 = i * sh - ph
             r0, r1 = _taps(h0, h, kh, dh)
@@ -191,20 +194,20 @@ def max_pool2d_fwd_indices(x, y, indices, kh, kw, sh, sw, ph, pw, dh, dw):
                 yi[:] = -np.inf
                 ii[:] = -1
                 continue
-            hh = h0 + r0 * dh
-            xr = xp[hh]
+            xr = xp[h0 + r0 * dh]
+            first = np.int32(r0)
             for t in range(w):
                 vm[t] = xr[t]
-                vr[t] = hh
+                vr[t] = first
             for r in range(r0 + 1, r1):
-                hh = h0 + r * dh
-                xr = xp[hh]
+                xr = xp[h0 + r * dh]
+                tap = np.int32(r)
                 for t in range(w):
                     v = xr[t]
                     m = vm[t]
                     take = (v > m) | (v != v)
                     vm[t] = v if take else m
-                    vr[t] = hh if take else vr[t]
+                    vr[t] = tap if take else vr[t]
             if sw > 1:
                 _phases(vm, pm, sw, w)
                 _phases(vr, pr, sw, w)
@@ -215,20 +218,22 @@ def max_pool2d_fwd_indices(x, y, indices, kh, kw, sh, sw, ph, pw, dh, dw):
                 if c == 0:
                     for k in range(n_int):
                         yi[k] = src[k]
-                        ii[k] = srow[k]
-                        col[k] = off + k * sw
+                        row[k] = srow[k]
+                        col[k] = 0
                 else:
+                    tap = np.int32(c)
                     for k in range(n_int):
                         v = src[k]
                         m = yi[k]
                         rv = srow[k]
-                        rm = ii[k]
+                        rm = row[k]
                         take = (v > m) | ((v == m) & (rv < rm)) | ((v != v) & ((m == m) | (rv >= rm)))
                         yi[k] = v if take else m
-                        ii[k] = rv if take else rm
-                        col[k] = off + k * sw if take else col[k]
+                        row[k] = rv if take else rm
+                        col[k] = tap if take else col[k]
+            base = h0 * w + j0 * sw - pw
             for k in range(n_int):
-                ii[k] = ii[k] * w + col[k]
+                ii[k] = base + np.int64(row[k]) * (dh * w) + k * sw + np.int64(col[k]) * dw
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
