@@ -217,6 +217,16 @@ def _im2row(x, n0, n1, c0, cg, i, j0, j_step, count, kh, kw, sh, sw, pt, pl, dh,
             row = patches[(n - n0) * count + m]
             w0 = (j0 + m * j_step) * sw - pl
             lo, hi = _valid_range(kw, 0, 1, dw, w0, width)
+            h0 = i * sh - pt
+            if lo == 0 and hi == kw and h0 >= 0 and h0 + (kh - 1) * dh < height:
+                # Interior window: no bounds to test, a plain strided copy.
+                k = 0
+                for c in range(cg):
+                    for a in range(kh):
+                        for bb in range(kw):
+                            row[k] = x[n, c0 + c, h0 + a * dh, w0 + bb * dw]
+                            k += 1
+                continue
             for c in range(cg):
                 plane = x[n, c0 + c]
                 for a in range(kh):
@@ -243,6 +253,15 @@ def _row2im_add(patches, n0, n1, c0, cg, i, j0, j_step, count, kh, kw, sh, sw, p
             row = patches[(n - n0) * count + m]
             w0 = (j0 + m * j_step) * sw - pl
             lo, hi = _valid_range(kw, 0, 1, dw, w0, width)
+            h0 = i * sh - pt
+            if lo == 0 and hi == kw and h0 >= 0 and h0 + (kh - 1) * dh < height:
+                k = 0
+                for c in range(cg):
+                    for a in range(kh):
+                        for bb in range(kw):
+                            dx[n, c0 + c, h0 + a * dh, w0 + bb * dw] += row[k]
+                            k += 1
+                continue
             for c in range(cg):
                 plane = dx[n, c0 + c]
                 for a in range(kh):
