@@ -162,6 +162,9 @@ GEOMETRIES = {
     "grouped": dict(groups=2, c=4, f=6, padding=1),
     "depthwise": dict(groups=4, c=4, f=4, kernel=(2, 3), padding=(1, 0)),
     "same": dict(padding="same", dilation=(1, 3), kernel=(2, 2)),  # odd totals: extra cell bottom/right
+    # enough batch, rows and tiles for the kernels to split work into several chunks
+    "larger": dict(n=9, c=6, f=6, size=(15, 17), kernel=(3, 4), stride=(2, 1), padding=((2, 0), (1, 2)),
+                   dilation=(2, 1), groups=3, tiles=(4, 3)),
 }
 
 
@@ -283,6 +286,29 @@ def test_gradcheck_random_directions(fam):
         lambda dy, x, w, b: fam.op("backward")(dy, x, w, b, **geo_kwargs),
         names=["x", "w", "b"], directions=6, atol=1e-6,
     )
+
+
+@pytest.mark.parametrize("directions", ["all", 3])
+def test_gradcheck_catches_a_wrong_gradient(directions):
+    # The checks above can only fail if gradcheck does: a gradient off in one element must be caught.
+    case = make_case(FAMILIES[0], n=1, c=2, f=2, size=(4, 4), kernel=(2, 2))
+    x, w, b = case.x.copy(), case.w.copy(), case.b.copy()
+
+    def wrong(dy, x, w, b):
+        dx, dw, db = lcnumba.conv2d_backward(dy, x, w, b)
+        dw[1, 0, 1, 0] += 1e-3
+        return dx, dw, db
+
+    def forward(x, w, b):
+        return lcnumba.conv2d_forward(x, w, b)
+
+    with pytest.raises(AssertionError, match="^w: "):
+        testing.gradcheck(forward, [case.x, case.w, case.b], wrong, names=["x", "w", "b"], directions=directions)
+    assert testing.gradcheck(forward, [case.x, case.w, case.b], wrong, wrt=[0, 2], directions=directions)
+    for before, after in ((x, case.x), (w, case.w), (b, case.b)):
+        assert_bitwise(after, before)
+    with pytest.raises(TypeError, match="float64"):
+        testing.gradcheck(forward, [case.x.astype(np.float32), case.w, case.b], wrong)
 
 
 @families
@@ -510,13 +536,18 @@ def _strided(a):
 
 
 def _transposed(a):
-    """The same values as ``a`` in Fortran (reversed) memory order."""
-    return None if a is None else np.asfortranarray(a)
+    """The same values as ``a`` in a transposed view (reversed strides)."""
+    return None if a is None else np.ascontiguousarray(a.T).T
+
+
+def _reversed(a):
+    """The same values as ``a`` in a view with a negative stride on the last axis."""
+    return None if a is None else np.ascontiguousarray(a[..., ::-1])[..., ::-1]
 
 
 @families
 @dtypes
-@pytest.mark.parametrize("layout", [_strided, _transposed], ids=["strided", "transposed"])
+@pytest.mark.parametrize("layout", [_strided, _transposed, _reversed], ids=["strided", "transposed", "reversed"])
 def test_non_contiguous_inputs(fam, dtype, layout):
     case = make_case(fam, dtype=dtype, padding=1, groups=2)
     dy = case.dy()
