@@ -545,9 +545,18 @@ def _reversed(a):
     return None if a is None else np.ascontiguousarray(a[..., ::-1])[..., ::-1]
 
 
+def _read_only(a):
+    """A read-only strided view: inputs are only ever read, so this must be accepted."""
+    view = _strided(a)
+    if view is not None:
+        view.flags.writeable = False
+    return view
+
+
 @families
 @dtypes
-@pytest.mark.parametrize("layout", [_strided, _transposed, _reversed], ids=["strided", "transposed", "reversed"])
+@pytest.mark.parametrize("layout", [_strided, _transposed, _reversed, _read_only],
+                         ids=["strided", "transposed", "reversed", "read-only"])
 def test_non_contiguous_inputs(fam, dtype, layout):
     case = make_case(fam, dtype=dtype, padding=1, groups=2)
     dy = case.dy()
