@@ -209,10 +209,12 @@ def stride1d(value, name):
 
 
 def padding1d(padding):
-    """A 1-D padding (int, ``(left, right)``, ``"valid"``, ``"same"``) in the 2-D form."""
+    """A 1-D padding (int, 1-tuple, ``(left, right)``, ``"valid"``, ``"same"``) in the 2-D form."""
     if isinstance(padding, str):
         return padding
-    if isinstance(padding, (tuple, list)):
+    if isinstance(padding, (tuple, list)) and len(padding) == 1:
+        padding = padding[0]
+    elif isinstance(padding, (tuple, list)):
         left, right = checks.int_tuple(padding, "padding", 2, minimum=0)
         return ((0, 0), (left, right))
     p = checks.integer(padding, "padding", minimum=0)
