@@ -1,0 +1,156 @@
+"""Parameter initialisers.
+
+``netvlad_init`` follows the NetVLAD paper (Arandjelović et al. 2016, Section
+3.1) and its reference implementations: k-means on L2-normalised local
+descriptors gives the centroids, and the soft-assignment starts as the
+softmax of ``-alpha ||x - c_k||^2``, whose expansion over unit vectors is
+``w_k = 2 alpha c_k``, ``b_k = -alpha ||c_k||^2`` (the ``||x||^2`` term is the
+same for every cluster and cancels in the softmax).
+"""
+
+import warnings
+
+import numpy as np
+import scipy.cluster.vq
+
+from . import checks
+
+_TARGET_RATIO = 100.0  # largest / second-largest assignment, as pytorch-NetVlad's -log(0.01)
+_GHOST_SCALE = 0.01  # ghost weights are this fraction of a real cluster's weight norm, spread over D
+_NORM_EPS = 1e-12
+_ALPHA_CHUNK = 65536  # descriptors per block when measuring the assignment margins
+
+
+def _descriptor_matrix(descriptors):
+    """Descriptors (M, D), or feature maps (N, D, H, W) / (N, D, M), as one float64 (M_total, D) matrix."""
+    array = checks.float_array(descriptors, "descriptors", (2, 3, 4))
+    dtype = array.dtype
+    if array.ndim > 2:
+        n, d = array.shape[:2]
+        array = np.moveaxis(array.reshape(n, d, -1), 1, 2).reshape(-1, d)
+    if array.shape[0] < 1 or array.shape[1] < 1:
+        raise checks.value_error("descriptors", "at least one descriptor of size D >= 1",
+                                 f"shape {descriptors.shape}")
+    if not np.all(np.isfinite(array)):
+        raise checks.value_error("descriptors", "finite values", "NaN or infinity")
+    return np.asarray(array, dtype=np.float64), dtype
+
+
+def _unit_rows(matrix):
+    norms = np.sqrt(np.einsum("ij,ij->i", matrix, matrix))
+    return matrix / np.maximum(norms, _NORM_EPS)[:, None]
+
+
+def _kmeans(data, k, rng):
+    with warnings.catch_warnings():
+        # an empty cluster keeps its previous centre; k-means++ seeding makes that rare
+        warnings.filterwarnings("ignore", message="One of the clusters is empty")
+        try:
+            centres, _ = scipy.cluster.vq.kmeans2(data, k, minit="++", rng=rng)
+        except TypeError:  # SciPy < 1.15 names the generator ``seed``
+            centres, _ = scipy.cluster.vq.kmeans2(data, k, minit="++", seed=rng)
+    return centres
+
+
+def _mean_margin(unit_descriptors, unit_centroids):
+    """Mean over descriptors of (largest - second-largest) cosine to the centroids."""
+    total = 0.0
+    for start in range(0, unit_descriptors.shape[0], _ALPHA_CHUNK):
+        dots = unit_descriptors[start:start + _ALPHA_CHUNK] @ unit_centroids.T
+        top2 = np.partition(dots, dots.shape[1] - 2, axis=1)[:, -2:]
+        total += float(np.sum(top2[:, 1] - top2[:, 0]))
+    return total / unit_descriptors.shape[0]
+
+
+def netvlad_init(descriptors, num_clusters, *, num_ghost=0, alpha=None, seed=None):
+    """Initial NetVLAD parameters from k-means on sample descriptors.
+
+    The descriptors are L2-normalised and clustered with k-means (k-means++
+    seeding, ``scipy.cluster.vq.kmeans2``). With ``c_k`` the unit-length
+    centroid directions, the real clusters get ``w_k = 2 alpha c_k`` and
+    ``b_k = -alpha ||c_k||^2 = -alpha``, so ``softmax_k(w_k . x + b_k)`` is the
+    softmax of ``-alpha ||x - c_k||^2`` for unit ``x``.
+
+    Parameters
+    ----------
+    descriptors : ndarray, shape (M, D), (N, D, M) or (N, D, H, W)
+        Sample local descriptors, float32 or float64; feature maps are read as their
+        ``N * M`` descriptors of size D. Never written.
+    num_clusters : int
+        K, the number of real clusters; at most the number of distinct descriptors (after
+        normalisation).
+    num_ghost : int
+        G, the number of ghost clusters (GhostVLAD) appended after the real ones.
+    alpha : float, optional
+        Sharpness of the initial assignment. By default it is chosen so that the ratio of the
+        largest to the second-largest assignment of a descriptor is 100 on average
+        (geometric mean over ``descriptors``): ``alpha = log(100) / (2 mean(d1 - d2))`` with
+        ``d1, d2`` the two largest cosines of a descriptor to the centroids (the rule of
+        pytorch-NetVlad, ``-log(0.01) / mean(d1 - d2)``, for its weights ``alpha c_k``).
+    seed : int, optional
+        Seed of k-means and of the ghost weights; the result is deterministic for a given seed.
+
+    Returns
+    -------
+    w : ndarray, shape (K + G, D)
+        ``2 alpha c_k`` for the real clusters; small random rows (norm about 1% of a real
+        row's) for the ghosts.
+    b : ndarray, shape (K + G,)
+        ``-alpha`` for every cluster: a ghost starts like a real cluster whose centroid is
+        orthogonal to the descriptor, so it takes little mass until it is trained.
+    centroids : ndarray, shape (K, D)
+        The k-means centres of the normalised descriptors (cluster means, inside the unit ball),
+        the anchors of the residuals ``x_i - c_k``.
+
+    All three have the dtype of ``descriptors``.
+
+    Raises
+    ------
+    TypeError
+        ``descriptors`` not a float32/float64 ndarray; a non-int count or seed; a non-float alpha.
+    ValueError
+        ``descriptors`` empty or not finite; ``num_clusters`` < 1 or more than the distinct
+        descriptors;
+        ``num_ghost`` < 0; ``alpha`` not finite and > 0, or None with one cluster or with
+        descriptors that every centroid fits equally well (no margin to calibrate on).
+
+    Notes
+    -----
+    R. Arandjelović et al., "NetVLAD: CNN architecture for weakly supervised place
+    recognition", CVPR 2016, Section 3.1; Y. Zhong et al., "GhostVLAD for set-based face
+    recognition", ACCV 2018.
+    """
+    data, dtype = _descriptor_matrix(descriptors)
+    k = checks.integer(num_clusters, "num_clusters", minimum=1)
+    if k > data.shape[0]:
+        raise checks.value_error("num_clusters", f"at most the {data.shape[0]} descriptors given", k)
+    g = checks.integer(num_ghost, "num_ghost", minimum=0)
+    if alpha is not None:
+        alpha = checks.positive_float(alpha, "alpha")
+    if seed is not None:
+        seed = checks.integer(seed, "seed", minimum=0)
+    rng = np.random.default_rng(seed)
+
+    unit = _unit_rows(data)
+    distinct = len(np.unique(unit, axis=0))
+    if k > distinct:  # k-means++ cannot seed more centres than there are distinct points
+        raise checks.value_error("num_clusters", f"at most the {distinct} distinct (normalised) descriptors", k)
+    centroids = _kmeans(unit, k, rng)
+    directions = _unit_rows(centroids)
+    if alpha is None:
+        if k < 2:
+            raise checks.value_error("alpha", "a float when num_clusters is 1 (the assignment ratio needs two "
+                                     "clusters)", None)
+        margin = _mean_margin(unit, directions)
+        if not margin > 0:
+            raise checks.value_error("descriptors", "descriptors closer to some centroids than to others",
+                                     "descriptors with the same cosine to every centroid")
+        alpha = np.log(_TARGET_RATIO) / (2.0 * margin)
+
+    d = data.shape[1]
+    w = np.empty((k + g, d))
+    w[:k] = 2.0 * alpha * directions
+    w[k:] = rng.standard_normal((g, d)) * (_GHOST_SCALE * 2.0 * alpha / np.sqrt(d))
+    b = np.full(k + g, -alpha)
+    b[:k] = -alpha * np.einsum("kd,kd->k", directions, directions)
+    return w.astype(dtype), b.astype(dtype), centroids.astype(dtype)
