@@ -398,3 +398,15 @@ def test_init_errors(call, error, name):
 def test_init_with_one_cluster_and_given_alpha():
     w, b, c = lc.netvlad_init(_clustered_descriptors(), 1, alpha=2.0, seed=0)
     assert w.shape == (1, 8) and np.allclose(b, -2.0)
+
+
+def test_read_only_inputs():
+    x, w, b, c = _params((2, 4, 5), 2, 1)
+    dy = np.random.default_rng(0).standard_normal((2, 8))
+    y = lc.netvlad_forward(x, w, b, c)
+    expected = lc.netvlad_backward(dy, x, w, b, c)
+    for array in (x, w, b, c, dy):
+        array.flags.writeable = False
+    np.testing.assert_array_equal(lc.netvlad_forward(x, w, b, c), y)
+    for got, want in zip(lc.netvlad_backward(dy, x, w, b, c), expected):
+        np.testing.assert_array_equal(got, want)

@@ -449,3 +449,13 @@ def test_against_pytorch():
                               ceil_mode=kw["ceil_mode"], return_indices=True)
         np.testing.assert_array_equal(y, yt.numpy())
         np.testing.assert_array_equal(i, it.numpy())
+
+
+def test_read_only_inputs():
+    x = _random((1, 2, 6, 6), np.float64)
+    x.flags.writeable = False
+    y, i = lc.max_pool2d_forward(x, 2, return_indices=True)
+    for array in (y, i):
+        array.flags.writeable = False
+    np.testing.assert_array_equal(lc.max_pool2d_forward(x, 2), y)
+    np.testing.assert_array_equal(lc.max_pool2d_backward(y, i, x.shape), testing.max_pool2d_backward(y, i, x.shape))
