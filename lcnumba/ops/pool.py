@@ -113,14 +113,50 @@ def pool_geometry(x_shape, kernel_size, stride, padding, dilation, ceil_mode, *,
 
 
 def max_pool2d_output_shape(input_shape, kernel_size, *, stride=None, padding=0, dilation=1, ceil_mode=False):
-    """Output shape ``(N, C, OH, OW)`` of :func:`max_pool2d_forward` for an input of ``input_shape``."""
+    """Output shape of :func:`max_pool2d_forward`, without running it.
+
+    Parameters
+    ----------
+    input_shape : tuple of 4 ints
+        ``(N, C, H, W)``.
+    kernel_size, stride, padding, dilation, ceil_mode
+        As accepted by :func:`max_pool2d_forward`.
+
+    Returns
+    -------
+    tuple of 4 ints
+        ``(N, C, OH, OW)``, the shape of ``y`` and of the indices.
+
+    Raises
+    ------
+    TypeError, ValueError
+        As :func:`max_pool2d_forward` for the same parameters.
+    """
     x_shape = checks.shape_tuple(input_shape, "input_shape", 4)
     return pool_geometry(x_shape, kernel_size, stride, padding, dilation, ceil_mode,
                          input_name="input_shape").output_shape
 
 
 def max_pool1d_output_shape(input_shape, kernel_size, *, stride=None, padding=0, dilation=1, ceil_mode=False):
-    """Output shape ``(N, C, OL)`` of :func:`max_pool1d_forward` for an input of ``input_shape``."""
+    """Output shape of :func:`max_pool1d_forward`, without running it.
+
+    Parameters
+    ----------
+    input_shape : tuple of 3 ints
+        ``(N, C, L)``.
+    kernel_size, stride, padding, dilation, ceil_mode
+        As accepted by :func:`max_pool1d_forward`.
+
+    Returns
+    -------
+    tuple of 3 ints
+        ``(N, C, OL)``.
+
+    Raises
+    ------
+    TypeError, ValueError
+        As :func:`max_pool1d_forward` for the same parameters.
+    """
     n, c, length = checks.shape_tuple(input_shape, "input_shape", 3)
     k, s, p, d = _params_1d(kernel_size, stride, padding, dilation)
     geo = pool_geometry((n, c, 1, length), k, s, p, d, ceil_mode, input_name="input_shape")
