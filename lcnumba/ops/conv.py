@@ -106,53 +106,101 @@ def _check_weight_dims(w_shape, family, name):
         raise checks.value_error(name, "a shape with every dimension >= 1", f"shape {tuple(w_shape)}")
 
 
+class _HostArrays:
+    """How the shared normalise-and-check code below meets NumPy arrays and the CPU kernels.
+
+    The cores take an ``arrays`` object with this interface, so the CUDA
+    functions (``lcnumba.cuda.ops``) run the very same parameter
+    normalisation and argument checks, in the same order with the same
+    messages, and differ only in how arrays are checked, allocated, viewed
+    and handed to kernels.
+    """
+
+    float_array = staticmethod(checks.float_array)
+    output = staticmethod(checks.output)
+
+    @staticmethod
+    def unit_axes(array, axes, name, ndim):
+        return _unit_axes(array, axes, name, ndim)
+
+    @staticmethod
+    def squeeze(array, axes):
+        return np.squeeze(array, axes) if axes else array
+
+    @staticmethod
+    def zero(array):
+        array[...] = 0
+
+    @staticmethod
+    def forward(plan, x, w, b, y):
+        bias = plan.flat_bias(b) if b is not None else np.zeros((0, 0), dtype=x.dtype)
+        with serial_blas():
+            kernels.forward(x, plan.flat_weight(w), bias, *plan.tiling, *plan.kernel_args, plan.geo.groups,
+                            numba.get_num_threads(), y)
+
+    @staticmethod
+    def backward_input(plan, dy, w, dx):
+        with serial_blas():
+            kernels.backward_input(dy, plan.flat_weight(w), *plan.tiling, *plan.kernel_args, plan.geo.groups,
+                                   numba.get_num_threads(), dx)
+
+    @staticmethod
+    def backward_weight(plan, dy, x, accumulate, dw):
+        with serial_blas():
+            kernels.backward_weight(dy, x, *plan.tiling, *plan.kernel_args, plan.geo.groups,
+                                    numba.get_num_threads(), accumulate, plan.flat_weight(dw))
+
+    @staticmethod
+    def backward_bias(dy, th, tw, periodic, accumulate, db):
+        kernels.backward_bias(dy, th, tw, periodic, accumulate, db.reshape(db.shape[0], th * tw))
+
+
+_HOST = _HostArrays()
+
+
 # ---------------------------------------------------------------- 2-D cores
 
 
-def _forward(family, x, w, b, stride, padding, dilation, groups, tile_mode, out):
+def _forward(family, x, w, b, stride, padding, dilation, groups, tile_mode, out, arrays=_HOST):
     x_in, w_in, b_in = x, w, b
-    x = checks.float_array(x, "x", 4)
-    w = checks.float_array(w, "w", _weight_ndim(family), dtype=x.dtype)
+    x = arrays.float_array(x, "x", 4)
+    w = arrays.float_array(w, "w", _weight_ndim(family), dtype=x.dtype)
     _check_weight_dims(w.shape, family, "w")
     if b is not None:
-        b = checks.float_array(b, "b", 1 if family == CONV else 3, dtype=x.dtype)
+        b = arrays.float_array(b, "b", 1 if family == CONV else 3, dtype=x.dtype)
     plan = _plan(family, x.shape, w.shape, stride, padding, dilation, groups, tile_mode, x_name="x", w_name="w")
     if b is not None:
         checks.shape_equal(b, "b", plan.bias_shape, "one bias per filter" + ("" if family == CONV else " and tile"))
     geo = plan.geo
-    y = checks.output(out, "out", geo.output_shape, x.dtype, {"x": x_in, "w": w_in, "b": b_in})
+    y = arrays.output(out, "out", geo.output_shape, x.dtype, {"x": x_in, "w": w_in, "b": b_in})
     if geo.n == 0:
         return y
-    bias = plan.flat_bias(b) if b is not None else np.zeros((0, 0), dtype=x.dtype)
-    with serial_blas():
-        kernels.forward(x, plan.flat_weight(w), bias, *plan.tiling, *plan.kernel_args, geo.groups,
-                        numba.get_num_threads(), y)
+    arrays.forward(plan, x, w, b, y)
     return y
 
 
-def _backward_input(family, dy, w, input_shape, stride, padding, dilation, groups, tile_mode, out):
+def _backward_input(family, dy, w, input_shape, stride, padding, dilation, groups, tile_mode, out, arrays=_HOST):
     dy_in, w_in = dy, w
-    dy = checks.float_array(dy, "dy", 4)
-    w = checks.float_array(w, "w", _weight_ndim(family), dtype=dy.dtype)
+    dy = arrays.float_array(dy, "dy", 4)
+    w = arrays.float_array(w, "w", _weight_ndim(family), dtype=dy.dtype)
     _check_weight_dims(w.shape, family, "w")
     input_shape = checks.shape_tuple(input_shape, "input_shape", 4)
     plan = _plan(family, input_shape, w.shape, stride, padding, dilation, groups, tile_mode,
                  x_name="input_shape", w_name="w")
     geo = plan.geo
     checks.shape_equal(dy, "dy", geo.output_shape, "the forward output for input_shape and w")
-    dx = checks.output(out, "out", input_shape, dy.dtype, {"dy": dy_in, "w": w_in})
+    dx = arrays.output(out, "out", input_shape, dy.dtype, {"dy": dy_in, "w": w_in})
     if geo.n == 0:
         return dx
-    with serial_blas():
-        kernels.backward_input(dy, plan.flat_weight(w), *plan.tiling, *plan.kernel_args, geo.groups,
-                               numba.get_num_threads(), dx)
+    arrays.backward_input(plan, dy, w, dx)
     return dx
 
 
-def _backward_weight(family, dy, x, weight_shape, stride, padding, dilation, groups, tile_mode, out, accumulate):
+def _backward_weight(family, dy, x, weight_shape, stride, padding, dilation, groups, tile_mode, out, accumulate,
+                     arrays=_HOST):
     dy_in, x_in = dy, x
-    dy = checks.float_array(dy, "dy", 4)
-    x = checks.float_array(x, "x", 4, dtype=dy.dtype)
+    dy = arrays.float_array(dy, "dy", 4)
+    x = arrays.float_array(x, "x", 4, dtype=dy.dtype)
     weight_shape = checks.shape_tuple(weight_shape, "weight_shape", _weight_ndim(family))
     _check_weight_dims(weight_shape, family, "weight_shape")
     plan = _plan(family, x.shape, weight_shape, stride, padding, dilation, groups, tile_mode,
@@ -162,20 +210,18 @@ def _backward_weight(family, dy, x, weight_shape, stride, padding, dilation, gro
     accumulate = checks.flag(accumulate, "accumulate")
     if accumulate and out is None:
         raise checks.value_error("out", "an array to accumulate into when accumulate=True", None)
-    dw = checks.output(out, "out", weight_shape, dy.dtype, {"dy": dy_in, "x": x_in})
+    dw = arrays.output(out, "out", weight_shape, dy.dtype, {"dy": dy_in, "x": x_in})
     if geo.n == 0:
         if not accumulate:
-            dw[...] = 0
+            arrays.zero(dw)
         return dw
-    with serial_blas():
-        kernels.backward_weight(dy, x, *plan.tiling, *plan.kernel_args, geo.groups, numba.get_num_threads(),
-                                accumulate, plan.flat_weight(dw))
+    arrays.backward_weight(plan, dy, x, accumulate, dw)
     return dw
 
 
-def _backward_bias(family, dy, bias_shape, tile_mode, out, accumulate):
+def _backward_bias(family, dy, bias_shape, tile_mode, out, accumulate, arrays=_HOST):
     dy_in = dy
-    dy = checks.float_array(dy, "dy", 4)
+    dy = arrays.float_array(dy, "dy", 4)
     bias_shape = checks.shape_tuple(bias_shape, "bias_shape", 1 if family == CONV else 3)
     n, f, oh, ow = dy.shape
     if bias_shape[0] != f:
@@ -193,22 +239,23 @@ def _backward_bias(family, dy, bias_shape, tile_mode, out, accumulate):
     accumulate = checks.flag(accumulate, "accumulate")
     if accumulate and out is None:
         raise checks.value_error("out", "an array to accumulate into when accumulate=True", None)
-    db = checks.output(out, "out", bias_shape, dy.dtype, {"dy": dy_in})
+    db = arrays.output(out, "out", bias_shape, dy.dtype, {"dy": dy_in})
     if oh == 0 or ow == 0:
         raise checks.value_error("dy", "an output gradient with OH, OW >= 1", f"shape {dy.shape}")
-    kernels.backward_bias(dy, th, tw, mode == "periodic", accumulate, db.reshape(f, th * tw))
+    arrays.backward_bias(dy, th, tw, mode == "periodic", accumulate, db)
     return db
 
 
-def _backward(family, dy, x, w, b, stride, padding, dilation, groups, tile_mode):
-    dy = checks.float_array(dy, "dy", 4)
-    x = checks.float_array(x, "x", 4, dtype=dy.dtype)
-    w = checks.float_array(w, "w", _weight_ndim(family), dtype=dy.dtype)
+def _backward(family, dy, x, w, b, stride, padding, dilation, groups, tile_mode, arrays=_HOST):
+    dy = arrays.float_array(dy, "dy", 4)
+    x = arrays.float_array(x, "x", 4, dtype=dy.dtype)
+    w = arrays.float_array(w, "w", _weight_ndim(family), dtype=dy.dtype)
     if b is not None:
-        b = checks.float_array(b, "b", 1 if family == CONV else 3, dtype=dy.dtype)
-    dx = _backward_input(family, dy, w, x.shape, stride, padding, dilation, groups, tile_mode, None)
-    dw = _backward_weight(family, dy, x, w.shape, stride, padding, dilation, groups, tile_mode, None, False)
-    db = None if b is None else _backward_bias(family, dy, b.shape, tile_mode, None, False)
+        b = arrays.float_array(b, "b", 1 if family == CONV else 3, dtype=dy.dtype)
+    dx = _backward_input(family, dy, w, tuple(x.shape), stride, padding, dilation, groups, tile_mode, None, arrays)
+    dw = _backward_weight(family, dy, x, tuple(w.shape), stride, padding, dilation, groups, tile_mode, None, False,
+                          arrays)
+    db = None if b is None else _backward_bias(family, dy, tuple(b.shape), tile_mode, None, False, arrays)
     return dx, dw, db
 
 
@@ -255,59 +302,61 @@ def _params_2d(stride, padding, dilation):
             (1, geometry.stride1d(dilation, "dilation")))
 
 
-def _drop_unit_axes(result, axes, out):
-    return out if out is not None else np.squeeze(result, axes) if axes else result
+def _drop_unit_axes(result, axes, out, arrays=_HOST):
+    return out if out is not None else arrays.squeeze(result, axes)
 
 
-def _forward_1d(family, x, w, b, stride, padding, dilation, groups, tile_mode, out):
-    x2 = _unit_axes(x, _X_AXES, "x", 3)
-    w2 = _unit_axes(w, _WEIGHT_AXES[family], "w", _weight_ndim_1d(family))
-    b2 = _unit_axes(b, _BIAS_AXES[family], "b", _bias_ndim_1d(family))
+def _forward_1d(family, x, w, b, stride, padding, dilation, groups, tile_mode, out, arrays=_HOST):
+    x2 = arrays.unit_axes(x, _X_AXES, "x", 3)
+    w2 = arrays.unit_axes(w, _WEIGHT_AXES[family], "w", _weight_ndim_1d(family))
+    b2 = arrays.unit_axes(b, _BIAS_AXES[family], "b", _bias_ndim_1d(family))
     stride, padding, dilation = _params_2d(stride, padding, dilation)
-    out2 = _unit_axes(out, _X_AXES, "out", 3)
-    y = _forward(family, x2, w2, b2, stride, padding, dilation, groups, tile_mode, out2)
-    return _drop_unit_axes(y, _X_AXES, out)
+    out2 = arrays.unit_axes(out, _X_AXES, "out", 3)
+    y = _forward(family, x2, w2, b2, stride, padding, dilation, groups, tile_mode, out2, arrays)
+    return _drop_unit_axes(y, _X_AXES, out, arrays)
 
 
-def _backward_input_1d(family, dy, w, input_shape, stride, padding, dilation, groups, tile_mode, out):
-    dy2 = _unit_axes(dy, _X_AXES, "dy", 3)
-    w2 = _unit_axes(w, _WEIGHT_AXES[family], "w", _weight_ndim_1d(family))
+def _backward_input_1d(family, dy, w, input_shape, stride, padding, dilation, groups, tile_mode, out, arrays=_HOST):
+    dy2 = arrays.unit_axes(dy, _X_AXES, "dy", 3)
+    w2 = arrays.unit_axes(w, _WEIGHT_AXES[family], "w", _weight_ndim_1d(family))
     shape2 = _shape_unit_axes(input_shape, _X_AXES, "input_shape", 3)
     stride, padding, dilation = _params_2d(stride, padding, dilation)
-    out2 = _unit_axes(out, _X_AXES, "out", 3)
-    dx = _backward_input(family, dy2, w2, shape2, stride, padding, dilation, groups, tile_mode, out2)
-    return _drop_unit_axes(dx, _X_AXES, out)
+    out2 = arrays.unit_axes(out, _X_AXES, "out", 3)
+    dx = _backward_input(family, dy2, w2, shape2, stride, padding, dilation, groups, tile_mode, out2, arrays)
+    return _drop_unit_axes(dx, _X_AXES, out, arrays)
 
 
-def _backward_weight_1d(family, dy, x, weight_shape, stride, padding, dilation, groups, tile_mode, out, accumulate):
-    dy2 = _unit_axes(dy, _X_AXES, "dy", 3)
-    x2 = _unit_axes(x, _X_AXES, "x", 3)
+def _backward_weight_1d(family, dy, x, weight_shape, stride, padding, dilation, groups, tile_mode, out, accumulate,
+                        arrays=_HOST):
+    dy2 = arrays.unit_axes(dy, _X_AXES, "dy", 3)
+    x2 = arrays.unit_axes(x, _X_AXES, "x", 3)
     axes = _WEIGHT_AXES[family]
     shape2 = _shape_unit_axes(weight_shape, axes, "weight_shape", _weight_ndim_1d(family))
     stride, padding, dilation = _params_2d(stride, padding, dilation)
-    out2 = _unit_axes(out, axes, "out", _weight_ndim_1d(family))
-    dw = _backward_weight(family, dy2, x2, shape2, stride, padding, dilation, groups, tile_mode, out2, accumulate)
-    return _drop_unit_axes(dw, axes, out)
+    out2 = arrays.unit_axes(out, axes, "out", _weight_ndim_1d(family))
+    dw = _backward_weight(family, dy2, x2, shape2, stride, padding, dilation, groups, tile_mode, out2, accumulate,
+                          arrays)
+    return _drop_unit_axes(dw, axes, out, arrays)
 
 
-def _backward_bias_1d(family, dy, bias_shape, tile_mode, out, accumulate):
-    dy2 = _unit_axes(dy, _X_AXES, "dy", 3)
+def _backward_bias_1d(family, dy, bias_shape, tile_mode, out, accumulate, arrays=_HOST):
+    dy2 = arrays.unit_axes(dy, _X_AXES, "dy", 3)
     axes = _BIAS_AXES[family]
     shape2 = _shape_unit_axes(bias_shape, axes, "bias_shape", _bias_ndim_1d(family))
-    out2 = _unit_axes(out, axes, "out", _bias_ndim_1d(family))
-    db = _backward_bias(family, dy2, shape2, tile_mode, out2, accumulate)
-    return _drop_unit_axes(db, axes, out)
+    out2 = arrays.unit_axes(out, axes, "out", _bias_ndim_1d(family))
+    db = _backward_bias(family, dy2, shape2, tile_mode, out2, accumulate, arrays)
+    return _drop_unit_axes(db, axes, out, arrays)
 
 
-def _backward_1d(family, dy, x, w, b, stride, padding, dilation, groups, tile_mode):
-    dy2 = _unit_axes(dy, _X_AXES, "dy", 3)
-    x2 = _unit_axes(x, _X_AXES, "x", 3)
-    w2 = _unit_axes(w, _WEIGHT_AXES[family], "w", _weight_ndim_1d(family))
-    b2 = _unit_axes(b, _BIAS_AXES[family], "b", _bias_ndim_1d(family))
+def _backward_1d(family, dy, x, w, b, stride, padding, dilation, groups, tile_mode, arrays=_HOST):
+    dy2 = arrays.unit_axes(dy, _X_AXES, "dy", 3)
+    x2 = arrays.unit_axes(x, _X_AXES, "x", 3)
+    w2 = arrays.unit_axes(w, _WEIGHT_AXES[family], "w", _weight_ndim_1d(family))
+    b2 = arrays.unit_axes(b, _BIAS_AXES[family], "b", _bias_ndim_1d(family))
     stride, padding, dilation = _params_2d(stride, padding, dilation)
-    dx, dw, db = _backward(family, dy2, x2, w2, b2, stride, padding, dilation, groups, tile_mode)
-    return (np.squeeze(dx, _X_AXES), np.squeeze(dw, _WEIGHT_AXES[family]),
-            None if db is None else np.squeeze(db, _BIAS_AXES[family]) if _BIAS_AXES[family] else db)
+    dx, dw, db = _backward(family, dy2, x2, w2, b2, stride, padding, dilation, groups, tile_mode, arrays)
+    return (arrays.squeeze(dx, _X_AXES), arrays.squeeze(dw, _WEIGHT_AXES[family]),
+            None if db is None else arrays.squeeze(db, _BIAS_AXES[family]))
 
 
 # ---------------------------------------------------------------- public functions
