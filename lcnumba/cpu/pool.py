@@ -96,7 +96,7 @@ def max_pool2d_fwd(x, y, kh, kw, sh, sw, ph, pw, dh, dw):
     then a row maximum over the window columns on the stride phases of that
     row (contiguous again). The maximum of a set does not depend on the
     order it is visited in, NaN included, so the result equals the
-    row-major scan of PyTorch.
+    row-major scan of PyTorch (a tie of -0.0 and 0.0 may keep the other zero).
     """
     planes, h, w = x.shape
     oh, ow = y.shape[1], y.shape[2]
