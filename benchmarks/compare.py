@@ -31,9 +31,20 @@ widely used pytorch-NetVlad module). PyTorch is optional: without it its rows
 are skipped with a note. lcnumba functions that do not exist yet are skipped
 the same way.
 
+``--device cuda`` times lcnumba on Numba device arrays (synchronising inside
+each timed call) and PyTorch on CUDA tensors; the NumPy baseline then only
+serves as the reference of the checks. ``--memory`` and ``--plot-batch`` add
+sections (``--workloads none`` leaves out the timing table).
+
 Thread counts: Numba, PyTorch and the BLAS under NumPy all get ``--threads``
 (default: Numba's thread count). The BLAS reads its setting once when it is
 loaded, which is why the environment is fixed before NumPy is imported.
+
+Timings need a quiet machine. When other processes compete for the cores,
+the threads of one parallel region wait at its barrier for a descheduled
+sibling, and code made of many small parallel regions (PyTorch's autograd
+above all) stalls for up to seconds; the report prints the load average
+before and after the run so that such a table is recognisable.
 """
 
 import os
@@ -689,8 +700,10 @@ def check_workload(wl, impls, skipped, dtype):
     results, failures = {}, []
     for impl in list(impls):
         try:
-            outputs = {k: impl.host(v) for k, v in impl.forward_backward().items()}
-            outputs["y (forward only)"] = impl.host(impl.forward())
+            raw = impl.forward_backward()
+            # Copies: an out= buffer is rewritten by the next call.
+            outputs = {k: np.array(impl.host(v)) for k, v in raw.items()}
+            outputs["y (forward only)"] = np.array(impl.host(impl.forward()))
         except (NotImplementedError, ImportError) as error:
             # Not written yet (e.g. lcnumba's CUDA kernels): a note, not a failure.
             impls.remove(impl)
@@ -702,15 +715,13 @@ def check_workload(wl, impls, skipped, dtype):
             skipped.append((impl.label, f"raised {type(error).__name__} (see mismatches)"))
             continue
         results[impl.label] = outputs
-        if impl.buffers:
-            returned = impl.forward_backward()
-            for k, buffer in impl.buffers.items():
-                if returned[k] is not buffer:
-                    failures.append((impl.label, f"{wl.name}: {impl.label} did not return its out= buffer for {k}"))
+        for k, buffer in (impl.buffers or {}).items():
+            if raw[k] is not buffer:
+                failures.append((impl.label, f"{wl.name}: {impl.label} did not return its out= buffer for {k}"))
     if not results:
         return failures
-    reference = BASE if BASE in results else next(label for label in results if label.startswith("numpy"))
     numpy_label = next((label for label in results if label.startswith("numpy")), None)
+    reference = BASE if BASE in results else (numpy_label or next(iter(results)))
     ref = results[reference]
     for label, outputs in results.items():
         for key, value in outputs.items():
@@ -718,6 +729,9 @@ def check_workload(wl, impls, skipped, dtype):
             if value.shape != expected.shape:
                 failures.append((label, f"{wl.name}: {label} {key} has shape {value.shape}, "
                                         f"{reference} {expected.shape}"))
+                continue
+            if value.dtype != np.dtype(dtype):
+                failures.append((label, f"{wl.name}: {label} {key} has dtype {value.dtype}, expected {dtype}"))
                 continue
             if not np.all(np.isfinite(value)):
                 failures.append((label, f"{wl.name}: {label} {key} has non-finite values"))
@@ -773,10 +787,14 @@ def time_group(impls, pass_name, budget, min_repeat, max_repeat, warmup):
 # ====================================================================== report
 
 
-def environment(threads, dtype, device):
+def environment(threads, dtype, device, load_before):
     import numba
 
+    load_after = os.getloadavg()[0]
     lines = [f"- date: {datetime.datetime.now().isoformat(timespec='seconds')}",
+             f"- 1-minute load average before / after the run: {load_before:.1f} / {load_after:.1f}"
+             + (" (other processes competed for the cores: expect noisy timings)"
+                if max(load_before, load_after) > 0.5 * (os.cpu_count() or 1) + 0.5 else ""),
              f"- CPU: {_cpu_model()} ({os.cpu_count()} logical cores); device: {device.name}",
              f"- threads: {threads} (Numba, PyTorch and BLAS); Numba threading layer: {_threading_layer()}",
              f"- dtype: {np.dtype(dtype).name}",
@@ -1171,6 +1189,7 @@ def main(argv=None):
             sys.exit("--memory and --plot-batch measure the CPU; run them without --device cuda")
     device = Device(args.device)
 
+    load_before = os.getloadavg()[0]
     sections, notes, failures = [], [], []
     if args.names:
         table, failures = run_comparison(args.names, args, device, notes)
@@ -1189,7 +1208,7 @@ def main(argv=None):
     if args.plot_batch:
         sections += run_batch_sweep(args, device) + [""]
     # The environment goes on top but is read last: Numba picks its threading layer at the first parallel call.
-    report = ["# lcnumba against NumPy and PyTorch", ""] + environment(args.threads, args.dtype, device) + [""]
+    report = ["# lcnumba against NumPy and PyTorch", ""] + environment(args.threads, args.dtype, device, load_before) + [""]
     report += sections
     text = "\n".join(report)
     print(text)
