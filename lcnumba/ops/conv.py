@@ -110,7 +110,7 @@ class _HostArrays:
     """How the shared normalise-and-check code below meets NumPy arrays and the CPU kernels.
 
     The cores take an ``arrays`` object with this interface, so the CUDA
-    functions (``lcnumba.cuda.ops``) run the very same parameter
+    functions (``lcnumba.gpu.ops``) run the very same parameter
     normalisation and argument checks, in the same order with the same
     messages, and differ only in how arrays are checked, allocated, viewed
     and handed to kernels.
@@ -1262,6 +1262,6 @@ def local_conv1d_backward(dy, x, w, b=None, *, stride=1, padding=0, dilation=1, 
 
 def _cuda():
     """The CUDA implementations, imported on first use so that ``import lcnumba`` needs no CUDA."""
-    from ..cuda import ops as cuda_ops
+    from ..gpu import ops as cuda_ops
 
     return cuda_ops

@@ -31,20 +31,23 @@ class _Shapes:
         self.k = centroids.shape[0]
 
 
-def _check_inputs(x, w, b, centroids, normalize_input, eps, dtype=None):
-    """Check ``x, w, b, centroids, normalize_input, eps`` in order; return them C-contiguous, x as (N, D, M)."""
-    x = checks.float_array(x, "x", (3, 4), dtype=dtype)
+def _check_inputs(x, w, b, centroids, normalize_input, eps, dtype=None, float_array=checks.float_array):
+    """Check ``x, w, b, centroids, normalize_input, eps`` in order; return them C-contiguous, x as (N, D, M).
+
+    ``float_array`` checks and converts one array (the CUDA path passes its device twin).
+    """
+    x = float_array(x, "x", (3, 4), dtype=dtype)
     dtype = x.dtype
     if x.shape[1] < 1:
         raise checks.value_error("x", "descriptors of size D >= 1, (N, D, H, W) or (N, D, M)", f"shape {x.shape}")
     d = x.shape[1]
-    w = checks.float_array(w, "w", 2, dtype=dtype)
+    w = float_array(w, "w", 2, dtype=dtype)
     if w.shape[1] != d:
         raise checks.value_error("w", f"shape (K + G, {d}): one row of D = {d} weights per cluster",
                                  f"shape {w.shape}")
-    b = checks.float_array(b, "b", 1, dtype=dtype)
+    b = float_array(b, "b", 1, dtype=dtype)
     checks.shape_equal(b, "b", (w.shape[0],), "one bias per row of w")
-    centroids = checks.float_array(centroids, "centroids", 2, dtype=dtype)
+    centroids = float_array(centroids, "centroids", 2, dtype=dtype)
     k = centroids.shape[0]
     if k < 1 or centroids.shape[1] != d or k > w.shape[0]:
         raise checks.value_error("centroids", f"shape (K, {d}) with 1 <= K <= {w.shape[0]} (the rows of w)",
@@ -104,6 +107,8 @@ def netvlad_forward(x, w, b, centroids, *, normalize_input=True, eps=1e-12, out=
     weakly supervised place recognition", CVPR 2016, Sections 3.1-3.2; Y. Zhong, R. Arandjelović,
     A. Zisserman, "GhostVLAD for set-based face recognition", ACCV 2018 (ghost clusters).
     """
+    if checks.device_of({"x": x, "w": w, "b": b, "centroids": centroids, "out": out}) == "cuda":
+        return _cuda().netvlad_forward(x, w, b, centroids, normalize_input=normalize_input, eps=eps, out=out, stream=stream)
     inputs = {"x": x, "w": w, "b": b, "centroids": centroids}
     x, w, b, centroids, normalize_input, eps = _check_inputs(x, w, b, centroids, normalize_input, eps)
     s = _Shapes(x, w, centroids)
@@ -150,6 +155,8 @@ def netvlad_backward(dy, x, w, b, centroids, *, normalize_input=True, eps=1e-12,
     A cluster that receives no assignment mass has ``V_k = 0``; its norm is then clamped to
     ``eps`` and every gradient stays finite.
     """
+    if checks.device_of({"dy": dy, "x": x, "w": w, "b": b, "centroids": centroids}) == "cuda":
+        return _cuda().netvlad_backward(dy, x, w, b, centroids, normalize_input=normalize_input, eps=eps, stream=stream)
     dy = checks.float_array(dy, "dy", 2)
     x_shape = x.shape if isinstance(x, np.ndarray) else None
     x, w, b, centroids, normalize_input, eps = _check_inputs(x, w, b, centroids, normalize_input, eps,
@@ -172,3 +179,10 @@ def netvlad_backward(dy, x, w, b, centroids, *, normalize_input=True, eps=1e-12,
     kernels.reduce_samples(db_part, db)
     kernels.reduce_samples(dc_part.reshape(s.n, -1), dc.reshape(-1))
     return dx.reshape(x_shape), dw, db, dc
+
+
+def _cuda():
+    """The CUDA implementations, imported on first use so that ``import lcnumba`` needs no CUDA."""
+    from ..gpu import ops as cuda_ops
+
+    return cuda_ops

@@ -306,6 +306,8 @@ def max_pool2d_forward(x, kernel_size, *, stride=None, padding=0, dilation=1, ce
         larger than the padded input; ``out``/``indices_out`` of the wrong shape, not contiguous,
         read-only or overlapping an input; ``indices_out`` without ``return_indices``.
     """
+    if checks.device_of({"x": x, "out": out, "indices_out": indices_out}) == "cuda":
+        return _cuda().max_pool2d_forward(x, kernel_size, stride=stride, padding=padding, dilation=dilation, ceil_mode=ceil_mode, return_indices=return_indices, out=out, indices_out=indices_out, stream=stream)
     return _forward(x, kernel_size, stride, padding, dilation, ceil_mode, return_indices, out, indices_out)
 
 
@@ -342,6 +344,8 @@ def max_pool2d_backward(dy, indices, input_shape, *, out=None, stream=0):
         Wrong shapes; ``input_shape`` whose N, C differ from ``dy``; an index outside
         ``[-1, H*W)``; ``out`` of the wrong shape, not contiguous, read-only or overlapping an input.
     """
+    if checks.device_of({"dy": dy, "indices": indices, "out": out}) == "cuda":
+        return _cuda().max_pool2d_backward(dy, indices, input_shape, out=out, stream=stream)
     return _backward(dy, indices, input_shape, out)
 
 
@@ -376,6 +380,8 @@ def max_pool1d_forward(x, kernel_size, *, stride=None, padding=0, dilation=1, ce
     TypeError, ValueError
         As :func:`max_pool2d_forward`.
     """
+    if checks.device_of({"x": x, "out": out, "indices_out": indices_out}) == "cuda":
+        return _cuda().max_pool1d_forward(x, kernel_size, stride=stride, padding=padding, dilation=dilation, ceil_mode=ceil_mode, return_indices=return_indices, out=out, indices_out=indices_out, stream=stream)
     if not isinstance(x, np.ndarray):
         raise checks.type_error("x", "a numpy.ndarray of float32 or float64", checks.describe(x))
     if x.ndim != 3:
@@ -414,6 +420,8 @@ def max_pool1d_backward(dy, indices, input_shape, *, out=None, stream=0):
     TypeError, ValueError
         As :func:`max_pool2d_backward`.
     """
+    if checks.device_of({"dy": dy, "indices": indices, "out": out}) == "cuda":
+        return _cuda().max_pool1d_backward(dy, indices, input_shape, out=out, stream=stream)
     if not isinstance(dy, np.ndarray):
         raise checks.type_error("dy", "a numpy.ndarray of float32 or float64", checks.describe(dy))
     if dy.ndim != 3:
@@ -425,3 +433,10 @@ def max_pool1d_backward(dy, indices, input_shape, *, out=None, stream=0):
     n, c, length = checks.shape_tuple(input_shape, "input_shape", 3)
     dx = _backward(dy[:, :, None, :], indices[:, :, None, :], (n, c, 1, length), _unit_height(out))
     return dx[:, :, 0, :] if out is None else out
+
+
+def _cuda():
+    """The CUDA implementations, imported on first use so that ``import lcnumba`` needs no CUDA."""
+    from ..gpu import ops as cuda_ops
+
+    return cuda_ops

@@ -1,0 +1,469 @@
+"""CUDA kernels of the convolution family: shared, tiled and locally connected.
+
+The same layouts as ``lcnumba.cpu.conv`` (all C-contiguous):
+
+==========  ====================  =============================================
+name        shape                 meaning
+==========  ====================  =============================================
+x, dx       (N, C, H, W)          input and its gradient
+w, dw       (T, F, Kg)            filter bank per tile, k = (c * KH + a) * KW + b
+b, db       (F, T)                bias per filter and tile
+y, dy       (N, F, OH, OW)        output and its gradient
+==========  ====================  =============================================
+
+``T = TH * TW`` banks: 1 for conv2d, ``OH * OW`` for local. Output
+position ``(i, j)`` uses bank ``tile_of(i) * TW + tile_of(j)``; the
+positions of one bank form a regular grid (``indexing.tile_span``), so
+bank ``t`` is one GEMM whose columns are ``(n, u, v)``: sample ``n`` and
+the ``u``-th row, ``v``-th column of the bank's positions.
+
+Forward (``conv_forward``), an implicit GEMM per bank: ``Y_t = W_t X_t``.
+A block computes a ``bm x bn`` tile of filters x columns, walking ``Kg`` in
+chunks of ``BK``: it stages the weight chunk (coalesced along ``k``) and the
+matching im2col chunk of ``x`` (built on the fly, zeros for padding) in
+shared memory, and each thread accumulates a ``2 x 2`` register tile.
+Columns are sample-major, so one staged weight chunk serves every sample
+of the block: for local and tiled convolution each weight is read from
+global memory once per block and reused across the batch. The im2col
+chunk is loaded along the columns (consecutive output positions,
+coalesced) or, for local convolution where a bank has one position,
+along ``k`` (consecutive kernel taps, contiguous in ``x``).
+
+Backward weight (``conv_backward_weight``), the GEMM ``dW_t = dY_t X_t^T``
+with the same staging: a block owns a ``bm x BK`` tile of ``dW_t`` and
+reduces over a fixed range of the bank's columns. When a bank has many
+columns (conv2d) the columns are cut into ``S`` fixed splits whose
+partial sums go to a scratch buffer and are summed in split order by
+``kernels.reduce_splits``: no atomics, bitwise-reproducible.
+
+Backward bias (``conv_backward_bias``): a thread per ``(split, f, t)``
+sums its columns in order; splits are reduced as for the weight.
+
+Backward input (``conv_backward_input``) gathers: a thread owns input cell
+``(c, h, w)`` for ``NB`` samples and sums, over exactly the kernel taps
+that read it (``indexing.tap_range``: output row ``i`` with
+``i*SH - PT + a*DH == h``) and the group's filters, ``w * dy``. Each
+weight is loaded once and applied to the ``NB`` samples from a register.
+
+Every sum runs in an order fixed by the shapes alone (not by the grid,
+the block size or the device), so results are bitwise reproducible and
+independent of ``THREADS_PER_BLOCK``. Index arithmetic is int64.
+"""
+
+from numba import cuda
+
+from . import indexing
+from .kernels import reduce_splits
+from .launch import block_threads, blockwise, device_function, elementwise, kernel
+
+#: GEMM tile: rows (filters), columns (positions or k) and the reduction chunk.
+BM = 32
+BN = 32
+BK = 32
+#: Shared-memory row lengths, one longer than the tile so column walks hit distinct banks
+#: (a compile-time constant each: shared array shapes must be).
+BK_PAD = BK + 1
+BN_PAD = BN + 1
+#: Register tile per thread (rows x columns); the kernels are unrolled for 2 x 2.
+TM = 2
+TN = 2
+#: Samples per thread in the input-gradient gather.
+NB = 8
+
+#: A bank's columns are split for the weight and bias gradients only when it
+#: has more than this many (tests patch it down to exercise the split path).
+MIN_COLUMNS_PER_SPLIT = 1024
+#: Aim for about this many blocks (weight gradient) or threads (bias gradient).
+TARGET_BLOCKS = 1024
+TARGET_THREADS = 1 << 16
+
+tile_span = device_function(indexing.tile_span)
+tile_of = device_function(indexing.tile_of)
+tap_range = device_function(indexing.tap_range)
+
+
+@device_function
+def _column(col, per_n, nv, i0, istep, j0, jstep):
+    """Sample and output position ``(n, i, j)`` of column ``col`` of a bank."""
+    n = col // per_n
+    r = col - n * per_n
+    u = r // nv
+    v = r - u * nv
+    return n, i0 + u * istep, j0 + v * jstep
+
+
+@device_function
+def _patch(x, col, k, n_cols, kg, per_n, nv, i0, istep, j0, jstep, ch0, kh, kw, sh, sw, pt, pl, dh, dw):
+    """im2col entry ``(k, col)``: the input value tap ``k`` of column ``col`` reads (0 in the padding)."""
+    zero = x.dtype.type(0)
+    if col >= n_cols or k >= kg:
+        return zero
+    n, i, j = _column(col, per_n, nv, i0, istep, j0, jstep)
+    c = k // (kh * kw)
+    ab = k - c * (kh * kw)
+    a = ab // kw
+    bb = ab - a * kw
+    h = i * sh - pt + a * dh
+    ww = j * sw - pl + bb * dw
+    if h < 0 or h >= x.shape[2] or ww < 0 or ww >= x.shape[3]:
+        return zero
+    return x[n, ch0 + c, h, ww]
+
+
+@kernel
+def conv_forward(x, w, b, has_bias, th, tw, periodic, kh, kw, sh, sw, pt, pl, dh, dw, groups, bm, bn, n_fb, n_cb,
+                 k_major, y):
+    """``y = conv(x, w) + b``; a block per (bank, group, filter tile, column tile), block-stride loop."""
+    n_total = x.shape[0]
+    cg = x.shape[1] // groups
+    oh = y.shape[2]
+    ow = y.shape[3]
+    fg = w.shape[1] // groups
+    kg = w.shape[2]
+    ws = cuda.shared.array((BM, BK_PAD), x.dtype)
+    xs = cuda.shared.array((BK, BN_PAD), x.dtype)
+    zero = x.dtype.type(0)
+    tid = cuda.threadIdx.x
+    nt = cuda.blockDim.x
+    vrows = bm // TM
+    vcols = bn // TN
+    n_virtual = vrows * vcols
+    n_items = th * tw * groups * n_fb * n_cb
+    for item in range(cuda.blockIdx.x, n_items, cuda.gridDim.x):
+        cb = item % n_cb
+        rest = item // n_cb
+        fb = rest % n_fb
+        rest //= n_fb
+        g = rest % groups
+        t = rest // groups
+        i0, istep, nu = tile_span(t // tw, oh, th, periodic)
+        j0, jstep, nv = tile_span(t % tw, ow, tw, periodic)
+        per_n = nu * nv
+        n_cols = n_total * per_n
+        col0 = cb * bn
+        if col0 >= n_cols:
+            continue  # the same for every thread of the block
+        f0 = fb * bm
+        for vbase in range(0, n_virtual, nt):
+            v = vbase + tid
+            vr = v // vcols
+            vc = v - vr * vcols
+            c00 = zero
+            c01 = zero
+            c10 = zero
+            c11 = zero
+            for k0 in range(0, kg, BK):
+                for e in range(tid, bm * BK, nt):
+                    fm = e // BK
+                    kk = e - fm * BK
+                    val = zero
+                    if f0 + fm < fg and k0 + kk < kg:
+                        val = w[t, g * fg + f0 + fm, k0 + kk]
+                    ws[fm, kk] = val
+                for e in range(tid, BK * bn, nt):
+                    if k_major:
+                        cn = e // BK
+                        kk = e - cn * BK
+                    else:
+                        kk = e // bn
+                        cn = e - kk * bn
+                    xs[kk, cn] = _patch(x, col0 + cn, k0 + kk, n_cols, kg, per_n, nv, i0, istep, j0, jstep,
+                                        g * cg, kh, kw, sh, sw, pt, pl, dh, dw)
+                cuda.syncthreads()
+                if v < n_virtual:
+                    for kk in range(BK):
+                        a0 = ws[vr, kk]
+                        a1 = ws[vr + vrows, kk]
+                        b0 = xs[kk, vc]
+                        b1 = xs[kk, vc + vcols]
+                        c00 += a0 * b0
+                        c01 += a0 * b1
+                        c10 += a1 * b0
+                        c11 += a1 * b1
+                cuda.syncthreads()
+            if v < n_virtual:
+                for r in range(TM):
+                    f = f0 + vr + r * vrows
+                    if f >= fg:
+                        continue
+                    bias = zero
+                    if has_bias:
+                        bias = b[g * fg + f, t]
+                    for s in range(TN):
+                        col = col0 + vc + s * vcols
+                        if col >= n_cols:
+                            continue
+                        n, i, j = _column(col, per_n, nv, i0, istep, j0, jstep)
+                        if r == 0:
+                            val = c00 if s == 0 else c01
+                        else:
+                            val = c10 if s == 0 else c11
+                        y[n, g * fg + f, i, j] = val + bias
+
+
+@kernel
+def conv_backward_weight(dy, x, th, tw, periodic, kh, kw, sh, sw, pt, pl, dh, dw, groups, bm, n_fb, n_kb, n_split,
+                         split_cols, k_major, accumulate, dst):
+    """``dst[s, t] (+)= dY_t X_t^T`` over split ``s`` of bank ``t``'s columns; dst (S, T, F, Kg).
+
+    A block per (split, bank, group, filter tile, k tile), block-stride loop;
+    columns are reduced in increasing order.
+    """
+    n_total = x.shape[0]
+    cg = x.shape[1] // groups
+    oh = dy.shape[2]
+    ow = dy.shape[3]
+    fg = dst.shape[2] // groups
+    kg = dst.shape[3]
+    ds = cuda.shared.array((BM, BK_PAD), x.dtype)
+    xs = cuda.shared.array((BN, BK_PAD), x.dtype)
+    zero = x.dtype.type(0)
+    tid = cuda.threadIdx.x
+    nt = cuda.blockDim.x
+    vrows = bm // TM
+    vcols = BN // TN
+    n_virtual = vrows * vcols
+    n_items = n_split * th * tw * groups * n_fb * n_kb
+    for item in range(cuda.blockIdx.x, n_items, cuda.gridDim.x):
+        kb = item % n_kb
+        rest = item // n_kb
+        fb = rest % n_fb
+        rest //= n_fb
+        g = rest % groups
+        rest //= groups
+        t = rest % (th * tw)
+        split = rest // (th * tw)
+        i0, istep, nu = tile_span(t // tw, oh, th, periodic)
+        j0, jstep, nv = tile_span(t % tw, ow, tw, periodic)
+        per_n = nu * nv
+        n_cols = n_total * per_n
+        c_lo = split * split_cols
+        c_hi = min(n_cols, c_lo + split_cols)
+        f0 = fb * bm
+        k0 = kb * BN
+        for vbase in range(0, n_virtual, nt):
+            v = vbase + tid
+            vr = v // vcols
+            vc = v - vr * vcols
+            c00 = zero
+            c01 = zero
+            c10 = zero
+            c11 = zero
+            for col0 in range(c_lo, c_hi, BK):
+                for e in range(tid, bm * BK, nt):
+                    fm = e // BK
+                    cc = e - fm * BK
+                    val = zero
+                    if f0 + fm < fg and col0 + cc < c_hi:
+                        n, i, j = _column(col0 + cc, per_n, nv, i0, istep, j0, jstep)
+                        val = dy[n, g * fg + f0 + fm, i, j]
+                    ds[fm, cc] = val
+                for e in range(tid, BN * BK, nt):
+                    if k_major:
+                        cc = e // BN
+                        kk = e - cc * BN
+                    else:
+                        kk = e // BK
+                        cc = e - kk * BK
+                    xs[kk, cc] = _patch(x, col0 + cc, k0 + kk, c_hi, kg, per_n, nv, i0, istep, j0, jstep,
+                                        g * cg, kh, kw, sh, sw, pt, pl, dh, dw)
+                cuda.syncthreads()
+                if v < n_virtual:
+                    for cc in range(BK):
+                        a0 = ds[vr, cc]
+                        a1 = ds[vr + vrows, cc]
+                        b0 = xs[vc, cc]
+                        b1 = xs[vc + vcols, cc]
+                        c00 += a0 * b0
+                        c01 += a0 * b1
+                        c10 += a1 * b0
+                        c11 += a1 * b1
+                cuda.syncthreads()
+            if v < n_virtual:
+                for r in range(TM):
+                    f = f0 + vr + r * vrows
+                    if f >= fg:
+                        continue
+                    for s in range(TN):
+                        k = k0 + vc + s * vcols
+                        if k >= kg:
+                            continue
+                        if r == 0:
+                            val = c00 if s == 0 else c01
+                        else:
+                            val = c10 if s == 0 else c11
+                        if accumulate:
+                            dst[split, t, g * fg + f, k] += val
+                        else:
+                            dst[split, t, g * fg + f, k] = val
+
+
+@kernel
+def conv_backward_bias(dy, th, tw, periodic, n_split, split_cols, accumulate, dst):
+    """``dst[s, f, t] (+)=`` the sum of ``dy[n, f, i, j]`` over split ``s`` of bank ``t``'s columns; dst (S, F, T).
+
+    A thread per ``(s, f, t)`` with ``t`` fastest (for local convolution,
+    neighbouring threads read neighbouring positions); columns in order.
+    """
+    n_total = dy.shape[0]
+    n_filters = dy.shape[1]
+    oh = dy.shape[2]
+    ow = dy.shape[3]
+    n_tiles = th * tw
+    size = n_split * n_filters * n_tiles
+    for e in range(cuda.grid(1), size, cuda.gridsize(1)):
+        t = e % n_tiles
+        f = (e // n_tiles) % n_filters
+        split = e // (n_tiles * n_filters)
+        i0, istep, nu = tile_span(t // tw, oh, th, periodic)
+        j0, jstep, nv = tile_span(t % tw, ow, tw, periodic)
+        per_n = nu * nv
+        c_lo = split * split_cols
+        c_hi = min(n_total * per_n, c_lo + split_cols)
+        total = dy.dtype.type(0)
+        for col in range(c_lo, c_hi):
+            n, i, j = _column(col, per_n, nv, i0, istep, j0, jstep)
+            total += dy[n, f, i, j]
+        if accumulate:
+            dst[split, f, t] += total
+        else:
+            dst[split, f, t] = total
+
+
+@kernel
+def conv_backward_input(dy, w, th, tw, periodic, kh, kw, sh, sw, pt, pl, dh, dw, groups, dx):
+    """``dx[n, c, h, w] = sum w[t, f, k] dy[n, f, i, j]`` over the (tap, filter) pairs that read ``(h, w)``.
+
+    A thread per ``(sample block, c, h, w)``, ``w`` fastest (coalesced
+    writes and, at stride 1, coalesced reads of ``dy``); ``NB`` samples per
+    thread share each weight load. Taps ascending, then filters.
+    """
+    n_total = dx.shape[0]
+    c_total = dx.shape[1]
+    height = dx.shape[2]
+    width = dx.shape[3]
+    cg = c_total // groups
+    oh = dy.shape[2]
+    ow = dy.shape[3]
+    fg = w.shape[1] // groups
+    acc = cuda.local.array(NB, dx.dtype)
+    zero = dx.dtype.type(0)
+    n_blocks = (n_total + NB - 1) // NB
+    size = n_blocks * c_total * height * width
+    for e in range(cuda.grid(1), size, cuda.gridsize(1)):
+        ww = e % width
+        rest = e // width
+        h = rest % height
+        rest //= height
+        c = rest % c_total
+        n0 = (rest // c_total) * NB
+        nn = min(NB, n_total - n0)
+        g = c // cg
+        ch = c - g * cg
+        for q in range(NB):
+            acc[q] = zero
+        a_lo, a_hi, a_step = tap_range(h, pt, kh, sh, dh, oh)
+        b_lo, b_hi, b_step = tap_range(ww, pl, kw, sw, dw, ow)
+        for a in range(a_lo, a_hi, a_step):
+            i = (h + pt - a * dh) // sh
+            ti = tile_of(i, oh, th, periodic)
+            for bb in range(b_lo, b_hi, b_step):
+                j = (ww + pl - bb * dw) // sw
+                t = ti * tw + tile_of(j, ow, tw, periodic)
+                k = (ch * kh + a) * kw + bb
+                for f in range(g * fg, (g + 1) * fg):
+                    wv = w[t, f, k]
+                    for q in range(NB):
+                        if q < nn:
+                            acc[q] += wv * dy[n0 + q, f, i, j]
+        for q in range(NB):
+            if q < nn:
+                dx[n0 + q, c, h, ww] = acc[q]
+
+
+# ---------------------------------------------------------------- launchers
+#
+# Arguments are trusted (``lcnumba.ops.conv`` checked them); ``th, tw,
+# periodic`` is the tiling, ``kargs`` = (KH, KW, SH, SW, PT, PL, DH, DW).
+
+
+def _ceil_div(a, b):
+    return -(-a // b)
+
+
+def _round_up(a, b):
+    return _ceil_div(max(a, 1), b) * b
+
+
+def _max_columns(n, oh, ow, th, tw):
+    return n * indexing.span_count(oh, th) * indexing.span_count(ow, tw)
+
+
+def _splits(max_cols, outputs, target):
+    """``(n_split, split_cols)``: a bank's columns cut so that about ``target`` units of work run at once."""
+    n_split = 1
+    if max_cols > MIN_COLUMNS_PER_SPLIT:
+        n_split = min(_ceil_div(max_cols, MIN_COLUMNS_PER_SPLIT), max(1, _ceil_div(target, max(outputs, 1))))
+    split_cols = _round_up(_ceil_div(max_cols, n_split), BK)
+    return _ceil_div(max_cols, split_cols), split_cols
+
+
+def forward(x, w, b, th, tw, periodic, kargs, groups, y, stream):
+    """``y = conv(x, w) + b``; w (T, F, Kg), b (F, T) or None."""
+    n, oh, ow = x.shape[0], y.shape[2], y.shape[3]
+    fg = w.shape[1] // groups
+    bm = min(BM, _round_up(fg, TM))
+    max_cols = _max_columns(n, oh, ow, th, tw)
+    bn = min(BN, _round_up(max_cols, TN))
+    n_fb, n_cb = _ceil_div(fg, bm), _ceil_div(max_cols, bn)
+    k_major = indexing.span_count(oh, th) * indexing.span_count(ow, tw) == 1
+    threads = block_threads((bm // TM) * (bn // TN))
+    bias = w[0] if b is None else b
+    blockwise(conv_forward, th * tw * groups * n_fb * n_cb, threads, stream,
+              x, w, bias, b is not None, th, tw, periodic, *kargs, groups, bm, bn, n_fb, n_cb, k_major, y)
+
+
+def backward_weight(dy, x, th, tw, periodic, kargs, groups, accumulate, out, stream):
+    """``out (+)= dW``; out (T, F, Kg)."""
+    n, oh, ow = x.shape[0], dy.shape[2], dy.shape[3]
+    n_tiles, n_filters, kg = out.shape
+    fg = n_filters // groups
+    bm = min(BM, _round_up(fg, TM))
+    n_fb, n_kb = _ceil_div(fg, bm), _ceil_div(kg, BN)
+    max_cols = _max_columns(n, oh, ow, th, tw)
+    n_split, split_cols = _splits(max_cols, n_tiles * groups * n_fb * n_kb, TARGET_BLOCKS)
+    k_major = indexing.span_count(oh, th) * indexing.span_count(ow, tw) == 1
+    threads = block_threads((bm // TM) * (BN // TN))
+    items = n_split * n_tiles * groups * n_fb * n_kb
+    if n_split == 1:
+        blockwise(conv_backward_weight, items, threads, stream, dy, x, th, tw, periodic, *kargs, groups, bm, n_fb,
+                  n_kb, 1, split_cols, k_major, accumulate, out.reshape(1, n_tiles, n_filters, kg))
+        return
+    partial = cuda.device_array((n_split, n_tiles, n_filters, kg), dtype=out.dtype, stream=stream)
+    blockwise(conv_backward_weight, items, threads, stream, dy, x, th, tw, periodic, *kargs, groups, bm, n_fb,
+              n_kb, n_split, split_cols, k_major, False, partial)
+    size = n_tiles * n_filters * kg
+    elementwise(reduce_splits, size, stream, partial.reshape(n_split, size), accumulate, out.reshape(size))
+
+
+def backward_bias(dy, th, tw, periodic, accumulate, out, stream):
+    """``out (+)= db``; out (F, T)."""
+    n, n_filters, oh, ow = dy.shape
+    max_cols = _max_columns(n, oh, ow, th, tw)
+    n_split, split_cols = _splits(max_cols, n_filters * th * tw, TARGET_THREADS)
+    if n_split == 1:
+        elementwise(conv_backward_bias, n_filters * th * tw, stream, dy, th, tw, periodic, 1, split_cols,
+                    accumulate, out.reshape(1, n_filters, th * tw))
+        return
+    partial = cuda.device_array((n_split, n_filters, th * tw), dtype=out.dtype, stream=stream)
+    elementwise(conv_backward_bias, n_split * n_filters * th * tw, stream, dy, th, tw, periodic, n_split,
+                split_cols, False, partial)
+    size = n_filters * th * tw
+    elementwise(reduce_splits, size, stream, partial.reshape(n_split, size), accumulate, out.reshape(size))
+
+
+def backward_input(dy, w, th, tw, periodic, kargs, groups, dx, stream):
+    """``dx`` (N, C, H, W) from dy and w (T, F, Kg), by gathering."""
+    n, c, h, wd = dx.shape
+    elementwise(conv_backward_input, _ceil_div(n, NB) * c * h * wd, stream, dy, w, th, tw, periodic, *kargs, groups,
+                dx)

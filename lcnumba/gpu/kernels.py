@@ -1,0 +1,56 @@
+"""Small generic CUDA kernels: strided copy, fill, and the fixed-order reduction of partial sums.
+
+All are grid-stride loops over a flat index with the fastest axis last,
+so consecutive threads touch consecutive addresses (coalesced).
+"""
+
+from numba import cuda
+
+from .launch import kernel
+
+
+@kernel
+def copy6(src, dst):
+    """``dst[...] = src[...]`` for rank-6 arrays; ``src`` of any strides, ``dst`` C-contiguous."""
+    s0, s1, s2, s3, s4, s5 = dst.shape
+    size = s0 * s1 * s2 * s3 * s4 * s5
+    for e in range(cuda.grid(1), size, cuda.gridsize(1)):
+        r = e
+        i5 = r % s5
+        r //= s5
+        i4 = r % s4
+        r //= s4
+        i3 = r % s3
+        r //= s3
+        i2 = r % s2
+        r //= s2
+        i1 = r % s1
+        i0 = r // s1
+        dst[i0, i1, i2, i3, i4, i5] = src[i0, i1, i2, i3, i4, i5]
+
+
+@kernel
+def fill1(dst, value):
+    """``dst[:] = value``."""
+    for e in range(cuda.grid(1), dst.shape[0], cuda.gridsize(1)):
+        dst[e] = value
+
+
+@kernel
+def reduce_splits(partial, accumulate, out):
+    """``out[j] (+)= partial[0, j] + partial[1, j] + ...``, summed in split order.
+
+    ``partial`` (S, J) holds the sums of S disjoint, fixed pieces of a
+    reduction (a weight or bias gradient split over batch and positions);
+    summing them in the order of ``s`` makes the result bitwise
+    reproducible, with no atomics. One thread per output, coalesced on ``j``.
+    """
+    splits, size = partial.shape
+    for j in range(cuda.grid(1), size, cuda.gridsize(1)):
+        total = partial[0, j]
+        for s in range(1, splits):
+            total += partial[s, j]
+        if accumulate:
+            out[j] += total
+        else:
+            out[j] = total

@@ -1,0 +1,287 @@
+"""Device arrays, argument checks and launch geometry shared by every CUDA kernel.
+
+Importing this module is the one place where lcnumba touches numba-cuda;
+``import lcnumba`` never does, so the package works without numba-cuda or
+a driver, and only a call with CUDA arrays raises, naming the missing
+package.
+
+Arrays. Numba device arrays (real, or the simulator's) are used as they
+are; any object with ``__cuda_array_interface__`` (CuPy, PyTorch CUDA
+tensors) is viewed as one with ``cuda.as_cuda_array`` (no copy). Inputs
+that are not C-contiguous are copied on the device by a strided copy
+kernel; outputs must be C-contiguous.
+
+Launch geometry. Every kernel is a grid-stride loop (over elements, or
+over work items one block at a time), so its result does not depend on
+the grid or block size. Threads per block come from
+``lcnumba.config.THREADS_PER_BLOCK``, read at every launch: tests patch it
+down so that tiny simulator inputs still span many blocks. Grids are
+capped at ``MAX_BLOCKS``; the grid-stride loops cover the rest.
+"""
+
+import numpy as np
+
+from .. import checks, config
+
+INSTALL_HINT = "CUDA arrays need numba-cuda: pip install lcnumba[cuda] (or pip install numba-cuda)"
+
+try:
+    from numba import cuda
+    from numba.cuda import config as _cuda_config
+    from numba.cuda.cudadrv.devicearray import is_cuda_ndarray
+except ImportError as exc:  # numba-cuda (or its CUDA bindings) not installed
+    raise ImportError(f"lcnumba: {INSTALL_HINT}") from exc
+
+#: True when Numba runs CUDA kernels in its simulator (``NUMBA_ENABLE_CUDASIM=1``).
+SIMULATOR = bool(_cuda_config.ENABLE_CUDASIM)
+
+#: Largest grid launched; grid-stride loops cover any larger amount of work.
+MAX_BLOCKS = 65535
+
+
+# ---------------------------------------------------------------- compilation
+
+
+def kernel(fn):
+    """``fn`` compiled as a CUDA kernel (lazily, once per argument types)."""
+    return cuda.jit(fn)
+
+
+def device_function(fn):
+    """``fn`` (plain Python) compiled as an inlined CUDA device function."""
+    if SIMULATOR:
+        return cuda.jit(device=True)(fn)
+    return cuda.jit(device=True, forceinline=True)(fn)
+
+
+# ---------------------------------------------------------------- launch geometry
+
+
+def threads_per_block():
+    """``lcnumba.config.THREADS_PER_BLOCK``, read now (tests patch it)."""
+    return max(1, int(config.THREADS_PER_BLOCK))
+
+
+def elementwise(kern, work, stream, *args):
+    """Launch ``kern`` (a grid-stride loop over ``work`` elements); no launch when there is no work."""
+    if work <= 0:
+        return
+    threads = threads_per_block()
+    blocks = max(1, min(MAX_BLOCKS, -(-work // threads)))
+    kern[blocks, threads, stream](*args)
+
+
+def blockwise(kern, items, threads, stream, *args):
+    """Launch ``kern`` (a block-stride loop over ``items`` work items) with ``threads`` per block."""
+    if items <= 0:
+        return
+    kern[max(1, min(MAX_BLOCKS, items)), max(1, threads), stream](*args)
+
+
+def block_threads(useful):
+    """Threads per block for a block that has ``useful`` threads' worth of work: at most the configured number."""
+    warps = -(-max(1, useful) // 32) * 32
+    return max(1, min(threads_per_block(), warps))
+
+
+# ---------------------------------------------------------------- streams
+
+
+def _stream_types():
+    if SIMULATOR:
+        return (cuda.stream,)
+    from numba.cuda.cudadrv.driver import Stream
+
+    return (Stream,)
+
+
+def stream_arg(stream):
+    """Check ``stream``: 0 (the default stream) or a Numba CUDA stream."""
+    if isinstance(stream, (int, np.integer)) and not isinstance(stream, (bool, np.bool_)) and stream == 0:
+        return 0
+    if isinstance(stream, _stream_types()):
+        return stream
+    raise checks.type_error("stream", "0 or a numba.cuda stream (cuda.stream(), cuda.external_stream(ptr))",
+                            checks.describe(stream))
+
+
+# ---------------------------------------------------------------- arrays
+
+
+def _require_driver():
+    if not SIMULATOR and not cuda.is_available():
+        raise RuntimeError("lcnumba: a CUDA array was given, but no CUDA driver or GPU is usable "
+                           "(numba.cuda.is_available() is False)")
+
+
+class _HostView:
+    """The simulator's stand-in for device memory: a CUDA array interface whose pointer is host memory."""
+
+    def __init__(self, owner, desc):
+        self.owner = owner
+        self.__array_interface__ = {
+            "shape": tuple(desc["shape"]), "typestr": desc["typestr"], "data": tuple(desc["data"]),
+            "strides": desc.get("strides"), "version": 3,
+        }
+
+
+def _from_interface(value):
+    if not SIMULATOR:
+        _require_driver()
+        return cuda.as_cuda_array(value)
+    from numba.cuda.simulator.cudadrv.devicearray import FakeCUDAArray
+
+    desc = value.__cuda_array_interface__
+    if 0 in tuple(desc["shape"]):
+        return FakeCUDAArray(np.empty(tuple(desc["shape"]), np.dtype(desc["typestr"])))
+    return FakeCUDAArray(np.asarray(_HostView(value, desc)))
+
+
+def as_device(value, name):
+    """``value`` as a Numba device array (a view, never a copy)."""
+    if is_cuda_ndarray(value):
+        return value
+    if hasattr(value, "__cuda_array_interface__"):
+        return _from_interface(value)
+    raise checks.type_error(name, "a CUDA array (a Numba device array or an object with "
+                            "__cuda_array_interface__)", checks.describe(value))
+
+
+def _unit_view(arr, ndim):
+    """``arr`` (any strides) viewed with leading unit axes up to rank ``ndim``, sharing its memory."""
+    extra = ndim - arr.ndim
+    if extra == 0:
+        return arr
+    if SIMULATOR:
+        from numba.cuda.simulator.cudadrv.devicearray import FakeCUDAArray
+
+        return FakeCUDAArray(np.expand_dims(arr._ary, tuple(range(extra))))
+    from numba.cuda.cudadrv.devicearray import DeviceNDArray
+
+    itemsize = np.dtype(arr.dtype).itemsize
+    return DeviceNDArray((1,) * extra + tuple(arr.shape), (itemsize,) * extra + tuple(arr.strides),
+                         arr.dtype, stream=0, gpu_data=arr.gpu_data)
+
+
+def contiguous(arr, stream):
+    """``arr`` if it is C-contiguous, else a C-contiguous copy made on the device (on ``stream``)."""
+    if arr.is_c_contiguous():
+        return arr
+    out = cuda.device_array(tuple(arr.shape), dtype=arr.dtype, stream=stream)
+    size = int(np.prod(arr.shape))
+    if size:
+        from .kernels import copy6
+
+        shape6 = (1,) * (6 - arr.ndim) + tuple(arr.shape)
+        elementwise(copy6, size, stream, _unit_view(arr, 6), out.reshape(shape6))
+    return out
+
+
+def fill(arr, value, stream):
+    """Set every element of the C-contiguous device array ``arr`` to ``value``."""
+    size = int(np.prod(arr.shape))
+    if size:
+        from .kernels import fill1
+
+        elementwise(fill1, size, stream, arr.reshape(size), arr.dtype.type(value))
+
+
+def float_array(value, name, ndim, dtype=None, stream=0):
+    """The CUDA twin of ``checks.float_array``: check rank and dtype, return a C-contiguous device array."""
+    arr = as_device(value, name)
+    ranks = (ndim,) if isinstance(ndim, int) else tuple(ndim)
+    if arr.ndim not in ranks:
+        expected = " or ".join(f"{r}-D" for r in ranks)
+        raise checks.value_error(name, f"a {expected} array", f"shape {tuple(arr.shape)}")
+    if np.dtype(arr.dtype) not in checks.FLOAT_DTYPES:
+        raise checks.type_error(name, "dtype float32 or float64", f"dtype {arr.dtype}")
+    if dtype is not None and arr.dtype != dtype:
+        raise checks.type_error(name, f"dtype {dtype} like the other arrays of this call", f"dtype {arr.dtype}")
+    return contiguous(arr, stream)
+
+
+def index_array(value, name, shape, stream=0):
+    """The CUDA twin of ``checks.index_array``: an int64 device array of exactly ``shape``, C-contiguous."""
+    arr = as_device(value, name)
+    if arr.dtype != np.int64:
+        raise checks.type_error(name, "dtype int64", f"dtype {arr.dtype}")
+    if tuple(arr.shape) != tuple(shape):
+        raise checks.value_error(name, f"shape {tuple(shape)}", f"shape {tuple(arr.shape)}")
+    return contiguous(arr, stream)
+
+
+def _byte_span(arr):
+    desc = arr.__cuda_array_interface__
+    ptr = int(desc["data"][0])
+    shape = tuple(desc["shape"])
+    itemsize = np.dtype(desc["typestr"]).itemsize
+    strides = desc.get("strides")
+    if strides is None:
+        strides, step = [], itemsize
+        for n in reversed(shape):
+            strides.insert(0, step)
+            step *= n
+    if 0 in shape:
+        return ptr, ptr
+    lo = ptr + sum(min(0, (n - 1) * s) for n, s in zip(shape, strides))
+    hi = ptr + sum(max(0, (n - 1) * s) for n, s in zip(shape, strides)) + itemsize
+    return lo, hi
+
+
+def overlaps(a, b):
+    """Whether device arrays ``a`` and ``b`` may share memory (exact in the simulator, by byte span on a GPU)."""
+    if SIMULATOR:
+        return bool(np.shares_memory(a._ary, b._ary))
+    lo_a, hi_a = _byte_span(a)
+    lo_b, hi_b = _byte_span(b)
+    return lo_a < hi_b and lo_b < hi_a and lo_a < hi_a and lo_b < hi_b
+
+
+def output(out, name, shape, dtype, inputs, stream=0):
+    """The CUDA twin of ``checks.output``: check a caller's ``out`` buffer, or allocate one on ``stream``."""
+    shape = tuple(shape)
+    dtype = np.dtype(dtype)
+    if out is None:
+        return cuda.device_array(shape, dtype=dtype, stream=stream)
+    if not checks.is_cuda_array(out):
+        raise checks.type_error(name, f"a CUDA array of shape {shape} and dtype {dtype}", checks.describe(out))
+    desc = getattr(out, "__cuda_array_interface__", None)
+    arr = as_device(out, name)
+    if arr.dtype != dtype:
+        raise checks.type_error(name, f"dtype {dtype}", f"dtype {arr.dtype}")
+    if tuple(arr.shape) != shape:
+        raise checks.value_error(name, f"shape {shape}", f"shape {tuple(arr.shape)}")
+    if not arr.is_c_contiguous():
+        raise checks.value_error(name, "a C-contiguous array", f"strides {tuple(arr.strides)}")
+    if desc is not None and desc.get("data", (0, False))[1]:
+        raise checks.value_error(name, "a writeable array", "a read-only array")
+    for input_name, array in inputs.items():
+        if array is not None and overlaps(arr, as_device(array, input_name)):
+            raise checks.value_error(name, f"a buffer that does not overlap {input_name}", "overlapping memory")
+    return arr
+
+
+def with_unit_axes(arr, axes, name, ndim, stream=0):
+    """``arr`` (rank ``ndim``) with unit axes inserted at ``axes`` (positions in the result), as a view."""
+    if arr is None:
+        return None
+    arr = as_device(arr, name)
+    if arr.ndim != ndim:
+        raise checks.value_error(name, f"a {ndim}-D array", f"shape {tuple(arr.shape)}")
+    if not axes:
+        return arr
+    if not arr.is_c_contiguous():
+        if name == "out" or name.endswith("_out"):
+            raise checks.value_error(name, "a C-contiguous array", f"strides {tuple(arr.strides)}")
+        arr = contiguous(arr, stream)
+    shape = list(arr.shape)
+    for axis in axes:
+        shape.insert(axis, 1)
+    return arr.reshape(tuple(shape))
+
+
+def without_axes(arr, axes):
+    """``arr`` (C-contiguous) with the unit axes ``axes`` removed, as a view."""
+    if not axes:
+        return arr
+    return arr.reshape(tuple(s for i, s in enumerate(arr.shape) if i not in axes))

@@ -1,0 +1,444 @@
+"""CUDA kernels of NetVLAD (and GhostVLAD), the math of ``lcnumba.cpu.netvlad``.
+
+Layouts (``KG = K + G`` clusters, the last G ghosts), all C-contiguous::
+
+    x          (N, D, M)    M descriptors of size D per sample
+    w, b       (KG, D), (KG,)
+    centroids  (K, D)
+    y, dy      (N, K * D)   cluster-major, viewed as (N, K, D)
+
+Per sample, with ``r_i = max(||x_i||, eps)`` (1 without input
+normalisation)::
+
+    S = (W X) diag(1/r) + b 1^T        (KG, M)   batched GEMM
+    A = softmax over the KG rows of S
+    V = (A_K diag(1/r)) X^T - s c      (K, D)    batched GEMM; s_k = sum_i A_ki
+
+then intra- and global L2 normalisation with ``max(norm, eps)``. The
+backward recomputes that forward and adds the GEMMs ``dV X``,
+``dV^T A_K + W^T dS`` and ``(dS diag(1/r)) X^T``; the (K, D, M) residuals
+are never formed, as on the CPU.
+
+Every matrix product runs through one batched GEMM kernel (``bgemm``): a
+block computes a ``bm x bn`` tile of one sample's product, staging
+``BK``-wide slices of both operands in shared memory with loads along
+each operand's contiguous axis (so transposed operands are read
+coalesced too) and accumulating a ``2 x 2`` register tile per thread.
+The small steps between the GEMMs (norms, softmax, per-cluster
+normalisation) are grid-stride loops with a thread per descriptor or per
+cluster, walking their rows in order. Per-sample weight, bias and
+centroid gradients go to (N, ...) buffers and are summed over samples in
+sample order (``kernels.reduce_splits``): no atomics, bitwise
+reproducible. Scratch is O(N (K + G) (M + D)).
+"""
+
+import math
+
+from numba import cuda
+
+from .kernels import reduce_splits
+from .launch import block_threads, blockwise, elementwise, kernel
+
+BM = 32
+BN = 32
+BK = 32
+#: Shared-memory row lengths, one longer than the tile so column walks hit distinct banks
+#: (a compile-time constant each: shared array shapes must be).
+BK_PAD = BK + 1
+BN_PAD = BN + 1
+TM = 2
+TN = 2
+
+
+@kernel
+def bgemm(a, trans_a, b, trans_b, r_count, bm, bn, accumulate, c):
+    """``c[n] (+)= op(a[n]) @ op(b[n])`` over ``r_count`` terms; ``a``/``b`` with a leading 1 are shared by all n.
+
+    ``op(a)`` is ``a[n]`` (P, R) or, with ``trans_a``, ``a[n].T`` for ``a[n]``
+    of shape (R, P); likewise ``b``: (R, Q) or (Q, R) with ``trans_b``.
+    A block per (sample, row tile, column tile); terms summed in order.
+    """
+    n_total = c.shape[0]
+    p_count = c.shape[1]
+    q_count = c.shape[2]
+    as_ = cuda.shared.array((BM, BK_PAD), c.dtype)
+    bs = cuda.shared.array((BK, BN_PAD), c.dtype)
+    zero = c.dtype.type(0)
+    tid = cuda.threadIdx.x
+    nt = cuda.blockDim.x
+    n_pb = (p_count + bm - 1) // bm
+    n_qb = (q_count + bn - 1) // bn
+    vrows = bm // TM
+    vcols = bn // TN
+    n_virtual = vrows * vcols
+    n_items = n_total * n_pb * n_qb
+    for item in range(cuda.blockIdx.x, n_items, cuda.gridDim.x):
+        qb = item % n_qb
+        rest = item // n_qb
+        pb = rest % n_pb
+        n = rest // n_pb
+        na = n if a.shape[0] > 1 else 0
+        nb = n if b.shape[0] > 1 else 0
+        p0 = pb * bm
+        q0 = qb * bn
+        for vbase in range(0, n_virtual, nt):
+            v = vbase + tid
+            vr = v // vcols
+            vc = v - vr * vcols
+            c00 = zero
+            c01 = zero
+            c10 = zero
+            c11 = zero
+            for r0 in range(0, r_count, BK):
+                for e in range(tid, bm * BK, nt):
+                    if trans_a:
+                        rr = e // bm
+                        pp = e - rr * bm
+                    else:
+                        pp = e // BK
+                        rr = e - pp * BK
+                    val = zero
+                    if p0 + pp < p_count and r0 + rr < r_count:
+                        if trans_a:
+                            val = a[na, r0 + rr, p0 + pp]
+                        else:
+                            val = a[na, p0 + pp, r0 + rr]
+                    as_[pp, rr] = val
+                for e in range(tid, BK * bn, nt):
+                    if trans_b:
+                        qq = e // BK
+                        rr = e - qq * BK
+                    else:
+                        rr = e // bn
+                        qq = e - rr * bn
+                    val = zero
+                    if q0 + qq < q_count and r0 + rr < r_count:
+                        if trans_b:
+                            val = b[nb, q0 + qq, r0 + rr]
+                        else:
+                            val = b[nb, r0 + rr, q0 + qq]
+                    bs[rr, qq] = val
+                cuda.syncthreads()
+                if v < n_virtual:
+                    for rr in range(BK):
+                        a0 = as_[vr, rr]
+                        a1 = as_[vr + vrows, rr]
+                        b0 = bs[rr, vc]
+                        b1 = bs[rr, vc + vcols]
+                        c00 += a0 * b0
+                        c01 += a0 * b1
+                        c10 += a1 * b0
+                        c11 += a1 * b1
+                cuda.syncthreads()
+            if v < n_virtual:
+                for r in range(TM):
+                    p = p0 + vr + r * vrows
+                    if p >= p_count:
+                        continue
+                    for s in range(TN):
+                        q = q0 + vc + s * vcols
+                        if q >= q_count:
+                            continue
+                        if r == 0:
+                            val = c00 if s == 0 else c01
+                        else:
+                            val = c10 if s == 0 else c11
+                        if accumulate:
+                            c[n, p, q] += val
+                        else:
+                            c[n, p, q] = val
+
+
+@kernel
+def descriptor_norms(x, normalize_input, eps, nrm, rinv):
+    """``nrm[n, i] = ||x[n, :, i]||``, ``rinv = 1 / max(nrm, eps)`` (both 1 without normalisation)."""
+    n_total, d_size, m = x.shape
+    one = x.dtype.type(1)
+    for e in range(cuda.grid(1), n_total * m, cuda.gridsize(1)):
+        n = e // m
+        i = e - n * m
+        if normalize_input:
+            total = x.dtype.type(0)
+            for d in range(d_size):
+                v = x[n, d, i]
+                total += v * v
+            r = math.sqrt(total)
+            nrm[n, i] = r
+            rinv[n, i] = one / max(r, eps)
+        else:
+            nrm[n, i] = one
+            rinv[n, i] = one
+
+
+@kernel
+def softmax_assign(s, b, rinv, k_real, a, ar):
+    """``a[n, :, i] = softmax(s[n, :, i] * rinv[n, i] + b)``; ``ar[n, k, i] = a[n, k, i] * rinv[n, i]`` for k < K.
+
+    A thread per descriptor, ``i`` fastest (coalesced); ``a`` may be ``s``.
+    """
+    n_total, kg, m = s.shape
+    for e in range(cuda.grid(1), n_total * m, cuda.gridsize(1)):
+        n = e // m
+        i = e - n * m
+        ri = rinv[n, i]
+        top = s[n, 0, i] * ri + b[0]
+        for k in range(1, kg):
+            top = max(top, s[n, k, i] * ri + b[k])
+        total = s.dtype.type(0)
+        for k in range(kg):
+            ex = math.exp(s[n, k, i] * ri + b[k] - top)
+            a[n, k, i] = ex
+            total += ex
+        scale = s.dtype.type(1) / total
+        for k in range(kg):
+            v = a[n, k, i] * scale
+            a[n, k, i] = v
+            if k < k_real:
+                ar[n, k, i] = v * ri
+
+
+@kernel
+def row_sums(a, rows, out):
+    """``out[n, k] = sum_i a[n, k, i]`` for ``k < rows``, in order of ``i``."""
+    n_total = a.shape[0]
+    m = a.shape[2]
+    for e in range(cuda.grid(1), n_total * rows, cuda.gridsize(1)):
+        n = e // rows
+        k = e - n * rows
+        total = a.dtype.type(0)
+        for i in range(m):
+            total += a[n, k, i]
+        out[n, k] = total
+
+
+@kernel
+def center_and_normalize(v, mass, c, eps, norms):
+    """``v[n, k] = (v[n, k] - mass[n, k] c[k]) / max(||.||, eps)``; the unclamped norm to ``norms[n, k]``."""
+    n_total, k_real, d_size = v.shape
+    one = v.dtype.type(1)
+    for e in range(cuda.grid(1), n_total * k_real, cuda.gridsize(1)):
+        n = e // k_real
+        k = e - n * k_real
+        s = mass[n, k]
+        total = v.dtype.type(0)
+        for d in range(d_size):
+            val = v[n, k, d] - s * c[k, d]
+            v[n, k, d] = val
+            total += val * val
+        r = math.sqrt(total)
+        norms[n, k] = r
+        scale = one / max(r, eps)
+        for d in range(d_size):
+            v[n, k, d] *= scale
+
+
+@kernel
+def global_norms(norms, eps, total):
+    """``total[n] = ||vec(Vn)||`` from the intra-normalised rows: ``sum_k (norm_k / max(norm_k, eps))^2``."""
+    n_total, k_real = norms.shape
+    for n in range(cuda.grid(1), n_total, cuda.gridsize(1)):
+        acc = norms.dtype.type(0)
+        for k in range(k_real):
+            r = norms[n, k] / max(norms[n, k], eps)
+            acc += r * r
+        total[n] = math.sqrt(acc)
+
+
+@kernel
+def scale_rows(y, total, eps):
+    """``y[n, :] /= max(total[n], eps)``."""
+    n_total, size = y.shape
+    one = y.dtype.type(1)
+    for e in range(cuda.grid(1), n_total * size, cuda.gridsize(1)):
+        n = e // size
+        y[n, e - n * size] *= one / max(total[n], eps)
+
+
+@kernel
+def projection(vn, dy, total, eps, proj):
+    """``proj[n] = <vn, dy> / g^2`` with ``g = max(total, eps)`` when unclamped, else 0; rows in order."""
+    n_total, k_real, d_size = vn.shape
+    for n in range(cuda.grid(1), n_total, cuda.gridsize(1)):
+        acc = vn.dtype.type(0)
+        if total[n] >= eps:
+            for k in range(k_real):
+                for d in range(d_size):
+                    acc += vn[n, k, d] * dy[n, k * d_size + d]
+            g = max(total[n], eps)
+            acc /= g * g
+        proj[n] = acc
+
+
+@kernel
+def cluster_gradient(vn, dy, norms, total, proj, mass, c, eps, dv, q, dc_part):
+    """Back through both normalisations to ``dv`` (N, K, D); ``q[n, k] = dv_k . c_k``; ``dc_part = -mass dv``."""
+    n_total, k_real, d_size = vn.shape
+    one = vn.dtype.type(1)
+    for e in range(cuda.grid(1), n_total * k_real, cuda.gridsize(1)):
+        n = e // k_real
+        k = e - n * k_real
+        g = max(total[n], eps)
+        pr = proj[n]
+        along = vn.dtype.type(0)
+        for d in range(d_size):
+            val = (dy[n, k * d_size + d] - vn[n, k, d] * pr) / g
+            dv[n, k, d] = val
+            along += vn[n, k, d] * val
+        if norms[n, k] < eps:
+            along = vn.dtype.type(0)
+        u = one / max(norms[n, k], eps)
+        qk = vn.dtype.type(0)
+        s = mass[n, k]
+        for d in range(d_size):
+            val = (dv[n, k, d] - vn[n, k, d] * along) * u
+            dv[n, k, d] = val
+            qk += val * c[k, d]
+            dc_part[n, k, d] = -s * val
+        q[n, k] = qk
+
+
+@kernel
+def logit_gradient(a, da, rinv, q, k_real, ds):
+    """``ds[n, k, i] = a (dA - t)`` with ``dA = da * rinv - q`` (0 for ghosts), ``t_i = sum_k a dA``."""
+    n_total, kg, m = a.shape
+    for e in range(cuda.grid(1), n_total * m, cuda.gridsize(1)):
+        n = e // m
+        i = e - n * m
+        ri = rinv[n, i]
+        t = a.dtype.type(0)
+        for k in range(k_real):
+            t += a[n, k, i] * (da[n, k, i] * ri - q[n, k])
+        for k in range(kg):
+            if k < k_real:
+                ds[n, k, i] = a[n, k, i] * (da[n, k, i] * ri - q[n, k] - t)
+            else:
+                ds[n, k, i] = -a[n, k, i] * t
+
+
+@kernel
+def scale_columns(a, rinv):
+    """``a[n, k, i] *= rinv[n, i]``."""
+    n_total, rows, m = a.shape
+    for e in range(cuda.grid(1), n_total * rows * m, cuda.gridsize(1)):
+        i = e % m
+        n = e // (rows * m)
+        k = (e // m) % rows
+        a[n, k, i] *= rinv[n, i]
+
+
+@kernel
+def input_normalization_gradient(x, nrm, rinv, eps, normalize_input, dx):
+    """``dx_i = dxn_i / r_i - x_i (x_i . dxn_i) / r_i^3`` (the projection only if unclamped), in place."""
+    n_total, d_size, m = x.shape
+    for e in range(cuda.grid(1), n_total * m, cuda.gridsize(1)):
+        n = e // m
+        i = e - n * m
+        if not normalize_input:
+            continue
+        ri = rinv[n, i]
+        dots = x.dtype.type(0)
+        for d in range(d_size):
+            dots += x[n, d, i] * dx[n, d, i]
+        beta = ri * ri * ri * dots
+        if nrm[n, i] < eps:
+            beta = x.dtype.type(0)
+        for d in range(d_size):
+            dx[n, d, i] = dx[n, d, i] * ri - beta * x[n, d, i]
+
+
+# ---------------------------------------------------------------- drivers
+
+
+def _gemm(a, trans_a, b, trans_b, r_count, accumulate, c, stream):
+    n, p, q = c.shape
+    bm = min(BM, -(-max(p, 1) // TM) * TM)
+    bn = min(BN, -(-max(q, 1) // TN) * TN)
+    items = n * -(-p // bm) * -(-q // bn)
+    blockwise(bgemm, items, block_threads((bm // TM) * (bn // TN)), stream, a, trans_a, b, trans_b, r_count, bm, bn,
+              accumulate, c)
+
+
+def _encode(x, w, b, c, normalize_input, eps, stream):
+    """The forward up to the intra-normalised ``vn`` (N, K, D); returns every intermediate the backward needs."""
+    n, d, m = x.shape
+    kg = w.shape[0]
+    k = c.shape[0]
+    dtype = x.dtype
+    nrm = cuda.device_array((n, m), dtype=dtype, stream=stream)
+    rinv = cuda.device_array((n, m), dtype=dtype, stream=stream)
+    elementwise(descriptor_norms, n * m, stream, x, normalize_input, eps, nrm, rinv)
+    a = cuda.device_array((n, kg, m), dtype=dtype, stream=stream)
+    _gemm(w.reshape(1, kg, d), False, x, False, d, False, a, stream)
+    ar = cuda.device_array((n, k, m), dtype=dtype, stream=stream)
+    elementwise(softmax_assign, n * m, stream, a, b, rinv, k, a, ar)
+    mass = cuda.device_array((n, k), dtype=dtype, stream=stream)
+    elementwise(row_sums, n * k, stream, a, k, mass)
+    return nrm, rinv, a, ar, mass
+
+
+def forward(x, w, b, c, normalize_input, eps, y, stream):
+    """``y`` (N, K * D) from x (N, D, M)."""
+    eps = x.dtype.type(eps)  # keep float32 kernels in float32
+    n, d, m = x.shape
+    k = c.shape[0]
+    nrm, rinv, a, ar, mass = _encode(x, w, b, c, normalize_input, eps, stream)
+    v = y.reshape(n, k, d)
+    _gemm(ar, False, x, True, m, False, v, stream)
+    norms = cuda.device_array((n, k), dtype=x.dtype, stream=stream)
+    elementwise(center_and_normalize, n * k, stream, v, mass, c, eps, norms)
+    total = cuda.device_array(n, dtype=x.dtype, stream=stream)
+    elementwise(global_norms, n, stream, norms, eps, total)
+    elementwise(scale_rows, n * k * d, stream, y, total, eps)
+
+
+def backward(dy, x, w, b, c, normalize_input, eps, stream):
+    """``(dx (N, D, M), dw, db, dcentroids)`` from dy (N, K * D)."""
+    eps = x.dtype.type(eps)  # keep float32 kernels in float32
+    n, d, m = x.shape
+    kg = w.shape[0]
+    k = c.shape[0]
+    dtype = x.dtype
+    dx = cuda.device_array((n, d, m), dtype=dtype, stream=stream)
+    dw = cuda.device_array((kg, d), dtype=dtype, stream=stream)
+    db = cuda.device_array(kg, dtype=dtype, stream=stream)
+    dc = cuda.device_array((k, d), dtype=dtype, stream=stream)
+    if n == 0:
+        from .launch import fill
+
+        for array in (dw, db, dc):
+            fill(array, 0, stream)
+        return dx, dw, db, dc
+    nrm, rinv, a, ar, mass = _encode(x, w, b, c, normalize_input, eps, stream)
+    vn = cuda.device_array((n, k, d), dtype=dtype, stream=stream)
+    _gemm(ar, False, x, True, m, False, vn, stream)
+    norms = cuda.device_array((n, k), dtype=dtype, stream=stream)
+    elementwise(center_and_normalize, n * k, stream, vn, mass, c, eps, norms)
+    total = cuda.device_array(n, dtype=dtype, stream=stream)
+    elementwise(global_norms, n, stream, norms, eps, total)
+    # global and intra-normalisation, aggregation: dv, q_k = dv_k . c_k, and the centroid gradient
+    proj = cuda.device_array(n, dtype=dtype, stream=stream)
+    elementwise(projection, n, stream, vn, dy, total, eps, proj)
+    dv = cuda.device_array((n, k, d), dtype=dtype, stream=stream)
+    q = cuda.device_array((n, k), dtype=dtype, stream=stream)
+    dc_part = cuda.device_array((n, k, d), dtype=dtype, stream=stream)
+    elementwise(cluster_gradient, n * k, stream, vn, dy, norms, total, proj, mass, c, eps, dv, q, dc_part)
+    # soft-assignment: dA = (dv X) diag(1/r) - q 1^T, then through the softmax to dS
+    da = cuda.device_array((n, k, m), dtype=dtype, stream=stream)
+    _gemm(dv, False, x, False, d, False, da, stream)
+    ds = cuda.device_array((n, kg, m), dtype=dtype, stream=stream)
+    elementwise(logit_gradient, n * m, stream, a, da, rinv, q, k, ds)
+    db_part = cuda.device_array((n, kg), dtype=dtype, stream=stream)
+    elementwise(row_sums, n * kg, stream, ds, kg, db_part)
+    # dXn = dv^T A_K + W^T dS, then dW = (dS diag(1/r)) X^T
+    _gemm(dv, True, a, False, k, False, dx, stream)
+    _gemm(w.reshape(1, kg, d), True, ds, False, kg, True, dx, stream)
+    elementwise(scale_columns, n * kg * m, stream, ds, rinv)
+    dw_part = cuda.device_array((n, kg, d), dtype=dtype, stream=stream)
+    _gemm(ds, False, x, True, m, False, dw_part, stream)
+    # input normalisation
+    elementwise(input_normalization_gradient, n * m, stream, x, nrm, rinv, eps, normalize_input, dx)
+    # per-sample partials summed in sample order
+    elementwise(reduce_splits, kg * d, stream, dw_part.reshape(n, kg * d), False, dw.reshape(kg * d))
+    elementwise(reduce_splits, kg, stream, db_part, False, db)
+    elementwise(reduce_splits, k * d, stream, dc_part.reshape(n, k * d), False, dc.reshape(k * d))
+    return dx, dw, db, dc
