@@ -52,7 +52,7 @@ from .ops.pool import (
     max_pool2d_forward,
     max_pool2d_output_shape,
 )
-from .init import netvlad_init
+from .init import fans, glorot_normal, glorot_uniform, he_normal, he_uniform, netvlad_init
 from .ops.netvlad import netvlad_backward, netvlad_forward
 
 __version__ = "0.1.0"

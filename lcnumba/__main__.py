@@ -66,9 +66,12 @@ def main(argv=None):
     warm.add_argument("--verbose", action="store_true")
     demo = sub.add_parser("demo", help="train a DeepFace-style network (needs the demo extra)")
     demo.add_argument("rest", nargs=argparse.REMAINDER)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["demo"]:  # the demo parses its own options (argparse's REMAINDER drops "--x" ones)
+        return _demo(argparse.Namespace(rest=argv[1:]))
     args = parser.parse_args(argv)
     if args.command is None:
-        args = parser.parse_args(["layer"] + list(argv or sys.argv[1:]))
+        args = parser.parse_args(["layer"] + argv)
     return {"layer": _layer, "warmup": _warmup, "demo": _demo}[args.command](args)
 
 

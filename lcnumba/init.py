@@ -1,5 +1,12 @@
 """Parameter initialisers.
 
+``he_normal``, ``he_uniform``, ``glorot_normal`` and ``glorot_uniform`` draw
+weights for every convolution family (and a dense layer) from the fans of
+one output position's filter bank, ``fan_in = Cg * KH * KW`` and
+``fan_out = F * KH * KW``: an unshared or tiled layer is, at each output
+position, an ordinary convolution with its own bank, so it gets the same
+variance as ``conv2d`` (He et al. 2015; Glorot and Bengio 2010).
+
 ``netvlad_init`` follows the NetVLAD paper (Arandjelović et al. 2016, Section
 3.1) and its reference implementations: k-means on L2-normalised local
 descriptors gives the centroids, and the soft-assignment starts as the
@@ -154,3 +161,241 @@ def netvlad_init(descriptors, num_clusters, *, num_ghost=0, alpha=None, seed=Non
     b = np.full(k + g, -alpha)
     b[:k] = -alpha * np.einsum("kd,kd->k", directions, directions)
     return w.astype(dtype), b.astype(dtype), centroids.astype(dtype)
+
+
+# ================================================================ he / glorot
+
+_FAMILIES = {
+    # family: (ndim of the weight, number of leading position/tile axes)
+    "conv2d": (4, 0),
+    "tiled_conv2d": (6, 2),
+    "local_conv2d": (6, 2),
+    "conv1d": (3, 0),
+    "tiled_conv1d": (4, 1),
+    "local_conv1d": (4, 1),
+    "linear": (2, 0),
+}
+_FAMILY_NAMES = tuple(_FAMILIES)
+
+
+def fans(weight_shape, family="conv2d"):
+    """Fan-in and fan-out of one output position of a weight of the given shape.
+
+    Parameters
+    ----------
+    weight_shape : tuple of int
+        The weight's shape in the layout of ``family``:
+
+        ============  ===============================
+        family        weight_shape
+        ============  ===============================
+        conv2d        (F, Cg, KH, KW)
+        tiled_conv2d  (TH, TW, F, Cg, KH, KW)
+        local_conv2d  (OH, OW, F, Cg, KH, KW)
+        conv1d        (F, Cg, K)
+        tiled_conv1d  (T, F, Cg, K)
+        local_conv1d  (OL, F, Cg, K)
+        linear        (F, D): ``y = w @ x``, D inputs, F outputs
+        ============  ===============================
+
+        ``Cg = C / groups`` is the number of input channels one filter sees.
+    family : str
+        One of ``"conv2d"``, ``"tiled_conv2d"``, ``"local_conv2d"``, ``"conv1d"``,
+        ``"tiled_conv1d"``, ``"local_conv1d"``, ``"linear"``.
+
+    Returns
+    -------
+    fan_in : int
+        ``Cg * KH * KW`` (``Cg * K`` in 1-D, ``D`` for ``linear``): the inputs of one output.
+    fan_out : int
+        ``F * KH * KW`` (``F * K`` in 1-D, ``F`` for ``linear``). The leading tile or position
+        axes of tiled and local weights count in neither: each output position has its own
+        bank, so the fans are those of one bank, as for ``conv2d``.
+
+    Raises
+    ------
+    TypeError
+        ``weight_shape`` not a tuple or list of ints; ``family`` not a str.
+    ValueError
+        ``family`` unknown; ``weight_shape`` of the wrong length for ``family`` or with a
+        size < 1.
+    """
+    family = checks.choice(family, "family", _FAMILY_NAMES)
+    ndim, lead = _FAMILIES[family]
+    shape = checks.shape_tuple(weight_shape, "weight_shape", ndim)
+    if min(shape) < 1:
+        raise checks.value_error("weight_shape", "sizes >= 1", shape)
+    f, cg = shape[lead], shape[lead + 1]
+    receptive = int(np.prod(shape[lead + 2:], dtype=np.int64))
+    return cg * receptive, f * receptive
+
+
+def _draw(weight_shape, family, dtype, seed, draw):
+    fan_in, fan_out = fans(weight_shape, family)
+    try:
+        resolved = np.dtype(dtype) if isinstance(dtype, (type, str, np.dtype)) else None
+    except TypeError:
+        resolved = None
+    if resolved is None or resolved not in checks.FLOAT_DTYPES:
+        raise checks.type_error("dtype", "float32 or float64", checks.describe(dtype))
+    if seed is not None:
+        seed = checks.integer(seed, "seed", minimum=0)
+    rng = np.random.default_rng(seed)
+    values = draw(rng, tuple(weight_shape), fan_in, fan_out)
+    return np.ascontiguousarray(values, dtype=resolved)
+
+
+def he_normal(weight_shape, family="conv2d", *, dtype=np.float32, seed=None):
+    """He (Kaiming) normal initialisation: ``N(0, 2 / fan_in)``.
+
+    For layers followed by a ReLU: the variance of the activations is kept
+    from layer to layer (He et al. 2015, Section 2.2), as PyTorch's
+    ``kaiming_normal_`` with its defaults and Keras's ``he_normal`` without truncation.
+
+    Parameters
+    ----------
+    weight_shape : tuple of int
+        The weight's shape in the layout of ``family`` (see :func:`fans`).
+    family : str
+        ``"conv2d"`` (default), ``"tiled_conv2d"``, ``"local_conv2d"``, ``"conv1d"``,
+        ``"tiled_conv1d"``, ``"local_conv1d"`` or ``"linear"``.
+    dtype : numpy dtype
+        float32 (default) or float64.
+    seed : int, optional
+        Seed of ``numpy.random.default_rng``; the same seed gives the same array.
+
+    Returns
+    -------
+    w : ndarray of ``weight_shape`` and ``dtype``, C-contiguous
+        Independent draws with standard deviation ``sqrt(2 / fan_in)``.
+
+    Raises
+    ------
+    TypeError
+        ``dtype`` not float32 or float64; a non-int seed or size.
+    ValueError
+        Unknown ``family``; ``weight_shape`` not of its layout; a negative seed.
+
+    Notes
+    -----
+    K. He, X. Zhang, S. Ren, J. Sun, "Delving deep into rectifiers", ICCV 2015.
+
+    Examples
+    --------
+    >>> w = he_normal((21, 21, 16, 16, 5, 5), "local_conv2d", seed=0)  # DeepFace L6
+    >>> w.shape, w.dtype
+    ((21, 21, 16, 16, 5, 5), dtype('float32'))
+    """
+    return _draw(weight_shape, family, dtype, seed,
+                 lambda rng, shape, fan_in, fan_out: rng.standard_normal(shape) * np.sqrt(2.0 / fan_in))
+
+
+def he_uniform(weight_shape, family="conv2d", *, dtype=np.float32, seed=None):
+    """He (Kaiming) uniform initialisation: ``U(-sqrt(6 / fan_in), sqrt(6 / fan_in))``.
+
+    The same variance, ``2 / fan_in``, as :func:`he_normal`.
+
+    Parameters
+    ----------
+    weight_shape : tuple of int
+        The weight's shape in the layout of ``family`` (see :func:`fans`).
+    family : str
+        ``"conv2d"`` (default), ``"tiled_conv2d"``, ``"local_conv2d"``, ``"conv1d"``,
+        ``"tiled_conv1d"``, ``"local_conv1d"`` or ``"linear"``.
+    dtype : numpy dtype
+        float32 (default) or float64.
+    seed : int, optional
+        Seed of ``numpy.random.default_rng``; the same seed gives the same array.
+
+    Returns
+    -------
+    w : ndarray of ``weight_shape`` and ``dtype``, C-contiguous
+
+    Raises
+    ------
+    TypeError
+        ``dtype`` not float32 or float64; a non-int seed or size.
+    ValueError
+        Unknown ``family``; ``weight_shape`` not of its layout; a negative seed.
+    """
+    def draw(rng, shape, fan_in, fan_out):
+        limit = np.sqrt(6.0 / fan_in)
+        return rng.uniform(-limit, limit, shape)
+
+    return _draw(weight_shape, family, dtype, seed, draw)
+
+
+def glorot_normal(weight_shape, family="conv2d", *, dtype=np.float32, seed=None):
+    """Glorot (Xavier) normal initialisation: ``N(0, 2 / (fan_in + fan_out))``.
+
+    Parameters
+    ----------
+    weight_shape : tuple of int
+        The weight's shape in the layout of ``family`` (see :func:`fans`).
+    family : str
+        ``"conv2d"`` (default), ``"tiled_conv2d"``, ``"local_conv2d"``, ``"conv1d"``,
+        ``"tiled_conv1d"``, ``"local_conv1d"`` or ``"linear"``.
+    dtype : numpy dtype
+        float32 (default) or float64.
+    seed : int, optional
+        Seed of ``numpy.random.default_rng``; the same seed gives the same array.
+
+    Returns
+    -------
+    w : ndarray of ``weight_shape`` and ``dtype``, C-contiguous
+        Independent draws with standard deviation ``sqrt(2 / (fan_in + fan_out))``.
+
+    Raises
+    ------
+    TypeError
+        ``dtype`` not float32 or float64; a non-int seed or size.
+    ValueError
+        Unknown ``family``; ``weight_shape`` not of its layout; a negative seed.
+
+    Notes
+    -----
+    X. Glorot, Y. Bengio, "Understanding the difficulty of training deep feedforward
+    neural networks", AISTATS 2010, eq. 12.
+    """
+    return _draw(weight_shape, family, dtype, seed,
+                 lambda rng, shape, fan_in, fan_out: rng.standard_normal(shape) * np.sqrt(2.0 / (fan_in + fan_out)))
+
+
+def glorot_uniform(weight_shape, family="conv2d", *, dtype=np.float32, seed=None):
+    """Glorot (Xavier) uniform initialisation: ``U(-a, a)``, ``a = sqrt(6 / (fan_in + fan_out))``.
+
+    The variance is ``2 / (fan_in + fan_out)``, as for :func:`glorot_normal`.
+
+    Parameters
+    ----------
+    weight_shape : tuple of int
+        The weight's shape in the layout of ``family`` (see :func:`fans`).
+    family : str
+        ``"conv2d"`` (default), ``"tiled_conv2d"``, ``"local_conv2d"``, ``"conv1d"``,
+        ``"tiled_conv1d"``, ``"local_conv1d"`` or ``"linear"``.
+    dtype : numpy dtype
+        float32 (default) or float64.
+    seed : int, optional
+        Seed of ``numpy.random.default_rng``; the same seed gives the same array.
+
+    Returns
+    -------
+    w : ndarray of ``weight_shape`` and ``dtype``, C-contiguous
+
+    Raises
+    ------
+    TypeError
+        ``dtype`` not float32 or float64; a non-int seed or size.
+    ValueError
+        Unknown ``family``; ``weight_shape`` not of its layout; a negative seed.
+
+    Notes
+    -----
+    X. Glorot, Y. Bengio, "Understanding the difficulty of training deep feedforward
+    neural networks", AISTATS 2010, eq. 16.
+    """
+    def draw(rng, shape, fan_in, fan_out):
+        limit = np.sqrt(6.0 / (fan_in + fan_out))
+        return rng.uniform(-limit, limit, shape)
+
+    return _draw(weight_shape, family, dtype, seed, draw)
