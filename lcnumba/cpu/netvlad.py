@@ -21,9 +21,9 @@ normalisation) and ``X`` the (D, M) matrix of that sample, the forward is
 so the normalised descriptors and the (K, D, M) residuals are never formed:
 the normalisation is a column scaling folded into the small (KG, M)
 matrices. The backward (derived in ``docs/derivations/netvlad.md``)
-recomputes that forward and adds four GEMMs of the same size:
-``dV X``, ``[dV; W]^T [A_K; dS]`` (both input-gradient paths in one GEMM)
-and ``(dS diag(1/r)) X^T``.
+recomputes that forward and adds three GEMMs: ``dV X``,
+``[dV; W]^T [A_K; dS]`` (both input-gradient paths in one GEMM, twice the
+size of the others) and ``(dS diag(1/r)) X^T``.
 
 Every sample is independent and writes only its own rows of the outputs
 and partials, so the drivers are a ``prange`` over samples and each GEMM is
