@@ -13,3 +13,5 @@ name contains ``numba.cuda``, which ``lcnumba.cuda`` would.) Modules:
 ``netvlad``   NetVLAD forward and backward
 ``ops``       the public functions, same names and arguments as ``lcnumba``
 """
+
+from . import launch as _launch  # noqa: F401  (first, so that a missing numba-cuda raises the install hint)

@@ -18,8 +18,9 @@ bank ``t`` is one GEMM whose columns are ``(n, u, v)``: sample ``n`` and
 the ``u``-th row, ``v``-th column of the bank's positions.
 
 Forward (``conv_forward``), an implicit GEMM per bank: ``Y_t = W_t X_t``.
-A block computes a ``bm x bn`` tile of filters x columns, walking ``Kg`` in
-chunks of ``BK``: it stages the weight chunk (coalesced along ``k``) and the
+A block computes a ``bm x bn`` tile of filters x columns (at most
+``BM x BN``, smaller when the bank has fewer), walking ``Kg`` in chunks of
+``BK``: it stages the weight chunk (coalesced along ``k``) and the
 matching im2col chunk of ``x`` (built on the fly, zeros for padding) in
 shared memory, and each thread accumulates a ``2 x 2`` register tile.
 Columns are sample-major, so one staged weight chunk serves every sample
@@ -30,7 +31,7 @@ coalesced) or, for local convolution where a bank has one position,
 along ``k`` (consecutive kernel taps, contiguous in ``x``).
 
 Backward weight (``conv_backward_weight``), the GEMM ``dW_t = dY_t X_t^T``
-with the same staging: a block owns a ``bm x BK`` tile of ``dW_t`` and
+with the same staging: a block owns a ``bm x bk`` tile of ``dW_t`` and
 reduces over a fixed range of the bank's columns. When a bank has many
 columns (conv2d) the columns are cut into ``S`` fixed splits whose
 partial sums go to a scratch buffer and are summed in split order by
@@ -153,17 +154,18 @@ def conv_forward(x, w, b, has_bias, th, tw, periodic, kh, kw, sh, sw, pt, pl, dh
             c10 = zero
             c11 = zero
             for k0 in range(0, kg, BK):
-                for e in range(tid, bm * BK, nt):
-                    fm = e // BK
-                    kk = e - fm * BK
+                kc = min(BK, kg - k0)  # BK except in the last chunk
+                for e in range(tid, bm * kc, nt):
+                    fm = e // kc
+                    kk = e - fm * kc
                     val = zero
-                    if f0 + fm < fg and k0 + kk < kg:
+                    if f0 + fm < fg:
                         val = w[t, g * fg + f0 + fm, k0 + kk]
                     ws[fm, kk] = val
-                for e in range(tid, BK * bn, nt):
+                for e in range(tid, kc * bn, nt):
                     if k_major:
-                        cn = e // BK
-                        kk = e - cn * BK
+                        cn = e // kc
+                        kk = e - cn * kc
                     else:
                         kk = e // bn
                         cn = e - kk * bn
@@ -171,7 +173,7 @@ def conv_forward(x, w, b, has_bias, th, tw, periodic, kh, kw, sh, sw, pt, pl, dh
                                         g * cg, kh, kw, sh, sw, pt, pl, dh, dw)
                 cuda.syncthreads()
                 if v < n_virtual:
-                    for kk in range(BK):
+                    for kk in range(kc):
                         a0 = ws[vr, kk]
                         a1 = ws[vr + vrows, kk]
                         b0 = xs[kk, vc]
@@ -202,8 +204,8 @@ def conv_forward(x, w, b, has_bias, th, tw, periodic, kh, kw, sh, sw, pt, pl, dh
 
 
 @kernel
-def conv_backward_weight(dy, x, th, tw, periodic, kh, kw, sh, sw, pt, pl, dh, dw, groups, bm, n_fb, n_kb, n_split,
-                         split_cols, k_major, accumulate, dst):
+def conv_backward_weight(dy, x, th, tw, periodic, kh, kw, sh, sw, pt, pl, dh, dw, groups, bm, bk, n_fb, n_kb,
+                         n_split, split_cols, k_major, accumulate, dst):
     """``dst[s, t] (+)= dY_t X_t^T`` over split ``s`` of bank ``t``'s columns; dst (S, T, F, Kg).
 
     A block per (split, bank, group, filter tile, k tile), block-stride loop;
@@ -221,7 +223,7 @@ def conv_backward_weight(dy, x, th, tw, periodic, kh, kw, sh, sw, pt, pl, dh, dw
     tid = cuda.threadIdx.x
     nt = cuda.blockDim.x
     vrows = bm // TM
-    vcols = BN // TN
+    vcols = bk // TN
     n_virtual = vrows * vcols
     n_items = n_split * th * tw * groups * n_fb * n_kb
     for item in range(cuda.blockIdx.x, n_items, cuda.gridDim.x):
@@ -240,7 +242,7 @@ def conv_backward_weight(dy, x, th, tw, periodic, kh, kw, sh, sw, pt, pl, dh, dw
         c_lo = split * split_cols
         c_hi = min(n_cols, c_lo + split_cols)
         f0 = fb * bm
-        k0 = kb * BN
+        k0 = kb * bk
         for vbase in range(0, n_virtual, nt):
             v = vbase + tid
             vr = v // vcols
@@ -250,26 +252,27 @@ def conv_backward_weight(dy, x, th, tw, periodic, kh, kw, sh, sw, pt, pl, dh, dw
             c10 = zero
             c11 = zero
             for col0 in range(c_lo, c_hi, BK):
-                for e in range(tid, bm * BK, nt):
-                    fm = e // BK
-                    cc = e - fm * BK
+                n_cc = min(BK, c_hi - col0)  # BK except in the last chunk
+                for e in range(tid, bm * n_cc, nt):
+                    fm = e // n_cc
+                    cc = e - fm * n_cc
                     val = zero
-                    if f0 + fm < fg and col0 + cc < c_hi:
+                    if f0 + fm < fg:
                         n, i, j = _column(col0 + cc, per_n, nv, i0, istep, j0, jstep)
                         val = dy[n, g * fg + f0 + fm, i, j]
                     ds[fm, cc] = val
-                for e in range(tid, BN * BK, nt):
+                for e in range(tid, bk * n_cc, nt):
                     if k_major:
-                        cc = e // BN
-                        kk = e - cc * BN
+                        cc = e // bk
+                        kk = e - cc * bk
                     else:
-                        kk = e // BK
-                        cc = e - kk * BK
+                        kk = e // n_cc
+                        cc = e - kk * n_cc
                     xs[kk, cc] = _patch(x, col0 + cc, k0 + kk, c_hi, kg, per_n, nv, i0, istep, j0, jstep,
                                         g * cg, kh, kw, sh, sw, pt, pl, dh, dw)
                 cuda.syncthreads()
                 if v < n_virtual:
-                    for cc in range(BK):
+                    for cc in range(n_cc):
                         a0 = ds[vr, cc]
                         a1 = ds[vr + vrows, cc]
                         b0 = xs[vc, cc]
@@ -405,7 +408,7 @@ def _splits(max_cols, outputs, target):
     if max_cols > MIN_COLUMNS_PER_SPLIT:
         n_split = min(_ceil_div(max_cols, MIN_COLUMNS_PER_SPLIT), max(1, _ceil_div(target, max(outputs, 1))))
     split_cols = _round_up(_ceil_div(max_cols, n_split), BK)
-    return _ceil_div(max_cols, split_cols), split_cols
+    return max(1, _ceil_div(max_cols, split_cols)), split_cols
 
 
 def forward(x, w, b, th, tw, periodic, kargs, groups, y, stream):
@@ -429,18 +432,19 @@ def backward_weight(dy, x, th, tw, periodic, kargs, groups, accumulate, out, str
     n_tiles, n_filters, kg = out.shape
     fg = n_filters // groups
     bm = min(BM, _round_up(fg, TM))
-    n_fb, n_kb = _ceil_div(fg, bm), _ceil_div(kg, BN)
+    bk = min(BN, _round_up(kg, TN))
+    n_fb, n_kb = _ceil_div(fg, bm), _ceil_div(kg, bk)
     max_cols = _max_columns(n, oh, ow, th, tw)
     n_split, split_cols = _splits(max_cols, n_tiles * groups * n_fb * n_kb, TARGET_BLOCKS)
     k_major = indexing.span_count(oh, th) * indexing.span_count(ow, tw) == 1
-    threads = block_threads((bm // TM) * (BN // TN))
+    threads = block_threads((bm // TM) * (bk // TN))
     items = n_split * n_tiles * groups * n_fb * n_kb
     if n_split == 1:
-        blockwise(conv_backward_weight, items, threads, stream, dy, x, th, tw, periodic, *kargs, groups, bm, n_fb,
-                  n_kb, 1, split_cols, k_major, accumulate, out.reshape(1, n_tiles, n_filters, kg))
+        blockwise(conv_backward_weight, items, threads, stream, dy, x, th, tw, periodic, *kargs, groups, bm, bk,
+                  n_fb, n_kb, 1, split_cols, k_major, accumulate, out.reshape(1, n_tiles, n_filters, kg))
         return
     partial = cuda.device_array((n_split, n_tiles, n_filters, kg), dtype=out.dtype, stream=stream)
-    blockwise(conv_backward_weight, items, threads, stream, dy, x, th, tw, periodic, *kargs, groups, bm, n_fb,
+    blockwise(conv_backward_weight, items, threads, stream, dy, x, th, tw, periodic, *kargs, groups, bm, bk, n_fb,
               n_kb, n_split, split_cols, k_major, False, partial)
     size = n_tiles * n_filters * kg
     elementwise(reduce_splits, size, stream, partial.reshape(n_split, size), accumulate, out.reshape(size))

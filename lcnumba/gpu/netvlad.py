@@ -90,29 +90,30 @@ def bgemm(a, trans_a, b, trans_b, r_count, bm, bn, accumulate, c):
             c10 = zero
             c11 = zero
             for r0 in range(0, r_count, BK):
-                for e in range(tid, bm * BK, nt):
+                rc = min(BK, r_count - r0)  # BK except in the last chunk
+                for e in range(tid, bm * rc, nt):
                     if trans_a:
                         rr = e // bm
                         pp = e - rr * bm
                     else:
-                        pp = e // BK
-                        rr = e - pp * BK
+                        pp = e // rc
+                        rr = e - pp * rc
                     val = zero
-                    if p0 + pp < p_count and r0 + rr < r_count:
+                    if p0 + pp < p_count:
                         if trans_a:
                             val = a[na, r0 + rr, p0 + pp]
                         else:
                             val = a[na, p0 + pp, r0 + rr]
                     as_[pp, rr] = val
-                for e in range(tid, BK * bn, nt):
+                for e in range(tid, rc * bn, nt):
                     if trans_b:
-                        qq = e // BK
-                        rr = e - qq * BK
+                        qq = e // rc
+                        rr = e - qq * rc
                     else:
                         rr = e // bn
                         qq = e - rr * bn
                     val = zero
-                    if q0 + qq < q_count and r0 + rr < r_count:
+                    if q0 + qq < q_count:
                         if trans_b:
                             val = b[nb, q0 + qq, r0 + rr]
                         else:
@@ -120,7 +121,7 @@ def bgemm(a, trans_a, b, trans_b, r_count, bm, bn, accumulate, c):
                     bs[rr, qq] = val
                 cuda.syncthreads()
                 if v < n_virtual:
-                    for rr in range(BK):
+                    for rr in range(rc):
                         a0 = as_[vr, rr]
                         a1 = as_[vr + vrows, rr]
                         b0 = bs[rr, vc]

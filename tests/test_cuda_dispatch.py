@@ -1,0 +1,284 @@
+"""Which arrays go to CUDA, what comes back, and the rules every CUDA kernel follows.
+
+- Numba device arrays and any object exposing ``__cuda_array_interface__``
+  run on CUDA and return Numba device arrays; host and device arrays mixed
+  in one call are a ``TypeError``.
+- ``import lcnumba`` works without numba-cuda; a CUDA call then says what to install.
+- No atomics anywhere in ``lcnumba/gpu``; kernels are defined at module
+  level; the index arithmetic agrees with brute force.
+- Where NVVM is installed, every kernel the simulator ran also compiles
+  to PTX for a real GPU (sm_90), both dtypes.
+"""
+
+import ast
+import os
+import pathlib
+import pickle
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+from numba import cuda, njit
+from numba.cuda.cudadrv.devicearray import is_cuda_ndarray
+
+import lcnumba
+from lcnumba import config
+from lcnumba.gpu import indexing, launch
+
+GPU_DIR = pathlib.Path(lcnumba.__file__).parent / "gpu"
+REPO = pathlib.Path(lcnumba.__file__).parent.parent
+
+
+@pytest.fixture(autouse=True)
+def small_blocks(monkeypatch):
+    monkeypatch.setattr(config, "THREADS_PER_BLOCK", 8)
+
+
+def dev(a):
+    return cuda.to_device(np.ascontiguousarray(a))
+
+
+class Interface:
+    """A foreign CUDA array (like a CuPy array or a PyTorch CUDA tensor): only ``__cuda_array_interface__``."""
+
+    def __init__(self, device_array):
+        self._keep = device_array
+        if hasattr(device_array, "__cuda_array_interface__"):
+            self.__cuda_array_interface__ = device_array.__cuda_array_interface__
+        else:  # the simulator's device memory is host memory
+            host = device_array._ary
+            self.__cuda_array_interface__ = {
+                "shape": host.shape, "typestr": host.dtype.str, "data": (host.ctypes.data, False),
+                "strides": None if host.flags.c_contiguous else host.strides, "version": 3,
+            }
+
+
+def test_interface_objects_run_on_cuda_and_return_device_arrays():
+    rng = np.random.default_rng(0)
+    x, w, b = rng.standard_normal((2, 4, 5, 5)), rng.standard_normal((3, 4, 2, 2)), rng.standard_normal(3)
+    y = lcnumba.conv2d_forward(Interface(dev(x)), Interface(dev(w)), Interface(dev(b)), padding=1)
+    assert is_cuda_ndarray(y)
+    np.testing.assert_allclose(y.copy_to_host(), lcnumba.conv2d_forward(x, w, b, padding=1), rtol=1e-12)
+    out = dev(np.zeros(y.shape))
+    assert lcnumba.conv2d_forward(Interface(dev(x)), Interface(dev(w)), out=Interface(out), padding=1) is not None
+    np.testing.assert_allclose(out.copy_to_host(), lcnumba.conv2d_forward(x, w, padding=1), rtol=1e-12)
+    p, idx = lcnumba.max_pool2d_forward(Interface(dev(x)), 2, return_indices=True)
+    assert is_cuda_ndarray(p) and is_cuda_ndarray(idx)
+    np.testing.assert_array_equal(p.copy_to_host(), lcnumba.max_pool2d_forward(x, 2))
+    c = rng.standard_normal((2, 4))
+    v = lcnumba.netvlad_forward(Interface(dev(x)), Interface(dev(w[:, :, 0, 0])), Interface(dev(b)),
+                                Interface(dev(c)))
+    np.testing.assert_allclose(v.copy_to_host(), lcnumba.netvlad_forward(x, w[:, :, 0, 0], b, c), rtol=1e-10)
+
+
+def test_read_only_interface_out_is_refused():
+    x = dev(np.ones((1, 1, 3, 3)))
+    out = Interface(dev(np.zeros((1, 1, 2, 2))))
+    out.__cuda_array_interface__ = dict(out.__cuda_array_interface__, data=(out.__cuda_array_interface__["data"][0],
+                                                                            True))
+    with pytest.raises(ValueError, match="^out: expected a writeable array"):
+        lcnumba.conv2d_forward(x, dev(np.ones((1, 1, 2, 2))), out=out)
+
+
+@pytest.mark.parametrize("call", [
+    lambda h, d: lcnumba.conv2d_forward(d(np.ones((1, 1, 3, 3))), h(np.ones((1, 1, 2, 2)))),
+    lambda h, d: lcnumba.local_conv1d_backward_bias(h(np.ones((1, 2, 3))), (2, 3), out=d(np.ones((2, 3)))),
+    lambda h, d: lcnumba.max_pool2d_backward(d(np.ones((1, 1, 2, 2))), h(np.zeros((1, 1, 2, 2), np.int64)),
+                                             (1, 1, 4, 4)),
+    lambda h, d: lcnumba.netvlad_forward(h(np.ones((1, 2, 3))), d(np.ones((2, 2))), d(np.ones(2)),
+                                         d(np.ones((1, 2)))),
+], ids=["conv2d", "local_conv1d_bias", "max_pool2d_bwd", "netvlad"])
+def test_mixing_host_and_device_arrays_is_a_type_error(call):
+    with pytest.raises(TypeError, match="CUDA array mixed with a NumPy array"):
+        call(lambda a: a, dev)
+
+
+def test_threads_per_block_is_read_at_launch(monkeypatch):
+    monkeypatch.setattr(config, "THREADS_PER_BLOCK", 3)
+    assert launch.threads_per_block() == 3 and launch.block_threads(1000) == 3
+    monkeypatch.setattr(config, "THREADS_PER_BLOCK", 256)
+    assert launch.block_threads(1000) == 256 and launch.block_threads(40) == 64
+
+
+# ---------------------------------------------------------------- without numba-cuda
+
+
+def test_import_without_numba_cuda_and_a_clear_error_on_a_cuda_call():
+    code = textwrap.dedent("""
+        import sys
+        sys.modules["numba.cuda"] = None          # as if numba-cuda were not installed
+        import numpy as np
+        import lcnumba
+        assert "lcnumba.gpu" not in sys.modules
+        y = lcnumba.conv2d_forward(np.ones((1, 1, 3, 3)), np.ones((1, 1, 2, 2)))   # the CPU still works
+        class Foreign:
+            __cuda_array_interface__ = {"shape": (1, 1, 3, 3), "typestr": "<f8", "data": (0, False), "version": 3}
+        try:
+            lcnumba.conv2d_forward(Foreign(), Foreign())
+        except ImportError as exc:
+            print("ERROR", exc)
+    """)
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, env=env,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "pip install lcnumba[cuda]" in done.stdout
+
+
+def test_import_lcnumba_does_not_import_numba_cuda():
+    code = "import sys, lcnumba; print('numba.cuda' in sys.modules, 'lcnumba.gpu' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert done.stdout.split() == ["False", "False"], done.stderr
+
+
+# ---------------------------------------------------------------- rules of the kernels
+
+
+def _sources():
+    return sorted(GPU_DIR.glob("*.py"))
+
+
+def test_no_atomics_in_the_cuda_kernels():
+    """Every reduction runs in a fixed order: no ``cuda.atomic`` call (float or otherwise) in lcnumba/gpu."""
+    for path in _sources():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Attribute):
+                assert node.attr != "atomic", f"{path.name}:{node.lineno} uses cuda.atomic"
+        assert "atomic.add" not in path.read_text(), path.name
+
+
+def test_kernels_are_defined_at_module_level():
+    """A kernel defined inside a function would be compiled again on every call."""
+    decorators = {"kernel", "device_function", "jit"}
+    for path in _sources():
+        tree = ast.parse(path.read_text())
+        for top in tree.body:
+            for node in ast.walk(top):
+                if node is top or not isinstance(node, ast.FunctionDef):
+                    continue
+                for dec in node.decorator_list:
+                    name = dec.attr if isinstance(dec, ast.Attribute) else getattr(dec, "id", None)
+                    if isinstance(dec, ast.Call):
+                        func = dec.func
+                        name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", None)
+                    assert name not in decorators, f"{path.name}:{node.lineno} defines a kernel inside a function"
+
+
+# ---------------------------------------------------------------- index arithmetic
+
+
+def _brute_taps(pos, pad, kernel, stride, dilation, out_size):
+    return [a for a in range(kernel) for i in range(out_size) if i * stride - pad + a * dilation == pos]
+
+
+@pytest.mark.parametrize("compiled", [False, True], ids=["python", "njit"])
+def test_tap_range_is_exact(compiled):
+    tap_range = njit(indexing.tap_range) if compiled else indexing.tap_range
+    for kernel in (1, 2, 3, 5):
+        for stride in (1, 2, 3, 4):
+            for dilation in (1, 2, 3, 6):
+                for pad in (0, 1, 3):
+                    size = 9
+                    out_size = (size + 2 * pad - dilation * (kernel - 1) - 1) // stride + 1
+                    if out_size < 1:
+                        continue
+                    for pos in range(size):
+                        lo, hi, step = tap_range(pos, pad, kernel, stride, dilation, out_size)
+                        assert list(range(lo, hi, step)) == _brute_taps(pos, pad, kernel, stride, dilation, out_size)
+
+
+@pytest.mark.parametrize("compiled", [False, True], ids=["python", "njit"])
+def test_tile_span_and_tile_of_agree_with_geometry(compiled):
+    span = njit(indexing.tile_span) if compiled else indexing.tile_span
+    tile_of = njit(indexing.tile_of) if compiled else indexing.tile_of
+    for size in range(1, 9):
+        for tiles in range(1, 10):
+            for mode in lcnumba.geometry.TILE_MODES:
+                periodic = mode == "periodic"
+                seen = []
+                for t in range(tiles):
+                    start, step, count = span(t, size, tiles, periodic)
+                    members = [start + u * step for u in range(count)]
+                    assert all(lcnumba.geometry.tile_of(i, size, tiles, mode) == t for i in members)
+                    assert all(tile_of(i, size, tiles, periodic) == t for i in members)
+                    assert count <= indexing.span_count(size, tiles)
+                    seen += members
+                assert sorted(seen) == list(range(size))
+
+
+# ---------------------------------------------------------------- compiled for a real GPU
+
+
+_COMPILE = """
+import importlib, pickle, sys, types
+from numba import cuda
+import numba.cuda.dispatcher as dispatcher
+# device functions ask the driver for the compute capability; there may be no GPU here
+dispatcher.get_current_device = lambda: types.SimpleNamespace(compute_capability=(9, 0))
+try:
+    cuda.compile_ptx(lambda a: None, "void(float32[:])", cc=(9, 0))
+except Exception as exc:
+    print("NO-NVVM", exc)
+    sys.exit(0)
+for mod, name, sig in pickle.load(open(sys.argv[1], "rb")):
+    ptx, _ = cuda.compile_ptx(getattr(importlib.import_module(mod), name).py_func, sig, cc=(9, 0))
+    assert "atom." not in ptx, name
+    if "float32" in str(sig):
+        assert ".f64" not in ptx, f"{name} does float64 arithmetic on float32 data"
+    print("OK", name)
+"""
+
+
+@pytest.mark.skipif(not launch.SIMULATOR, reason="on a GPU every test compiles the kernels anyway")
+def test_every_kernel_compiles_for_a_real_gpu(tmp_path, monkeypatch):
+    """Record the argument types of every launch on the simulator, then compile each kernel for sm_90."""
+    import numba
+
+    from lcnumba.gpu import conv, netvlad, pool
+
+    seen = {}
+
+    def spy(mod, name):
+        original = getattr(mod, name)
+
+        def recording(kern, work, *rest):
+            args = rest[2:] if name == "blockwise" else rest[1:]
+            key = (kern.py_func.__module__, kern.py_func.__name__, tuple(numba.typeof(a) for a in args))
+            seen.setdefault(key, None)
+            return original(kern, work, *rest)
+
+        monkeypatch.setattr(mod, name, recording)
+
+    for mod in (conv, pool, netvlad, launch):
+        for name in ("elementwise", "blockwise"):
+            if hasattr(mod, name):
+                spy(mod, name)
+    monkeypatch.setattr(conv, "MIN_COLUMNS_PER_SPLIT", 2)
+    rng = np.random.default_rng(0)
+    for dtype in (np.float32, np.float64):
+        x = rng.standard_normal((2, 2, 4, 4)).astype(dtype)
+        for name, w, b in (("conv2d", np.ones((2, 2, 2, 2), dtype), np.ones(2, dtype)),
+                           ("local_conv2d", np.ones((3, 3, 2, 2, 2, 2), dtype), np.ones((2, 3, 3), dtype))):
+            y = getattr(lcnumba, f"{name}_forward")(dev(x), dev(w), dev(b))
+            getattr(lcnumba, f"{name}_backward")(y, dev(x), dev(w), dev(b))
+        lcnumba.conv2d_forward(dev(x)[..., ::2], dev(np.ones((2, 2, 1, 1), dtype)))
+        lcnumba.conv2d_backward_weight(dev(np.ones((0, 2, 3, 3), dtype)), dev(x[:0]), (2, 2, 2, 2))
+        p, i = lcnumba.max_pool2d_forward(dev(x), 2, return_indices=True)
+        lcnumba.max_pool2d_forward(dev(x), 2)
+        lcnumba.max_pool2d_backward(p, i, x.shape)
+        args = (dev(x), dev(np.ones((3, 2), dtype)), dev(np.ones(3, dtype)), dev(np.ones((2, 2), dtype)))
+        lcnumba.netvlad_backward(lcnumba.netvlad_forward(*args), *args)
+    sigs = tmp_path / "sigs.pkl"
+    sigs.write_bytes(pickle.dumps(list(seen)))
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
+    done = subprocess.run([sys.executable, "-c", _COMPILE, str(sigs)], capture_output=True, text=True, cwd=REPO,
+                          env=env, timeout=600)
+    if "NO-NVVM" in done.stdout:
+        pytest.skip("NVVM and NVRTC (pip install nvidia-nvvm nvidia-cuda-nvrtc) are not installed")
+    assert done.returncode == 0, done.stderr[-3000:]
+    compiled = {line.split()[1] for line in done.stdout.splitlines() if line.startswith("OK")}
+    kernels = {"conv_forward", "conv_backward_input", "conv_backward_weight", "conv_backward_bias", "max_pool2d_fwd",
+               "max_pool2d_bwd", "index_range", "bgemm", "softmax_assign", "reduce_splits", "copy6", "fill1"}
+    assert kernels <= compiled, kernels - compiled

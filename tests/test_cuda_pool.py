@@ -1,0 +1,155 @@
+"""Max-pooling on CUDA arrays: bitwise equal to the CPU functions, PyTorch's semantics included.
+
+The CUDA kernels make the same choices as the CPU ones (NaN wins, ties
+take the first cell, ``-inf`` padding, ``ceil_mode``, index -1 for a window
+with no cell) and the backward adds in output order, so results are
+compared for exact equality. Runs on the simulator without a GPU.
+"""
+
+import numpy as np
+import pytest
+from numba import cuda
+
+import lcnumba
+from lcnumba import config, testing
+
+DTYPES = (np.float32, np.float64)
+dtypes = pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+
+
+@pytest.fixture(autouse=True)
+def small_blocks(monkeypatch):
+    monkeypatch.setattr(config, "THREADS_PER_BLOCK", 8)
+
+
+def dev(a):
+    return cuda.to_device(np.ascontiguousarray(a))
+
+
+def tricky_input(shape, dtype, seed=0):
+    """Random values with NaNs, ties and infinities where windows see them."""
+    rng = np.random.default_rng(seed)
+    x = rng.integers(-3, 4, size=shape).astype(dtype)  # many ties
+    flat = x.reshape(-1)
+    flat[rng.choice(flat.size, max(1, flat.size // 15), replace=False)] = np.nan
+    flat[rng.choice(flat.size, max(1, flat.size // 20), replace=False)] = -np.inf
+    return x
+
+
+POOLS_2D = [
+    dict(kernel_size=2),
+    dict(kernel_size=3, stride=2, padding=1),
+    dict(kernel_size=(3, 2), stride=(2, 1), padding=(1, 1), ceil_mode=True),
+    dict(kernel_size=3, stride=2, ceil_mode=True),
+    dict(kernel_size=(2, 3), dilation=(3, 2), padding=(1, 1)),  # windows of padding only
+    dict(kernel_size=(2, 2), stride=1, dilation=2),
+]
+pools_2d = pytest.mark.parametrize("params", POOLS_2D, ids=lambda p: "-".join(f"{k}{v}" for k, v in p.items()))
+
+
+@pools_2d
+@dtypes
+def test_forward_and_backward_2d_equal_the_cpu(params, dtype):
+    x = tricky_input((2, 3, 7, 8), dtype)
+    y, idx = lcnumba.max_pool2d_forward(x, return_indices=True, **params)
+    yd, idxd = lcnumba.max_pool2d_forward(dev(x), return_indices=True, **params)
+    assert yd.dtype == y.dtype and idxd.dtype == np.int64
+    np.testing.assert_array_equal(yd.copy_to_host(), y)
+    np.testing.assert_array_equal(idxd.copy_to_host(), idx)
+    np.testing.assert_array_equal(lcnumba.max_pool2d_forward(dev(x), **params).copy_to_host(), y)
+    ref_y, ref_idx = testing.max_pool2d_forward(x, return_indices=True, **params)
+    np.testing.assert_array_equal(yd.copy_to_host(), ref_y)
+    np.testing.assert_array_equal(idxd.copy_to_host(), ref_idx)
+    dy = np.random.default_rng(1).standard_normal(y.shape).astype(dtype)
+    dx = lcnumba.max_pool2d_backward(dev(dy), idxd, x.shape)
+    np.testing.assert_array_equal(dx.copy_to_host(), lcnumba.max_pool2d_backward(dy, idx, x.shape))
+
+
+@dtypes
+def test_1d_equal_the_cpu(dtype):
+    x = tricky_input((2, 3, 11), dtype)
+    for params in (dict(kernel_size=3, stride=2, padding=1), dict(kernel_size=2, dilation=3, ceil_mode=True)):
+        y, idx = lcnumba.max_pool1d_forward(x, return_indices=True, **params)
+        yd, idxd = lcnumba.max_pool1d_forward(dev(x), return_indices=True, **params)
+        assert yd.shape == y.shape and idxd.shape == idx.shape
+        np.testing.assert_array_equal(yd.copy_to_host(), y)
+        np.testing.assert_array_equal(idxd.copy_to_host(), idx)
+        np.testing.assert_array_equal(lcnumba.max_pool1d_forward(dev(x), **params).copy_to_host(), y)
+        dy = np.random.default_rng(2).standard_normal(y.shape).astype(dtype)
+        dx = lcnumba.max_pool1d_backward(dev(dy), idxd, x.shape)
+        assert dx.shape == x.shape
+        np.testing.assert_array_equal(dx.copy_to_host(), lcnumba.max_pool1d_backward(dy, idx, x.shape))
+
+
+def test_backward_accepts_any_index_of_the_plane():
+    """The backward needs no geometry: arbitrary indices, repeated ones summed in output order, -1 skipped."""
+    rng = np.random.default_rng(3)
+    dy = rng.standard_normal((2, 2, 4, 5))
+    idx = rng.integers(-1, 6 * 7, size=dy.shape)
+    idx[0, 0, :, :] = 5  # every output of a plane onto one cell
+    dx = lcnumba.max_pool2d_backward(dev(dy), dev(idx), (2, 2, 6, 7))
+    np.testing.assert_array_equal(dx.copy_to_host(), lcnumba.max_pool2d_backward(dy, idx, (2, 2, 6, 7)))
+
+
+def test_backward_rejects_indices_outside_the_plane():
+    dy = np.ones((1, 1, 2, 2))
+    idx = np.zeros((1, 1, 2, 2), np.int64)
+    idx[0, 0, 1, 1] = 12
+    with pytest.raises(ValueError, match=r"^indices: expected flat positions in \[0, 12\).*got index 12"):
+        lcnumba.max_pool2d_backward(dev(dy), dev(idx), (1, 1, 3, 4))
+    idx[0, 0, 1, 1] = -2
+    with pytest.raises(ValueError, match="got index -2"):
+        lcnumba.max_pool2d_backward(dev(dy), dev(idx), (1, 1, 3, 4))
+    with pytest.raises(TypeError, match="^indices: expected dtype int64"):
+        lcnumba.max_pool2d_backward(dev(dy), dev(idx.astype(np.int32)), (1, 1, 3, 4))
+
+
+def test_out_buffers_and_stream():
+    x = tricky_input((2, 2, 6, 6), np.float64)
+    y, idx = lcnumba.max_pool2d_forward(x, 3, stride=2, padding=1, return_indices=True)
+    stream = cuda.stream()
+    out = cuda.device_array(y.shape, np.float64, stream=stream)
+    indices_out = cuda.device_array(y.shape, np.int64, stream=stream)
+    got = lcnumba.max_pool2d_forward(dev(x), 3, stride=2, padding=1, return_indices=True, out=out,
+                                     indices_out=indices_out, stream=stream)
+    assert got[0] is out and got[1] is indices_out
+    dx_out = cuda.device_array(x.shape, np.float64, stream=stream)
+    dy = np.ones(y.shape)
+    assert lcnumba.max_pool2d_backward(dev(dy), indices_out, x.shape, out=dx_out, stream=stream) is dx_out
+    stream.synchronize()
+    np.testing.assert_array_equal(out.copy_to_host(), y)
+    np.testing.assert_array_equal(indices_out.copy_to_host(), idx)
+    np.testing.assert_array_equal(dx_out.copy_to_host(), lcnumba.max_pool2d_backward(dy, idx, x.shape))
+    x1 = x[:, :, 0, :]
+    out1 = cuda.device_array((2, 2, 3), np.float64)
+    assert lcnumba.max_pool1d_forward(dev(x1), 2, out=out1) is out1
+    np.testing.assert_array_equal(out1.copy_to_host(), lcnumba.max_pool1d_forward(x1, 2))
+
+
+def test_empty_batch_and_errors():
+    y = lcnumba.max_pool2d_forward(dev(np.zeros((0, 3, 4, 4))), 2)
+    assert y.shape == (0, 3, 2, 2)
+    dx = lcnumba.max_pool2d_backward(dev(np.zeros((0, 3, 2, 2))), dev(np.zeros((0, 3, 2, 2), np.int64)), (0, 3, 4, 4))
+    assert dx.shape == (0, 3, 4, 4)
+    x = dev(np.zeros((1, 1, 4, 4)))
+    with pytest.raises(ValueError, match="^padding: expected at most half the kernel size"):
+        lcnumba.max_pool2d_forward(x, 2, padding=2)
+    with pytest.raises(ValueError, match="^indices_out: expected None when return_indices is False"):
+        lcnumba.max_pool2d_forward(x, 2, indices_out=cuda.device_array((1, 1, 2, 2), np.int64))
+    with pytest.raises(ValueError, match="^out: expected shape"):
+        lcnumba.max_pool2d_forward(x, 2, out=cuda.device_array((1, 1, 3, 3)))
+    with pytest.raises(TypeError, match="mixed with a NumPy array"):
+        lcnumba.max_pool2d_forward(x, 2, out=np.zeros((1, 1, 2, 2)))
+    with pytest.raises(ValueError, match="^x: expected a 3-D array"):
+        lcnumba.max_pool1d_forward(x, 2)
+
+
+def test_deterministic():
+    x = tricky_input((2, 2, 6, 7), np.float32)
+    dy = dev(np.random.default_rng(4).standard_normal((2, 2, 3, 4)).astype(np.float32))
+    runs = []
+    for _ in range(2):
+        y, idx = lcnumba.max_pool2d_forward(dev(x), 3, stride=2, padding=1, return_indices=True)
+        runs.append((y.copy_to_host(), lcnumba.max_pool2d_backward(dy, idx, x.shape).copy_to_host()))
+    for a, b in zip(*runs):
+        assert np.array_equal(a, b, equal_nan=True)
