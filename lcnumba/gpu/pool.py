@@ -21,8 +21,9 @@ Backward (``max_pool2d_bwd``) takes no geometry (only ``dy``, ``indices``
 and the input size, as on the CPU), and the indices may be any flat
 positions of the plane, so it cannot gather over windows. A block owns a
 plane: it stages a chunk of ``(dy, index)`` pairs in shared memory, and
-each thread adds the pairs whose index is one of *its* cells (cell ``k``
-belongs to thread ``k % blockDim``) to ``dx``, in output order. Every
+each thread adds the pairs whose index is one of *its* cells (a
+contiguous run of ``ceil(H*W / blockDim)`` cells, so ownership is two
+compares) to ``dx``, in output order. Every
 cell's sum therefore runs in output order, as on the CPU: race-free,
 atomic-free and bitwise equal to the CPU result.
 """
@@ -74,7 +75,7 @@ def max_pool2d_fwd(x, kh, kw, sh, sw, ph, pw, dh, dw, with_indices, y, indices):
 
 @kernel
 def max_pool2d_bwd(dy, indices, dx):
-    """``dx[p, indices[p, q]] += dy[p, q]`` in order of ``q``; a block per plane, a thread per cell class."""
+    """``dx[p, indices[p, q]] += dy[p, q]`` in order of ``q``; a block per plane, a thread per run of cells."""
     planes = dy.shape[0]
     q_count = dy.shape[1]
     size = dx.shape[1]
@@ -83,11 +84,14 @@ def max_pool2d_bwd(dy, indices, dx):
     tid = cuda.threadIdx.x
     nt = cuda.blockDim.x
     zero = dx.dtype.type(0)
+    per_thread = (size + nt - 1) // nt
+    lo = tid * per_thread  # this thread's cells: [lo, hi)
+    hi = min(size, lo + per_thread)
     for p in range(cuda.blockIdx.x, planes, cuda.gridDim.x):
-        for k in range(tid, size, nt):
+        for k in range(tid, size, nt):  # coalesced; finished before any add (the barrier below)
             dx[p, k] = zero
         for q0 in range(0, q_count, CHUNK):
-            cuda.syncthreads()  # the previous chunk is consumed
+            cuda.syncthreads()  # zeroing done, the previous chunk consumed
             for qq in range(tid, CHUNK, nt):
                 q = q0 + qq
                 if q < q_count:
@@ -98,7 +102,7 @@ def max_pool2d_bwd(dy, indices, dx):
             cuda.syncthreads()
             for qq in range(CHUNK):
                 k = ids[qq]
-                if k >= 0 and k < size and k % nt == tid:
+                if k >= lo and k < hi:
                     dx[p, k] += dys[qq]
 
 
