@@ -278,12 +278,10 @@ def _row2im_add(patches, n0, n1, c0, cg, i, j0, j_step, count, kh, kw, sh, sw, p
 def _gather_dy(dy, n0, n1, f0, fg, i, j0, j_step, count, out):
     """``out[f, (n - n0) * count + m] = dy[n, f0 + f, i, j0 + m*j_step]``."""
     for f in range(fg):
-        row = out[f]
         for n in range(n0, n1):
-            src = dy[n, f0 + f, i]
             base = (n - n0) * count
             for m in range(count):
-                row[base + m] = src[j0 + m * j_step]
+                out[f, base + m] = dy[n, f0 + f, i, j0 + m * j_step]
 
 
 # ---------------------------------------------------------------- forward
@@ -331,10 +329,9 @@ def conv_forward(x, w, b, segs, n_chunk, kh, kw, sh, sw, pt, pl, dh, dw, groups,
             for f in range(fg):
                 bias = b[g * fg + f, t] if has_bias else 0.0
                 for n in range(n0, n1):
-                    dst = y[n, g * fg + f, i]
                     base = (n - n0) * count
                     for m in range(count):
-                        dst[j0 + m * j_step] = res[f, base + m] + bias
+                        y[n, g * fg + f, i, j0 + m * j_step] = res[f, base + m] + bias
 
 
 # ---------------------------------------------------------------- backward: weight
