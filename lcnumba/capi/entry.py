@@ -1,0 +1,563 @@
+"""The table of C entry points, their thin ``@cfunc`` wrappers and the C header.
+
+One table (``ENTRIES``) describes every entry point: its name, its
+parameters in order with their C types and meanings, and how its arguments
+map onto one of the validating cores of ``lcnumba.capi.cores``. Everything
+else is generated from it: the Numba signatures, the wrapper functions, the
+ctypes prototypes and ``lcnumba.h``, so the header and the compiled
+signatures cannot disagree (``tests/test_capi.py`` checks that the committed
+header is the generated one).
+
+Parameter kinds:
+
+=====  ====================  ===========================================
+kind   C type                meaning
+=====  ====================  ===========================================
+in     const float/double *  input buffer, C-contiguous
+in?    const float/double *  input buffer that may be NULL (a bias)
+out    float/double *        output buffer, C-contiguous, written
+iin    const int64_t *       input index buffer
+iout   int64_t *             output index buffer (NULL if not requested)
+n      int64_t               a dimension or geometry parameter
+b      int32_t               a flag (0 or 1)
+e      double                a floating parameter (eps)
+=====  ====================  ===========================================
+"""
+
+import ctypes
+from typing import NamedTuple
+
+import numba
+import numpy as np
+from numba import njit, types
+
+from . import cores
+from .status import MEANINGS, Status, header_name
+
+DTYPES = ("f32", "f64")
+_C_FLOAT = {"f32": "float", "f64": "double"}
+_NUMPY = {"f32": np.dtype(np.float32), "f64": np.dtype(np.float64)}
+_CTYPES = {"f32": ctypes.c_float, "f64": ctypes.c_double}
+
+
+class Param(NamedTuple):
+    name: str
+    kind: str
+    doc: str
+
+
+class Operation(NamedTuple):
+    """One entry point before its dtype is chosen: ``lcn_<base>_<f32|f64>``."""
+
+    base: str
+    summary: str
+    params: tuple
+    core: str
+    call: str  # the core's arguments, as Python source over the parameter names
+    notes: tuple = ()
+
+
+class Entry(NamedTuple):
+    name: str
+    dtype: str
+    op: Operation
+
+
+# ---------------------------------------------------------------- the table
+
+
+def _p(name, kind, doc=""):
+    return Param(name, kind, doc)
+
+
+_CONV_SUMMARY = {
+    "forward": "forward: y = conv(x, weight) + bias",
+    "backward_input": "gradient with respect to x: dx = conv^T(dy)",
+    "backward_weight": "gradient with respect to weight: dweight (+)= sum over n of dy * x",
+    "backward_bias": "gradient with respect to bias: dbias (+)= sum of dy over n and the positions of each tile",
+}
+
+_FAMILY_TEXT = {
+    "conv2d": "shared 2-D convolution (one filter bank)",
+    "tiled_conv2d": "tiled 2-D convolution (th x tw filter banks)",
+    "local_conv2d": "locally connected 2-D convolution (one filter bank per output position)",
+    "conv1d": "shared 1-D convolution",
+    "tiled_conv1d": "tiled 1-D convolution (t filter banks)",
+    "local_conv1d": "locally connected 1-D convolution (one filter bank per output position)",
+}
+
+
+class _Family(NamedTuple):
+    name: str
+    code: int  # cores.CONV, TILED or LOCAL
+    one_d: bool
+    weight_dims: tuple  # names of the weight's leading (tile) dims, then f, cg, kernel
+    tiles: str  # the core's th, tw
+    bias_layout: str
+
+
+_FAMILIES = (
+    _Family("conv2d", cores.CONV, False, ("f", "cg", "kh", "kw"), "1, 1", "(f)"),
+    _Family("tiled_conv2d", cores.TILED, False, ("th", "tw", "f", "cg", "kh", "kw"), "th, tw", "(f, th, tw)"),
+    _Family("local_conv2d", cores.LOCAL, False, ("oh", "ow", "f", "cg", "kh", "kw"), "oh, ow", "(f, oh, ow)"),
+    _Family("conv1d", cores.CONV, True, ("f", "cg", "k"), "1, 1", "(f)"),
+    _Family("tiled_conv1d", cores.TILED, True, ("t", "f", "cg", "k"), "1, t", "(f, t)"),
+    _Family("local_conv1d", cores.LOCAL, True, ("ol", "f", "cg", "k"), "1, ol", "(f, ol)"),
+)
+
+_DIM_DOC = {
+    "n": "batch size (0 is allowed: nothing to compute)",
+    "c": "input channels",
+    "h": "input height",
+    "w": "input width",
+    "l": "input length",
+    "f": "filters (output channels)",
+    "cg": "input channels per group, c / groups",
+    "kh": "kernel height",
+    "kw": "kernel width",
+    "k": "kernel length",
+    "th": "tiles along the height",
+    "tw": "tiles along the width",
+    "t": "tiles",
+    "oh": "output height (the local weight's first axis)",
+    "ow": "output width (the local weight's second axis)",
+    "ol": "output length (the local weight's first axis)",
+}
+
+
+def _conv_ops(fam):
+    d1 = fam.one_d
+    x_dims = ("n", "c", "l") if d1 else ("n", "c", "h", "w")
+    x_layout = "(" + ", ".join(x_dims) + ")"
+    w_layout = "(" + ", ".join(fam.weight_dims) + ")"
+    y_layout = "(n, f, ol)" if d1 else "(n, f, oh, ow)"
+    dims = [_p(name, "n", _DIM_DOC[name]) for name in x_dims + fam.weight_dims]
+    if d1:
+        geometry = [_p("stride", "n", ">= 1"), _p("pad_left", "n", ">= 0"), _p("pad_right", "n", ">= 0"),
+                    _p("dilation", "n", ">= 1"), _p("groups", "n", "divides c and f")]
+        core_dims = "n, c, 1, l, {tiles}, f, cg, 1, k, 1, stride, 0, pad_left, 0, pad_right, 1, dilation, groups"
+    else:
+        geometry = [_p("stride_h", "n", ">= 1"), _p("stride_w", "n", ">= 1"),
+                    _p("pad_top", "n", ">= 0"), _p("pad_left", "n", ">= 0"),
+                    _p("pad_bottom", "n", ">= 0"), _p("pad_right", "n", ">= 0"),
+                    _p("dilation_h", "n", ">= 1"), _p("dilation_w", "n", ">= 1"),
+                    _p("groups", "n", "divides c and f")]
+        core_dims = ("n, c, h, w, {tiles}, f, cg, kh, kw, stride_h, stride_w, pad_top, pad_left, pad_bottom, "
+                     "pad_right, dilation_h, dilation_w, groups")
+    core_dims = core_dims.format(tiles=fam.tiles)
+    tiled = fam.code == cores.TILED
+    tile_flag = [_p("tile_mode", "b", "0 periodic: position i uses tile i % t; "
+                                      "1 block: tile i * t / (output size)")] if tiled else []
+    tile_arg = "tile_mode" if tiled else "0"
+    accumulate = _p("accumulate", "b", "1: add into the output instead of overwriting it")
+    head = f"{fam.name}_"
+    if d1:
+        size_note = "Output length ol = lcn_conv_output_size(l, k, stride, dilation, pad_left, pad_right)"
+    else:
+        size_note = ("Output size oh = lcn_conv_output_size(h, kh, stride_h, dilation_h, pad_top, pad_bottom), "
+                     "ow = lcn_conv_output_size(w, kw, stride_w, dilation_w, pad_left, pad_right)")
+    notes = (size_note,)
+    if fam.code == cores.LOCAL:
+        notes += (("The weight's ol must equal the output length" if d1
+                   else "The weight's (oh, ow) must equal the output size") + " (else LCN_ERR_SHAPE)",)
+    text = _FAMILY_TEXT[fam.name]
+    ops = [
+        Operation(
+            head + "forward", f"{text}, {_CONV_SUMMARY['forward']}",
+            (_p("x", "in", x_layout), _p("weight", "in", w_layout),
+             _p("bias", "in?", fam.bias_layout + ", or NULL for no bias"), _p("y", "out", y_layout),
+             *dims, *geometry, *tile_flag),
+            "conv_forward",
+            f"x, weight, bias, y, {core_dims}, {fam.code}, _threads(), {tile_arg}", notes),
+        Operation(
+            head + "backward_input", f"{text}, {_CONV_SUMMARY['backward_input']}",
+            (_p("dy", "in", y_layout), _p("weight", "in", w_layout), _p("dx", "out", x_layout),
+             *dims, *geometry, *tile_flag),
+            "conv_backward_input",
+            f"dy, weight, dx, {core_dims}, {fam.code}, _threads(), {tile_arg}", notes),
+        Operation(
+            head + "backward_weight", f"{text}, {_CONV_SUMMARY['backward_weight']}",
+            (_p("dy", "in", y_layout), _p("x", "in", x_layout), _p("dweight", "out", w_layout),
+             *dims, *geometry, *tile_flag, accumulate),
+            "conv_backward_weight",
+            f"dy, x, dweight, {core_dims}, {fam.code}, _threads(), {tile_arg}, accumulate", notes),
+    ]
+    # backward_bias: only the output's dimensions (and the tiles) are needed
+    if d1:
+        out_dims = [_p("n", "n", _DIM_DOC["n"]), _p("f", "n", _DIM_DOC["f"]), _p("ol", "n", "output length")]
+        bias_core = "n, f, 1, ol, " + {"conv1d": "1, 1", "tiled_conv1d": "1, t", "local_conv1d": "1, ol"}[fam.name]
+        tile_dims = [_p("t", "n", _DIM_DOC["t"])] if tiled else []
+    else:
+        out_dims = [_p("n", "n", _DIM_DOC["n"]), _p("f", "n", _DIM_DOC["f"]), _p("oh", "n", "output height"),
+                    _p("ow", "n", "output width")]
+        bias_core = "n, f, oh, ow, " + {"conv2d": "1, 1", "tiled_conv2d": "th, tw", "local_conv2d": "oh, ow"}[fam.name]
+        tile_dims = [_p("th", "n", _DIM_DOC["th"]), _p("tw", "n", _DIM_DOC["tw"])] if tiled else []
+    ops.append(Operation(
+        head + "backward_bias", f"{text}, {_CONV_SUMMARY['backward_bias']}",
+        (_p("dy", "in", y_layout), _p("dbias", "out", fam.bias_layout), *out_dims, *tile_dims, *tile_flag,
+         accumulate),
+        "conv_backward_bias", f"dy, dbias, {bias_core}, {tile_arg}, accumulate"))
+    return ops
+
+
+def _pool_ops():
+    ops = []
+    for one_d in (False, True):
+        name = "max_pool1d" if one_d else "max_pool2d"
+        if one_d:
+            x_dims = [_p("n", "n", _DIM_DOC["n"]), _p("c", "n", "channels"), _p("l", "n", "input length")]
+            geometry = [_p("k", "n", "window length"), _p("stride", "n", ">= 1 (no default: pass k for PyTorch's)"),
+                        _p("pad", "n", "0 <= pad <= k / 2, both sides"), _p("dilation", "n", ">= 1")]
+            x_layout, y_layout = "(n, c, l)", "(n, c, ol)"
+            core_geometry = "n, c, 1, l, 1, k, 1, stride, 0, pad, 1, dilation"
+            size_note = "Output length ol = lcn_pool_output_size(l, k, stride, pad, dilation, ceil_mode)"
+            index_doc = "position in l of each maximum, -1 for a window without input cells"
+            bwd_dims = [*x_dims, _p("ol", "n", "output length")]
+            bwd_core = "n, c, 1, l, 1, ol"
+        else:
+            x_dims = [_p("n", "n", _DIM_DOC["n"]), _p("c", "n", "channels"), _p("h", "n", "input height"),
+                      _p("w", "n", "input width")]
+            geometry = [_p("kh", "n", "window height"), _p("kw", "n", "window width"),
+                        _p("stride_h", "n", ">= 1 (no default: pass kh for PyTorch's)"),
+                        _p("stride_w", "n", ">= 1 (no default: pass kw for PyTorch's)"),
+                        _p("pad_h", "n", "0 <= pad_h <= kh / 2, top and bottom"),
+                        _p("pad_w", "n", "0 <= pad_w <= kw / 2, left and right"),
+                        _p("dilation_h", "n", ">= 1"), _p("dilation_w", "n", ">= 1")]
+            x_layout, y_layout = "(n, c, h, w)", "(n, c, oh, ow)"
+            core_geometry = "n, c, h, w, kh, kw, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w"
+            size_note = ("Output size oh = lcn_pool_output_size(h, kh, stride_h, pad_h, dilation_h, ceil_mode), "
+                         "ow = lcn_pool_output_size(w, kw, stride_w, pad_w, dilation_w, ceil_mode)")
+            index_doc = "flat position i * w + j of each maximum in its (h, w) input plane, -1 for none"
+            bwd_dims = [*x_dims, _p("oh", "n", "output height"), _p("ow", "n", "output width")]
+            bwd_core = "n, c, h, w, oh, ow"
+        ops.append(Operation(
+            f"{name}_forward",
+            f"{'1-D' if one_d else '2-D'} max-pooling forward, PyTorch semantics (padding is -inf, NaN wins, "
+            "ties take the first cell)",
+            (_p("x", "in", x_layout), _p("y", "out", y_layout),
+             _p("indices", "iout", y_layout + ", " + index_doc + "; NULL when return_indices is 0"),
+             *x_dims, *geometry,
+             _p("ceil_mode", "b", "1: round the output size up (a window may not start in the right padding)"),
+             _p("return_indices", "b", "1: write indices")),
+            "pool_forward", f"x, y, indices, {core_geometry}, ceil_mode, return_indices", (size_note,)))
+        ops.append(Operation(
+            f"{name}_backward",
+            f"{'1-D' if one_d else '2-D'} max-pooling backward: dx[plane][indices[q]] += dy[q]",
+            (_p("dy", "in", y_layout), _p("indices", "iin", y_layout + ", from the forward"),
+             _p("dx", "out", x_layout), *bwd_dims),
+            "pool_backward", f"dy, indices, dx, {bwd_core}",
+            ("Every index must lie in [-1, plane size) (else LCN_ERR_INDEX, checked before dx is written)",)))
+    return ops
+
+
+def _netvlad_ops():
+    dims = [_p("n", "n", _DIM_DOC["n"]), _p("d", "n", "descriptor size"),
+            _p("m", "n", "descriptors per sample (h * w of a feature map)"),
+            _p("kg", "n", "clusters k plus ghost clusters g"), _p("k", "n", "real clusters, 1 <= k <= kg")]
+    flags = [_p("normalize_input", "b", "1: L2-normalise every descriptor first"),
+             _p("eps", "e", "every norm is max(norm, eps); finite and > 0")]
+    inputs = [_p("x", "in", "(n, d, m)"), _p("weight", "in", "(kg, d)"), _p("bias", "in", "(kg)"),
+              _p("centroids", "in", "(k, d)")]
+    note = ("The output is cluster-major, y[n, k * d + j]; the last kg - k rows of weight and bias are "
+            "GhostVLAD's ghost clusters",)
+    return [
+        Operation("netvlad_forward", "NetVLAD (GhostVLAD) pooling forward, soft-assignment, residual "
+                  "aggregation, intra- and global L2 normalisation",
+                  (*inputs, _p("y", "out", "(n, k * d)"), *dims, *flags),
+                  "netvlad_forward", "x, weight, bias, centroids, y, n, d, m, kg, k, normalize_input, eps", note),
+        Operation("netvlad_backward", "NetVLAD backward: gradients with respect to every input",
+                  (_p("dy", "in", "(n, k * d)"), *inputs, _p("dx", "out", "(n, d, m)"),
+                   _p("dweight", "out", "(kg, d)"), _p("dbias", "out", "(kg)"),
+                   _p("dcentroids", "out", "(k, d)"), *dims, *flags),
+                  "netvlad_backward",
+                  "dy, x, weight, bias, centroids, dx, dweight, dbias, dcentroids, n, d, m, kg, k, "
+                  "normalize_input, eps", note),
+    ]
+
+
+OPERATIONS = tuple(op for fam in _FAMILIES for op in _conv_ops(fam)) + tuple(_pool_ops()) + tuple(_netvlad_ops())
+
+ENTRIES = {f"lcn_{op.base}_{dt}": Entry(f"lcn_{op.base}_{dt}", dt, op) for op in OPERATIONS for dt in DTYPES}
+
+
+def names():
+    """Every entry point name, in header order."""
+    return tuple(ENTRIES)
+
+
+def entry(name):
+    try:
+        return ENTRIES[name]
+    except KeyError:
+        raise ValueError(f"name: expected one of the {len(ENTRIES)} names of lcnumba.capi.names(), "
+                         f"got {name!r}") from None
+
+
+# ---------------------------------------------------------------- Numba and ctypes signatures
+
+
+def numba_signature(name):
+    e = entry(name)
+    floats = types.CPointer(cores.DTYPES[e.dtype])
+    kinds = {"in": floats, "in?": floats, "out": floats, "iin": types.CPointer(types.int64),
+             "iout": types.CPointer(types.int64), "n": types.int64, "b": types.int32, "e": types.float64}
+    return types.int32(*[kinds[p.kind] for p in e.op.params])
+
+
+def _buffer_type(ctype, dtype, output):
+    """A ctypes pointer type whose ``from_param`` also takes NumPy arrays (checked) and int addresses."""
+    base = ctypes.POINTER(ctype)
+
+    @classmethod
+    def from_param(cls, obj):
+        if isinstance(obj, np.ndarray):
+            if obj.dtype != dtype:
+                raise TypeError(f"expected a numpy.ndarray of dtype {dtype}, got dtype {obj.dtype}")
+            if not obj.flags.c_contiguous:
+                raise ValueError(f"expected a C-contiguous array, got strides {obj.strides}")
+            if output and not obj.flags.writeable:
+                raise ValueError("expected a writeable array for an output, got a read-only array")
+            return obj.ctypes.data_as(base)
+        if isinstance(obj, int) and not isinstance(obj, bool):
+            return ctypes.cast(ctypes.c_void_p(obj), base)
+        return base.from_param(obj)  # None (NULL) or a ctypes pointer or array
+
+    kind = "out" if output else "in"
+    return type(f"{kind}_{ctype.__name__}_buffer", (base,), {"from_param": from_param})
+
+
+_BUFFERS = {}
+
+
+def _ctypes_arg(kind, dtype):
+    if kind in ("n", "b", "e"):
+        return {"n": ctypes.c_int64, "b": ctypes.c_int32, "e": ctypes.c_double}[kind]
+    key = (kind, dtype)
+    if key not in _BUFFERS:
+        if kind in ("iin", "iout"):
+            _BUFFERS[key] = _buffer_type(ctypes.c_int64, np.dtype(np.int64), kind == "iout")
+        else:
+            _BUFFERS[key] = _buffer_type(_CTYPES[dtype], _NUMPY[dtype], kind == "out")
+    return _BUFFERS[key]
+
+
+def ctypes_prototype(name):
+    """``ctypes.CFUNCTYPE`` of the entry point ``name`` (buffers also accept NumPy arrays)."""
+    e = entry(name)
+    return ctypes.CFUNCTYPE(ctypes.c_int32, *[_ctypes_arg(p.kind, e.dtype) for p in e.op.params])
+
+
+# ---------------------------------------------------------------- thin wrappers
+
+
+@njit
+def _threads():
+    """``numba.get_num_threads()`` of the calling thread, as the int64 the Python API passes."""
+    return np.int64(numba.get_num_threads())
+
+
+_CONSTANT_TYPE = {"n": "_int64", "b": "_int32"}
+
+
+def wrapper_source(name):
+    """Python source of the wrapper of ``name``: its own parameters, one call of its core."""
+    e = entry(name)
+    params = ", ".join(p.name for p in e.op.params)
+    args = [arg.strip() for arg in e.op.call.split(",")]
+    kinds = cores.KINDS[e.op.core]
+    assert len(args) == len(kinds), name
+    # a first-class function call does not convert types: constants get the core's own
+    args = [f"{_CONSTANT_TYPE[kind]}({arg})" if arg.isdigit() else arg for arg, kind in zip(args, kinds)]
+    return f"def {name}({params}):\n    return _core({', '.join(args)})\n"
+
+
+def build(name):
+    """Compile the C callback of ``name`` (its core first, from the disk cache when possible)."""
+    e = entry(name)
+    namespace = {"_core": cores.compiled(e.op.core, e.dtype), "_threads": _threads, "_int64": np.int64,
+                 "_int32": np.int32}
+    exec(compile(wrapper_source(name), f"<lcnumba.capi {name}>", "exec"), namespace)  # noqa: S102
+    return numba.cfunc(numba_signature(name))(namespace[name])
+
+
+# ---------------------------------------------------------------- header
+
+
+def c_parameter(param, dtype):
+    ctype = _C_FLOAT[dtype]
+    return {
+        "in": f"const {ctype} *{param.name}",
+        "in?": f"const {ctype} *{param.name}",
+        "out": f"{ctype} *{param.name}",
+        "iin": f"const int64_t *{param.name}",
+        "iout": f"int64_t *{param.name}",
+        "n": f"int64_t {param.name}",
+        "b": f"int32_t {param.name}",
+        "e": f"double {param.name}",
+    }[param.kind]
+
+
+def prototype(name):
+    """The C function type of ``name``, as declared in ``lcnumba.h`` (without the ``_fn`` typedef)."""
+    e = entry(name)
+    return f"int32_t {name}({', '.join(c_parameter(p, e.dtype) for p in e.op.params)})"
+
+
+def _wrap(text, width, indent, lead=""):
+    """``lead + text`` wrapped at ``width``; continuation lines aligned under the text."""
+    lines, line = [], ""
+    for word in text.split():
+        if line and len(lead) + len(line) + 1 + len(word) > width:
+            lines.append(line)
+            line = word
+        else:
+            line = f"{line} {word}" if line else word
+    lines = lines + [line] if line else lines or [""]
+    return [indent + lead + lines[0]] + [indent + " " * len(lead) + rest for rest in lines[1:]]
+
+
+_BUFFER_KINDS = {"in": "in ", "in?": "in ", "out": "out", "iin": "in ", "iout": "out"}
+
+
+def _comment(op):
+    lines = [f"/* lcn_{op.base}_f32 (float), lcn_{op.base}_f64 (double)"]
+    lines += _wrap(op.summary[0].upper() + op.summary[1:] + ".", 100, " *   ")
+    lines.append(" *")
+    for p in op.params:
+        if p.kind in _BUFFER_KINDS:
+            lines += _wrap(p.doc, 100, " *   ", f"{p.name:<11} {_BUFFER_KINDS[p.kind]}  ")
+    scalars = [p for p in op.params if p.kind not in _BUFFER_KINDS and p.doc]
+    if scalars:
+        lines.append(" *")
+        for p in scalars:
+            lines += _wrap(p.doc, 100, " *   ", f"{p.name:<16}")
+    if op.notes:
+        lines.append(" *")
+        for note in op.notes:
+            lines += _wrap(note + ".", 100, " *   ")
+    lines.append(" */")
+    return lines
+
+
+def _typedef(name):
+    """``typedef int32_t <name>_fn(...);``, wrapped between parameters."""
+    e = entry(name)
+    lead = f"typedef int32_t {name}_fn("
+    params = [c_parameter(p, e.dtype) for p in e.op.params]
+    lines, line = [], ""
+    for i, param in enumerate(params):
+        piece = param + (");" if i == len(params) - 1 else ",")
+        if line and len(lead) + len(line) + 1 + len(piece) > 110:
+            lines.append(line)
+            line = piece
+        else:
+            line = f"{line} {piece}" if line else piece
+    lines.append(line)
+    return [lead + lines[0]] + [" " * len(lead) + rest for rest in lines[1:]]
+
+
+_PREAMBLE = """\
+/* lcnumba.h: C entry points of lcnumba's CPU kernels (generated by
+ * `python -m lcnumba.capi header`; do not edit).
+ *
+ * The functions live in the Python process: a host that embeds Python (or
+ * calls it through ctypes/cffi) gets their addresses from
+ *
+ *     lcnumba.capi.address("lcn_local_conv2d_forward_f32")   -> int
+ *
+ * and casts them to the function types below:
+ *
+ *     lcn_local_conv2d_forward_f32_fn *fwd =
+ *         (lcn_local_conv2d_forward_f32_fn *)(uintptr_t)address;
+ *
+ * Conventions (every function):
+ *   - buffers are C-contiguous arrays of float (_f32) or double (_f64) in the
+ *     layouts given per function, as in the Python API; inputs are const and
+ *     never written; outputs are written whole (or added to, with
+ *     accumulate = 1) and may not overlap any other buffer of the call;
+ *   - then every dimension and geometry parameter as int64_t, then flags
+ *     as int32_t (0 or 1), then eps as double;
+ *   - the return value is LCN_OK or a negative LCN_ERR_* code, returned
+ *     before anything is written; the arguments are checked in the order
+ *     of the codes below (a buffer of more than 2^59 elements is found
+ *     once the output size is known);
+ *   - output sizes are computed inside from the geometry, as
+ *     lcn_conv_output_size and lcn_pool_output_size below compute them:
+ *     size the output buffers with those;
+ *   - results are bitwise those of the Python API for the same arguments.
+ *
+ * Threads and BLAS: a call runs Numba's parallel kernels on
+ * numba.get_num_threads() threads of the calling thread. The convolution
+ * and NetVLAD kernels call BLAS from every worker; lcnumba.capi.address()
+ * sets every loaded BLAS library to one thread for the rest of the process
+ * (unless called with serial_blas=False) so that BLAS does not start
+ * threads of its own inside the workers. With Numba's "workqueue" threading
+ * layer, calls must not run concurrently from several threads ("omp" and
+ * "tbb" allow it).
+ */
+#ifndef LCNUMBA_H
+#define LCNUMBA_H
+
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+"""
+
+_HELPERS = """\
+/* tile_mode of the tiled convolutions */
+#define LCN_TILE_PERIODIC 0 /* output (i, j) uses tile (i % th, j % tw), Ngiam et al. */
+#define LCN_TILE_BLOCK 1    /* output (i, j) uses tile (i * th / oh, j * tw / ow) */
+
+static inline int64_t lcn_floor_div(int64_t a, int64_t b)
+{
+    int64_t q = a / b;
+    return (a % b != 0 && ((a < 0) != (b < 0))) ? q - 1 : q;
+}
+
+/* Output size along one axis of the convolution family:
+ * floor((size + pads - dilation * (kernel - 1) - 1) / stride) + 1. */
+static inline int64_t lcn_conv_output_size(int64_t size, int64_t kernel, int64_t stride, int64_t dilation,
+                                           int64_t pad_before, int64_t pad_after)
+{
+    return lcn_floor_div(size + pad_before + pad_after - dilation * (kernel - 1) - 1, stride) + 1;
+}
+
+/* Output size along one axis of max-pooling (PyTorch's, with ceil_mode). */
+static inline int64_t lcn_pool_output_size(int64_t size, int64_t kernel, int64_t stride, int64_t pad,
+                                           int64_t dilation, int32_t ceil_mode)
+{
+    int64_t span = size + 2 * pad - dilation * (kernel - 1) - 1;
+    int64_t out;
+    if (!ceil_mode)
+        return lcn_floor_div(span, stride) + 1;
+    out = lcn_floor_div(span + stride - 1, stride) + 1;
+    if ((out - 1) * stride >= size + pad) /* a last window may not start in the right padding */
+        out -= 1;
+    return out;
+}
+"""
+
+
+def header():
+    """The text of ``lcnumba.h``, generated from ``ENTRIES`` and the status codes."""
+    out = [_PREAMBLE]
+    out.append("/* Status codes (int32_t return values) */")
+    for status in Status:
+        text = _wrap(MEANINGS[status], 96, "")
+        if len(text) == 1:
+            out.append(f"/* {text[0]} */")
+        else:
+            out += ["/* " + text[0]] + [" * " + line.strip() for line in text[1:]] + [" */"]
+        out.append(f"#define {header_name(status)} ({int(status)})")
+    out.append("")
+    out.append(_HELPERS)
+    for op in OPERATIONS:
+        out += _comment(op)
+        for dt in DTYPES:
+            name = f"lcn_{op.base}_{dt}"
+            out += _typedef(name)
+        out.append("")
+    out.append("#ifdef __cplusplus\n}\n#endif\n\n#endif /* LCNUMBA_H */")
+    return "\n".join(out) + "\n"
