@@ -67,5 +67,10 @@ if _present("capi"):
     exclude_patterns.append("capi_header.rst")
 
 
+def _reread_index(app, env, added, changed, removed):
+    return ["index"]  # an incremental build must see an optional page appear or go
+
+
 def setup(app):
     app.connect("source-read", _resolve_optional_pages)
+    app.connect("env-get-outdated", _reread_index)

@@ -41,7 +41,7 @@ CONFIGS = {
     #     -> local 3x3 (16, 6, 6) -> tiled 3x3 pad 1, 2x2 tiles (16, 6, 6) -> NetVLAD 8 + 1 ghost (128)
     "digits": dict(conv=dict(filters=16, kernel=3, padding=1), pool=dict(kernel=3, stride=1, padding=1),
                    local=dict(filters=16, kernel=3), tiled=dict(filters=16, kernel=3, padding=1, tiles=(2, 2)),
-                   clusters=8, ghost=1, epochs=12, batch_size=32, lr=3e-3, weight_decay=1e-4, flip=False),
+                   clusters=8, ghost=1, epochs=8, batch_size=32, lr=3e-3, weight_decay=1e-4, flip=False),
     # 25x25 -> conv 5x5 (16, 21, 21) -> pool 3x3 stride 2 (16, 10, 10)
     #       -> local 3x3 (16, 8, 8) -> tiled 3x3, 2x2 tiles (16, 6, 6) -> NetVLAD 8 + 1 ghost (128)
     "faces": dict(conv=dict(filters=16, kernel=5, padding=0), pool=dict(kernel=3, stride=2, padding=0),
@@ -156,7 +156,7 @@ class Network:
 
     def init_netvlad(self, x, timer):
         """NetVLAD weights, biases and centroids from k-means on the features of ``x`` (one batch)."""
-        features = self.features(x, timer)
+        features = self.features(x, timer)[-1]
         w, b, c = lcnumba.netvlad_init(features, self.cfg["clusters"], num_ghost=self.cfg["ghost"], seed=self.seed)
         self.params.update(vlad_w=w, vlad_b=b, vlad_c=c)
 
@@ -166,9 +166,10 @@ class Network:
     # ---------------------------------------------------------------- forward
 
     def features(self, x, timer, act=None):
-        """Activations up to the input of NetVLAD; into the buffers ``act`` when given."""
+        """``(a1, a2, indices, a3, a4)``: activations up to NetVLAD's input, into the buffers ``act``
+        when given (``x`` then has the micro-batch size), else freshly allocated."""
         p, cfg = self.params, self.cfg
-        act = act or {}
+        act = {} if act is None else act
         with timer("conv2d", "forward"):
             a1 = lcnumba.conv2d_forward(x, p["conv_w"], p["conv_b"], padding=cfg["conv"]["padding"], out=act.get("a1"))
             np.maximum(a1, 0, out=a1)
@@ -184,14 +185,14 @@ class Network:
             a4 = lcnumba.tiled_conv2d_forward(a3, p["tiled_w"], p["tiled_b"], padding=cfg["tiled"]["padding"],
                                               out=act.get("a4"))
             np.maximum(a4, 0, out=a4)
-        return a4 if not act else (a1, a2, indices, a3, a4)
+        return a1, a2, indices, a3, a4
 
     def predict(self, x, timer, batch=256):
         """Logits of ``x``, in batches, with freshly allocated outputs."""
         p = self.params
         logits = []
         for start in range(0, len(x), batch):
-            a4 = self.features(x[start:start + batch], timer)
+            a4 = self.features(x[start:start + batch], timer)[-1]
             with timer("netvlad", "forward"):
                 v = lcnumba.netvlad_forward(a4, p["vlad_w"], p["vlad_b"], p["vlad_c"])
             with timer("linear+softmax", "forward"):
@@ -201,8 +202,11 @@ class Network:
     # ---------------------------------------------------------------- one micro-batch, forward and backward
 
     def step(self, x, labels, timer, accumulate):
-        """Forward and backward of one micro-batch; adds its gradients (of the mean loss over
-        ``scale`` samples) into ``self.grads``; returns (summed loss, correct predictions)."""
+        """Forward and backward of one micro-batch.
+
+        Writes (``accumulate=False``) or adds (``accumulate=True``) its gradients of the batch's
+        mean loss (``self.scale`` is 1 / batch size) into ``self.grads``; returns the summed loss
+        and the number of correct predictions of the micro-batch."""
         p, g, cfg, act, dact = self.params, self.grads, self.cfg, self.act, self.dact
         a1, a2, indices, a3, a4 = self.features(x, timer, act)
         with timer("netvlad", "forward"):
