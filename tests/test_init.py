@@ -130,3 +130,13 @@ def test_exported_from_init_module():
 def test_errors_name_the_argument(name, kwargs, error, match):
     with pytest.raises(error, match=match):
         INITIALISERS[name][0](**kwargs)
+
+
+@pytest.mark.parametrize("name", sorted(INITIALISERS) + ["fans"])
+def test_documented_parameters_match_the_signature(name):
+    import inspect
+
+    docscrape = pytest.importorskip("numpydoc.docscrape", reason="the docs extra is not installed")
+    function = getattr(lcnumba, name)
+    documented = [p.name for p in docscrape.FunctionDoc(function)["Parameters"]]
+    assert documented == list(inspect.signature(function).parameters)
