@@ -450,6 +450,8 @@ def conv_backward_input(dy, w, segs, row_ptr, rows_per_block, n_chunk, kh, kw, s
     rows of dx in a fixed order: no races and bitwise-reproducible sums. Each
     tile's weights are read once per batch chunk, which for local convolution
     (weights far larger than activations) is what bounds the time.
+    The even blocks also zero dx, each from where its windows start to where
+    those of the next even block start, so the pass is two parallel regions.
     """
     n_total = dx.shape[0]
     cg = dx.shape[1] // groups
@@ -461,10 +463,7 @@ def conv_backward_input(dy, w, segs, row_ptr, rows_per_block, n_chunk, kh, kw, s
     for s in range(segs.shape[0]):
         max_count = max(max_count, segs[s, 4])
 
-    n_planes = dx.shape[0] * dx.shape[1]
-    for p in prange(n_planes):
-        dx[p // dx.shape[1], p % dx.shape[1]] = 0
-
+    height = dx.shape[2]
     n_blocks = (oh + rows_per_block - 1) // rows_per_block
     for phase in range(2):
         n_phase_blocks = (n_blocks - phase + 1) // 2
@@ -480,6 +479,18 @@ def conv_backward_input(dy, w, segs, row_ptr, rows_per_block, n_chunk, kh, kw, s
                 g = task % groups
                 i_lo = block * rows_per_block
                 i_hi = min(oh, i_lo + rows_per_block)
+                if phase == 0:
+                    # Zero the input rows from where this block's windows start to where
+                    # those of block + 2 start (to the bottom for the last even block):
+                    # no other even block writes there, and odd blocks write only later.
+                    z_lo = 0 if block == 0 else min(height, max(0, i_lo * sh - pt))
+                    z_hi = height
+                    if block + 2 < n_blocks:
+                        z_hi = min(height, max(0, (block + 2) * rows_per_block * sh - pt))
+                    for n in range(n_total):
+                        for c in range(g * cg, (g + 1) * cg):
+                            for h in range(z_lo, z_hi):
+                                dx[n, c, h, :] = 0
                 for s in range(row_ptr[i_lo], row_ptr[i_hi]):
                     t, i, j0, j_step, count = segs[s, 0], segs[s, 1], segs[s, 2], segs[s, 3], segs[s, 4]
                     w_t = w[t, g * fg:(g + 1) * fg]
