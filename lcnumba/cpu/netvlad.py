@@ -83,7 +83,9 @@ def _exp_nonpositive(src, shift, dst, poly, bits):
         bits[i] = (np.int64(k) + 1023) << 52
     for i in range(n):
         v = poly[i] * scale[i]
-        dst[i] = v if np.float64(src[i]) - np.float64(shift[i]) > _EXP_MIN else 0.0
+        t = np.float64(src[i]) - np.float64(shift[i])
+        # below _EXP_MIN: 0; NaN (a NaN or infinite logit) stays NaN, so the softmax sum is never 0
+        dst[i] = v if t > _EXP_MIN else (0.0 if t <= _EXP_MIN else t)
 
 
 @njit(cache=True, fastmath=FASTMATH)
@@ -140,12 +142,16 @@ def _encode(xs, w, b, c, normalize_input, eps, nrm, rinv, a, v, mass):
         for i in range(m):
             row[i] = row[i] * colsum[i]
         if k < k_real:
+            # The sum runs in a loop of its own: a loop that also stores gets a runtime overlap test
+            # from LLVM and runs vectorised or scalar depending on where the allocator put the arrays,
+            # and the two sum in different orders (reassoc): results would change with the heap.
             total = 0.0
-            dst = ar[k]
             for i in range(m):
                 total += row[i]
-                dst[i] = row[i] * rinv[i]
             mass[k] = total
+            dst = ar[k]
+            for i in range(m):
+                dst[i] = row[i] * rinv[i]
     np.dot(ar, xs.T, v)
     for k in range(k_real):
         for d in range(d_size):
