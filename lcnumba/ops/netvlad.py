@@ -19,6 +19,7 @@ import numpy as np
 from .. import checks
 from ..cpu import netvlad as kernels
 from ..cpu.blas import serial_blas
+from ..cpu.guard import kernel_guard
 
 
 class _Shapes:
@@ -115,7 +116,7 @@ def netvlad_forward(x, w, b, centroids, *, normalize_input=True, eps=1e-12, out=
     y = checks.output(out, "out", (s.n, s.k * s.d), x.dtype, inputs)
     if s.n == 0:
         return y
-    with serial_blas():
+    with kernel_guard(), serial_blas():
         kernels.netvlad_fwd(x, w, b, centroids, normalize_input, eps, y)
     return y
 
@@ -173,11 +174,12 @@ def netvlad_backward(dy, x, w, b, centroids, *, normalize_input=True, eps=1e-12,
     dw_part = np.empty((s.n, s.kg, s.d), dtype)
     db_part = np.empty((s.n, s.kg), dtype)
     dc_part = np.empty((s.n, s.k, s.d), dtype)
-    with serial_blas():
-        kernels.netvlad_bwd(dy, x, w, b, centroids, normalize_input, eps, dx, dw_part, db_part, dc_part)
-    kernels.reduce_samples(dw_part.reshape(s.n, -1), dw.reshape(-1))
-    kernels.reduce_samples(db_part, db)
-    kernels.reduce_samples(dc_part.reshape(s.n, -1), dc.reshape(-1))
+    with kernel_guard():
+        with serial_blas():
+            kernels.netvlad_bwd(dy, x, w, b, centroids, normalize_input, eps, dx, dw_part, db_part, dc_part)
+        kernels.reduce_samples(dw_part.reshape(s.n, -1), dw.reshape(-1))
+        kernels.reduce_samples(db_part, db)
+        kernels.reduce_samples(dc_part.reshape(s.n, -1), dc.reshape(-1))
     return dx.reshape(x_shape), dw, db, dc
 
 

@@ -1,0 +1,55 @@
+"""Run the CPU kernels one at a time when Numba's threading layer cannot run them concurrently.
+
+Numba runs a ``parallel=True`` kernel on one of three threading layers:
+``tbb`` and ``omp`` accept parallel regions launched from several Python
+threads at once; ``workqueue`` does not, and aborts the whole process
+("Concurrent access has been detected") when two threads launch a kernel
+at the same time. Numba picks ``tbb``, then ``omp``, then ``workqueue``
+(unless ``NUMBA_THREADING_LAYER`` says otherwise), so ``workqueue`` runs
+only where neither TBB nor OpenMP is available, or when asked for.
+
+Every public CPU function calls its kernels inside ``kernel_guard()``. On a
+thread-safe layer the guard does nothing; on ``workqueue`` it is a process
+wide lock, so concurrent calls from several threads wait for one another
+instead of aborting (each call still uses every worker thread). Until the
+first parallel kernel has run, Numba has not chosen its layer yet, and the
+guard locks to be safe.
+
+Calls from C (``lcnumba.capi``) and parallel Numba code of the caller's own
+do not pass through the guard: with ``workqueue`` they must not overlap
+lcnumba calls.
+"""
+
+import contextlib
+import threading
+
+import numba
+
+_lock = threading.RLock()
+_layer = None
+
+
+def threading_layer():
+    """The threading layer Numba runs parallel kernels on, or None before the first one has run."""
+    global _layer
+    if _layer is None:
+        try:
+            _layer = numba.threading_layer()
+        except ValueError:  # "Threading layer is not initialized": no parallel kernel has run yet
+            return None
+    return _layer
+
+
+def serialised():
+    """Whether kernel calls are serialised: on ``workqueue``, and while the layer is not known yet."""
+    return threading_layer() in (None, "workqueue")
+
+
+@contextlib.contextmanager
+def kernel_guard():
+    """Context for one call of the parallel CPU kernels: a lock on ``workqueue``, nothing otherwise."""
+    if serialised():
+        with _lock:
+            yield
+    else:
+        yield
