@@ -9,10 +9,28 @@ any kernel: Numba kernels do not bounds-check.
 
 import numbers
 import operator
+import os
 
 import numpy as np
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+#: The largest stride, padding, dilation or kernel size accepted: far beyond any real layer, and
+#: small enough that the kernels' int64 index arithmetic (``i * stride - pad + a * dilation``
+#: over arrays that fit in memory) cannot overflow.
+MAX_PARAMETER = 2**31 - 1
+
+
+def _physical_memory():
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):  # not POSIX: only int64 overflow is refused
+        return None
+
+
+#: Outputs larger than this many bytes are refused before any allocation: the physical memory
+#: (an output that cannot fit in it would only be paged out or killed), at most 2**63 - 1.
+MAX_OUTPUT_BYTES = min(_physical_memory() or 2**63 - 1, 2**63 - 1)
 
 
 def describe(value):
@@ -165,6 +183,21 @@ def index_array(value, name, shape):
     return np.ascontiguousarray(value)
 
 
+def at_most(values, name, maximum=MAX_PARAMETER):
+    """``ValueError`` if any of the ints ``values`` (a normalised parameter of ``name``) exceeds ``maximum``."""
+    values = tuple(values)
+    if max(values) > maximum:
+        raise value_error(name, f"ints <= {maximum}", values if len(values) > 1 else values[0])
+
+
+def output_bytes(shape, dtype):
+    """Bytes an array of ``shape`` and ``dtype`` needs, as a Python int (no overflow)."""
+    count = 1
+    for size in shape:
+        count *= int(size)
+    return count * np.dtype(dtype).itemsize
+
+
 def shape_equal(array, name, expected, why=""):
     """A ``ValueError`` unless ``array.shape == expected``."""
     if tuple(array.shape) != tuple(expected):
@@ -176,10 +209,16 @@ def output(out, name, shape, dtype, inputs):
     """Check a caller's ``out`` buffer, or allocate one when ``out is None``.
 
     ``out`` must be a C-contiguous, writeable NumPy array of exactly ``shape``
-    and ``dtype`` that shares no memory with any array of ``inputs``.
+    and ``dtype`` that shares no memory with any array of ``inputs``. An output
+    that would need more than ``MAX_OUTPUT_BYTES`` is refused before anything is
+    allocated (``ValueError``), as is one whose size overflows int64.
     """
     shape = tuple(shape)
     if out is None:
+        nbytes = output_bytes(shape, dtype)
+        if nbytes > MAX_OUTPUT_BYTES:
+            raise value_error(name, f"an output of at most {MAX_OUTPUT_BYTES} bytes (the physical memory)",
+                              f"shape {shape} of {np.dtype(dtype)}, which would need {nbytes} bytes")
         return np.empty(shape, dtype=dtype)
     if not isinstance(out, np.ndarray):
         raise type_error(name, f"a numpy.ndarray of shape {shape} and dtype {np.dtype(dtype)}", describe(out))

@@ -116,6 +116,10 @@ def conv_geometry(x_shape, f, kernel_hw, stride, padding, dilation, groups, *, i
     dilation_hw = checks.int_tuple(dilation, "dilation", 2, minimum=1)
     groups = checks.integer(groups, "groups", minimum=1)
     pads = padding4(padding, kernel_hw, stride_hw, dilation_hw)
+    checks.at_most(stride_hw, "stride")
+    checks.at_most(dilation_hw, "dilation")
+    checks.at_most(kernel_hw, weight_name)
+    checks.at_most(pads, "padding")
     if c % groups:
         raise checks.value_error("groups", f"a divisor of the {c} input channels of {input_name}", groups)
     if f % groups:
@@ -142,16 +146,28 @@ def _query_shape(x_shape, w_shape, ndim_x, ndim_w):
     return x_shape, w_shape
 
 
+def _query_geometry(w_shape, x_shape, f, cg, kernel_hw, stride, padding, dilation, groups):
+    """Output shape of a query, with the forward's checks of the weight shape against the input."""
+    if min(w_shape) < 1:
+        raise checks.value_error("weight_shape", "a shape with every dimension >= 1", f"shape {w_shape}")
+    geo = conv_geometry(x_shape, f, kernel_hw, stride, padding, dilation, groups,
+                        input_name="input_shape", weight_name="weight_shape")
+    if cg * geo.groups != geo.c:
+        raise checks.value_error("weight_shape", f"C/groups = {geo.c}//{geo.groups} = {geo.c // geo.groups} input "
+                                 f"channels per filter", f"{cg}")
+    return geo.output_shape
+
+
 def conv2d_output_shape(input_shape, weight_shape, *, stride=1, padding=0, dilation=1, groups=1):
     """Output shape ``(N, F, OH, OW)`` of ``conv2d_forward`` for a weight of ``(F, C/groups, KH, KW)``."""
     x_shape, w_shape = _query_shape(input_shape, weight_shape, 4, 4)
-    return conv_geometry(x_shape, w_shape[0], w_shape[2:], stride, padding, dilation, groups).output_shape
+    return _query_geometry(w_shape, x_shape, w_shape[0], w_shape[1], w_shape[2:], stride, padding, dilation, groups)
 
 
 def tiled_conv2d_output_shape(input_shape, weight_shape, *, stride=1, padding=0, dilation=1, groups=1):
     """Output shape of ``tiled_conv2d_forward`` for a weight of ``(TH, TW, F, C/groups, KH, KW)``."""
     x_shape, w_shape = _query_shape(input_shape, weight_shape, 4, 6)
-    return conv_geometry(x_shape, w_shape[2], w_shape[4:], stride, padding, dilation, groups).output_shape
+    return _query_geometry(w_shape, x_shape, w_shape[2], w_shape[3], w_shape[4:], stride, padding, dilation, groups)
 
 
 def local_conv2d_output_shape(input_shape, kernel_size, filters, *, stride=1, padding=0, dilation=1, groups=1):
@@ -163,7 +179,8 @@ def local_conv2d_output_shape(input_shape, kernel_size, filters, *, stride=1, pa
     x_shape = checks.shape_tuple(input_shape, "input_shape", 4)
     kernel_hw = checks.int_tuple(kernel_size, "kernel_size", 2, minimum=1)
     filters = checks.integer(filters, "filters", minimum=1)
-    return conv_geometry(x_shape, filters, kernel_hw, stride, padding, dilation, groups).output_shape
+    return conv_geometry(x_shape, filters, kernel_hw, stride, padding, dilation, groups,
+                         input_name="input_shape", weight_name="kernel_size").output_shape
 
 
 def conv1d_output_shape(input_shape, weight_shape, *, stride=1, padding=0, dilation=1, groups=1):

@@ -15,6 +15,7 @@ softmax of ``-alpha ||x - c_k||^2``, whose expansion over unit vectors is
 same for every cluster and cancels in the softmax).
 """
 
+import math
 import warnings
 
 import numpy as np
@@ -34,7 +35,8 @@ def _descriptor_matrix(descriptors):
     dtype = array.dtype
     if array.ndim > 2:
         n, d = array.shape[:2]
-        array = np.moveaxis(array.reshape(n, d, -1), 1, 2).reshape(-1, d)
+        m = int(np.prod(array.shape[2:]))
+        array = np.moveaxis(array.reshape(n, d, m), 1, 2).reshape(n * m, d)
     if array.shape[0] < 1 or array.shape[1] < 1:
         raise checks.value_error("descriptors", "at least one descriptor of size D >= 1",
                                  f"shape {descriptors.shape}")
@@ -226,7 +228,7 @@ def fans(weight_shape, family="conv2d"):
     if min(shape) < 1:
         raise checks.value_error("weight_shape", "sizes >= 1", shape)
     f, cg = shape[lead], shape[lead + 1]
-    receptive = int(np.prod(shape[lead + 2:], dtype=np.int64))
+    receptive = math.prod(shape[lead + 2:])  # Python ints: no overflow for any shape
     return cg * receptive, f * receptive
 
 
@@ -240,6 +242,10 @@ def _draw(weight_shape, family, dtype, seed, draw):
         raise checks.type_error("dtype", "float32 or float64", checks.describe(dtype))
     if seed is not None:
         seed = checks.integer(seed, "seed", minimum=0)
+    nbytes = checks.output_bytes(weight_shape, np.float64)  # drawn in float64, then cast
+    if nbytes > checks.MAX_OUTPUT_BYTES:
+        raise checks.value_error("weight_shape", f"a weight of at most {checks.MAX_OUTPUT_BYTES} bytes "
+                                 "(the physical memory)", f"shape {tuple(weight_shape)}, which would need {nbytes} bytes")
     rng = np.random.default_rng(seed)
     values = draw(rng, tuple(weight_shape), fan_in, fan_out)
     return np.ascontiguousarray(values, dtype=resolved)

@@ -28,6 +28,7 @@ import numpy as np
 from .. import checks, geometry
 from ..cpu import conv as kernels
 from ..cpu.blas import serial_blas
+from ..cpu.guard import kernel_guard
 
 CONV, TILED, LOCAL = "conv2d", "tiled_conv2d", "local_conv2d"
 
@@ -134,25 +135,26 @@ class _HostArrays:
     @staticmethod
     def forward(plan, x, w, b, y):
         bias = plan.flat_bias(b) if b is not None else np.zeros((0, 0), dtype=x.dtype)
-        with serial_blas():
+        with kernel_guard(), serial_blas():
             kernels.forward(x, plan.flat_weight(w), bias, *plan.tiling, *plan.kernel_args, plan.geo.groups,
                             numba.get_num_threads(), y)
 
     @staticmethod
     def backward_input(plan, dy, w, dx):
-        with serial_blas():
+        with kernel_guard(), serial_blas():
             kernels.backward_input(dy, plan.flat_weight(w), *plan.tiling, *plan.kernel_args, plan.geo.groups,
                                    numba.get_num_threads(), dx)
 
     @staticmethod
     def backward_weight(plan, dy, x, accumulate, dw):
-        with serial_blas():
+        with kernel_guard(), serial_blas():
             kernels.backward_weight(dy, x, *plan.tiling, *plan.kernel_args, plan.geo.groups,
                                     numba.get_num_threads(), accumulate, plan.flat_weight(dw))
 
     @staticmethod
     def backward_bias(dy, th, tw, periodic, accumulate, db):
-        kernels.backward_bias(dy, th, tw, periodic, accumulate, db.reshape(db.shape[0], th * tw))
+        with kernel_guard():
+            kernels.backward_bias(dy, th, tw, periodic, accumulate, db.reshape(db.shape[0], th * tw))
 
 
 _HOST = _HostArrays()
@@ -252,6 +254,9 @@ def _backward(family, dy, x, w, b, stride, padding, dilation, groups, tile_mode,
     w = arrays.float_array(w, "w", _weight_ndim(family), dtype=dy.dtype)
     if b is not None:
         b = arrays.float_array(b, "b", 1 if family == CONV else 3, dtype=dy.dtype)
+        _check_weight_dims(w.shape, family, "w")
+        plan = _plan(family, x.shape, w.shape, stride, padding, dilation, groups, tile_mode, x_name="x", w_name="w")
+        checks.shape_equal(b, "b", plan.bias_shape, "one bias per filter" + ("" if family == CONV else " and tile"))
     dx = _backward_input(family, dy, w, tuple(x.shape), stride, padding, dilation, groups, tile_mode, None, arrays)
     dw = _backward_weight(family, dy, x, tuple(w.shape), stride, padding, dilation, groups, tile_mode, None, False,
                           arrays)

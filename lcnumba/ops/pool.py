@@ -26,6 +26,7 @@ import numpy as np
 
 from .. import checks
 from ..cpu import pool as kernels
+from ..cpu.guard import kernel_guard
 
 
 class PoolGeometry(NamedTuple):
@@ -96,6 +97,9 @@ def pool_geometry(x_shape, kernel_size, stride, padding, dilation, ceil_mode, *,
     ph, pw = checks.int_tuple(padding, "padding", 2, minimum=0)
     dh, dw = checks.int_tuple(dilation, "dilation", 2, minimum=1)
     ceil_mode = checks.flag(ceil_mode, "ceil_mode")
+    checks.at_most((kh, kw), "kernel_size")
+    checks.at_most((sh, sw), "stride")
+    checks.at_most((dh, dw), "dilation")
     if ph > kh // 2 or pw > kw // 2:
         raise checks.value_error("padding", f"at most half the kernel size, ({kh // 2}, {kw // 2}) "
                                  f"for kernel_size ({kh}, {kw})", (ph, pw))
@@ -177,13 +181,15 @@ def _forward(x, kernel_size, stride, padding, dilation, ceil_mode, return_indice
         if indices_out is not None:
             raise checks.value_error("indices_out", "None when return_indices is False", checks.describe(indices_out))
         if y.size:
-            kernels.max_pool2d_fwd(_planes(x, geo.h, geo.w), _planes(y, geo.oh, geo.ow), *geo.kernel_args)
+            with kernel_guard():
+                kernels.max_pool2d_fwd(_planes(x, geo.h, geo.w), _planes(y, geo.oh, geo.ow), *geo.kernel_args)
         return y
     indices = checks.output(indices_out, "indices_out", geo.output_shape, np.dtype(np.int64),
                             {input_name: x_in, "out": y})
     if y.size:
-        kernels.max_pool2d_fwd_indices(_planes(x, geo.h, geo.w), _planes(y, geo.oh, geo.ow),
-                                       _planes(indices, geo.oh, geo.ow), *geo.kernel_args)
+        with kernel_guard():
+            kernels.max_pool2d_fwd_indices(_planes(x, geo.h, geo.w), _planes(y, geo.oh, geo.ow),
+                                           _planes(indices, geo.oh, geo.ow), *geo.kernel_args)
     return y, indices
 
 
@@ -202,8 +208,9 @@ def _backward(dy, indices, input_shape, out):
     if planes and per_plane:
         _check_index_range(indices.reshape(planes, per_plane), h * w)
     if dx.size:
-        kernels.max_pool2d_bwd(dy.reshape(planes, per_plane), indices.reshape(planes, per_plane),
-                               dx.reshape(planes, h * w))
+        with kernel_guard():
+            kernels.max_pool2d_bwd(dy.reshape(planes, per_plane), indices.reshape(planes, per_plane),
+                                   dx.reshape(planes, h * w))
     return dx
 
 
@@ -211,7 +218,8 @@ def _check_index_range(flat_indices, plane_size):
     """``ValueError`` unless every index is in ``[-1, plane_size)``: the scatter trusts them."""
     lo = np.empty(flat_indices.shape[0], dtype=np.int64)
     hi = np.empty(flat_indices.shape[0], dtype=np.int64)
-    kernels.index_range(flat_indices, lo, hi)
+    with kernel_guard():
+        kernels.index_range(flat_indices, lo, hi)
     low, high = int(lo.min()), int(hi.max())
     if low < -1 or high >= plane_size:
         bad = low if low < -1 else high
@@ -244,9 +252,11 @@ def _params_1d(kernel_size, stride, padding, dilation):
     return (1, k), s, (0, p), (1, d)
 
 
-def _unit_height(array):
-    """The (N, C, 1, L) view of a 3-D array; anything else is passed on for the 2-D checks to report."""
-    if isinstance(array, np.ndarray) and array.ndim == 3:
+def _unit_height(array, name):
+    """The (N, C, 1, L) view of a 3-D ``out`` buffer; other types are passed on for the 2-D checks to report."""
+    if isinstance(array, np.ndarray):
+        if array.ndim != 3:
+            raise checks.value_error(name, "a 3-D array", f"shape {array.shape}")
         return array[:, :, None, :]
     return array
 
@@ -388,7 +398,7 @@ def max_pool1d_forward(x, kernel_size, *, stride=None, padding=0, dilation=1, ce
         raise checks.value_error("x", "a 3-D array", f"shape {x.shape}")
     k, s, p, d = _params_1d(kernel_size, stride, padding, dilation)
     result = _forward(x[:, :, None, :], k, s, p, d, ceil_mode, return_indices,
-                      _unit_height(out), _unit_height(indices_out))
+                      _unit_height(out, "out"), _unit_height(indices_out, "indices_out"))
     if isinstance(result, tuple):
         return (result[0][:, :, 0, :] if out is None else out,
                 result[1][:, :, 0, :] if indices_out is None else indices_out)
@@ -431,7 +441,7 @@ def max_pool1d_backward(dy, indices, input_shape, *, out=None, stream=0):
     if indices.ndim != 3:
         raise checks.value_error("indices", f"shape {dy.shape}", f"shape {indices.shape}")
     n, c, length = checks.shape_tuple(input_shape, "input_shape", 3)
-    dx = _backward(dy[:, :, None, :], indices[:, :, None, :], (n, c, 1, length), _unit_height(out))
+    dx = _backward(dy[:, :, None, :], indices[:, :, None, :], (n, c, 1, length), _unit_height(out, "out"))
     return dx[:, :, 0, :] if out is None else out
 
 
