@@ -22,7 +22,7 @@ from typing import NamedTuple
 import numpy as np
 from numba import njit
 
-from . import checks
+from . import checks, config  # noqa: F401 - config first makes sure kernels have a cache directory
 
 TILE_MODES = ("periodic", "block")
 

@@ -1,0 +1,108 @@
+"""Numba's on-disk kernel cache: shared between processes, and never a reason to fail.
+
+- Two processes with different thread counts (``NUMBA_NUM_THREADS`` 1 and 2)
+  compile into one empty ``NUMBA_CACHE_DIR`` at the same time; both work and
+  agree bit for bit, and a third process then loads the kernels instead of
+  compiling them (the thread count is a kernel argument, not part of the
+  compiled code).
+- An unwritable ``NUMBA_CACHE_DIR`` still works: Numba falls back to the
+  package's ``__pycache__``.
+- With no writable cache directory at all (a read-only installation, no
+  writable home), ``import lcnumba`` still works, with one warning: the
+  kernels are cached in a temporary directory for the process
+  (``lcnumba.config.ensure_kernel_cache``). Without that, Numba raises
+  ``RuntimeError`` when the first kernel is defined.
+
+Every case runs in child processes; root can write anywhere, so "unwritable"
+is a path under a regular file, which no one can create.
+"""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# One kernel each (they compile in a few seconds); the child prints a digest of the results.
+CHILD = """
+import hashlib, warnings
+import numpy as np
+warnings.simplefilter("always")
+import lcnumba, numba
+x = np.random.default_rng(0).standard_normal((3, 4, 9, 9))
+w = np.random.default_rng(1).standard_normal((6, 2, 3, 3))
+y = {call}
+digest = hashlib.sha256(y.tobytes()).hexdigest()
+print("digest", digest, "threads", numba.get_num_threads())
+"""
+CONV = CHILD.format(call="lcnumba.conv2d_forward(x, w, stride=2, padding=1, groups=2)")
+POOL = CHILD.format(call="lcnumba.max_pool2d_forward(x, 3, stride=2, padding=1)")
+
+
+def _env(**overrides):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NUMBA_") or k == "NUMBA_ENABLE_CUDASIM"}
+    env.update({k: str(v) for k, v in overrides.items()})
+    return env
+
+
+def _digest(result):
+    assert result.returncode == 0, result.stderr[-3000:]
+    line = [ln for ln in result.stdout.splitlines() if ln.startswith("digest")][-1]
+    return line.split()[1], int(line.split()[3])
+
+
+def test_two_processes_share_one_cache_dir_with_different_thread_counts(tmp_path):
+    cache = tmp_path / "numba-cache"
+    procs = [subprocess.Popen([sys.executable, "-c", CONV], cwd=ROOT, text=True, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, env=_env(NUMBA_CACHE_DIR=cache, NUMBA_NUM_THREADS=n))
+             for n in (1, 2)]
+    results = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=600)
+        results.append(subprocess.CompletedProcess(proc.args, proc.returncode, out, err))
+    (d1, t1), (d2, t2) = (_digest(r) for r in results)
+    assert (t1, t2) == (1, 2)
+    assert d1 == d2, "the results depend on the thread count"
+    namespace = {}
+    exec(compile(CONV, "child", "exec"), namespace)  # noqa: S102 - this process computes the same
+    assert namespace["digest"] == d1, "the results differ between processes"
+    assert list(cache.rglob("*.nbi")) and list(cache.rglob("*.nbc")), "nothing was cached"
+    # a third process loads every kernel from the shared cache: nothing is compiled or saved again
+    third = subprocess.run([sys.executable, "-c", CONV], cwd=ROOT, capture_output=True, text=True, timeout=600,
+                           env=_env(NUMBA_CACHE_DIR=cache, NUMBA_NUM_THREADS=2, NUMBA_DEBUG_CACHE=1))
+    assert _digest(third)[0] == d1
+    assert "data loaded from" in third.stdout
+    assert "data saved to" not in third.stdout, "a kernel was compiled again despite the shared cache"
+
+
+def test_unwritable_numba_cache_dir_still_works(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    result = subprocess.run([sys.executable, "-c", CONV], cwd=ROOT, capture_output=True, text=True, timeout=600,
+                            env=_env(NUMBA_CACHE_DIR=blocker / "cache"))
+    _digest(result)
+    assert "Warning" not in result.stderr, result.stderr
+
+
+def test_no_writable_cache_anywhere_still_imports(tmp_path):
+    """A copy of the package whose ``__pycache__`` directories cannot be created, no user cache either."""
+    copy = tmp_path / "site"
+    shutil.copytree(ROOT / "lcnumba", copy / "lcnumba", ignore=shutil.ignore_patterns("__pycache__"))
+    for directory in [p for p in (copy / "lcnumba").rglob("*") if p.is_dir()] + [copy / "lcnumba"]:
+        (directory / "__pycache__").write_text("")  # a file where Python and Numba want a directory
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    child = "import lcnumba, sys; assert lcnumba.__file__.startswith(sys.argv[1]), lcnumba.__file__\n"
+    child += POOL.replace('warnings.simplefilter("always")', "")  # -W always instead, from the start
+    env = _env(NUMBA_CACHE_DIR=blocker / "numba", XDG_CACHE_HOME=blocker / "cache", HOME=blocker / "home",
+               PYTHONPATH=copy, PYTHONDONTWRITEBYTECODE=1)
+    result = subprocess.run([sys.executable, "-W", "always", "-c", child, str(copy)], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=600, env=env)
+    assert "no locator available" not in result.stderr
+    _digest(result)
+    warnings = [line for line in result.stderr.splitlines() if "Warning:" in line]
+    assert len(warnings) == 1 and "no writable Numba cache directory" in warnings[0], result.stderr
+    temporary = Path(warnings[0].split("cached in ")[1].split()[0])
+    assert not temporary.exists(), "the temporary kernel cache was not removed at exit"
