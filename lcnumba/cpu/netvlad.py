@@ -50,6 +50,29 @@ _LN2_HI = 0.6931471803691238
 _LN2_LO = 1.9082149292705877e-10
 _EXP_MIN = -708.0  # below this 2^k is subnormal: the result is flushed to 0 (it is < 1e-307)
 
+# Norms sum plain squares; a sum that overflowed (inf) or fell below float32's
+# smallest normal number (squares may have been lost) is recomputed scaled.
+_SQUARES_TINY = 1.1754943508222875e-38
+
+
+@njit(cache=True)  # no fastmath: the division by the largest magnitude must stay a division
+def _scaled_norm(values):
+    """``||values||`` without overflow or underflow: the largest magnitude is factored out first.
+
+    The kernels call it only for a sum of squares that overflowed or underflowed, as for
+    float32 descriptors near 1e30 (their squares exceed float32's range).
+    """
+    largest = 0.0
+    for i in range(values.shape[0]):
+        largest = max(largest, abs(np.float64(values[i])))
+    if largest == 0.0 or largest == np.inf:
+        return largest
+    total = 0.0
+    for i in range(values.shape[0]):
+        t = np.float64(values[i]) / largest
+        total += t * t
+    return largest * np.sqrt(total)
+
 
 @njit(cache=True)  # no fastmath: reassociation would undo the Cody-Waite split
 def _exp_nonpositive(src, shift, dst, poly, bits):
@@ -106,7 +129,10 @@ def _encode(xs, w, b, c, normalize_input, eps, nrm, rinv, a, v, mass):
             for i in range(m):
                 nrm[i] += row[i] * row[i]
         for i in range(m):
-            nrm[i] = np.sqrt(nrm[i])
+            if nrm[i] == np.inf or nrm[i] < _SQUARES_TINY:
+                nrm[i] = _scaled_norm(xs[:, i])
+            else:
+                nrm[i] = np.sqrt(nrm[i])
             rinv[i] = 1.0 / max(nrm[i], eps)
     else:
         nrm[:] = 1
@@ -165,7 +191,7 @@ def _normalize_rows(v, eps, norms):
         total = 0.0
         for d in range(v.shape[1]):
             total += v[k, d] * v[k, d]
-        norms[k] = np.sqrt(total)
+        norms[k] = _scaled_norm(v[k]) if total == np.inf or total < _SQUARES_TINY else np.sqrt(total)
         scale = 1.0 / max(norms[k], eps)
         for d in range(v.shape[1]):
             v[k, d] *= scale
@@ -291,14 +317,14 @@ def _backward_sample(dyn, xs, w, b, c, normalize_input, eps, dxn, dwn, dbn, dcn)
             xr = xs[d]
             for i in range(m):
                 dots[i] += xr[i] * gx[i]
+        # as (dxn_i - xn_i (xn_i . dxn_i)) / r_i: r_i^-3 would underflow for large descriptors
         for i in range(m):
-            beta = rinv[i] * rinv[i] * rinv[i] * dots[i]
-            dots[i] = beta if nrm[i] >= eps else 0.0
+            dots[i] = dots[i] * rinv[i] if nrm[i] >= eps else 0.0
         for d in range(d_size):
             gx = dxn[d]
             xr = xs[d]
             for i in range(m):
-                gx[i] = gx[i] * rinv[i] - dots[i] * xr[i]
+                gx[i] = (gx[i] - dots[i] * (xr[i] * rinv[i])) * rinv[i]
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
