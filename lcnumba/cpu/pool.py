@@ -114,6 +114,8 @@ def max_pool2d_fwd(x, y, kh, kw, sh, sw, ph, pw, dh, dw):
     planes, h, w = x.shape
     oh, ow = y.shape[1], y.shape[2]
     j0, j1 = _interior(w, ow, kw, sw, pw, dw)
+    if sw > w:  # one window per row at most: its phase split would need sw rows for w cells
+        j0 = j1 = 0
     n_int = j1 - j0
     for p in prange(planes):
         xp = x[p]
@@ -177,6 +179,8 @@ def max_pool2d_fwd_indices(x, y, indices, kh, kw, sh, sw, ph, pw, dh, dw):
     planes, h, w = x.shape
     oh, ow = y.shape[1], y.shape[2]
     j0, j1 = _interior(w, ow, kw, sw, pw, dw)
+    if sw > w:  # one window per row at most: its phase split would need sw rows for w cells
+        j0 = j1 = 0
     n_int = j1 - j0
     for p in prange(planes):
         xp = x[p]
