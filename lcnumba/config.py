@@ -23,6 +23,40 @@ FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
 THREADS_PER_BLOCK = 256
 
 
+def cache_depends_on(dispatcher, *sources):
+    """Key the on-disk cache of ``dispatcher`` also on the contents of ``sources`` (paths in the package).
+
+    Numba keys a cached kernel on its own file only. A kernel that compiles in
+    a function of another file (the convolution drivers call
+    ``geometry.segment_table``) stays cached after that file changes: it then
+    runs the old code, and its copy of the function clashes with the new
+    compilation of it when both are linked in one process (``RuntimeError:
+    In 'NRT_adapt_ndarray_to_python', 'descr' is NULL``). With the sources'
+    SHA-256 in the key, a change to them recompiles the kernel instead.
+    """
+    import hashlib
+
+    from numba.core.caching import FunctionCache
+
+    class SourceAwareCache(FunctionCache):
+        def _index_key(self, sig, codegen):
+            return super()._index_key(sig, codegen) + (digest,)
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    hasher = hashlib.sha256()
+    for name in sources:
+        hasher.update(name.encode())
+        with open(os.path.join(here, name), "rb") as f:
+            hasher.update(f.read())
+    digest = hasher.hexdigest()
+    if getattr(dispatcher, "_cache", None) is not None and type(dispatcher._cache) is FunctionCache:
+        try:
+            dispatcher._cache = SourceAwareCache(dispatcher.py_func)
+        except RuntimeError:  # no cache location: Numba's own cache object already said so
+            pass
+    return dispatcher
+
+
 def _cache_probe():
     """Stands for a kernel: Numba looks for its cache directory as for any ``cache=True`` function."""
 

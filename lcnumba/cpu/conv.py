@@ -43,7 +43,7 @@ few hundred KiB per worker, never the whole batch.
 import numpy as np
 from numba import njit, prange
 
-from ..config import FASTMATH
+from ..config import FASTMATH, cache_depends_on
 from ..geometry import segment_table
 
 #: Columns (batch samples x positions) per GEMM: big enough for BLAS to run
@@ -555,6 +555,11 @@ def backward_bias(dy, th, tw, periodic, accumulate, out):
     """``out (+)= db``, (F, T), from dy (N, F, OH, OW)."""
     by_tile, tile_ptr, _, _ = segment_table(dy.shape[2], dy.shape[3], th, tw, periodic)
     conv_backward_bias(dy, by_tile, tile_ptr, accumulate, out)
+
+
+# The drivers compile geometry.segment_table in: their cache must follow geometry.py too.
+for _driver in (forward, backward_input, backward_weight, backward_bias):
+    cache_depends_on(_driver, "geometry.py")
 
 
 @njit(cache=True)

@@ -11,9 +11,8 @@ only where neither TBB nor OpenMP is available, or when asked for.
 Every public CPU function calls its kernels inside ``kernel_guard()``. On a
 thread-safe layer the guard does nothing; on ``workqueue`` it is a process
 wide lock, so concurrent calls from several threads wait for one another
-instead of aborting (each call still uses every worker thread). Until the
-first parallel kernel has run, Numba has not chosen its layer yet, and the
-guard locks to be safe.
+instead of aborting (each call still uses every worker thread). The guard
+starts Numba's threading layer (which chooses it) on first use.
 
 Calls from C (``lcnumba.capi``) and parallel Numba code of the caller's own
 do not pass through the guard: with ``workqueue`` they must not overlap
@@ -30,24 +29,31 @@ _layer = None
 
 
 def threading_layer():
-    """The threading layer Numba runs parallel kernels on, or None before the first one has run."""
+    """The threading layer Numba runs parallel kernels on, started if it was not yet.
+
+    Starting it here also matters on its own: a kernel that calls parallel
+    kernels and was loaded from the cache without them (compiled in a process
+    that had loaded them from the cache in turn) does not start the layer, and
+    crashed when it ran first.
+    """
     global _layer
     if _layer is None:
-        try:
-            _layer = numba.threading_layer()
-        except ValueError:  # "Threading layer is not initialized": no parallel kernel has run yet
-            return None
+        numba.get_num_threads()  # starts the threading layer, choosing it
+        _layer = numba.threading_layer()
     return _layer
 
 
 def serialised():
-    """Whether kernel calls are serialised: on ``workqueue``, and while the layer is not known yet."""
-    return threading_layer() in (None, "workqueue")
+    """Whether kernel calls are serialised: on ``workqueue``."""
+    return threading_layer() == "workqueue"
 
 
 @contextlib.contextmanager
 def kernel_guard():
-    """Context for one call of the parallel CPU kernels: a lock on ``workqueue``, nothing otherwise."""
+    """Context for one call of the parallel CPU kernels: a lock on ``workqueue``, nothing otherwise.
+
+    The threading layer is running inside it.
+    """
     if serialised():
         with _lock:
             yield
