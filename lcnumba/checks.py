@@ -219,6 +219,9 @@ def output(out, name, shape, dtype, inputs):
         if nbytes > MAX_OUTPUT_BYTES:
             raise value_error(name, f"an output of at most {MAX_OUTPUT_BYTES} bytes (the physical memory)",
                               f"shape {shape} of {np.dtype(dtype)}, which would need {nbytes} bytes")
+        if output_bytes([size for size in shape if size], dtype) > 2**63 - 1:  # NumPy's limit, even if empty
+            raise value_error(name, "an output whose nonzero sizes multiply to at most 2**63 - 1 bytes",
+                              f"shape {shape} of {np.dtype(dtype)}")
         return np.empty(shape, dtype=dtype)
     if not isinstance(out, np.ndarray):
         raise type_error(name, f"a numpy.ndarray of shape {shape} and dtype {np.dtype(dtype)}", describe(out))
