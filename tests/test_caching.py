@@ -106,3 +106,37 @@ def test_no_writable_cache_anywhere_still_imports(tmp_path):
     assert len(warnings) == 1 and "no writable Numba cache directory" in warnings[0], result.stderr
     temporary = Path(warnings[0].split("cached in ")[1].split()[0])
     assert not temporary.exists(), "the temporary kernel cache was not removed at exit"
+
+
+STALE_CHILD = """
+import sys
+import numpy as np
+import lcnumba
+from lcnumba import geometry
+assert lcnumba.__file__.startswith(sys.argv[1]), lcnumba.__file__
+db = lcnumba.conv2d_backward_bias(np.ones((2, 3, 4, 5)), (3,))  # its driver compiles segment_table in
+table = geometry.segment_table(4, 5, 1, 1, True)  # and segment_table on its own
+assert np.array_equal(db, np.full(3, 40.0)) and table[0].shape == (4, 5)
+print("ok")
+"""
+
+
+def test_cache_follows_a_change_to_a_compiled_in_function(tmp_path):
+    """The convolution drivers compile ``geometry.segment_table`` in: after geometry.py changes they are compiled
+    again, not loaded stale from the cache (Numba alone keys them on cpu/conv.py). A stale driver runs the old
+    code, and once clashed with the new segment_table in the same process:
+    "RuntimeError: In 'NRT_adapt_ndarray_to_python', 'descr' is NULL"."""
+    copy = tmp_path / "site"
+    shutil.copytree(ROOT / "lcnumba", copy / "lcnumba", ignore=shutil.ignore_patterns("__pycache__"))
+    env = _env(NUMBA_CACHE_DIR=tmp_path / "cache", PYTHONPATH=copy, NUMBA_DEBUG_CACHE=1)
+    driver = []
+    for step in ("cold", "geometry.py changed", "warm"):
+        result = subprocess.run([sys.executable, "-c", STALE_CHILD, str(copy)], cwd=tmp_path, capture_output=True,
+                                text=True, timeout=600, env=env)
+        assert result.returncode == 0 and result.stdout.strip().endswith("ok"), f"{step}:\n{result.stderr[-3000:]}"
+        driver.append({kind for kind in ("loaded", "saved")
+                       for line in result.stdout.splitlines() if f"data {kind}" in line and "conv.backward_bias" in line})
+        if step == "cold":
+            geometry = copy / "lcnumba" / "geometry.py"
+            geometry.write_text("# an edit above segment_table moves it\n\n" + geometry.read_text())
+    assert driver == [{"saved"}, {"saved"}, {"loaded"}], driver
