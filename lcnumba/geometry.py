@@ -313,6 +313,17 @@ def segment_table(oh, ow, th, tw, periodic):
     return by_tile, tile_ptr, by_row, row_ptr
 
 
+@njit(cache=True)
+def rows_per_phase_block(kh, stride_h, dilation_h):
+    """Output rows per block so that blocks two apart read disjoint input rows.
+
+    Block ``b`` covers output rows ``[b*R, (b+1)*R)`` and so input rows up to
+    ``((b+1)*R - 1)*SH + (KH-1)*DH`` past its start; block ``b + 2`` starts
+    ``2*R*SH`` later, which is beyond that whenever ``(KH-1)*DH < (R+1)*SH``.
+    """
+    return max(1, (dilation_h * (kh - 1)) // stride_h)
+
+
 @functools.lru_cache(maxsize=256)
 def segments(oh, ow, th, tw, mode):
     """``segment_table`` for a ``tile_mode`` name, cached and read-only."""

@@ -587,3 +587,21 @@ def test_bitwise_deterministic(fam, dtype):
     dy = case.dy()
     for part, arg in (("forward", None), ("backward_input", dy), ("backward_weight", dy), ("backward_bias", dy)):
         assert_bitwise(call(case, part, arg), call(case, part, arg))
+
+
+@pytest.mark.parametrize("fam", [fam for fam in FAMILIES if fam.sharing == "local"], ids=str)
+@pytest.mark.parametrize("geo", [dict(), dict(stride=2, padding=1), dict(dilation=2, groups=2, padding="same")],
+                         ids=["plain", "strided-padded", "dilated-grouped-same"])
+def test_local_batch_spanning_several_chunks(fam, geo):
+    """A batch larger than the local kernels' sample chunk: every chunk is computed and the weight gradient sums them."""
+    from lcnumba.cpu import local
+
+    n = local.LANES_PER_CHUNK + 3
+    case = make_case(fam, n=n, size=(5, 6), **geo)
+    dy = case.dy()
+    assert_close(call(case, "forward"), call(case, "forward", ref=True))
+    for part in ("backward_input", "backward_weight"):
+        assert_close(call(case, part, dy), call(case, part, dy, ref=True))
+    start = np.ones(case.w.shape)
+    total = call(case, "backward_weight", dy, out=start.copy(), accumulate=True)
+    assert_close(total, start + call(case, "backward_weight", dy, ref=True))

@@ -44,7 +44,8 @@ import numpy as np
 from numba import njit, prange
 
 from ..config import FASTMATH, cache_depends_on
-from ..geometry import segment_table
+from ..geometry import rows_per_phase_block, segment_table
+from . import local
 
 #: Columns (batch samples x positions) per GEMM: big enough for BLAS to run
 #: near peak, small enough that the column buffer stays in L2.
@@ -113,17 +114,6 @@ def plan_weight_chunks(tile_ptr):
             q += 1
             slot += 1
     return chunks, reductions, slot
-
-
-@njit(cache=True)
-def rows_per_phase_block(kh, stride_h, dilation_h):
-    """Output rows per block so that blocks two apart read disjoint input rows.
-
-    Block ``b`` covers output rows ``[b*R, (b+1)*R)`` and so input rows up to
-    ``((b+1)*R - 1)*SH + (KH-1)*DH`` past its start; block ``b + 2`` starts
-    ``2*R*SH`` later, which is beyond that whenever ``(KH-1)*DH < (R+1)*SH``.
-    """
-    return max(1, (dilation_h * (kh - 1)) // stride_h)
 
 
 # ---------------------------------------------------------------- column helpers
@@ -522,6 +512,9 @@ def conv_backward_input(dy, w, segs, row_ptr, rows_per_block, n_chunk, kh, kw, s
 @njit(cache=True)
 def forward(x, w, b, th, tw, periodic, kh, kw, sh, sw, pt, pl, dh, dw, groups, n_threads, y):
     """``y = conv(x, w) + b``; w (T, F, Kg), b (F, T) or (0, 0), y (N, F, OH, OW)."""
+    if _is_local(th, tw, y, x, kh, kw, sh, sw, dh, dw):
+        local.forward(x, w, b, kh, kw, sh, sw, pt, pl, dh, dw, groups, n_threads, y)
+        return
     by_tile, _, _, _ = segment_table(y.shape[2], y.shape[3], th, tw, periodic)
     n_chunk = batch_chunk(x.shape[0], _max_count(by_tile))
     conv_forward(x, w, b, by_tile, n_chunk, kh, kw, sh, sw, pt, pl, dh, dw, groups, n_threads, y)
@@ -530,6 +523,10 @@ def forward(x, w, b, th, tw, periodic, kh, kw, sh, sw, pt, pl, dh, dw, groups, n
 @njit(cache=True)
 def backward_input(dy, w, th, tw, periodic, kh, kw, sh, sw, pt, pl, dh, dw, groups, n_threads, dx):
     """``dx``, (N, C, H, W), from dy (N, F, OH, OW) and w (T, F, Kg)."""
+    if _is_local(th, tw, dy, dx, kh, kw, sh, sw, dh, dw):
+        local.backward_input(dy, w, kh, kw, sh, sw, pt, pl, dh, dw, groups, rows_per_phase_block(kh, sh, dh),
+                             n_threads, dx)
+        return
     _, _, by_row, row_ptr = segment_table(dy.shape[2], dy.shape[3], th, tw, periodic)
     n_chunk = batch_chunk(dy.shape[0], _max_count(by_row))
     rows = rows_per_phase_block(kh, sh, dh)
@@ -540,6 +537,9 @@ def backward_input(dy, w, th, tw, periodic, kh, kw, sh, sw, pt, pl, dh, dw, grou
 @njit(cache=True)
 def backward_weight(dy, x, th, tw, periodic, kh, kw, sh, sw, pt, pl, dh, dw, groups, n_threads, accumulate, out):
     """``out (+)= dW``, (T, F, Kg), from dy (N, F, OH, OW) and x (N, C, H, W)."""
+    if _is_local(th, tw, dy, x, kh, kw, sh, sw, dh, dw):
+        local.backward_weight(dy, x, kh, kw, sh, sw, pt, pl, dh, dw, groups, n_threads, accumulate, out)
+        return
     by_tile, tile_ptr, _, _ = segment_table(dy.shape[2], dy.shape[3], th, tw, periodic)
     chunks, reductions, n_slots = plan_weight_chunks(tile_ptr)
     partial = np.empty((n_slots, out.shape[1], out.shape[2]), dtype=out.dtype)
@@ -557,9 +557,16 @@ def backward_bias(dy, th, tw, periodic, accumulate, out):
     conv_backward_bias(dy, by_tile, tile_ptr, accumulate, out)
 
 
-# The drivers compile geometry.segment_table in: their cache must follow geometry.py too.
+@njit(cache=True, inline="always")
+def _is_local(th, tw, y, x, kh, kw, sh, sw, dh, dw):
+    """One tile per output position (y or dy) and a sane padding of x (or dx): ``lcnumba.cpu.local`` applies."""
+    oh, ow = y.shape[2], y.shape[3]
+    return th == oh and tw == ow and local.fits(oh, ow, kh, kw, sh, sw, dh, dw, x.shape[2], x.shape[3])
+
+
+# The drivers compile functions of geometry.py and cpu/local.py in: their cache must follow those files too.
 for _driver in (forward, backward_input, backward_weight, backward_bias):
-    cache_depends_on(_driver, "geometry.py")
+    cache_depends_on(_driver, "geometry.py", "cpu/local.py")
 
 
 @njit(cache=True)

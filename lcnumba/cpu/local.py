@@ -1,0 +1,279 @@
+"""CPU kernels of locally connected convolution on a batch-interleaved copy of the input.
+
+In local convolution every output position ``p = (i, j)`` has its own filter
+bank ``w[p]`` (F, Kg), used once per sample, so each pass is ``OH * OW``
+small GEMMs whose cost is dominated by building their operands, not by the
+arithmetic. These kernels first copy a chunk of the batch into the
+*interleaved* layout ``xt[c, h, w, lane]`` (sample innermost, padding
+included as zeros). A position's patch matrix ``(Kg, lanes)`` is then
+``C * KH`` contiguous runs of ``KW * lanes`` values (``lanes`` runs when
+dilated), with no bounds tests, and every pass is one BLAS GEMM per
+position with the samples of the chunk as its columns:
+
+* forward:          ``y_p = w[p] @ patch``                (F, lanes)
+* backward weight:  ``dw[p] (+)= dy_p @ patch.T``          (F, Kg)
+* backward input:   ``dpatch = w[p].T @ dy_p``, added back into ``dxt``
+
+Array layouts (all C-contiguous):
+
+==========  ===================  =============================================
+name        shape                meaning
+==========  ===================  =============================================
+x, dx       (N, C, H, W)         input and its gradient
+w, dw       (OH*OW, F, Kg)       filter bank per position, k = (c*KH + a)*KW + b
+b           (F, OH*OW) or (0,0)  bias; (0, 0) = no bias
+y, dy       (N, F, OH, OW)       output and its gradient
+xt, dxt     (C, HP, WP, lanes)   padded, interleaved chunk of the batch
+==========  ===================  =============================================
+
+``HP = (OH - 1) * SH + (KH - 1) * DH + 1`` (likewise ``WP``) covers exactly
+the cells some window reads. Positions are split statically between workers
+and each position is computed by one worker in a fixed order, so results are
+bitwise identical across runs and thread counts. The input gradient adds
+into ``dxt`` by rows of output positions coloured in two phases (as in
+``lcnumba.cpu.conv``), so no two workers ever add to one cell at once.
+
+A batch chunk holds up to ``LANES_PER_CHUNK`` samples: the weights (by far
+the largest array) are streamed from memory once per chunk.
+"""
+
+import numpy as np
+from numba import njit, prange
+
+from ..config import FASTMATH
+
+#: Samples per chunk: one chunk for the usual batch sizes, so the weights are
+#: read once per pass, while a patch matrix (Kg x lanes) stays within L2.
+LANES_PER_CHUNK = 32
+
+
+@njit(cache=True)
+def padded_extent(out_size, kernel, stride, dilation):
+    """Input cells some window reads along one axis, padding included."""
+    return (out_size - 1) * stride + (kernel - 1) * dilation + 1
+
+
+@njit(cache=True)
+def fits(oh, ow, kh, kw, sh, sw, dh, dw, height, width):
+    """Whether the padded, interleaved copy stays within twice the input plus a kernel's margin.
+
+    It always does but for paddings far larger than the input, which read
+    almost only zeros; those take the generic path of ``lcnumba.cpu.conv``.
+    """
+    return (padded_extent(oh, kh, sh, dh) <= 2 * (height + kh * dh)
+            and padded_extent(ow, kw, sw, dw) <= 2 * (width + kw * dw))
+
+
+@njit(parallel=True, cache=True, fastmath=FASTMATH)
+def interleave(x, n0, pt, pl, xt):
+    """``xt[c, h + pt, w + pl, l] = x[n0 + l, c, h, w]``, zero elsewhere; parallel over channels."""
+    lanes = xt.shape[3]
+    height = min(x.shape[2], xt.shape[1] - pt)
+    width = min(x.shape[3], xt.shape[2] - pl)
+    for c in prange(x.shape[1]):
+        xt[c] = 0
+        for h in range(height):
+            dst = xt[c, h + pt]
+            for lane in range(lanes):
+                src = x[n0 + lane, c, h]
+                for col in range(width):
+                    dst[col + pl, lane] = src[col]
+
+
+@njit(parallel=True, cache=True, fastmath=FASTMATH)
+def deinterleave(dxt, n0, pt, pl, dx):
+    """``dx[n0 + l, c, h, w] = dxt[c, h + pt, w + pl, l]``; cells no window reads get 0."""
+    lanes = dxt.shape[3]
+    height, width = dx.shape[2], dx.shape[3]
+    for c in prange(dx.shape[1]):
+        for lane in range(lanes):
+            for h in range(height):
+                dst = dx[n0 + lane, c, h]
+                hp = h + pt
+                if hp >= dxt.shape[1]:
+                    dst[:] = 0
+                    continue
+                src = dxt[c, hp]
+                inside = max(0, min(width, dxt.shape[2] - pl))
+                for col in range(inside):
+                    dst[col] = src[col + pl, lane]
+                for col in range(inside, width):
+                    dst[col] = 0
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def _gather_patch(xt, c0, cg, i, j, kh, kw, sh, sw, dh, dw, patch):
+    """``patch[k, l] = xt[c0 + c, i*SH + a*DH, j*SW + b*DW, l]`` with ``k = (c*KH + a)*KW + b``."""
+    hp, wp, lanes = xt.shape[1], xt.shape[2], xt.shape[3]
+    flat = xt.reshape(-1)
+    out = patch.reshape(-1)
+    runs_per_row = 1 if dw == 1 else kw
+    run = kw * lanes if dw == 1 else lanes
+    r = 0
+    for c in range(cg):
+        for a in range(kh):
+            row_start = (((c0 + c) * hp + i * sh + a * dh) * wp + j * sw) * lanes
+            for b in range(runs_per_row):
+                src = flat[row_start + b * dw * lanes: row_start + b * dw * lanes + run]
+                dst = out[r: r + run]
+                for q in range(run):
+                    dst[q] = src[q]
+                r += run
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def _scatter_patch_add(dpatch, c0, cg, i, j, kh, kw, sh, sw, dh, dw, dxt):
+    """``dxt[c0 + c, i*SH + a*DH, j*SW + b*DW, l] += dpatch[k, l]``: the transpose of ``_gather_patch``."""
+    hp, wp, lanes = dxt.shape[1], dxt.shape[2], dxt.shape[3]
+    flat = dxt.reshape(-1)
+    src_all = dpatch.reshape(-1)
+    runs_per_row = 1 if dw == 1 else kw
+    run = kw * lanes if dw == 1 else lanes
+    r = 0
+    for c in range(cg):
+        for a in range(kh):
+            row_start = (((c0 + c) * hp + i * sh + a * dh) * wp + j * sw) * lanes
+            for b in range(runs_per_row):
+                dst = flat[row_start + b * dw * lanes: row_start + b * dw * lanes + run]
+                src = src_all[r: r + run]
+                for q in range(run):
+                    dst[q] += src[q]
+                r += run
+
+
+@njit(parallel=True, cache=True, fastmath=FASTMATH)
+def local_forward_chunk(xt, w, b, n0, kh, kw, sh, sw, dh, dw, groups, n_threads, y):
+    """``y[n0:n0 + lanes] = local_conv(x, w) + b`` from the interleaved chunk ``xt``; parallel over positions."""
+    lanes = xt.shape[3]
+    cg = xt.shape[0] // groups
+    n_filters, kg = w.shape[1], w.shape[2]
+    fg = n_filters // groups
+    ow = y.shape[3]
+    n_positions = w.shape[0]
+    has_bias = b.shape[0] > 0
+    n_workers = max(1, min(n_threads, n_positions))
+    for worker in prange(n_workers):
+        patch = np.empty((kg, lanes), dtype=xt.dtype)
+        res = np.empty((fg, lanes), dtype=xt.dtype)
+        for p in range(worker * n_positions // n_workers, (worker + 1) * n_positions // n_workers):
+            i = p // ow
+            j = p % ow
+            for g in range(groups):
+                _gather_patch(xt, g * cg, cg, i, j, kh, kw, sh, sw, dh, dw, patch)
+                np.dot(w[p, g * fg:(g + 1) * fg], patch, res)
+                for f in range(fg):
+                    bias = b[g * fg + f, p] if has_bias else 0.0
+                    for lane in range(lanes):
+                        y[n0 + lane, g * fg + f, i, j] = res[f, lane] + bias
+
+
+@njit(parallel=True, cache=True, fastmath=FASTMATH)
+def local_backward_weight_chunk(dy, xt, n0, kh, kw, sh, sw, dh, dw, groups, n_threads, accumulate, out):
+    """``out[p] (+)= dy_p @ patch_p.T`` over the chunk's samples; parallel over positions."""
+    lanes = xt.shape[3]
+    cg = xt.shape[0] // groups
+    n_filters, kg = out.shape[1], out.shape[2]
+    fg = n_filters // groups
+    ow = dy.shape[3]
+    n_positions = out.shape[0]
+    n_workers = max(1, min(n_threads, n_positions))
+    for worker in prange(n_workers):
+        patch = np.empty((kg, lanes), dtype=xt.dtype)
+        dyp = np.empty((fg, lanes), dtype=xt.dtype)
+        tmp = np.empty((fg, kg), dtype=xt.dtype)
+        for p in range(worker * n_positions // n_workers, (worker + 1) * n_positions // n_workers):
+            i = p // ow
+            j = p % ow
+            for g in range(groups):
+                _gather_patch(xt, g * cg, cg, i, j, kh, kw, sh, sw, dh, dw, patch)
+                for f in range(fg):
+                    for lane in range(lanes):
+                        dyp[f, lane] = dy[n0 + lane, g * fg + f, i, j]
+                dst = out[p, g * fg:(g + 1) * fg]
+                if accumulate:
+                    np.dot(dyp, patch.T, tmp)
+                    dst += tmp
+                else:
+                    np.dot(dyp, patch.T, dst)
+
+
+@njit(parallel=True, cache=True, fastmath=FASTMATH)
+def local_backward_input_chunk(dy, w, n0, kh, kw, sh, sw, dh, dw, groups, rows, n_threads, dxt):
+    """``dxt = sum over positions of w[p].T @ dy_p`` added back along each patch; dxt is zeroed first.
+
+    Output rows come in blocks of ``rows`` (``geometry.rows_per_phase_block``): blocks two apart
+    add into disjoint rows of ``dxt``, so the even blocks run in parallel,
+    then the odd ones, each in a fixed order.
+    """
+    lanes = dxt.shape[3]
+    cg = dxt.shape[0] // groups
+    n_filters, kg = w.shape[1], w.shape[2]
+    fg = n_filters // groups
+    oh, ow = dy.shape[2], dy.shape[3]
+    for c in prange(dxt.shape[0]):
+        dxt[c] = 0
+    n_blocks = (oh + rows - 1) // rows
+    for phase in range(2):
+        n_tasks = (n_blocks - phase + 1) // 2
+        if n_tasks == 0:
+            continue
+        n_workers = max(1, min(n_threads, n_tasks))
+        for worker in prange(n_workers):
+            dpatch = np.empty((kg, lanes), dtype=dxt.dtype)
+            dyp = np.empty((fg, lanes), dtype=dxt.dtype)
+            for task in range(worker * n_tasks // n_workers, (worker + 1) * n_tasks // n_workers):
+                block = 2 * task + phase
+                for i in range(block * rows, min(oh, (block + 1) * rows)):
+                    for j in range(ow):
+                        p = i * ow + j
+                        for g in range(groups):
+                            for f in range(fg):
+                                for lane in range(lanes):
+                                    dyp[f, lane] = dy[n0 + lane, g * fg + f, i, j]
+                            np.dot(w[p, g * fg:(g + 1) * fg].T, dyp, dpatch)
+                            _scatter_patch_add(dpatch, g * cg, cg, i, j, kh, kw, sh, sw, dh, dw, dxt)
+
+
+# ---------------------------------------------------------------- drivers
+
+
+@njit(cache=True)
+def forward(x, w, b, kh, kw, sh, sw, pt, pl, dh, dw, groups, n_threads, y):
+    """``y = local_conv(x, w) + b``; x (N, C, H, W), w (OH*OW, F, Kg), b (F, OH*OW) or (0, 0)."""
+    n_total, n_channels = x.shape[0], x.shape[1]
+    hp = padded_extent(y.shape[2], kh, sh, dh)
+    wp = padded_extent(y.shape[3], kw, sw, dw)
+    for n0 in range(0, n_total, LANES_PER_CHUNK):
+        lanes = min(LANES_PER_CHUNK, n_total - n0)
+        xt = np.empty((n_channels, hp, wp, lanes), dtype=x.dtype)
+        interleave(x, n0, pt, pl, xt)
+        local_forward_chunk(xt, w, b, n0, kh, kw, sh, sw, dh, dw, groups, n_threads, y)
+
+
+@njit(cache=True)
+def backward_weight(dy, x, kh, kw, sh, sw, pt, pl, dh, dw, groups, n_threads, accumulate, out):
+    """``out (+)= dW``, (OH*OW, F, Kg), from dy (N, F, OH, OW) and x (N, C, H, W)."""
+    n_total, n_channels = x.shape[0], x.shape[1]
+    if n_total == 0 and not accumulate:
+        out[:] = 0
+    hp = padded_extent(dy.shape[2], kh, sh, dh)
+    wp = padded_extent(dy.shape[3], kw, sw, dw)
+    for n0 in range(0, n_total, LANES_PER_CHUNK):
+        lanes = min(LANES_PER_CHUNK, n_total - n0)
+        xt = np.empty((n_channels, hp, wp, lanes), dtype=x.dtype)
+        interleave(x, n0, pt, pl, xt)
+        local_backward_weight_chunk(dy, xt, n0, kh, kw, sh, sw, dh, dw, groups, n_threads,
+                                    accumulate or n0 > 0, out)
+
+
+@njit(cache=True)
+def backward_input(dy, w, kh, kw, sh, sw, pt, pl, dh, dw, groups, rows, n_threads, dx):
+    """``dx``, (N, C, H, W), from dy (N, F, OH, OW) and w (OH*OW, F, Kg)."""
+    n_total, n_channels = dx.shape[0], dx.shape[1]
+    hp = padded_extent(dy.shape[2], kh, sh, dh)
+    wp = padded_extent(dy.shape[3], kw, sw, dw)
+    for n0 in range(0, n_total, LANES_PER_CHUNK):
+        lanes = min(LANES_PER_CHUNK, n_total - n0)
+        dxt = np.empty((n_channels, hp, wp, lanes), dtype=dx.dtype)
+        local_backward_input_chunk(dy, w, n0, kh, kw, sh, sw, dh, dw, groups, rows, n_threads, dxt)
+        deinterleave(dxt, n0, pt, pl, dx)
