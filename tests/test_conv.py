@@ -605,3 +605,15 @@ def test_local_batch_spanning_several_chunks(fam, geo):
     start = np.ones(case.w.shape)
     total = call(case, "backward_weight", dy, out=start.copy(), accumulate=True)
     assert_close(total, start + call(case, "backward_weight", dy, ref=True))
+
+
+@given(oh=st.integers(0, 80), min_rows=st.integers(1, 12), workers=st.integers(1, 5))
+@settings(max_examples=200, deadline=None)
+def test_balanced_row_blocks_never_shrink_below_the_disjointness_bound(oh, min_rows, workers):
+    """More rows per block only make blocks two apart further apart; fewer would let phases race."""
+    from lcnumba.cpu import local
+
+    rows = local.balanced_rows_per_block(oh, min_rows, workers)
+    assert min_rows <= rows <= max(min_rows, oh)
+    if workers == 1:
+        assert rows == min_rows  # one worker: nothing to balance, the smallest blocks

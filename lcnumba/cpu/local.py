@@ -54,6 +54,38 @@ def padded_extent(out_size, kernel, stride, dilation):
 
 
 @njit(cache=True)
+def balanced_rows_per_block(oh, min_rows, n_workers):
+    """Rows per block, at least ``min_rows``, that finish both phases soonest on ``n_workers``.
+
+    The input gradient runs the even blocks of rows, then the odd ones, each
+    phase split statically between the workers. With the fewest rows per
+    block a phase often has one block more than a worker's share (3 blocks on
+    2 workers), and the slowest worker sets the time; a few more rows per
+    block can even the phases out. The cost of a choice is the sum over both
+    phases of the most rows any worker gets; ties go to fewer rows.
+    """
+    best_rows = min_rows
+    best_cost = -1
+    for rows in range(min_rows, max(min_rows, oh) + 1):
+        n_blocks = (oh + rows - 1) // rows
+        cost = 0
+        for phase in range(2):
+            n_tasks = (n_blocks - phase + 1) // 2
+            n_active = max(1, min(n_workers, n_tasks))
+            most = 0
+            for worker in range(n_active):
+                share = 0
+                for task in range(worker * n_tasks // n_active, (worker + 1) * n_tasks // n_active):
+                    block = 2 * task + phase
+                    share += min(oh, (block + 1) * rows) - block * rows
+                most = max(most, share)
+            cost += most
+        if best_cost < 0 or cost < best_cost:
+            best_rows, best_cost = rows, cost
+    return best_rows
+
+
+@njit(cache=True)
 def fits(oh, ow, kh, kw, sh, sw, dh, dw, height, width):
     """Whether the padded, interleaved copy stays within twice the input plus a kernel's margin.
 
@@ -199,7 +231,7 @@ def local_backward_weight_chunk(dy, xt, n0, kh, kw, sh, sw, dh, dw, groups, n_th
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
 def local_backward_input_chunk(dy, w, n0, kh, kw, sh, sw, dh, dw, groups, rows, n_threads, dxt):
-    """``dxt = sum over positions of w[p].T @ dy_p`` added back along each patch; dxt is zeroed first.
+    """``dxt += w[p].T @ dy_p`` for every position, added back along each patch (dxt comes zeroed).
 
     Output rows come in blocks of ``rows`` (``geometry.rows_per_phase_block``): blocks two apart
     add into disjoint rows of ``dxt``, so the even blocks run in parallel,
@@ -210,8 +242,6 @@ def local_backward_input_chunk(dy, w, n0, kh, kw, sh, sw, dh, dw, groups, rows, 
     n_filters, kg = w.shape[1], w.shape[2]
     fg = n_filters // groups
     oh, ow = dy.shape[2], dy.shape[3]
-    for c in prange(dxt.shape[0]):
-        dxt[c] = 0
     n_blocks = (oh + rows - 1) // rows
     for phase in range(2):
         n_tasks = (n_blocks - phase + 1) // 2
@@ -268,12 +298,14 @@ def backward_weight(dy, x, kh, kw, sh, sw, pt, pl, dh, dw, groups, n_threads, ac
 
 @njit(cache=True)
 def backward_input(dy, w, kh, kw, sh, sw, pt, pl, dh, dw, groups, rows, n_threads, dx):
-    """``dx``, (N, C, H, W), from dy (N, F, OH, OW) and w (OH*OW, F, Kg)."""
+    """``dx``, (N, C, H, W), from dy (N, F, OH, OW) and w (OH*OW, F, Kg); ``rows``: the fewest rows per block."""
     n_total, n_channels = dx.shape[0], dx.shape[1]
     hp = padded_extent(dy.shape[2], kh, sh, dh)
     wp = padded_extent(dy.shape[3], kw, sw, dw)
     for n0 in range(0, n_total, LANES_PER_CHUNK):
         lanes = min(LANES_PER_CHUNK, n_total - n0)
-        dxt = np.empty((n_channels, hp, wp, lanes), dtype=dx.dtype)
-        local_backward_input_chunk(dy, w, n0, kh, kw, sh, sw, dh, dw, groups, rows, n_threads, dxt)
+        # Zeroed here, not in a parallel loop: one parallel region fewer per chunk.
+        dxt = np.zeros((n_channels, hp, wp, lanes), dtype=dx.dtype)
+        local_backward_input_chunk(dy, w, n0, kh, kw, sh, sw, dh, dw, groups,
+                                   balanced_rows_per_block(dy.shape[2], rows, n_threads), n_threads, dxt)
         deinterleave(dxt, n0, pt, pl, dx)
