@@ -137,6 +137,26 @@ def _valid_range(count, j0, j_step, stride_w, offset, width):
     return lo, hi
 
 
+@njit(cache=True, fastmath=FASTMATH, inline="always")
+def _copy_run(src, dst):
+    """``dst[:] = src`` for two 1-D views of one length.
+
+    Indexing views from 0 lets LLVM prove every index non-negative, so it
+    drops Numba's negative-index wraparound and vectorises the copy; the
+    same copy written with a runtime stride or offset into the whole row ran
+    4x slower (DeepFace C1's im2col: 44 ms of a 103 ms forward).
+    """
+    for m in range(dst.shape[0]):
+        dst[m] = src[m]
+
+
+@njit(cache=True, fastmath=FASTMATH, inline="always")
+def _add_run(src, dst):
+    """``dst[:] += src`` for two 1-D views of one length (vectorised as ``_copy_run``)."""
+    for m in range(dst.shape[0]):
+        dst[m] += src[m]
+
+
 @njit(cache=True, fastmath=FASTMATH)
 def _im2col(x, n0, n1, c0, cg, i, j0, j_step, count, kh, kw, sh, sw, pt, pl, dh, dw, cols):
     """Columns ``cols[k, (n - n0) * count + m]`` of positions ``(i, j0 + m*j_step)``."""
@@ -158,8 +178,11 @@ def _im2col(x, n0, n1, c0, cg, i, j0, j_step, count, kh, kw, sh, sw, pt, pl, dh,
                     plane = x[n, c0 + c, h]
                     for m in range(lo):
                         row[base + m] = 0
-                    for m in range(lo, hi):
-                        row[base + m] = plane[start + m * step]
+                    if step == 1:
+                        _copy_run(plane[start + lo:start + hi], row[base + lo:base + hi])
+                    else:
+                        for m in range(lo, hi):
+                            row[base + m] = plane[start + m * step]
                     for m in range(hi, count):
                         row[base + m] = 0
 
@@ -182,8 +205,11 @@ def _col2im_add(dcols, n0, n1, c0, cg, i, j0, j_step, count, kh, kw, sh, sw, pt,
                 for n in range(n0, n1):
                     base = (n - n0) * count
                     plane = dx[n, c0 + c, h]
-                    for m in range(lo, hi):
-                        plane[start + m * step] += row[base + m]
+                    if step == 1:
+                        _add_run(row[base + lo:base + hi], plane[start + lo:start + hi])
+                    else:
+                        for m in range(lo, hi):
+                            plane[start + m * step] += row[base + m]
 
 
 @njit(cache=True, inline="always")
@@ -213,9 +239,13 @@ def _im2row(x, n0, n1, c0, cg, i, j0, j_step, count, kh, kw, sh, sw, pt, pl, dh,
                 k = 0
                 for c in range(cg):
                     for a in range(kh):
-                        for bb in range(kw):
-                            row[k] = x[n, c0 + c, h0 + a * dh, w0 + bb * dw]
-                            k += 1
+                        src = x[n, c0 + c, h0 + a * dh]
+                        if dw == 1:
+                            _copy_run(src[w0:w0 + kw], row[k:k + kw])
+                        else:
+                            for bb in range(kw):
+                                row[k + bb] = src[w0 + bb * dw]
+                        k += kw
                 continue
             for c in range(cg):
                 plane = x[n, c0 + c]
@@ -248,9 +278,13 @@ def _row2im_add(patches, n0, n1, c0, cg, i, j0, j_step, count, kh, kw, sh, sw, p
                 k = 0
                 for c in range(cg):
                     for a in range(kh):
-                        for bb in range(kw):
-                            dx[n, c0 + c, h0 + a * dh, w0 + bb * dw] += row[k]
-                            k += 1
+                        dst = dx[n, c0 + c, h0 + a * dh]
+                        if dw == 1:
+                            _add_run(row[k:k + kw], dst[w0:w0 + kw])
+                        else:
+                            for bb in range(kw):
+                                dst[w0 + bb * dw] += row[k + bb]
+                        k += kw
                 continue
             for c in range(cg):
                 plane = dx[n, c0 + c]
