@@ -151,6 +151,13 @@ def _copy_run(src, dst):
 
 
 @njit(cache=True, fastmath=FASTMATH, inline="always")
+def _add_bias_run(src, bias, dst):
+    """``dst[:] = src + bias`` for two 1-D views of one length (vectorised as ``_copy_run``)."""
+    for m in range(dst.shape[0]):
+        dst[m] = src[m] + bias
+
+
+@njit(cache=True, fastmath=FASTMATH, inline="always")
 def _add_run(src, dst):
     """``dst[:] += src`` for two 1-D views of one length (vectorised as ``_copy_run``)."""
     for m in range(dst.shape[0]):
@@ -304,8 +311,12 @@ def _gather_dy(dy, n0, n1, f0, fg, i, j0, j_step, count, out):
     for f in range(fg):
         for n in range(n0, n1):
             base = (n - n0) * count
-            for m in range(count):
-                out[f, base + m] = dy[n, f0 + f, i, j0 + m * j_step]
+            src = dy[n, f0 + f, i]
+            if j_step == 1:
+                _copy_run(src[j0:j0 + count], out[f, base:base + count])
+            else:
+                for m in range(count):
+                    out[f, base + m] = src[j0 + m * j_step]
 
 
 # ---------------------------------------------------------------- forward
@@ -324,6 +335,7 @@ def conv_forward(x, w, b, segs, n_chunk, kh, kw, sh, sw, pt, pl, dh, dw, groups,
     fg = n_filters // groups
     kg = w.shape[2]
     has_bias = b.shape[0] > 0
+    zero = np.zeros(1, dtype=y.dtype)[0]  # in y's precision: a float64 0.0 would widen every sum
     max_count = 1
     for s in range(segs.shape[0]):
         max_count = max(max_count, segs[s, 4])
@@ -351,11 +363,15 @@ def conv_forward(x, w, b, segs, n_chunk, kh, kw, sh, sw, pt, pl, dh, dw, groups,
                 _im2col(x, n0, n1, g * cg, cg, i, j0, j_step, count, kh, kw, sh, sw, pt, pl, dh, dw, cols)
                 np.dot(w[t, g * fg:(g + 1) * fg], cols, res)
             for f in range(fg):
-                bias = b[g * fg + f, t] if has_bias else 0.0
+                bias = b[g * fg + f, t] if has_bias else zero
                 for n in range(n0, n1):
                     base = (n - n0) * count
-                    for m in range(count):
-                        y[n, g * fg + f, i, j0 + m * j_step] = res[f, base + m] + bias
+                    dst = y[n, g * fg + f, i]
+                    if j_step == 1:
+                        _add_bias_run(res[f, base:base + count], bias, dst[j0:j0 + count])
+                    else:
+                        for m in range(count):
+                            dst[j0 + m * j_step] = res[f, base + m] + bias
 
 
 # ---------------------------------------------------------------- backward: weight
@@ -451,8 +467,13 @@ def conv_backward_bias(dy, segs, tile_ptr, accumulate, out):
                 i, j0, j_step, count = segs[s, 1], segs[s, 2], segs[s, 3], segs[s, 4]
                 for n in range(n_total):
                     row = dy[n, f, i]
-                    for m in range(count):
-                        total += row[j0 + m * j_step]
+                    if j_step == 1:
+                        run = row[j0:j0 + count]
+                        for m in range(count):
+                            total += run[m]
+                    else:
+                        for m in range(count):
+                            total += row[j0 + m * j_step]
             if accumulate:
                 out[f, t] += total
             else:

@@ -183,6 +183,7 @@ def local_forward_chunk(xt, w, b, n0, kh, kw, sh, sw, dh, dw, groups, n_threads,
     ow = y.shape[3]
     n_positions = w.shape[0]
     has_bias = b.shape[0] > 0
+    zero = np.zeros(1, dtype=y.dtype)[0]  # in y's precision: a float64 0.0 would widen every sum
     n_workers = max(1, min(n_threads, n_positions))
     for worker in prange(n_workers):
         patch = np.empty((kg, lanes), dtype=xt.dtype)
@@ -194,7 +195,7 @@ def local_forward_chunk(xt, w, b, n0, kh, kw, sh, sw, dh, dw, groups, n_threads,
                 _gather_patch(xt, g * cg, cg, i, j, kh, kw, sh, sw, dh, dw, patch)
                 np.dot(w[p, g * fg:(g + 1) * fg], patch, res)
                 for f in range(fg):
-                    bias = b[g * fg + f, p] if has_bias else 0.0
+                    bias = b[g * fg + f, p] if has_bias else zero
                     for lane in range(lanes):
                         y[n0 + lane, g * fg + f, i, j] = res[f, lane] + bias
 
