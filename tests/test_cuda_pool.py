@@ -91,6 +91,18 @@ def test_backward_accepts_any_index_of_the_plane():
     np.testing.assert_array_equal(dx.copy_to_host(), lcnumba.max_pool2d_backward(dy, idx, (2, 2, 6, 7)))
 
 
+@pytest.mark.parametrize("where", [(0, 0, 0, 0), (2, 1, 8, 10), (1, 0, 4, 5)])
+@pytest.mark.parametrize("bad", [-5, 20 * 21])
+def test_index_check_finds_one_bad_index_anywhere(where, bad):
+    """The per-plane range reduction sees every index: one bad value in any plane, at any offset, is reported."""
+    rng = np.random.default_rng(7)
+    dy = rng.standard_normal((3, 2, 9, 11))
+    idx = rng.integers(-1, 20 * 21, size=dy.shape)
+    idx[where] = bad
+    with pytest.raises(ValueError, match=f"got index {bad}$"):
+        lcnumba.max_pool2d_backward(dev(dy), dev(idx), (3, 2, 20, 21))
+
+
 def test_backward_rejects_indices_outside_the_plane():
     dy = np.ones((1, 1, 2, 2))
     idx = np.zeros((1, 1, 2, 2), np.int64)

@@ -106,20 +106,45 @@ def max_pool2d_bwd(dy, indices, dx):
                     dx[p, k] += dys[qq]
 
 
+#: Most threads of a block that reduces one plane's index range (CUDA's per-block limit).
+MAX_REDUCE_THREADS = 1024
+
+
 @kernel
 def index_range(indices, lo, hi):
-    """Per-plane minimum and maximum of ``indices`` (P, Q) into ``lo``, ``hi`` (P,); a thread per plane."""
+    """Per-plane minimum and maximum of ``indices`` (P, Q) into ``lo``, ``hi`` (P,); a block per plane.
+
+    The threads stride over the plane's indices (coalesced loads), then halve
+    their partial ranges in shared memory. Minimum and maximum are exact, so
+    the result does not depend on the order.
+    """
     planes = indices.shape[0]
     q_count = indices.shape[1]
-    for p in range(cuda.grid(1), planes, cuda.gridsize(1)):
+    part_lo = cuda.shared.array(MAX_REDUCE_THREADS, np.int64)
+    part_hi = cuda.shared.array(MAX_REDUCE_THREADS, np.int64)
+    tid = cuda.threadIdx.x
+    nt = cuda.blockDim.x
+    for p in range(cuda.blockIdx.x, planes, cuda.gridDim.x):
         a = indices[p, 0]
-        b = indices[p, 0]
-        for q in range(1, q_count):
+        b = a
+        for q in range(tid, q_count, nt):
             v = indices[p, q]
             a = min(a, v)
             b = max(b, v)
-        lo[p] = a
-        hi[p] = b
+        part_lo[tid] = a
+        part_hi[tid] = b
+        cuda.syncthreads()
+        step = 1
+        while step < nt:
+            if tid % (2 * step) == 0 and tid + step < nt:
+                part_lo[tid] = min(part_lo[tid], part_lo[tid + step])
+                part_hi[tid] = max(part_hi[tid], part_hi[tid + step])
+            step *= 2
+            cuda.syncthreads()
+        if tid == 0:
+            lo[p] = part_lo[0]
+            hi[p] = part_hi[0]
+        cuda.syncthreads()  # the next plane overwrites the partials
 
 
 def index_bounds(indices2, stream):
@@ -127,7 +152,8 @@ def index_bounds(indices2, stream):
     planes = indices2.shape[0]
     lo = cuda.device_array(planes, dtype=np.int64, stream=stream)
     hi = cuda.device_array(planes, dtype=np.int64, stream=stream)
-    elementwise(index_range, planes, stream, indices2, lo, hi)
+    blockwise(index_range, planes, min(MAX_REDUCE_THREADS, block_threads(indices2.shape[1])), stream,
+              indices2, lo, hi)
     lo_host = lo.copy_to_host(stream=stream)
     hi_host = hi.copy_to_host(stream=stream)
     if stream != 0:
