@@ -25,6 +25,7 @@ if __name__ == "__main__":
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse
+import shutil
 import statistics
 import subprocess
 import tempfile
@@ -105,8 +106,8 @@ def first_calls(cold_cache):
     try:
         for label, statement in FIRST_CALLS:
             if cold_cache:  # every family compiles from nothing, not from its predecessor's cache
-                for entry in os.listdir(scratch.name):
-                    subprocess.run(["rm", "-rf", os.path.join(scratch.name, entry)], check=True)
+                shutil.rmtree(scratch.name)
+                os.mkdir(scratch.name)
             done = subprocess.run([sys.executable, "-c", _CHILD.format(statement=statement)], check=True,
                                   env=env, capture_output=True, text=True)
             imported, called = (float(v) for v in done.stdout.split())

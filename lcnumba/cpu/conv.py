@@ -46,6 +46,7 @@ from numba import njit, prange
 from ..config import FASTMATH, cache_depends_on
 from ..geometry import rows_per_phase_block, segment_table
 from . import local
+from .runs import add_bias_run, add_run, copy_run
 
 #: Columns (batch samples x positions) per GEMM: big enough for BLAS to run
 #: near peak, small enough that the column buffer stays in L2.
@@ -137,33 +138,6 @@ def _valid_range(count, j0, j_step, stride_w, offset, width):
     return lo, hi
 
 
-@njit(cache=True, fastmath=FASTMATH, inline="always")
-def _copy_run(src, dst):
-    """``dst[:] = src`` for two 1-D views of one length.
-
-    Indexing views from 0 lets LLVM prove every index non-negative, so it
-    drops Numba's negative-index wraparound and vectorises the copy; the
-    same copy written with a runtime stride or offset into the whole row ran
-    4x slower (DeepFace C1's im2col: 44 ms of a 103 ms forward).
-    """
-    for m in range(dst.shape[0]):
-        dst[m] = src[m]
-
-
-@njit(cache=True, fastmath=FASTMATH, inline="always")
-def _add_bias_run(src, bias, dst):
-    """``dst[:] = src + bias`` for two 1-D views of one length (vectorised as ``_copy_run``)."""
-    for m in range(dst.shape[0]):
-        dst[m] = src[m] + bias
-
-
-@njit(cache=True, fastmath=FASTMATH, inline="always")
-def _add_run(src, dst):
-    """``dst[:] += src`` for two 1-D views of one length (vectorised as ``_copy_run``)."""
-    for m in range(dst.shape[0]):
-        dst[m] += src[m]
-
-
 @njit(cache=True, fastmath=FASTMATH)
 def _im2col(x, n0, n1, c0, cg, i, j0, j_step, count, kh, kw, sh, sw, pt, pl, dh, dw, cols):
     """Columns ``cols[k, (n - n0) * count + m]`` of positions ``(i, j0 + m*j_step)``."""
@@ -186,7 +160,7 @@ def _im2col(x, n0, n1, c0, cg, i, j0, j_step, count, kh, kw, sh, sw, pt, pl, dh,
                     for m in range(lo):
                         row[base + m] = 0
                     if step == 1:
-                        _copy_run(plane[start + lo:start + hi], row[base + lo:base + hi])
+                        copy_run(plane[start + lo:start + hi], row[base + lo:base + hi])
                     else:
                         for m in range(lo, hi):
                             row[base + m] = plane[start + m * step]
@@ -213,7 +187,7 @@ def _col2im_add(dcols, n0, n1, c0, cg, i, j0, j_step, count, kh, kw, sh, sw, pt,
                     base = (n - n0) * count
                     plane = dx[n, c0 + c, h]
                     if step == 1:
-                        _add_run(row[base + lo:base + hi], plane[start + lo:start + hi])
+                        add_run(row[base + lo:base + hi], plane[start + lo:start + hi])
                     else:
                         for m in range(lo, hi):
                             plane[start + m * step] += row[base + m]
@@ -248,7 +222,7 @@ def _im2row(x, n0, n1, c0, cg, i, j0, j_step, count, kh, kw, sh, sw, pt, pl, dh,
                     for a in range(kh):
                         src = x[n, c0 + c, h0 + a * dh]
                         if dw == 1:
-                            _copy_run(src[w0:w0 + kw], row[k:k + kw])
+                            copy_run(src[w0:w0 + kw], row[k:k + kw])
                         else:
                             for bb in range(kw):
                                 row[k + bb] = src[w0 + bb * dw]
@@ -287,7 +261,7 @@ def _row2im_add(patches, n0, n1, c0, cg, i, j0, j_step, count, kh, kw, sh, sw, p
                     for a in range(kh):
                         dst = dx[n, c0 + c, h0 + a * dh]
                         if dw == 1:
-                            _add_run(row[k:k + kw], dst[w0:w0 + kw])
+                            add_run(row[k:k + kw], dst[w0:w0 + kw])
                         else:
                             for bb in range(kw):
                                 dst[w0 + bb * dw] += row[k + bb]
@@ -313,7 +287,7 @@ def _gather_dy(dy, n0, n1, f0, fg, i, j0, j_step, count, out):
             base = (n - n0) * count
             src = dy[n, f0 + f, i]
             if j_step == 1:
-                _copy_run(src[j0:j0 + count], out[f, base:base + count])
+                copy_run(src[j0:j0 + count], out[f, base:base + count])
             else:
                 for m in range(count):
                     out[f, base + m] = src[j0 + m * j_step]
@@ -368,7 +342,7 @@ def conv_forward(x, w, b, segs, n_chunk, kh, kw, sh, sw, pt, pl, dh, dw, groups,
                     base = (n - n0) * count
                     dst = y[n, g * fg + f, i]
                     if j_step == 1:
-                        _add_bias_run(res[f, base:base + count], bias, dst[j0:j0 + count])
+                        add_bias_run(res[f, base:base + count], bias, dst[j0:j0 + count])
                     else:
                         for m in range(count):
                             dst[j0 + m * j_step] = res[f, base + m] + bias
@@ -619,9 +593,13 @@ def _is_local(th, tw, y, x, kh, kw, sh, sw, dh, dw):
     return th == oh and tw == ow and local.fits(oh, ow, kh, kw, sh, sw, dh, dw, x.shape[2], x.shape[3])
 
 
-# The drivers compile functions of geometry.py and cpu/local.py in: their cache must follow those files too.
+# Every kernel here compiles the run copies of cpu/runs.py in, and the drivers also functions of
+# geometry.py and cpu/local.py: their cache must follow those files too.
+for _kernel in (conv_forward, conv_backward_weight, conv_backward_input, _im2col, _col2im_add, _im2row,
+                _row2im_add, _gather_dy):
+    cache_depends_on(_kernel, "cpu/runs.py")
 for _driver in (forward, backward_input, backward_weight, backward_bias):
-    cache_depends_on(_driver, "geometry.py", "cpu/local.py")
+    cache_depends_on(_driver, "geometry.py", "cpu/local.py", "cpu/runs.py")
 
 
 @njit(cache=True)

@@ -40,7 +40,8 @@ the largest array) are streamed from memory once per chunk.
 import numpy as np
 from numba import njit, prange
 
-from ..config import FASTMATH
+from ..config import FASTMATH, cache_depends_on
+from .runs import add_run, copy_run
 
 #: Samples per chunk: one chunk for the usual batch sizes, so the weights are
 #: read once per pass, while a patch matrix (Kg x lanes) stays within L2.
@@ -100,12 +101,18 @@ def fits(oh, ow, kh, kw, sh, sw, dh, dw, height, width):
 def interleave(x, n0, pt, pl, xt):
     """``xt[c, h + pt, w + pl, l] = x[n0 + l, c, h, w]``, zero elsewhere; parallel over channels."""
     lanes = xt.shape[3]
-    height = min(x.shape[2], xt.shape[1] - pt)
-    width = min(x.shape[3], xt.shape[2] - pl)
+    height = max(0, min(x.shape[2], xt.shape[1] - pt))
+    width = max(0, min(x.shape[3], xt.shape[2] - pl))
+    top = min(pt, xt.shape[1])
+    left = min(pl, xt.shape[2])
     for c in prange(x.shape[1]):
-        xt[c] = 0
+        # Only the padding is zeroed: every other cell is written below.
+        xt[c, :top] = 0
+        xt[c, top + height:] = 0
         for h in range(height):
             dst = xt[c, h + pt]
+            dst[:left] = 0
+            dst[left + width:] = 0
             for lane in range(lanes):
                 src = x[n0 + lane, c, h]
                 for col in range(width):
@@ -146,10 +153,8 @@ def _gather_patch(xt, c0, cg, i, j, kh, kw, sh, sw, dh, dw, patch):
         for a in range(kh):
             row_start = (((c0 + c) * hp + i * sh + a * dh) * wp + j * sw) * lanes
             for b in range(runs_per_row):
-                src = flat[row_start + b * dw * lanes: row_start + b * dw * lanes + run]
-                dst = out[r: r + run]
-                for q in range(run):
-                    dst[q] = src[q]
+                start = row_start + b * dw * lanes
+                copy_run(flat[start:start + run], out[r:r + run])
                 r += run
 
 
@@ -166,11 +171,17 @@ def _scatter_patch_add(dpatch, c0, cg, i, j, kh, kw, sh, sw, dh, dw, dxt):
         for a in range(kh):
             row_start = (((c0 + c) * hp + i * sh + a * dh) * wp + j * sw) * lanes
             for b in range(runs_per_row):
-                dst = flat[row_start + b * dw * lanes: row_start + b * dw * lanes + run]
-                src = src_all[r: r + run]
-                for q in range(run):
-                    dst[q] += src[q]
+                start = row_start + b * dw * lanes
+                add_run(src_all[r:r + run], flat[start:start + run])
                 r += run
+
+
+@njit(cache=True, fastmath=FASTMATH, inline="always")
+def _gather_dy_position(dy, n0, f0, i, j, dyp):
+    """``dyp[f, l] = dy[n0 + l, f0 + f, i, j]``: one position's output gradient, samples as columns."""
+    for f in range(dyp.shape[0]):
+        for lane in range(dyp.shape[1]):
+            dyp[f, lane] = dy[n0 + lane, f0 + f, i, j]
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
@@ -219,9 +230,7 @@ def local_backward_weight_chunk(dy, xt, n0, kh, kw, sh, sw, dh, dw, groups, n_th
             j = p % ow
             for g in range(groups):
                 _gather_patch(xt, g * cg, cg, i, j, kh, kw, sh, sw, dh, dw, patch)
-                for f in range(fg):
-                    for lane in range(lanes):
-                        dyp[f, lane] = dy[n0 + lane, g * fg + f, i, j]
+                _gather_dy_position(dy, n0, g * fg, i, j, dyp)
                 dst = out[p, g * fg:(g + 1) * fg]
                 if accumulate:
                     np.dot(dyp, patch.T, tmp)
@@ -258,9 +267,7 @@ def local_backward_input_chunk(dy, w, n0, kh, kw, sh, sw, dh, dw, groups, rows, 
                     for j in range(ow):
                         p = i * ow + j
                         for g in range(groups):
-                            for f in range(fg):
-                                for lane in range(lanes):
-                                    dyp[f, lane] = dy[n0 + lane, g * fg + f, i, j]
+                            _gather_dy_position(dy, n0, g * fg, i, j, dyp)
                             np.dot(w[p, g * fg:(g + 1) * fg].T, dyp, dpatch)
                             _scatter_patch_add(dpatch, g * cg, cg, i, j, kh, kw, sh, sw, dh, dw, dxt)
 
@@ -310,3 +317,9 @@ def backward_input(dy, w, kh, kw, sh, sw, pt, pl, dh, dw, groups, rows, n_thread
         local_backward_input_chunk(dy, w, n0, kh, kw, sh, sw, dh, dw, groups,
                                    balanced_rows_per_block(dy.shape[2], rows, n_threads), n_threads, dxt)
         deinterleave(dxt, n0, pt, pl, dx)
+
+
+# Every kernel here compiles the run copies of cpu/runs.py in: its cache must follow that file too.
+for _kernel in (_gather_patch, _scatter_patch_add, local_forward_chunk, local_backward_weight_chunk,
+                local_backward_input_chunk, forward, backward_weight, backward_input):
+    cache_depends_on(_kernel, "cpu/runs.py")
