@@ -152,6 +152,54 @@ def device_of(named_arrays):
     return next(iter(devices), "cpu")
 
 
+def array_rank(name, shape, ndim):
+    """``ValueError`` unless ``len(shape)`` is ``ndim`` (an int, or a tuple of accepted ranks)."""
+    ranks = (ndim,) if isinstance(ndim, int) else tuple(ndim)
+    if len(shape) not in ranks:
+        expected = " or ".join(f"{r}-D" for r in ranks)
+        raise value_error(name, f"a {expected} array", f"shape {tuple(shape)}")
+
+
+def float_dtype(name, dtype, like=None):
+    """``TypeError`` unless ``dtype`` is float32 or float64 (and ``like``, when given)."""
+    if np.dtype(dtype) not in FLOAT_DTYPES:
+        raise type_error(name, "dtype float32 or float64", f"dtype {dtype}")
+    if like is not None and np.dtype(dtype) != like:
+        raise type_error(name, f"dtype {like} like the other arrays of this call", f"dtype {dtype}")
+
+
+def index_dtype_and_shape(name, dtype, shape, expected):
+    """An index array: int64 of exactly ``expected`` shape."""
+    if np.dtype(dtype) != np.int64:
+        raise type_error(name, "dtype int64", f"dtype {dtype}")
+    if tuple(shape) != tuple(expected):
+        raise value_error(name, f"shape {tuple(expected)}", f"shape {tuple(shape)}")
+
+
+def output_buffer(name, shape, dtype, expected_shape, expected_dtype, *, c_contiguous, strides, writeable):
+    """A caller's ``out``: exactly ``expected_shape`` and ``expected_dtype``, C-contiguous and writeable."""
+    if np.dtype(dtype) != expected_dtype:
+        raise type_error(name, f"dtype {np.dtype(expected_dtype)}", f"dtype {dtype}")
+    if tuple(shape) != tuple(expected_shape):
+        raise value_error(name, f"shape {tuple(expected_shape)}", f"shape {tuple(shape)}")
+    if not c_contiguous:
+        raise value_error(name, "a C-contiguous array", f"strides {tuple(strides)}")
+    if not writeable:
+        raise value_error(name, "a writeable array", "a read-only array")
+
+
+def no_overlap(name, inputs, overlaps):
+    """``out`` shares no memory with any input: ``overlaps(input_name, array)`` says whether one does."""
+    for input_name, array in inputs.items():
+        if array is not None and overlaps(input_name, array):
+            raise value_error(name, f"a buffer that does not overlap {input_name}", "overlapping memory")
+
+
+def not_on_device(name, value, device_kind):
+    """``TypeError`` for an argument that is not an array of the call's device."""
+    raise type_error(name, device_kind, describe(value))
+
+
 def float_array(value, name, ndim, dtype=None):
     """Check a NumPy input array and return it C-contiguous.
 
@@ -160,26 +208,17 @@ def float_array(value, name, ndim, dtype=None):
     are copied, never modified.
     """
     if not isinstance(value, np.ndarray):
-        raise type_error(name, "a numpy.ndarray of float32 or float64", describe(value))
-    ranks = (ndim,) if isinstance(ndim, int) else tuple(ndim)
-    if value.ndim not in ranks:
-        expected = " or ".join(f"{r}-D" for r in ranks)
-        raise value_error(name, f"a {expected} array", f"shape {value.shape}")
-    if value.dtype not in FLOAT_DTYPES:
-        raise type_error(name, "dtype float32 or float64", f"dtype {value.dtype}")
-    if dtype is not None and value.dtype != dtype:
-        raise type_error(name, f"dtype {dtype} like the other arrays of this call", f"dtype {value.dtype}")
+        not_on_device(name, value, "a numpy.ndarray of float32 or float64")
+    array_rank(name, value.shape, ndim)
+    float_dtype(name, value.dtype, dtype)
     return np.ascontiguousarray(value)
 
 
 def index_array(value, name, shape):
     """Check an int64 index array of exactly ``shape``; return it C-contiguous."""
     if not isinstance(value, np.ndarray):
-        raise type_error(name, "a numpy.ndarray of int64", describe(value))
-    if value.dtype != np.int64:
-        raise type_error(name, "dtype int64", f"dtype {value.dtype}")
-    if value.shape != tuple(shape):
-        raise value_error(name, f"shape {tuple(shape)}", f"shape {value.shape}")
+        not_on_device(name, value, "a numpy.ndarray of int64")
+    index_dtype_and_shape(name, value.dtype, value.shape, shape)
     return np.ascontiguousarray(value)
 
 
@@ -215,25 +254,228 @@ def output(out, name, shape, dtype, inputs):
     """
     shape = tuple(shape)
     if out is None:
-        nbytes = output_bytes(shape, dtype)
-        if nbytes > MAX_OUTPUT_BYTES:
-            raise value_error(name, f"an output of at most {MAX_OUTPUT_BYTES} bytes (the physical memory)",
-                              f"shape {shape} of {np.dtype(dtype)}, which would need {nbytes} bytes")
-        if output_bytes([size for size in shape if size], dtype) > 2**63 - 1:  # NumPy's limit, even if empty
-            raise value_error(name, "an output whose nonzero sizes multiply to at most 2**63 - 1 bytes",
-                              f"shape {shape} of {np.dtype(dtype)}")
+        allocatable(name, shape, dtype)
         return np.empty(shape, dtype=dtype)
     if not isinstance(out, np.ndarray):
-        raise type_error(name, f"a numpy.ndarray of shape {shape} and dtype {np.dtype(dtype)}", describe(out))
-    if out.dtype != dtype:
-        raise type_error(name, f"dtype {np.dtype(dtype)}", f"dtype {out.dtype}")
-    if out.shape != shape:
-        raise value_error(name, f"shape {shape}", f"shape {out.shape}")
-    if not out.flags.c_contiguous:
-        raise value_error(name, "a C-contiguous array", f"strides {out.strides}")
-    if not out.flags.writeable:
-        raise value_error(name, "a writeable array", "a read-only array")
-    for input_name, array in inputs.items():
-        if array is not None and np.may_share_memory(out, array) and np.shares_memory(out, array):
-            raise value_error(name, f"a buffer that does not overlap {input_name}", "overlapping memory")
+        not_on_device(name, out, f"a numpy.ndarray of shape {shape} and dtype {np.dtype(dtype)}")
+    output_buffer(name, out.shape, out.dtype, shape, dtype, c_contiguous=out.flags.c_contiguous,
+                  strides=out.strides, writeable=out.flags.writeable)
+    no_overlap(name, inputs, lambda _, array: np.may_share_memory(out, array) and np.shares_memory(out, array))
     return out
+
+
+def allocatable(name, shape, dtype):
+    """An output lcnumba allocates must fit in memory and in NumPy's size limit."""
+    fits_in_memory(name, shape, dtype, "an output")
+    if output_bytes([size for size in shape if size], dtype) > 2**63 - 1:  # NumPy's limit, even if empty
+        raise value_error(name, "an output whose nonzero sizes multiply to at most 2**63 - 1 bytes",
+                          f"shape {shape} of {np.dtype(dtype)}")
+
+
+def common_dtype(named_arrays):
+    """The one dtype of the checked float arrays ``{name: array or None}``; a mix is a ``TypeError``.
+
+    The message names the array that differs from the others: the odd one out when one dtype
+    is held by more than half of the arrays; with no majority, the first array whose dtype differs
+    from the first array's, followed by every array and its dtype.
+    """
+    dtypes = {name: np.dtype(array.dtype) for name, array in named_arrays.items() if array is not None}
+    kinds = set(dtypes.values())
+    if len(kinds) <= 1:
+        return next(iter(kinds), None)
+    counts = {dtype: sum(1 for d in dtypes.values() if d == dtype) for dtype in kinds}
+    majority = max(counts, key=counts.get)
+    if 2 * counts[majority] > len(dtypes):
+        agree = [name for name, d in dtypes.items() if d == majority]
+        odd = next(name for name, d in dtypes.items() if d != majority)
+        raise type_error(odd, f"dtype {majority} like {_listed(agree)}", f"dtype {dtypes[odd]}")
+    first = next(iter(dtypes.values()))
+    odd = next(name for name, d in dtypes.items() if d != first)
+    every = ", ".join(f"{name} {d}" for name, d in dtypes.items())
+    raise type_error(odd, "one dtype (float32 or float64) for every array of the call", f"dtypes {every}")
+
+
+def _listed(names):
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+
+
+# ---------------------------------------------------------------- shapes of the convolution family
+
+
+def positive_dims(shape, name):
+    """A weight (or ``weight_shape``) needs every dimension >= 1."""
+    if any(d < 1 for d in shape):
+        raise value_error(name, "a shape with every dimension >= 1", f"shape {tuple(shape)}")
+
+
+def channels_per_group(name, w_shape, axis, c, groups):
+    """The weight's C/groups axis (``axis``) must match the input's channels split into ``groups``."""
+    if w_shape[axis] * groups != c:
+        raise value_error(name, f"C/groups = {c}//{groups} = {c // groups} input channels per filter "
+                          f"(dimension {axis})", f"shape {tuple(w_shape)}")
+
+
+def bank_per_position(name, w_shape, expected, positions):
+    """A local weight holds one filter bank per output position: ``expected`` for ``positions`` outputs."""
+    if tuple(w_shape) != tuple(expected):
+        size = "x".join(str(p) for p in positions)
+        raise value_error(name, f"a filter bank per output position, shape {tuple(expected)} for the {size} output",
+                          f"shape {tuple(w_shape)}")
+
+
+def accumulate_needs_out(accumulate, out):
+    if accumulate and out is None:
+        raise value_error("out", "an array to accumulate into when accumulate=True", None)
+
+
+def bias_per_filter(bias_shape, filters):
+    if bias_shape[0] != filters:
+        raise value_error("bias_shape", f"{filters} biases (one per filter of dy) first", bias_shape)
+
+
+def bias_tiles(bias_shape, th, tw):
+    if th < 1 or tw < 1:
+        raise value_error("bias_shape", "at least one tile per axis", bias_shape)
+
+
+def bias_per_position(bias_shape, expected):
+    if tuple(bias_shape) != tuple(expected):
+        raise value_error("bias_shape", f"a bias per output position, {tuple(expected)}", bias_shape)
+
+
+def nonempty_positions(dy, oh, ow):
+    if oh == 0 or ow == 0:
+        raise value_error("dy", "an output gradient with at least one output position", f"shape {tuple(dy.shape)}")
+
+
+def kernel_too_large(name, padded, extent):
+    """The dilated kernel (``extent`` per axis) must fit the padded input (``padded`` per axis)."""
+    raise value_error(name, f"a dilated kernel no larger than the padded input ({'x'.join(map(str, padded))})",
+                      f"a dilated kernel of {'x'.join(map(str, extent))}")
+
+
+def same_needs_stride_1(name, stride):
+    raise value_error(name, '"same" only with stride 1', f"stride {_one_or_tuple(stride)}")
+
+
+# ---------------------------------------------------------------- max-pooling
+
+
+def pool_padding(padding, kernel):
+    """PyTorch's rule: padding at most half the kernel, per axis."""
+    half = tuple(k // 2 for k in kernel)
+    if any(p > h for p, h in zip(padding, half)):
+        raise value_error("padding", f"at most half the kernel size, {_one_or_tuple(half)} for kernel_size "
+                          f"{_one_or_tuple(kernel)}", _one_or_tuple(padding))
+
+
+def _one_or_tuple(values):
+    """A parameter as the caller of a 1-D function (one int) or a 2-D one (a pair) spells it."""
+    values = tuple(values)
+    return values if len(values) > 1 else values[0]
+
+
+def nonempty_plane(name, cells, shape):
+    if cells < 1:
+        raise value_error(name, "an input plane of at least one cell", f"shape {tuple(shape)}")
+
+
+def pool_indices_in_range(low, high, plane_size):
+    """``ValueError`` unless every index is in ``[-1, plane_size)``: the scatter trusts them."""
+    if low < -1 or high >= plane_size:
+        bad = low if low < -1 else high
+        raise value_error("indices", f"flat positions in [0, {plane_size}) of the input plane (or -1 for none)",
+                          f"index {bad}")
+
+
+def input_batch_and_channels(input_shape, dy_shape):
+    if tuple(input_shape[:2]) != tuple(dy_shape[:2]):
+        rest = "H, W" if len(dy_shape) == 4 else "L"
+        raise value_error("input_shape", f"the batch and channels of dy, ({dy_shape[0]}, {dy_shape[1]}, {rest})",
+                          tuple(input_shape))
+
+
+def indices_none_without_return(indices_out):
+    if indices_out is not None:
+        raise value_error("indices_out", "None when return_indices is False", describe(indices_out))
+
+
+# ---------------------------------------------------------------- NetVLAD
+
+
+def netvlad_shapes(x_shape, w_shape, b_shape, centroids_shape):
+    """x (N, D, ...), w (K + G, D), b (K + G,), centroids (K, D) with 1 <= K <= K + G, D >= 1."""
+    d = x_shape[1]
+    if d < 1:
+        raise value_error("x", "descriptors of size D >= 1, (N, D, H, W) or (N, D, M)", f"shape {x_shape}")
+    if w_shape[1] != d:
+        raise value_error("w", f"shape (K + G, {d}): D = {d} weights per cluster, the descriptor size of x "
+                          f"(shape {x_shape})", f"shape {w_shape} (D = {w_shape[1]})")
+    if b_shape != (w_shape[0],):
+        raise value_error("b", f"shape {(w_shape[0],)} (one bias per row of w)", f"shape {b_shape}")
+    k = centroids_shape[0]
+    if k < 1 or centroids_shape[1] != d or k > w_shape[0]:
+        raise value_error("centroids", f"shape (K, {d}) with 1 <= K <= {w_shape[0]} (the rows of w)",
+                          f"shape {centroids_shape}")
+
+
+def groups_divide(groups, channels, input_name, filters, weight_name):
+    """``groups`` divides both the input channels and the filters (PyTorch's rule)."""
+    if channels % groups:
+        raise value_error("groups", f"a divisor of the {channels} input channels of {input_name}", groups)
+    if filters % groups:
+        raise value_error("groups", f"a divisor of the {filters} filters of {weight_name}", groups)
+
+
+def one_int(value, name, *, minimum=None):
+    """A parameter of a 1-D function: an int or a 1-tuple, as a Python int."""
+    if isinstance(value, (tuple, list)):
+        if len(value) != 1:
+            raise value_error(name, "an int or a 1-tuple", tuple(value))
+        value = value[0]
+    return integer(value, name, minimum=minimum)
+
+
+# ---------------------------------------------------------------- initialisers
+
+
+def descriptors_present(matrix_shape, given_shape):
+    """At least one descriptor, of size D >= 1."""
+    if matrix_shape[0] < 1 or matrix_shape[1] < 1:
+        raise value_error("descriptors", "at least one descriptor of size D >= 1", f"shape {tuple(given_shape)}")
+
+
+def finite(name, array):
+    if not np.all(np.isfinite(array)):
+        raise value_error(name, "finite values", "NaN or infinity")
+
+
+def at_most_count(name, value, limit, what):
+    if value > limit:
+        raise value_error(name, f"at most the {limit} {what}", value)
+
+
+def alpha_derivable(num_clusters):
+    """``alpha=None`` derives the softness from the margin between two clusters: one is not enough."""
+    if num_clusters < 2:
+        raise value_error("alpha", "a float when num_clusters is 1 (the assignment ratio needs two clusters)", None)
+
+
+def descriptors_separable(margin):
+    if not margin > 0:
+        raise value_error("descriptors", "descriptors closer to some centroids than to others",
+                          "descriptors with the same cosine to every centroid")
+
+
+def float_dtype_argument(given, resolved):
+    """A ``dtype=`` argument: float32 or float64 (``resolved`` is ``np.dtype(given)``, or None if it has none)."""
+    if resolved is None or resolved not in FLOAT_DTYPES:
+        raise type_error("dtype", "float32 or float64", describe(given))
+
+
+def fits_in_memory(name, shape, dtype, what="an array"):
+    """An array lcnumba makes of ``shape`` and ``dtype`` must fit in the physical memory."""
+    nbytes = output_bytes(shape, dtype)
+    if nbytes > MAX_OUTPUT_BYTES:
+        raise value_error(name, f"{what} of at most {MAX_OUTPUT_BYTES} bytes (the physical memory)",
+                          f"shape {tuple(shape)} of {np.dtype(dtype)}, which would need {nbytes} bytes")

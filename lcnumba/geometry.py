@@ -22,7 +22,7 @@ from typing import NamedTuple
 import numpy as np
 from numba import njit
 
-from . import checks, config  # noqa: F401 - config first makes sure kernels have a cache directory
+from . import checks, config, table  # noqa: F401 - config first makes sure kernels have a cache directory
 
 TILE_MODES = ("periodic", "block")
 
@@ -58,7 +58,7 @@ def _kernel_extent(size, dilation):
     return dilation * (size - 1) + 1
 
 
-def padding4(padding, kernel_hw, stride_hw, dilation_hw, name="padding"):
+def padding4(padding, kernel_hw, stride_hw, dilation_hw, name="padding", spatial=2):
     """Normalise ``padding`` to ``(top, left, bottom, right)``.
 
     Accepted: an int, a pair ``(ph, pw)``, a pair of pairs
@@ -71,7 +71,7 @@ def padding4(padding, kernel_hw, stride_hw, dilation_hw, name="padding"):
         if padding == "valid":
             return (0, 0, 0, 0)
         if stride_hw != (1, 1):
-            raise checks.value_error(name, '"same" only with stride 1', f"stride {stride_hw}")
+            checks.same_needs_stride_1(name, stride_hw[2 - spatial:])
         total_h = _kernel_extent(kernel_hw[0], dilation_hw[0]) - 1
         total_w = _kernel_extent(kernel_hw[1], dilation_hw[1]) - 1
         return (total_h // 2, total_w // 2, total_h - total_h // 2, total_w - total_w // 2)
@@ -88,7 +88,8 @@ def output_size(size, kernel, stride, dilation, pad_before, pad_after):
     return (size + pad_before + pad_after - _kernel_extent(kernel, dilation)) // stride + 1
 
 
-def conv_geometry(x_shape, f, kernel_hw, stride, padding, dilation, groups, *, input_name="x", weight_name="w"):
+def conv_geometry(x_shape, f, kernel_hw, stride, padding, dilation, groups, *, input_name="x", weight_name="w",
+                  spatial=2):
     """Normalise the parameters of a 2-D convolution and compute its output size.
 
     Parameters
@@ -101,6 +102,8 @@ def conv_geometry(x_shape, f, kernel_hw, stride, padding, dilation, groups, *, i
         ``(KH, KW)``.
     stride, padding, dilation, groups
         As accepted by the public functions.
+    spatial : int
+        The caller's spatial rank: a 1-D call (H = KH = 1) is reported along L only.
 
     Returns
     -------
@@ -115,59 +118,146 @@ def conv_geometry(x_shape, f, kernel_hw, stride, padding, dilation, groups, *, i
     stride_hw = checks.int_tuple(stride, "stride", 2, minimum=1)
     dilation_hw = checks.int_tuple(dilation, "dilation", 2, minimum=1)
     groups = checks.integer(groups, "groups", minimum=1)
-    pads = padding4(padding, kernel_hw, stride_hw, dilation_hw)
+    pads = padding4(padding, kernel_hw, stride_hw, dilation_hw, spatial=spatial)
     checks.at_most(stride_hw, "stride")
     checks.at_most(dilation_hw, "dilation")
     checks.at_most(kernel_hw, weight_name)
     checks.at_most(pads, "padding")
-    if c % groups:
-        raise checks.value_error("groups", f"a divisor of the {c} input channels of {input_name}", groups)
-    if f % groups:
-        raise checks.value_error("groups", f"a divisor of the {f} filters of {weight_name}", groups)
+    checks.groups_divide(groups, c, input_name, f, weight_name)
     oh = output_size(h, kernel_hw[0], stride_hw[0], dilation_hw[0], pads[0], pads[2])
     ow = output_size(w, kernel_hw[1], stride_hw[1], dilation_hw[1], pads[1], pads[3])
     if oh < 1 or ow < 1:
-        raise checks.value_error(
-            weight_name,
-            f"a dilated kernel no larger than the padded input "
-            f"({h + pads[0] + pads[2]}x{w + pads[1] + pads[3]})",
-            f"a dilated kernel of {_kernel_extent(kernel_hw[0], dilation_hw[0])}x"
-            f"{_kernel_extent(kernel_hw[1], dilation_hw[1])}",
-        )
+        padded = (h + pads[0] + pads[2], w + pads[1] + pads[3])
+        extent = (_kernel_extent(kernel_hw[0], dilation_hw[0]), _kernel_extent(kernel_hw[1], dilation_hw[1]))
+        checks.kernel_too_large(weight_name, padded[2 - spatial:], extent[2 - spatial:])
     return ConvGeometry(n, c, h, w, f, kernel_hw[0], kernel_hw[1], *stride_hw, *pads, *dilation_hw, groups, oh, ow)
+
+
+# ---------------------------------------------------------------- one call of the convolution family
+
+
+def with_unit_axes(shape, axes):
+    """``shape`` with axes of size 1 inserted at ``axes`` (positions in the result)."""
+    shape = list(shape)
+    for axis in axes:
+        shape.insert(axis, 1)
+    return tuple(shape)
+
+
+def without_axes(shape, axes):
+    return tuple(s for i, s in enumerate(shape) if i not in axes)
+
+
+class ConvPlan(NamedTuple):
+    """Everything a kernel call needs besides the arrays, for one family and one call."""
+
+    fam: table.ConvFamily
+    geo: ConvGeometry  # always 2-D
+    th: int
+    tw: int
+    periodic: bool
+
+    @property
+    def kernel_args(self):
+        g = self.geo
+        return (g.kh, g.kw, g.stride_h, g.stride_w, g.pad_top, g.pad_left, g.dilation_h, g.dilation_w)
+
+    @property
+    def tiling(self):
+        return (self.th, self.tw, self.periodic)
+
+    @property
+    def n_tiles(self):
+        return self.th * self.tw
+
+    # Shapes as the caller sees them (the family's rank) ...
+
+    @property
+    def output_shape(self):
+        return without_axes(self.geo.output_shape, self.fam.x_unit_axes)
+
+    @property
+    def input_shape(self):
+        g = self.geo
+        return without_axes((g.n, g.c, g.h, g.w), self.fam.x_unit_axes)
+
+    @property
+    def bias_shape(self):
+        g = self.geo
+        shape2 = (g.f,) if self.fam.sharing == "shared" else (g.f, self.th, self.tw)
+        return without_axes(shape2, self.fam.bias_unit_axes)
+
+    # ... and the kernels' views of C-contiguous arrays.
+
+    def image(self, array):
+        """x, dx, y or dy as (N, C, H, W)."""
+        return array.reshape(with_unit_axes(array.shape, self.fam.x_unit_axes))
+
+    def flat_weight(self, w):
+        """w or dw as (tiles, F, C/groups * KH * KW)."""
+        g = self.geo
+        return w.reshape(self.n_tiles, g.f, (g.c // g.groups) * g.kh * g.kw)
+
+    def flat_bias(self, b):
+        """b or db as (F, tiles)."""
+        return b.reshape(self.geo.f, self.n_tiles)
+
+
+def _params_2d(fam, stride, padding, dilation):
+    if fam.spatial == 2:
+        return stride, padding, dilation
+    return ((1, stride1d(stride, "stride")), padding1d(padding),
+            (1, stride1d(dilation, "dilation")))
+
+
+def tile_mode_of(fam, tile_mode):
+    """``tile_mode`` checked for a tiled family; the untiled ones behave as periodic with one or OHxOW tiles."""
+    return checks.choice(tile_mode, "tile_mode", table.TILE_MODES) if fam.has_tiles else "periodic"
+
+
+def conv_plan(fam, x_shape, w_shape, stride, padding, dilation, groups, tile_mode, *, x_name, w_name):
+    """Normalise the geometry of a call and check the weight's shape against the input's.
+
+    ``x_shape`` and ``w_shape`` are the caller's (the family's rank); messages show them.
+    """
+    checks.positive_dims(w_shape, w_name)
+    x2 = with_unit_axes(x_shape, fam.x_unit_axes)
+    w2 = with_unit_axes(w_shape, fam.weight_unit_axes)
+    f, cg, kh, kw = w2[-4:]
+    stride, padding, dilation = _params_2d(fam, stride, padding, dilation)
+    geo = conv_geometry(x2, f, (kh, kw), stride, padding, dilation, groups, input_name=x_name,
+                                 weight_name=w_name, spatial=fam.spatial)
+    checks.channels_per_group(w_name, w_shape, fam.weight_dims.index("cg"), geo.c, geo.groups)
+    mode = tile_mode_of(fam, tile_mode)
+    if fam.sharing == "shared":
+        return ConvPlan(fam, geo, 1, 1, True)
+    if fam.sharing == "local":
+        expected = without_axes((geo.oh, geo.ow) + tuple(w2[2:]), fam.weight_unit_axes)
+        positions = (geo.oh, geo.ow) if fam.spatial == 2 else (geo.ow,)
+        checks.bank_per_position(w_name, w_shape, expected, positions)
+    return ConvPlan(fam, geo, w2[0], w2[1], mode == "periodic")
 
 
 # ---------------------------------------------------------------- shape queries
 
 
-def _query_shape(x_shape, w_shape, ndim_x, ndim_w):
-    x_shape = checks.shape_tuple(x_shape, "input_shape", ndim_x)
-    w_shape = checks.shape_tuple(w_shape, "weight_shape", ndim_w)
-    return x_shape, w_shape
-
-
-def _query_geometry(w_shape, x_shape, f, cg, kernel_hw, stride, padding, dilation, groups):
-    """Output shape of a query, with the forward's checks of the weight shape against the input."""
-    if min(w_shape) < 1:
-        raise checks.value_error("weight_shape", "a shape with every dimension >= 1", f"shape {w_shape}")
-    geo = conv_geometry(x_shape, f, kernel_hw, stride, padding, dilation, groups,
-                        input_name="input_shape", weight_name="weight_shape")
-    if cg * geo.groups != geo.c:
-        raise checks.value_error("weight_shape", f"C/groups = {geo.c}//{geo.groups} = {geo.c // geo.groups} input "
-                                 f"channels per filter", f"{cg}")
-    return geo.output_shape
+def _query(name, input_shape, weight_shape, stride, padding, dilation, groups):
+    """Output shape of the forward of family ``name``, with the forward's checks of the weight against the input."""
+    fam = table.family(name)
+    x_shape = checks.shape_tuple(input_shape, "input_shape", fam.x_ndim)
+    w_shape = checks.shape_tuple(weight_shape, "weight_shape", fam.weight_ndim)
+    return conv_plan(fam, x_shape, w_shape, stride, padding, dilation, groups, "periodic", x_name="input_shape",
+                     w_name="weight_shape").output_shape
 
 
 def conv2d_output_shape(input_shape, weight_shape, *, stride=1, padding=0, dilation=1, groups=1):
     """Output shape ``(N, F, OH, OW)`` of ``conv2d_forward`` for a weight of ``(F, C/groups, KH, KW)``."""
-    x_shape, w_shape = _query_shape(input_shape, weight_shape, 4, 4)
-    return _query_geometry(w_shape, x_shape, w_shape[0], w_shape[1], w_shape[2:], stride, padding, dilation, groups)
+    return _query("conv2d", input_shape, weight_shape, stride, padding, dilation, groups)
 
 
 def tiled_conv2d_output_shape(input_shape, weight_shape, *, stride=1, padding=0, dilation=1, groups=1):
     """Output shape of ``tiled_conv2d_forward`` for a weight of ``(TH, TW, F, C/groups, KH, KW)``."""
-    x_shape, w_shape = _query_shape(input_shape, weight_shape, 4, 6)
-    return _query_geometry(w_shape, x_shape, w_shape[2], w_shape[3], w_shape[4:], stride, padding, dilation, groups)
+    return _query("tiled_conv2d", input_shape, weight_shape, stride, padding, dilation, groups)
 
 
 def local_conv2d_output_shape(input_shape, kernel_size, filters, *, stride=1, padding=0, dilation=1, groups=1):
@@ -185,20 +275,12 @@ def local_conv2d_output_shape(input_shape, kernel_size, filters, *, stride=1, pa
 
 def conv1d_output_shape(input_shape, weight_shape, *, stride=1, padding=0, dilation=1, groups=1):
     """Output shape ``(N, F, OL)`` of ``conv1d_forward`` for a weight of ``(F, C/groups, K)``."""
-    x_shape, w_shape = _query_shape(input_shape, weight_shape, 3, 3)
-    n, f, _, ol = conv2d_output_shape(
-        (x_shape[0], x_shape[1], 1, x_shape[2]), (w_shape[0], w_shape[1], 1, w_shape[2]),
-        stride=(1, stride1d(stride, "stride")), padding=padding1d(padding),
-        dilation=(1, stride1d(dilation, "dilation")), groups=groups,
-    )
-    return (n, f, ol)
+    return _query("conv1d", input_shape, weight_shape, stride, padding, dilation, groups)
 
 
 def tiled_conv1d_output_shape(input_shape, weight_shape, *, stride=1, padding=0, dilation=1, groups=1):
     """Output shape ``(N, F, OL)`` of ``tiled_conv1d_forward`` for a weight of ``(T, F, C/groups, K)``."""
-    x_shape, w_shape = _query_shape(input_shape, weight_shape, 3, 4)
-    return conv1d_output_shape(x_shape, (w_shape[1], w_shape[2], w_shape[3]), stride=stride,
-                               padding=padding, dilation=dilation, groups=groups)
+    return _query("tiled_conv1d", input_shape, weight_shape, stride, padding, dilation, groups)
 
 
 def local_conv1d_output_shape(input_shape, kernel_size, filters, *, stride=1, padding=0, dilation=1, groups=1):
@@ -218,11 +300,7 @@ def local_conv1d_output_shape(input_shape, kernel_size, filters, *, stride=1, pa
 
 def stride1d(value, name):
     """A 1-D stride or dilation: an int or a 1-tuple."""
-    if isinstance(value, (tuple, list)):
-        if len(value) != 1:
-            raise checks.value_error(name, "an int or a 1-tuple", tuple(value))
-        value = value[0]
-    return checks.integer(value, name, minimum=1)
+    return checks.one_int(value, name, minimum=1)
 
 
 def padding1d(padding):
@@ -331,3 +409,153 @@ def segments(oh, ow, th, tw, mode):
     for array in tables:
         array.flags.writeable = False
     return tables
+
+
+# ---------------------------------------------------------------- max-pooling
+
+
+class PoolGeometry(NamedTuple):
+    """Normalised geometry of one 2-D max-pooling (1-D forms use ``H = KH = 1``)."""
+
+    n: int
+    c: int
+    h: int
+    w: int
+    kh: int
+    kw: int
+    stride_h: int
+    stride_w: int
+    pad_h: int
+    pad_w: int
+    dilation_h: int
+    dilation_w: int
+    oh: int
+    ow: int
+
+    @property
+    def output_shape(self):
+        return (self.n, self.c, self.oh, self.ow)
+
+    @property
+    def kernel_args(self):
+        return (self.kh, self.kw, self.stride_h, self.stride_w, self.pad_h, self.pad_w,
+                self.dilation_h, self.dilation_w)
+
+
+def pool_output_size(size, kernel, stride, pad, dilation, ceil_mode):
+    """PyTorch's pooling output size: rounded down, or up with ``ceil_mode`` less a window starting in the right padding."""
+    span = size + 2 * pad - dilation * (kernel - 1) - 1
+    if not ceil_mode:
+        return span // stride + 1
+    out = (span + stride - 1) // stride + 1
+    if (out - 1) * stride >= size + pad:  # would start in the right padding: PyTorch drops it
+        out -= 1
+    return out
+
+
+def pool_params_2d(spatial, kernel_size, stride, padding, dilation):
+    """Pooling parameters in the 2-D form; a 1-D pooling is a 2-D one of height 1 (range checks come later)."""
+    if spatial == 2:
+        return kernel_size, stride, padding, dilation
+    k = checks.one_int(kernel_size, "kernel_size")
+    s = None if stride is None else (1, checks.one_int(stride, "stride"))
+    return (1, k), s, (0, checks.one_int(padding, "padding")), (1, checks.one_int(dilation, "dilation"))
+
+
+def pool_geometry(x_shape, kernel_size, stride, padding, dilation, ceil_mode, *, input_name="x", spatial=2):
+    """Normalise the parameters of a max-pooling and compute its output size.
+
+    Parameters
+    ----------
+    x_shape : tuple of 4 ints
+        ``(N, C, H, W)`` (``H = 1`` for a 1-D pooling).
+    kernel_size, stride, padding, dilation, ceil_mode
+        As accepted by :func:`lcnumba.max_pool2d_forward` (the 2-D form for a 1-D pooling, see
+        :func:`pool_params_2d`).
+    input_name : str
+        Name of the argument ``x_shape`` came from, for messages.
+    spatial : int
+        The caller's spatial rank: a 1-D pooling is reported along L only.
+
+    Returns
+    -------
+    PoolGeometry
+
+    Raises
+    ------
+    TypeError, ValueError
+        Naming the offending parameter.
+    """
+    n, c, h, w = x_shape
+    kh, kw = checks.int_tuple(kernel_size, "kernel_size", 2, minimum=1)
+    if stride is None:
+        sh, sw = kh, kw
+    else:
+        sh, sw = checks.int_tuple(stride, "stride", 2, minimum=1)
+    ph, pw = checks.int_tuple(padding, "padding", 2, minimum=0)
+    dh, dw = checks.int_tuple(dilation, "dilation", 2, minimum=1)
+    ceil_mode = checks.flag(ceil_mode, "ceil_mode")
+    shown = slice(2 - spatial, 2)
+    checks.at_most((kh, kw)[shown], "kernel_size")
+    checks.at_most((sh, sw)[shown], "stride")
+    checks.at_most((dh, dw)[shown], "dilation")
+    checks.pool_padding((ph, pw)[shown], (kh, kw)[shown])
+    checks.nonempty_plane(input_name, h * w, x_shape if spatial == 2 else (n, c, w))
+    oh = pool_output_size(h, kh, sh, ph, dh, ceil_mode)
+    ow = pool_output_size(w, kw, sw, pw, dw, ceil_mode)
+    if oh < 1 or ow < 1:
+        padded = (h + 2 * ph, w + 2 * pw)[shown]
+        extent = (dh * (kh - 1) + 1, dw * (kw - 1) + 1)[shown]
+        checks.kernel_too_large("kernel_size", padded, extent)
+    return PoolGeometry(n, c, h, w, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow)
+
+
+def max_pool2d_output_shape(input_shape, kernel_size, *, stride=None, padding=0, dilation=1, ceil_mode=False):
+    """Output shape of :func:`lcnumba.max_pool2d_forward`, without running it.
+
+    Parameters
+    ----------
+    input_shape : tuple of 4 ints
+        ``(N, C, H, W)``.
+    kernel_size, stride, padding, dilation, ceil_mode
+        As accepted by :func:`lcnumba.max_pool2d_forward`.
+
+    Returns
+    -------
+    tuple of 4 ints
+        ``(N, C, OH, OW)``, the shape of ``y`` and of the indices.
+
+    Raises
+    ------
+    TypeError, ValueError
+        As :func:`lcnumba.max_pool2d_forward` for the same parameters.
+    """
+    x_shape = checks.shape_tuple(input_shape, "input_shape", 4)
+    return pool_geometry(x_shape, kernel_size, stride, padding, dilation, ceil_mode,
+                         input_name="input_shape").output_shape
+
+
+def max_pool1d_output_shape(input_shape, kernel_size, *, stride=None, padding=0, dilation=1, ceil_mode=False):
+    """Output shape of :func:`lcnumba.max_pool1d_forward`, without running it.
+
+    Parameters
+    ----------
+    input_shape : tuple of 3 ints
+        ``(N, C, L)``.
+    kernel_size, stride, padding, dilation, ceil_mode
+        As accepted by :func:`lcnumba.max_pool1d_forward`.
+
+    Returns
+    -------
+    tuple of 3 ints
+        ``(N, C, OL)``.
+
+    Raises
+    ------
+    TypeError, ValueError
+        As :func:`lcnumba.max_pool1d_forward` for the same parameters.
+    """
+    n, c, length = checks.shape_tuple(input_shape, "input_shape", 3)
+    params = pool_params_2d(1, kernel_size, stride, padding, dilation)
+    geo = pool_geometry((n, c, 1, length), *params, ceil_mode, input_name="input_shape", spatial=1)
+    return (n, c, geo.ow)

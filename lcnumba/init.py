@@ -21,7 +21,7 @@ import warnings
 import numpy as np
 import scipy.cluster.vq
 
-from . import checks
+from . import checks, table
 
 _TARGET_RATIO = 100.0  # largest / second-largest assignment, as pytorch-NetVlad's -log(0.01)
 _GHOST_SCALE = 0.01  # ghost weights are this fraction of a real cluster's weight norm, spread over D
@@ -37,11 +37,8 @@ def _descriptor_matrix(descriptors):
         n, d = array.shape[:2]
         m = int(np.prod(array.shape[2:]))
         array = np.moveaxis(array.reshape(n, d, m), 1, 2).reshape(n * m, d)
-    if array.shape[0] < 1 or array.shape[1] < 1:
-        raise checks.value_error("descriptors", "at least one descriptor of size D >= 1",
-                                 f"shape {descriptors.shape}")
-    if not np.all(np.isfinite(array)):
-        raise checks.value_error("descriptors", "finite values", "NaN or infinity")
+    checks.descriptors_present(array.shape, descriptors.shape)
+    checks.finite("descriptors", array)
     return np.asarray(array, dtype=np.float64), dtype
 
 
@@ -131,8 +128,7 @@ def netvlad_init(descriptors, num_clusters, *, num_ghost=0, alpha=None, seed=Non
     """
     data, dtype = _descriptor_matrix(descriptors)
     k = checks.integer(num_clusters, "num_clusters", minimum=1)
-    if k > data.shape[0]:
-        raise checks.value_error("num_clusters", f"at most the {data.shape[0]} descriptors given", k)
+    checks.at_most_count("num_clusters", k, data.shape[0], "descriptors given")
     g = checks.integer(num_ghost, "num_ghost", minimum=0)
     if alpha is not None:
         alpha = checks.positive_float(alpha, "alpha")
@@ -142,18 +138,14 @@ def netvlad_init(descriptors, num_clusters, *, num_ghost=0, alpha=None, seed=Non
 
     unit = _unit_rows(data)
     distinct = len(np.unique(unit, axis=0))
-    if k > distinct:  # k-means++ cannot seed more centres than there are distinct points
-        raise checks.value_error("num_clusters", f"at most the {distinct} distinct (normalised) descriptors", k)
+    # k-means++ cannot seed more centres than there are distinct points
+    checks.at_most_count("num_clusters", k, distinct, "distinct (normalised) descriptors")
     centroids = _kmeans(unit, k, rng)
     directions = _unit_rows(centroids)
     if alpha is None:
-        if k < 2:
-            raise checks.value_error("alpha", "a float when num_clusters is 1 (the assignment ratio needs two "
-                                     "clusters)", None)
+        checks.alpha_derivable(k)
         margin = _mean_margin(unit, directions)
-        if not margin > 0:
-            raise checks.value_error("descriptors", "descriptors closer to some centroids than to others",
-                                     "descriptors with the same cosine to every centroid")
+        checks.descriptors_separable(margin)
         alpha = np.log(_TARGET_RATIO) / (2.0 * margin)
 
     d = data.shape[1]
@@ -168,13 +160,8 @@ def netvlad_init(descriptors, num_clusters, *, num_ghost=0, alpha=None, seed=Non
 # ================================================================ he / glorot
 
 _FAMILIES = {
-    # family: (ndim of the weight, number of leading position/tile axes)
-    "conv2d": (4, 0),
-    "tiled_conv2d": (6, 2),
-    "local_conv2d": (6, 2),
-    "conv1d": (3, 0),
-    "tiled_conv1d": (4, 1),
-    "local_conv1d": (4, 1),
+    # family: (ndim of the weight, number of leading position/tile axes before (F, C/groups, kernel))
+    **{fam.name: (fam.weight_ndim, fam.weight_ndim - 2 - fam.spatial) for fam in table.CONV_FAMILIES},
     "linear": (2, 0),
 }
 _FAMILY_NAMES = tuple(_FAMILIES)
@@ -225,8 +212,7 @@ def fans(weight_shape, family="conv2d"):
     family = checks.choice(family, "family", _FAMILY_NAMES)
     ndim, lead = _FAMILIES[family]
     shape = checks.shape_tuple(weight_shape, "weight_shape", ndim)
-    if min(shape) < 1:
-        raise checks.value_error("weight_shape", "sizes >= 1", shape)
+    checks.positive_dims(shape, "weight_shape")
     f, cg = shape[lead], shape[lead + 1]
     receptive = math.prod(shape[lead + 2:])  # Python ints: no overflow for any shape
     return cg * receptive, f * receptive
@@ -238,14 +224,10 @@ def _draw(weight_shape, family, dtype, seed, draw):
         resolved = np.dtype(dtype) if isinstance(dtype, (type, str, np.dtype)) else None
     except TypeError:
         resolved = None
-    if resolved is None or resolved not in checks.FLOAT_DTYPES:
-        raise checks.type_error("dtype", "float32 or float64", checks.describe(dtype))
+    checks.float_dtype_argument(dtype, resolved)
     if seed is not None:
         seed = checks.integer(seed, "seed", minimum=0)
-    nbytes = checks.output_bytes(weight_shape, np.float64)  # drawn in float64, then cast
-    if nbytes > checks.MAX_OUTPUT_BYTES:
-        raise checks.value_error("weight_shape", f"a weight of at most {checks.MAX_OUTPUT_BYTES} bytes "
-                                 "(the physical memory)", f"shape {tuple(weight_shape)}, which would need {nbytes} bytes")
+    checks.fits_in_memory("weight_shape", weight_shape, np.float64)  # drawn in float64, then cast
     rng = np.random.default_rng(seed)
     values = draw(rng, tuple(weight_shape), fan_in, fan_out)
     return np.ascontiguousarray(values, dtype=resolved)

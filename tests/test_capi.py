@@ -22,6 +22,8 @@ import lcnumba as lc
 from lcnumba import capi
 from lcnumba.capi import Status, cores, entry
 
+from families import CONV_NAMES
+
 DTYPES = {"f32": np.float32, "f64": np.float64}
 ROOT = pathlib.Path(lc.__file__).resolve().parent.parent
 
@@ -63,7 +65,7 @@ def _random(shape, dtype, seed):
 GEOMETRY_2D = dict(x=(2, 4, 7, 8), f=4, kernel=(3, 2), stride=(2, 1), pads=(1, 0, 2, 1), dilation=(1, 2), groups=2,
                    tiles=(2, 3))
 GEOMETRY_1D = dict(x=(2, 4, 9), f=4, kernel=3, stride=2, pads=(1, 2), dilation=1, groups=2, tiles=2)
-FAMILIES = ("conv2d", "tiled_conv2d", "local_conv2d", "conv1d", "tiled_conv1d", "local_conv1d")
+FAMILIES = CONV_NAMES
 
 
 class _Conv:

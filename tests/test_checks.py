@@ -16,40 +16,11 @@ import pytest
 import lcnumba
 from lcnumba import geometry, testing
 
+from families import FAMILIES, LOCAL, TILED, Family, families
+
 # ---------------------------------------------------------------- a valid call per family
 
 
-@dataclass(frozen=True)
-class Family:
-    name: str
-    sharing: str
-    spatial: int
-    tile_mode: str | None = None
-
-    def __str__(self):
-        return self.name if self.tile_mode is None else f"{self.name}-{self.tile_mode}"
-
-    def op(self, part):
-        return getattr(lcnumba, f"{self.name}_{part}")
-
-    @property
-    def mode(self):
-        return {} if self.tile_mode is None else {"tile_mode": self.tile_mode}
-
-
-FAMILIES = [
-    Family("conv2d", "shared", 2),
-    Family("tiled_conv2d", "tiled", 2, "periodic"),
-    Family("tiled_conv2d", "tiled", 2, "block"),
-    Family("local_conv2d", "local", 2),
-    Family("conv1d", "shared", 1),
-    Family("tiled_conv1d", "tiled", 1, "periodic"),
-    Family("tiled_conv1d", "tiled", 1, "block"),
-    Family("local_conv1d", "local", 1),
-]
-TILED = [fam for fam in FAMILIES if fam.sharing == "tiled"]
-LOCAL = [fam for fam in FAMILIES if fam.sharing == "local"]
-families = pytest.mark.parametrize("fam", FAMILIES, ids=str)
 
 # Keyword parameters of the public functions; everything else is positional.
 KEYWORDS = ("stride", "padding", "dilation", "groups", "tile_mode", "out", "accumulate")

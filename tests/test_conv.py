@@ -18,6 +18,8 @@ from hypothesis import strategies as st
 import lcnumba
 from lcnumba import geometry, testing
 
+from families import FAMILIES, TILED, Family, families
+
 DTYPES = (np.float32, np.float64)
 RTOL = {np.dtype(np.float64): 1e-10, np.dtype(np.float32): 1e-4}
 
@@ -25,41 +27,6 @@ RTOL = {np.dtype(np.float64): 1e-10, np.dtype(np.float32): 1e-4}
 # ---------------------------------------------------------------- families and cases
 
 
-@dataclass(frozen=True)
-class Family:
-    """One public op family: its name prefix, weight sharing, spatial rank and tile mode."""
-
-    name: str
-    sharing: str  # "shared", "tiled" or "local"
-    spatial: int  # 2 for (N, C, H, W), 1 for (N, C, L)
-    tile_mode: str | None = None
-
-    def __str__(self):
-        return self.name if self.tile_mode is None else f"{self.name}-{self.tile_mode}"
-
-    def op(self, part):
-        return getattr(lcnumba, f"{self.name}_{part}")
-
-    def ref(self, part):
-        return getattr(testing, f"{self.name}_{part}")
-
-    @property
-    def mode(self):
-        return {} if self.tile_mode is None else {"tile_mode": self.tile_mode}
-
-
-FAMILIES = [
-    Family("conv2d", "shared", 2),
-    Family("tiled_conv2d", "tiled", 2, "periodic"),
-    Family("tiled_conv2d", "tiled", 2, "block"),
-    Family("local_conv2d", "local", 2),
-    Family("conv1d", "shared", 1),
-    Family("tiled_conv1d", "tiled", 1, "periodic"),
-    Family("tiled_conv1d", "tiled", 1, "block"),
-    Family("local_conv1d", "local", 1),
-]
-TILED = [fam for fam in FAMILIES if fam.sharing == "tiled"]
-families = pytest.mark.parametrize("fam", FAMILIES, ids=str)
 dtypes = pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
 
 

@@ -18,6 +18,8 @@ import lcnumba
 from lcnumba import config, geometry, testing
 from lcnumba.gpu import conv as gpu_conv
 
+from families import FAMILIES, FAMILIES_2D, Family, families
+
 DTYPES = (np.float32, np.float64)
 RTOL = {np.dtype(np.float64): 1e-12, np.dtype(np.float32): 1e-4}
 dtypes = pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
@@ -28,39 +30,6 @@ def small_blocks(monkeypatch):
     monkeypatch.setattr(config, "THREADS_PER_BLOCK", 8)
 
 
-@dataclass(frozen=True)
-class Family:
-    name: str
-    sharing: str
-    spatial: int
-    tile_mode: str | None = None
-
-    def __str__(self):
-        return self.name if self.tile_mode is None else f"{self.name}-{self.tile_mode}"
-
-    def op(self, part):
-        return getattr(lcnumba, f"{self.name}_{part}")
-
-    def ref(self, part):
-        return getattr(testing, f"{self.name}_{part}")
-
-    @property
-    def mode(self):
-        return {} if self.tile_mode is None else {"tile_mode": self.tile_mode}
-
-
-FAMILIES = [
-    Family("conv2d", "shared", 2),
-    Family("tiled_conv2d", "tiled", 2, "periodic"),
-    Family("tiled_conv2d", "tiled", 2, "block"),
-    Family("local_conv2d", "local", 2),
-    Family("conv1d", "shared", 1),
-    Family("tiled_conv1d", "tiled", 1, "periodic"),
-    Family("tiled_conv1d", "tiled", 1, "block"),
-    Family("local_conv1d", "local", 1),
-]
-families = pytest.mark.parametrize("fam", FAMILIES, ids=str)
-FAMILIES_2D = [fam for fam in FAMILIES if fam.spatial == 2]
 
 
 @dataclass

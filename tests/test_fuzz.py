@@ -43,6 +43,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from lcnumba import table
+
 EXAMPLES = int(os.environ.get("LCNUMBA_FUZZ_EXAMPLES", "100"))
 RANDOM = os.environ.get("LCNUMBA_FUZZ_RANDOM", "") not in ("", "0")
 MESSAGE = re.compile(r"^(?P<name>[A-Za-z_]\w*): expected (?P<expected>.+), got (?P<got>.+)$", re.S)
@@ -88,12 +90,9 @@ FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 BAD_DTYPES = (np.int32, np.int64, np.bool_, np.float16, np.complex128, np.object_)
 TOL = {np.dtype(np.float32): 2e-4, np.dtype(np.float64): 1e-9}
 
-FAMILIES = {  # name: (sharing, spatial)
-    "conv2d": ("shared", 2), "tiled_conv2d": ("tiled", 2), "local_conv2d": ("local", 2),
-    "conv1d": ("shared", 1), "tiled_conv1d": ("tiled", 1), "local_conv1d": ("local", 1),
-}
-PARTS = ("forward", "backward_input", "backward_weight", "backward_bias", "backward")
-INIT_FAMILIES = ("conv2d", "tiled_conv2d", "local_conv2d", "conv1d", "tiled_conv1d", "local_conv1d", "linear")
+FAMILIES = {fam.name: (fam.sharing, fam.spatial) for fam in table.CONV_FAMILIES}  # name: (sharing, spatial)
+PARTS = table.CONV_PASSES
+INIT_FAMILIES = tuple(FAMILIES) + ("linear",)
 
 
 class Call:

@@ -1,4 +1,4 @@
-"""CUDA kernels (``numba.cuda.jit``) of every op, and the public functions on CUDA arrays (``ops``).
+"""CUDA kernels (``numba.cuda.jit``) of every op, and the device array backend the public functions run on.
 
 Imported only when a public function is called with CUDA arrays, so that
 ``import lcnumba`` needs neither numba-cuda nor a driver. (The package is
@@ -11,7 +11,7 @@ name contains ``numba.cuda``, which ``lcnumba.cuda`` would.) Modules:
 ``conv``      convolution family: forward, backward input, weight and bias
 ``pool``      max-pooling forward and backward
 ``netvlad``   NetVLAD forward and backward
-``ops``       the public functions, same names and arguments as ``lcnumba``
+``backend``   the device array backend of the cores in ``lcnumba.ops``
 """
 
 from . import launch as _launch  # noqa: F401  (first, so that a missing numba-cuda raises the install hint)

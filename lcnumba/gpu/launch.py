@@ -101,8 +101,7 @@ def stream_arg(stream):
         return 0
     if isinstance(stream, _stream_types()):
         return stream
-    raise checks.type_error("stream", "0 or a numba.cuda stream (cuda.stream(), cuda.external_stream(ptr))",
-                            checks.describe(stream))
+    checks.not_on_device("stream", stream, "0 or a numba.cuda stream (cuda.stream(), cuda.external_stream(ptr))")
 
 
 # ---------------------------------------------------------------- arrays
@@ -143,8 +142,8 @@ def as_device(value, name):
         return value
     if hasattr(value, "__cuda_array_interface__"):
         return _from_interface(value)
-    raise checks.type_error(name, "a CUDA array (a Numba device array or an object with "
-                            "__cuda_array_interface__)", checks.describe(value))
+    checks.not_on_device(name, value, "a CUDA array (a Numba device array or an object with "
+                         "__cuda_array_interface__)")
 
 
 def _unit_view(arr, ndim):
@@ -189,24 +188,15 @@ def fill(arr, value, stream):
 def float_array(value, name, ndim, dtype=None, stream=0):
     """The CUDA twin of ``checks.float_array``: check rank and dtype, return a C-contiguous device array."""
     arr = as_device(value, name)
-    ranks = (ndim,) if isinstance(ndim, int) else tuple(ndim)
-    if arr.ndim not in ranks:
-        expected = " or ".join(f"{r}-D" for r in ranks)
-        raise checks.value_error(name, f"a {expected} array", f"shape {tuple(arr.shape)}")
-    if np.dtype(arr.dtype) not in checks.FLOAT_DTYPES:
-        raise checks.type_error(name, "dtype float32 or float64", f"dtype {arr.dtype}")
-    if dtype is not None and arr.dtype != dtype:
-        raise checks.type_error(name, f"dtype {dtype} like the other arrays of this call", f"dtype {arr.dtype}")
+    checks.array_rank(name, arr.shape, ndim)
+    checks.float_dtype(name, arr.dtype, dtype)
     return contiguous(arr, stream)
 
 
 def index_array(value, name, shape, stream=0):
     """The CUDA twin of ``checks.index_array``: an int64 device array of exactly ``shape``, C-contiguous."""
     arr = as_device(value, name)
-    if arr.dtype != np.int64:
-        raise checks.type_error(name, "dtype int64", f"dtype {arr.dtype}")
-    if tuple(arr.shape) != tuple(shape):
-        raise checks.value_error(name, f"shape {tuple(shape)}", f"shape {tuple(arr.shape)}")
+    checks.index_dtype_and_shape(name, arr.dtype, arr.shape, shape)
     return contiguous(arr, stream)
 
 
@@ -244,44 +234,10 @@ def output(out, name, shape, dtype, inputs, stream=0):
     if out is None:
         return cuda.device_array(shape, dtype=dtype, stream=stream)
     if not checks.is_cuda_array(out):
-        raise checks.type_error(name, f"a CUDA array of shape {shape} and dtype {dtype}", checks.describe(out))
+        checks.not_on_device(name, out, f"a CUDA array of shape {shape} and dtype {dtype}")
     desc = getattr(out, "__cuda_array_interface__", None)
     arr = as_device(out, name)
-    if arr.dtype != dtype:
-        raise checks.type_error(name, f"dtype {dtype}", f"dtype {arr.dtype}")
-    if tuple(arr.shape) != shape:
-        raise checks.value_error(name, f"shape {shape}", f"shape {tuple(arr.shape)}")
-    if not arr.is_c_contiguous():
-        raise checks.value_error(name, "a C-contiguous array", f"strides {tuple(arr.strides)}")
-    if desc is not None and desc.get("data", (0, False))[1]:
-        raise checks.value_error(name, "a writeable array", "a read-only array")
-    for input_name, array in inputs.items():
-        if array is not None and overlaps(arr, as_device(array, input_name)):
-            raise checks.value_error(name, f"a buffer that does not overlap {input_name}", "overlapping memory")
+    checks.output_buffer(name, arr.shape, arr.dtype, shape, dtype, c_contiguous=arr.is_c_contiguous(),
+                         strides=arr.strides, writeable=not (desc is not None and desc.get("data", (0, False))[1]))
+    checks.no_overlap(name, inputs, lambda input_name, array: overlaps(arr, as_device(array, input_name)))
     return arr
-
-
-def with_unit_axes(arr, axes, name, ndim, stream=0):
-    """``arr`` (rank ``ndim``) with unit axes inserted at ``axes`` (positions in the result), as a view."""
-    if arr is None:
-        return None
-    arr = as_device(arr, name)
-    if arr.ndim != ndim:
-        raise checks.value_error(name, f"a {ndim}-D array", f"shape {tuple(arr.shape)}")
-    if not axes:
-        return arr
-    if not arr.is_c_contiguous():
-        if name == "out" or name.endswith("_out"):
-            raise checks.value_error(name, "a C-contiguous array", f"strides {tuple(arr.strides)}")
-        arr = contiguous(arr, stream)
-    shape = list(arr.shape)
-    for axis in axes:
-        shape.insert(axis, 1)
-    return arr.reshape(tuple(shape))
-
-
-def without_axes(arr, axes):
-    """``arr`` (C-contiguous) with the unit axes ``axes`` removed, as a view."""
-    if not axes:
-        return arr
-    return arr.reshape(tuple(s for i, s in enumerate(arr.shape) if i not in axes))

@@ -1,0 +1,459 @@
+"""Docstrings of the public functions, built from templates and the op table.
+
+The convolution family's 30 docstrings differ only in a few phrases per
+family (the formula, what the weight and bias hold) and in the shapes, which
+come from the table's dimension names; pooling and NetVLAD have one text per
+function. ``docstring(fam, part)`` returns the numpydoc text of one public
+function.
+"""
+
+# ---------------------------------------------------------------- per-family phrases of the convolution family
+
+_TAPS_2D = "x[n, c, i*SH - PT + a*DH, j*SW - PL + b*DW]"
+_TAPS_1D = "x[n, c, l*S - P + k*D]"
+
+_PHRASES = {
+    # family: (forward title, forward formula, w says, b says, y says, dw formula, db formula)
+    "conv2d": (
+        "Shared 2-D convolution (cross-correlation, as in PyTorch)",
+        "y = b[f] + sum_{c,a,b} w[f, c, a, b] x[n, g*Cg + c, i*SH - PT + a*DH, j*SW - PL + b*DW]",
+        "One filter bank shared by every output position.",
+        "One bias per filter.",
+        "``OH = floor((H + pad_top + pad_bottom - DH*(KH-1) - 1) / SH) + 1``, likewise OW.",
+        f"``dw[f, c, a, b] = sum_{{n,i,j}} dy[n, f, i, j] {_TAPS_2D}``.",
+        ": ``db[f] = sum_{n,i,j} dy[n, f, i, j]``",
+    ),
+    "tiled_conv2d": (
+        "Tiled 2-D convolution (Ngiam et al. 2010)",
+        f"y = b[f, ti, tj] + sum w[ti, tj, f, c, a, b] {_TAPS_2D}",
+        'TH x TW filter banks; output (i, j) uses bank (ti, tj) = (i % TH, j % TW) in ``"periodic"`` mode,\n'
+        '(i * TH // OH, j * TW // OW) in ``"block"`` mode.',
+        "One bias per filter and tile.",
+        "Output size as for :func:`conv2d_forward`.",
+        "``dw[ti, tj]`` sums the conv2d weight gradient over the output positions that use tile ``(ti, tj)``.",
+        ": ``db[f, ti, tj]`` sums ``dy[:, f]`` over the positions of tile ``(ti, tj)``",
+    ),
+    "local_conv2d": (
+        "Locally connected (unshared) 2-D convolution, as in DeepFace",
+        f"y = b[f, i, j] + sum w[i, j, f, c, a, b] {_TAPS_2D}",
+        "A filter bank per output position; (OH, OW) must be the output size\n"
+        "(see :func:`lcnumba.geometry.local_conv2d_output_shape`).",
+        "One bias per filter and output position.",
+        "Output size as for :func:`conv2d_forward`.",
+        f"``dw[i, j, f, c, a, b] = sum_n dy[n, f, i, j] {_TAPS_2D}``.",
+        ": ``db[f, i, j] = sum_n dy[n, f, i, j]``",
+    ),
+    "conv1d": (
+        "Shared 1-D convolution",
+        f"y = b[f] + sum_{{c,k}} w[f, c, k] {_TAPS_1D}",
+        "One filter bank shared by every output position.",
+        "One bias per filter.",
+        "``OL = floor((L + pad_left + pad_right - D*(K-1) - 1) / S) + 1``.",
+        f"``dw[f, c, k] = sum_{{n,l}} dy[n, f, l] {_TAPS_1D}``.",
+        ": ``db[f] = sum_{n,l} dy[n, f, l]``",
+    ),
+    "tiled_conv1d": (
+        "Tiled 1-D convolution",
+        f"y = b[f, t] + sum w[t, f, c, k] {_TAPS_1D}",
+        'T filter banks; output l uses bank l % T (``"periodic"``) or l * T // OL (``"block"``).',
+        "One bias per filter and tile.",
+        "Output size as for :func:`conv1d_forward`.",
+        "``dw[t]`` sums the conv1d weight gradient over the positions that use tile ``t``.",
+        ": ``db[f, t]`` sums ``dy[:, f]`` over the positions of tile ``t``",
+    ),
+    "local_conv1d": (
+        "Locally connected (unshared) 1-D convolution",
+        f"y = b[f, l] + sum w[l, f, c, k] {_TAPS_1D}",
+        "A filter bank per output position; OL must be the output length.",
+        "One bias per filter and position.",
+        "Output size as for :func:`conv1d_forward`.",
+        f"``dw[l, f, c, k] = sum_n dy[n, f, l] {_TAPS_1D}``.",
+        ": ``db[f, l] = sum_n dy[n, f, l]``",
+    ),
+}
+
+_SPATIAL = {
+    # spatial rank: (x shape, y shape, stride/dilation spelling, padding spelling, "same" side)
+    2: ("(N, C, H, W)", "(N, F, OH, OW)", "int or (SH, SW)",
+        'int, (SH, SW), ((top, bottom), (left, right)), "valid" or "same"', "bottom/right"),
+    1: ("(N, C, L)", "(N, F, OL)", "int or 1-tuple", 'int, 1-tuple, (left, right), "valid" or "same"', "right"),
+}
+
+_RAISES = """
+    Raises
+    ------
+    TypeError
+        Wrong array type, dtype mix, or NumPy and CUDA arrays mixed.
+    ValueError
+        Wrong shapes or parameters; ``out`` of the wrong shape, not contiguous or overlapping an input."""
+
+_STREAM = """
+    stream : int
+        CUDA stream ({where})."""
+
+_ACCUMULATE_LONG = """
+    accumulate : bool
+        Add into ``out`` instead of overwriting it (cuDNN's beta = 1), for
+        gradient accumulation over micro-batches; needs ``out``."""
+
+_TEMPLATES = {
+    "forward": '''{title} forward: ``{formula}``.
+
+    Parameters
+    ----------
+    x : ndarray, shape {x}
+        Input, float32 or float64.
+    w : ndarray, shape {w}
+{w_says}
+    b : ndarray, shape {b}, optional
+        {b_says}
+    stride, dilation : {stride}
+        Step between output positions and between kernel taps.
+    padding : {padding}
+        Zeros added around the input; ``"same"`` needs stride 1 and puts an odd extra cell {same}.
+    groups : int
+        Channels split into groups as in PyTorch: filter ``f`` sees the channels of group ``f // (F/groups)``.{tile_param}
+    out : ndarray, shape {y}, optional
+        C-contiguous buffer of the input dtype to write into; returned.{stream_cuda}
+
+    Returns
+    -------
+    y : ndarray, shape {y}
+        {y_says}
+{raises}
+''',
+    "backward_input": '''Gradient of :func:`{name}_forward` with respect to ``x``: ``dx = {name}_forward^T(dy)``.
+
+    Each input element gathers the output positions that read it; see
+    ``docs/derivations/conv.md``.
+
+    Parameters
+    ----------
+    dy : ndarray, shape {y}
+        Gradient of the loss with respect to ``y``.
+    w : ndarray, shape {w}
+    input_shape : tuple of ints
+        Shape of ``x``, {x}.
+    stride, padding, dilation, groups{tile_list}
+        As given to the forward.
+    out : ndarray, shape {x}, optional
+        Buffer to write ``dx`` into; returned.{stream}
+
+    Returns
+    -------
+    dx : ndarray, shape {x}
+''',
+    "backward_weight": '''Gradient of :func:`{name}_forward` with respect to ``w``.
+
+    {dw_formula}
+
+    Parameters
+    ----------
+    dy : ndarray, shape {y}
+    x : ndarray, shape {x}
+    weight_shape : tuple of ints
+        Shape of ``w``, {w}.
+    stride, padding, dilation, groups{tile_list}
+        As given to the forward.
+    out : ndarray, shape {w}, optional
+        Buffer for ``dw``; returned.{accumulate_long}{stream}
+
+    Returns
+    -------
+    dw : ndarray, shape {w}
+''',
+    "backward_bias": '''Gradient of :func:`{name}_forward` with respect to ``b``{db_formula}.
+
+    Parameters
+    ----------
+    dy : ndarray, shape {y}
+    bias_shape : tuple of ints
+        Shape of ``b``, {b}.{tile_given}
+    out : ndarray, shape {b}, optional
+        Buffer for ``db``; returned.
+    accumulate : bool
+        Add into ``out`` instead of overwriting it; needs ``out``.{stream}
+
+    Returns
+    -------
+    db : ndarray, shape {b}
+''',
+    "backward": '''All gradients of :func:`{name}_forward` at once.
+
+    Parameters
+    ----------
+    dy : ndarray, shape {y}
+    x : ndarray, shape {x}
+    w : ndarray, shape {w}
+    b : ndarray, shape {b}, optional
+        Only its shape is used; ``db`` is None when ``b`` is None.
+    stride, padding, dilation, groups{tile_list}
+        As given to the forward.{stream}
+
+    Returns
+    -------
+    dx : ndarray, shape {x}
+    dw : ndarray, shape {w}
+    db : ndarray, shape {b}, or None
+''',
+}
+
+
+def _conv_docstring(fam, part):
+    title, formula, w_says, b_says, y_says, dw_formula, db_formula = _PHRASES[fam.name]
+    x, y, stride, padding, same = _SPATIAL[fam.spatial]
+    tiled = fam.has_tiles
+    fields = dict(
+        name=fam.name, title=title, formula=formula, x=x, y=y, stride=stride, padding=padding, same=same,
+        w=fam.layout(fam.weight_dims), b=fam.layout(fam.bias_dims),
+        w_says="\n".join("        " + line for line in w_says.split("\n")), b_says=b_says, y_says=y_says,
+        dw_formula=dw_formula, db_formula=db_formula,
+        tile_param='\n    tile_mode : {"periodic", "block"}\n        How output positions map to tiles.' if tiled else "",
+        tile_list=", tile_mode" if tiled else "",
+        tile_given='\n    tile_mode : {"periodic", "block"}\n        As given to the forward.' if tiled else "",
+        accumulate_long=_ACCUMULATE_LONG,
+        stream=_STREAM.format(where="ignored on the CPU"),
+        stream_cuda=_STREAM.format(where="CUDA arrays only; ignored on the CPU"),
+        raises=_RAISES,
+    )
+    return _TEMPLATES[part].format(**fields)
+
+
+# ---------------------------------------------------------------- max-pooling
+
+_POOL = {
+    ("max_pool2d", "forward"): '''2-D max-pooling forward, as PyTorch's ``F.max_pool2d``.
+
+    ``y[n, c, i, j] = max_{a, b} x[n, c, i*SH - PH + a*DH, j*SW - PW + b*DW]`` over the window cells
+    inside the input (padding is ``-inf``).
+
+    Parameters
+    ----------
+    x : ndarray, shape (N, C, H, W)
+        Input, float32 or float64. Never written.
+    kernel_size : int or (KH, KW)
+        Window size.
+    stride : int or (SH, SW), optional
+        Step between windows; defaults to ``kernel_size``.
+    padding : int or (PH, PW)
+        Implicit ``-inf`` cells on both sides, at most ``kernel_size // 2``.
+    dilation : int or (DH, DW)
+        Step between the cells of a window.
+    ceil_mode : bool
+        Round the output size up (a last window may run into the right padding,
+        but never starts there).
+    return_indices : bool
+        Also return where each maximum came from. Without it no index is
+        computed or stored (a separate, faster kernel runs).
+    out : ndarray, shape (N, C, OH, OW), optional
+        C-contiguous buffer of the input dtype for ``y``; returned.
+    indices_out : ndarray, shape (N, C, OH, OW), optional
+        C-contiguous int64 buffer for the indices; only with ``return_indices``.
+    stream : int
+        CUDA stream (CUDA arrays only; ignored on the CPU).
+
+    Returns
+    -------
+    y : ndarray, shape (N, C, OH, OW)
+        ``OH = floor((H + 2*PH - DH*(KH-1) - 1) / SH) + 1`` (rounded up with ``ceil_mode``,
+        less a window starting in the right padding), likewise OW.
+    indices : ndarray of int64, shape (N, C, OH, OW)
+        Only with ``return_indices``: flat position ``h * W + w`` of the maximum in the unpadded
+        plane ``x[n, c]``; -1 for a window that covers padding only (possible with dilation).
+        NaN wins (the last NaN of the window); among equal values the first cell, row-major.
+
+    Raises
+    ------
+    TypeError
+        ``x`` not a float32/float64 ndarray; a parameter of the wrong type; ``out`` or
+        ``indices_out`` of the wrong dtype.
+    ValueError
+        ``x`` not 4-D or with an empty plane; padding larger than half the kernel; a kernel
+        larger than the padded input; ``out``/``indices_out`` of the wrong shape, not contiguous,
+        read-only or overlapping an input; ``indices_out`` without ``return_indices``.
+''',
+    ("max_pool2d", "backward"): '''Gradient of :func:`max_pool2d_forward` with respect to ``x``.
+
+    ``dx[n, c].flat[k] = sum of dy[n, c, i, j] over the windows (i, j) with indices[n, c, i, j] == k``.
+    Each (n, c) plane is owned by one thread and its sum runs in output order, so the result is
+    deterministic and race-free even when windows overlap. See ``docs/derivations/max_pool.md``.
+
+    Parameters
+    ----------
+    dy : ndarray, shape (N, C, OH, OW)
+        Gradient of the output, float32 or float64.
+    indices : ndarray of int64, shape (N, C, OH, OW)
+        The indices returned by the forward. Any flat position of the plane is accepted
+        (validated before the kernel runs); -1 contributes nothing.
+    input_shape : tuple of 4 ints
+        ``(N, C, H, W)`` of the forward input.
+    out : ndarray, shape input_shape, optional
+        C-contiguous buffer of the dtype of ``dy``; overwritten and returned.
+    stream : int
+        CUDA stream (CUDA arrays only; ignored on the CPU).
+
+    Returns
+    -------
+    dx : ndarray, shape input_shape
+
+    Raises
+    ------
+    TypeError
+        ``dy`` not float32/float64, ``indices`` not int64, ``out`` of the wrong dtype.
+    ValueError
+        Wrong shapes; ``input_shape`` whose N, C differ from ``dy``; an index outside
+        ``[-1, H*W)``; ``out`` of the wrong shape, not contiguous, read-only or overlapping an input.
+''',
+    ("max_pool1d", "forward"): '''1-D max-pooling forward, as PyTorch's ``F.max_pool1d``.
+
+    Parameters
+    ----------
+    x : ndarray, shape (N, C, L)
+        Input, float32 or float64. Never written.
+    kernel_size, stride, padding, dilation : int (or a 1-tuple)
+        As in :func:`max_pool2d_forward`, along L; ``stride`` defaults to ``kernel_size``.
+    ceil_mode, return_indices : bool
+        As in :func:`max_pool2d_forward`.
+    out : ndarray, shape (N, C, OL), optional
+        C-contiguous buffer of the input dtype for ``y``; returned.
+    indices_out : ndarray, shape (N, C, OL), optional
+        C-contiguous int64 buffer for the indices; only with ``return_indices``.
+    stream : int
+        CUDA stream (CUDA arrays only; ignored on the CPU).
+
+    Returns
+    -------
+    y : ndarray, shape (N, C, OL)
+        ``OL = floor((L + 2*P - D*(K-1) - 1) / S) + 1`` (rounded up with ``ceil_mode``).
+    indices : ndarray of int64, shape (N, C, OL)
+        Only with ``return_indices``: the position in L of each maximum (-1 for none).
+
+    Raises
+    ------
+    TypeError, ValueError
+        As :func:`max_pool2d_forward`.
+''',
+    ("max_pool1d", "backward"): '''Gradient of :func:`max_pool1d_forward` with respect to ``x``.
+
+    Parameters
+    ----------
+    dy : ndarray, shape (N, C, OL)
+        Gradient of the output, float32 or float64.
+    indices : ndarray of int64, shape (N, C, OL)
+        The indices returned by the forward (positions in L, -1 for none).
+    input_shape : tuple of 3 ints
+        ``(N, C, L)`` of the forward input.
+    out : ndarray, shape input_shape, optional
+        C-contiguous buffer of the dtype of ``dy``; overwritten and returned.
+    stream : int
+        CUDA stream (CUDA arrays only; ignored on the CPU).
+
+    Returns
+    -------
+    dx : ndarray, shape (N, C, L)
+
+    Raises
+    ------
+    TypeError, ValueError
+        As :func:`max_pool2d_backward`.
+''',
+}
+
+# ---------------------------------------------------------------- NetVLAD
+
+_NETVLAD = {
+    "forward": '''NetVLAD (and GhostVLAD) pooling forward.
+
+    ``a_ik = softmax_k(w_k . x_i + b_k)`` over all K + G clusters,
+    ``V_kd = sum_i a_ik (x_id - c_kd)`` over the K real clusters, each ``V_k``
+    L2-normalised, then the flattened ``V`` L2-normalised. The (N, K, D, M)
+    residuals are never formed: ``V = A^T X - (sum_i A) c`` as one GEMM per sample.
+
+    Parameters
+    ----------
+    x : ndarray, shape (N, D, H, W) or (N, D, M)
+        Local descriptors of size D (a feature map, or M descriptors per sample), float32 or
+        float64. Never written.
+    w : ndarray, shape (K + G, D)
+        Soft-assignment weights of the K real clusters, then of the G ghost clusters.
+    b : ndarray, shape (K + G,)
+        Soft-assignment biases.
+    centroids : ndarray, shape (K, D)
+        Cluster centres of the real clusters; ``G = w.shape[0] - K``.
+    normalize_input : bool
+        L2-normalise every descriptor ``x_i`` (over D) first, as the paper does.
+    eps : float
+        Every norm is ``max(||v||, eps)``.
+    out : ndarray, shape (N, K * D), optional
+        C-contiguous buffer of the input dtype; returned.
+    stream : int
+        CUDA stream (CUDA arrays only; ignored on the CPU).
+
+    Returns
+    -------
+    y : ndarray, shape (N, K * D)
+        Cluster-major: ``y[n, k * D + d]``. Unit norm unless every residual is zero.
+
+    Raises
+    ------
+    TypeError
+        An argument that is not a float32/float64 ndarray, arrays of mixed dtypes, a non-bool
+        ``normalize_input``, a non-float ``eps``, ``out`` of the wrong dtype.
+    ValueError
+        Wrong ranks or shapes (D of ``w`` and ``centroids`` must match ``x``; ``b`` one per row of
+        ``w``; 1 <= K <= rows of ``w``); ``eps`` not finite and > 0; ``out`` of the wrong shape,
+        not contiguous, read-only or overlapping an input.
+
+    Notes
+    -----
+    R. Arandjelović, P. Gronat, A. Torii, T. Pajdla, J. Sivic, "NetVLAD: CNN architecture for
+    weakly supervised place recognition", CVPR 2016, Sections 3.1-3.2; Y. Zhong, R. Arandjelović,
+    A. Zisserman, "GhostVLAD for set-based face recognition", ACCV 2018 (ghost clusters).
+''',
+    "backward": '''Gradients of :func:`netvlad_forward` with respect to every input.
+
+    The forward is recomputed per sample (nothing is saved between the calls); the backward
+    then runs through the global normalisation, the intra-normalisation, the aggregation, the
+    softmax and the input normalisation, as derived in ``docs/derivations/netvlad.md``. Extra
+    memory is O(N (K + G) D) for the per-sample weight gradients (summed in sample order, so
+    results are bitwise reproducible) plus O((K + G) M) per thread.
+
+    Parameters
+    ----------
+    dy : ndarray, shape (N, K * D)
+        Gradient of the output, float32 or float64.
+    x, w, b, centroids, normalize_input, eps
+        As passed to :func:`netvlad_forward`.
+    stream : int
+        CUDA stream (CUDA arrays only; ignored on the CPU).
+
+    Returns
+    -------
+    dx : ndarray, shape of x
+    dw : ndarray, shape (K + G, D)
+    db : ndarray, shape (K + G,)
+    dcentroids : ndarray, shape (K, D)
+
+    Raises
+    ------
+    TypeError, ValueError
+        As :func:`netvlad_forward`; ``dy`` must be (N, K * D) of the same dtype.
+
+    Notes
+    -----
+    A cluster that receives no assignment mass has ``V_k = 0``; its norm is then clamped to
+    ``eps`` and every gradient stays finite.
+''',
+}
+
+
+def docstring(fam, part):
+    """The numpydoc docstring of the public function ``{fam.name}_{part}``."""
+    if fam.kind == "conv":
+        return _conv_docstring(fam, part)
+    if fam.kind == "pool":
+        return _POOL[fam.name, part]
+    if fam.kind == "netvlad":
+        return _NETVLAD[part]
+    raise KeyError(f"no docstring template for the {fam.kind} family {fam.name}")
+

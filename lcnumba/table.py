@@ -1,0 +1,145 @@
+"""The op table: every op family and pass of lcnumba, declared once.
+
+Everything that lists ops is made from these rows: the public CPU/CUDA
+functions (``lcnumba.ops.public``), their docstrings, the C entry points and
+header (``lcnumba.capi.entry``), the warmup list (``lcnumba.warmup``), the
+initialisers' families (``lcnumba.init``), the references' dispatch
+(``lcnumba.testing``), the framework bridges and the tests' family table
+(``tests/conftest.py``). A new family or pass is a row here plus its kernels.
+
+This module is plain data: it imports nothing from the package, so every
+layer (the kernels' C entry points included) may read it without pulling in
+the public layer or a kernel.
+
+Dimension names (lower case, as in the C header): ``n`` batch, ``c`` input
+channels, ``f`` filters, ``cg = c / groups``, ``kh, kw`` (``k`` in 1-D) kernel,
+``th, tw`` (``t``) tiles, ``oh, ow`` (``ol``) output positions.
+"""
+
+from dataclasses import dataclass
+
+#: Passes of every convolution family, in the order the docs list them.
+CONV_PASSES = ("forward", "backward_input", "backward_weight", "backward_bias", "backward")
+#: Passes of the pooling and NetVLAD families.
+POOL_PASSES = ("forward", "backward")
+NETVLAD_PASSES = ("forward", "backward")
+#: The weight-sharing kinds of the convolution family, from most to least shared.
+SHARINGS = ("shared", "tiled", "local")
+#: How output positions map onto the tiles of a tiled convolution.
+TILE_MODES = ("periodic", "block")
+
+
+@dataclass(frozen=True)
+class ConvFamily:
+    """One member of the convolution family (DESIGN §1: tiled with a 1x1 tile is shared, with OHxOW local).
+
+    A 1-D form runs as its 2-D twin of height 1: ``*_unit_axes`` say where the
+    2-D layouts have axes of size 1 that the 1-D layouts leave out.
+    """
+
+    name: str
+    sharing: str  # "shared", "tiled" or "local"
+    spatial: int  # 2: x (N, C, H, W); 1: x (N, C, L)
+    weight_dims: tuple
+    bias_dims: tuple
+    summary: str  # what the family computes, for the C header
+    twin: str = ""  # the 2-D family a 1-D form runs as
+    x_unit_axes: tuple = ()
+    weight_unit_axes: tuple = ()
+    bias_unit_axes: tuple = ()
+
+    kind = "conv"
+    passes = CONV_PASSES
+
+    @property
+    def has_tiles(self):
+        """True when the call takes ``tile_mode`` (tiled families only)."""
+        return self.sharing == "tiled"
+
+    @property
+    def x_ndim(self):
+        return 2 + self.spatial
+
+    @property
+    def weight_ndim(self):
+        return len(self.weight_dims)
+
+    @property
+    def bias_ndim(self):
+        return len(self.bias_dims)
+
+    @staticmethod
+    def layout(dims):
+        """Dimension names as a shape in the docs: ``("oh", "ow", "f", "cg")`` -> ``"(OH, OW, F, C/groups)"``."""
+        return "(" + ", ".join("C/groups" if d == "cg" else d.upper() for d in dims) + (",)" if len(dims) == 1 else ")")
+
+
+@dataclass(frozen=True)
+class PoolFamily:
+    """Max-pooling over (N, C, H, W) or, as its 2-D twin of height 1, (N, C, L)."""
+
+    name: str
+    spatial: int
+    summary: str
+    twin: str = ""
+    x_unit_axes: tuple = ()
+
+    kind = "pool"
+    passes = POOL_PASSES
+    has_tiles = False
+
+    @property
+    def x_ndim(self):
+        return 2 + self.spatial
+
+
+@dataclass(frozen=True)
+class NetVLADFamily:
+    """NetVLAD pooling with GhostVLAD's ghost clusters."""
+
+    name: str
+    summary: str
+    twin: str = ""
+
+    kind = "netvlad"
+    passes = NETVLAD_PASSES
+    has_tiles = False
+
+
+CONV_FAMILIES = (
+    ConvFamily("conv2d", "shared", 2, ("f", "cg", "kh", "kw"), ("f",),
+               "shared 2-D convolution (one filter bank)"),
+    ConvFamily("tiled_conv2d", "tiled", 2, ("th", "tw", "f", "cg", "kh", "kw"), ("f", "th", "tw"),
+               "tiled 2-D convolution (th x tw filter banks)"),
+    ConvFamily("local_conv2d", "local", 2, ("oh", "ow", "f", "cg", "kh", "kw"), ("f", "oh", "ow"),
+               "locally connected 2-D convolution (one filter bank per output position)"),
+    ConvFamily("conv1d", "shared", 1, ("f", "cg", "k"), ("f",),
+               "shared 1-D convolution", "conv2d", (2,), (2,), ()),
+    ConvFamily("tiled_conv1d", "tiled", 1, ("t", "f", "cg", "k"), ("f", "t"),
+               "tiled 1-D convolution (t filter banks)", "tiled_conv2d", (2,), (0, 4), (1,)),
+    ConvFamily("local_conv1d", "local", 1, ("ol", "f", "cg", "k"), ("f", "ol"),
+               "locally connected 1-D convolution (one filter bank per output position)",
+               "local_conv2d", (2,), (0, 4), (1,)),
+)
+
+POOL_FAMILIES = (
+    PoolFamily("max_pool2d", 2, "2-D max-pooling, as PyTorch's F.max_pool2d"),
+    PoolFamily("max_pool1d", 1, "1-D max-pooling, as PyTorch's F.max_pool1d", "max_pool2d", (2,)),
+)
+
+NETVLAD_FAMILIES = (
+    NetVLADFamily("netvlad", "NetVLAD pooling (Arandjelovic et al. 2016) with GhostVLAD ghost clusters"),
+)
+
+FAMILIES = CONV_FAMILIES + POOL_FAMILIES + NETVLAD_FAMILIES
+BY_NAME = {fam.name: fam for fam in FAMILIES}
+
+
+def family(name):
+    """The row of the family called ``name`` (``KeyError`` for an unknown name)."""
+    return BY_NAME[name]
+
+
+def functions():
+    """``(public name, family, pass)`` of every public op function, in table order."""
+    return tuple((f"{fam.name}_{part}", fam, part) for fam in FAMILIES for part in fam.passes)
