@@ -200,13 +200,30 @@ def not_on_device(name, value, device_kind):
     raise type_error(name, device_kind, describe(value))
 
 
+def host_array(value):
+    """``value`` as a NumPy array when it is a CPU array of another library (``__dlpack__``), without a copy.
+
+    PyTorch CPU tensors, JAX CPU arrays and anything else with ``__dlpack__``
+    are viewed through DLPack (``np.from_dlpack``); everything else is returned
+    as it is, for the checks to accept or refuse. CUDA arrays never come here
+    (``device_of`` sends them to the device backend).
+    """
+    if isinstance(value, np.ndarray) or not hasattr(value, "__dlpack__") or is_cuda_array(value):
+        return value
+    try:
+        return np.from_dlpack(value)
+    except (TypeError, ValueError, RuntimeError, BufferError):  # not a CPU array, or not exportable (e.g. requires grad)
+        return value
+
+
 def float_array(value, name, ndim, dtype=None):
-    """Check a NumPy input array and return it C-contiguous.
+    """Check a NumPy (or DLPack CPU) input array and return it C-contiguous.
 
     ``ndim`` is an int or a tuple of accepted ranks; ``dtype`` (if given) is the
     dtype every floating array of the call must share. Non-contiguous inputs
     are copied, never modified.
     """
+    value = host_array(value)
     if not isinstance(value, np.ndarray):
         not_on_device(name, value, "a numpy.ndarray of float32 or float64")
     array_rank(name, value.shape, ndim)
@@ -216,6 +233,7 @@ def float_array(value, name, ndim, dtype=None):
 
 def index_array(value, name, shape):
     """Check an int64 index array of exactly ``shape``; return it C-contiguous."""
+    value = host_array(value)
     if not isinstance(value, np.ndarray):
         not_on_device(name, value, "a numpy.ndarray of int64")
     index_dtype_and_shape(name, value.dtype, value.shape, shape)
@@ -256,11 +274,13 @@ def output(out, name, shape, dtype, inputs):
     if out is None:
         allocatable(name, shape, dtype)
         return np.empty(shape, dtype=dtype)
+    out = host_array(out)
     if not isinstance(out, np.ndarray):
         not_on_device(name, out, f"a numpy.ndarray of shape {shape} and dtype {np.dtype(dtype)}")
     output_buffer(name, out.shape, out.dtype, shape, dtype, c_contiguous=out.flags.c_contiguous,
                   strides=out.strides, writeable=out.flags.writeable)
-    no_overlap(name, inputs, lambda _, array: np.may_share_memory(out, array) and np.shares_memory(out, array))
+    no_overlap(name, inputs, lambda _, array: np.may_share_memory(out, host_array(array))
+               and np.shares_memory(out, host_array(array)))
     return out
 
 
