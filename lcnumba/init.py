@@ -19,7 +19,6 @@ import math
 import warnings
 
 import numpy as np
-import scipy.cluster.vq
 
 from . import checks, table
 
@@ -48,6 +47,8 @@ def _unit_rows(matrix):
 
 
 def _kmeans(data, k, rng):
+    import scipy.cluster.vq  # here, not at the top: it takes about a second to import, and only netvlad_init needs it
+
     with warnings.catch_warnings():
         # an empty cluster keeps its previous centre; k-means++ seeding makes that rare
         warnings.filterwarnings("ignore", message="One of the clusters is empty")

@@ -71,20 +71,21 @@ def test_errors():
 
     x = np.ones((2, 3, 8, 8), np.float32)
     w = np.ones((4, 3, 3, 3), np.float32)
+    b = np.zeros(4, np.float32)
     messages = []
     print = messages.append
     # magictoken.errors.begin
     try:
-        lcnumba.conv2d_forward(x, w.astype(np.float64))
+        lcnumba.conv2d_forward(x, w.astype(np.float64), b)
     except TypeError as error:
-        print(error)   # w: expected dtype float32 like the other arrays of this call, got dtype float64
+        print(error)   # w: expected dtype float32 like x and b, got dtype float64
     try:
         lcnumba.conv2d_forward(x, w, stride=0)
     except ValueError as error:
         print(error)   # stride: expected ints >= 1, got (0, 0)
     # magictoken.errors.end
     assert [str(m) for m in messages] == [
-        "w: expected dtype float32 like the other arrays of this call, got dtype float64",
+        "w: expected dtype float32 like x and b, got dtype float64",
         "stride: expected ints >= 1, got (0, 0)",
     ]
     with pytest.raises(ValueError, match="out"):
