@@ -168,6 +168,33 @@ _FAMILIES = {
 _FAMILY_NAMES = tuple(_FAMILIES)
 
 
+# The parameters and errors every random initialiser documents, with the families of the op table.
+_DRAW_PARAMETERS = """Parameters
+    ----------
+    weight_shape : tuple of int
+        The weight's shape in the layout of ``family`` (see :func:`fans`).
+    family : str
+        {families} (``"conv2d"`` is the default).
+    dtype : numpy dtype
+        float32 (default) or float64.
+    seed : int, optional
+        Seed of ``numpy.random.default_rng``; the same seed gives the same array.
+""".format(families=", ".join(f'``"{name}"``' for name in _FAMILY_NAMES))
+_DRAW_RAISES = """Raises
+    ------
+    TypeError
+        ``dtype`` not float32 or float64; a non-int seed or size.
+    ValueError
+        Unknown ``family``; ``weight_shape`` not of its layout; a negative seed.
+"""
+
+
+def _documented(function):
+    """Fill the shared sections of an initialiser's docstring."""
+    function.__doc__ = function.__doc__.format(parameters=_DRAW_PARAMETERS, raises=_DRAW_RAISES)
+    return function
+
+
 def fans(weight_shape, family="conv2d"):
     """Fan-in and fan-out of one output position of a weight of the given shape.
 
@@ -228,12 +255,13 @@ def _draw(weight_shape, family, dtype, seed, draw):
     checks.float_dtype_argument(dtype, resolved)
     if seed is not None:
         seed = checks.integer(seed, "seed", minimum=0)
-    checks.fits_in_memory("weight_shape", weight_shape, np.float64)  # drawn in float64, then cast
+    checks.fits_in_memory("weight_shape", weight_shape, np.float64, "a weight")  # drawn in float64, then cast
     rng = np.random.default_rng(seed)
     values = draw(rng, tuple(weight_shape), fan_in, fan_out)
     return np.ascontiguousarray(values, dtype=resolved)
 
 
+@_documented
 def he_normal(weight_shape, family="conv2d", *, dtype=np.float32, seed=None):
     """He (Kaiming) normal initialisation: ``N(0, 2 / fan_in)``.
 
@@ -241,30 +269,13 @@ def he_normal(weight_shape, family="conv2d", *, dtype=np.float32, seed=None):
     from layer to layer (He et al. 2015, Section 2.2), as PyTorch's
     ``kaiming_normal_`` with its defaults and Keras's ``he_normal`` without truncation.
 
-    Parameters
-    ----------
-    weight_shape : tuple of int
-        The weight's shape in the layout of ``family`` (see :func:`fans`).
-    family : str
-        ``"conv2d"`` (default), ``"tiled_conv2d"``, ``"local_conv2d"``, ``"conv1d"``,
-        ``"tiled_conv1d"``, ``"local_conv1d"`` or ``"linear"``.
-    dtype : numpy dtype
-        float32 (default) or float64.
-    seed : int, optional
-        Seed of ``numpy.random.default_rng``; the same seed gives the same array.
-
+    {parameters}
     Returns
     -------
     w : ndarray of ``weight_shape`` and ``dtype``, C-contiguous
         Independent draws with standard deviation ``sqrt(2 / fan_in)``.
 
-    Raises
-    ------
-    TypeError
-        ``dtype`` not float32 or float64; a non-int seed or size.
-    ValueError
-        Unknown ``family``; ``weight_shape`` not of its layout; a negative seed.
-
+    {raises}
     Notes
     -----
     K. He, X. Zhang, S. Ren, J. Sun, "Delving deep into rectifiers", ICCV 2015.
@@ -279,34 +290,18 @@ def he_normal(weight_shape, family="conv2d", *, dtype=np.float32, seed=None):
                  lambda rng, shape, fan_in, fan_out: rng.standard_normal(shape) * np.sqrt(2.0 / fan_in))
 
 
+@_documented
 def he_uniform(weight_shape, family="conv2d", *, dtype=np.float32, seed=None):
     """He (Kaiming) uniform initialisation: ``U(-sqrt(6 / fan_in), sqrt(6 / fan_in))``.
 
     The same variance, ``2 / fan_in``, as :func:`he_normal`.
 
-    Parameters
-    ----------
-    weight_shape : tuple of int
-        The weight's shape in the layout of ``family`` (see :func:`fans`).
-    family : str
-        ``"conv2d"`` (default), ``"tiled_conv2d"``, ``"local_conv2d"``, ``"conv1d"``,
-        ``"tiled_conv1d"``, ``"local_conv1d"`` or ``"linear"``.
-    dtype : numpy dtype
-        float32 (default) or float64.
-    seed : int, optional
-        Seed of ``numpy.random.default_rng``; the same seed gives the same array.
-
+    {parameters}
     Returns
     -------
     w : ndarray of ``weight_shape`` and ``dtype``, C-contiguous
 
-    Raises
-    ------
-    TypeError
-        ``dtype`` not float32 or float64; a non-int seed or size.
-    ValueError
-        Unknown ``family``; ``weight_shape`` not of its layout; a negative seed.
-    """
+    {raises}    """
     def draw(rng, shape, fan_in, fan_out):
         limit = np.sqrt(6.0 / fan_in)
         return rng.uniform(-limit, limit, shape)
@@ -314,33 +309,17 @@ def he_uniform(weight_shape, family="conv2d", *, dtype=np.float32, seed=None):
     return _draw(weight_shape, family, dtype, seed, draw)
 
 
+@_documented
 def glorot_normal(weight_shape, family="conv2d", *, dtype=np.float32, seed=None):
     """Glorot (Xavier) normal initialisation: ``N(0, 2 / (fan_in + fan_out))``.
 
-    Parameters
-    ----------
-    weight_shape : tuple of int
-        The weight's shape in the layout of ``family`` (see :func:`fans`).
-    family : str
-        ``"conv2d"`` (default), ``"tiled_conv2d"``, ``"local_conv2d"``, ``"conv1d"``,
-        ``"tiled_conv1d"``, ``"local_conv1d"`` or ``"linear"``.
-    dtype : numpy dtype
-        float32 (default) or float64.
-    seed : int, optional
-        Seed of ``numpy.random.default_rng``; the same seed gives the same array.
-
+    {parameters}
     Returns
     -------
     w : ndarray of ``weight_shape`` and ``dtype``, C-contiguous
         Independent draws with standard deviation ``sqrt(2 / (fan_in + fan_out))``.
 
-    Raises
-    ------
-    TypeError
-        ``dtype`` not float32 or float64; a non-int seed or size.
-    ValueError
-        Unknown ``family``; ``weight_shape`` not of its layout; a negative seed.
-
+    {raises}
     Notes
     -----
     X. Glorot, Y. Bengio, "Understanding the difficulty of training deep feedforward
@@ -350,34 +329,18 @@ def glorot_normal(weight_shape, family="conv2d", *, dtype=np.float32, seed=None)
                  lambda rng, shape, fan_in, fan_out: rng.standard_normal(shape) * np.sqrt(2.0 / (fan_in + fan_out)))
 
 
+@_documented
 def glorot_uniform(weight_shape, family="conv2d", *, dtype=np.float32, seed=None):
     """Glorot (Xavier) uniform initialisation: ``U(-a, a)``, ``a = sqrt(6 / (fan_in + fan_out))``.
 
     The variance is ``2 / (fan_in + fan_out)``, as for :func:`glorot_normal`.
 
-    Parameters
-    ----------
-    weight_shape : tuple of int
-        The weight's shape in the layout of ``family`` (see :func:`fans`).
-    family : str
-        ``"conv2d"`` (default), ``"tiled_conv2d"``, ``"local_conv2d"``, ``"conv1d"``,
-        ``"tiled_conv1d"``, ``"local_conv1d"`` or ``"linear"``.
-    dtype : numpy dtype
-        float32 (default) or float64.
-    seed : int, optional
-        Seed of ``numpy.random.default_rng``; the same seed gives the same array.
-
+    {parameters}
     Returns
     -------
     w : ndarray of ``weight_shape`` and ``dtype``, C-contiguous
 
-    Raises
-    ------
-    TypeError
-        ``dtype`` not float32 or float64; a non-int seed or size.
-    ValueError
-        Unknown ``family``; ``weight_shape`` not of its layout; a negative seed.
-
+    {raises}
     Notes
     -----
     X. Glorot, Y. Bengio, "Understanding the difficulty of training deep feedforward

@@ -221,10 +221,14 @@ def _conv_docstring(fam, part):
 
 # ---------------------------------------------------------------- max-pooling
 
+_POOL_BACKWARD_OUT = """
+    out : ndarray, shape input_shape, optional
+        C-contiguous buffer of the dtype of ``dy``; overwritten and returned."""
+
 _POOL = {
     ("max_pool2d", "forward"): '''2-D max-pooling forward, as PyTorch's ``F.max_pool2d``.
 
-    ``y[n, c, i, j] = max_{a, b} x[n, c, i*SH - PH + a*DH, j*SW - PW + b*DW]`` over the window cells
+    ``y[n, c, i, j] = max_{{a, b}} x[n, c, i*SH - PH + a*DH, j*SW - PW + b*DW]`` over the window cells
     inside the input (padding is ``-inf``).
 
     Parameters
@@ -248,9 +252,7 @@ _POOL = {
     out : ndarray, shape (N, C, OH, OW), optional
         C-contiguous buffer of the input dtype for ``y``; returned.
     indices_out : ndarray, shape (N, C, OH, OW), optional
-        C-contiguous int64 buffer for the indices; only with ``return_indices``.
-    stream : int
-        CUDA stream (CUDA arrays only; ignored on the CPU).
+        C-contiguous int64 buffer for the indices; only with ``return_indices``.{stream}
 
     Returns
     -------
@@ -286,11 +288,7 @@ _POOL = {
         The indices returned by the forward. Any flat position of the plane is accepted
         (validated before the kernel runs); -1 contributes nothing.
     input_shape : tuple of 4 ints
-        ``(N, C, H, W)`` of the forward input.
-    out : ndarray, shape input_shape, optional
-        C-contiguous buffer of the dtype of ``dy``; overwritten and returned.
-    stream : int
-        CUDA stream (CUDA arrays only; ignored on the CPU).
+        ``(N, C, H, W)`` of the forward input.{backward_out}{stream}
 
     Returns
     -------
@@ -317,9 +315,7 @@ _POOL = {
     out : ndarray, shape (N, C, OL), optional
         C-contiguous buffer of the input dtype for ``y``; returned.
     indices_out : ndarray, shape (N, C, OL), optional
-        C-contiguous int64 buffer for the indices; only with ``return_indices``.
-    stream : int
-        CUDA stream (CUDA arrays only; ignored on the CPU).
+        C-contiguous int64 buffer for the indices; only with ``return_indices``.{stream}
 
     Returns
     -------
@@ -342,11 +338,7 @@ _POOL = {
     indices : ndarray of int64, shape (N, C, OL)
         The indices returned by the forward (positions in L, -1 for none).
     input_shape : tuple of 3 ints
-        ``(N, C, L)`` of the forward input.
-    out : ndarray, shape input_shape, optional
-        C-contiguous buffer of the dtype of ``dy``; overwritten and returned.
-    stream : int
-        CUDA stream (CUDA arrays only; ignored on the CPU).
+        ``(N, C, L)`` of the forward input.{backward_out}{stream}
 
     Returns
     -------
@@ -452,7 +444,8 @@ def docstring(fam, part):
     if fam.kind == "conv":
         return _conv_docstring(fam, part)
     if fam.kind == "pool":
-        return _POOL[fam.name, part]
+        return _POOL[fam.name, part].format(stream=_STREAM.format(where="CUDA arrays only; ignored on the CPU"),
+                                            backward_out=_POOL_BACKWARD_OUT)
     if fam.kind == "netvlad":
         return _NETVLAD[part]
     raise KeyError(f"no docstring template for the {fam.kind} family {fam.name}")
