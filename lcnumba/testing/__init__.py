@@ -20,7 +20,7 @@ and ``stream=``.
 
 from . import conv, netvlad, pool
 from .conv import *  # noqa: F403 - the generated references, listed in conv.__all__
-from .gradcheck import gradcheck
+from .gradcheck import gradcheck  # the function: it hides the module of the same name here
 from .netvlad import netvlad_backward, netvlad_forward
 from .pool import max_pool1d_backward, max_pool1d_forward, max_pool2d_backward, max_pool2d_forward
 
