@@ -18,7 +18,8 @@ of the inputs at the end, so the float32 references are more accurate than
 float32 kernels can be.
 
 The 30 public functions (6 families x 5 passes) are generated from the tables
-``FAMILIES`` and ``PASSES``, with real signatures and numpydoc docstrings.
+``FAMILIES`` (the op table's families, ``lcnumba.table``) and ``PASSES``, with real signatures and numpydoc
+docstrings.
 """
 
 import linecache
@@ -27,6 +28,7 @@ from typing import NamedTuple
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+from .. import table
 from ._arguments import float_result_dtype, ints, require_ndim, require_shape
 
 TILE_MODES = ("periodic", "block")
@@ -40,14 +42,8 @@ class Family(NamedTuple):
     d: int  # 2 for (N, C, H, W), 1 for (N, C, L)
 
 
-FAMILIES = (
-    Family("conv2d", "shared", 2),
-    Family("tiled_conv2d", "tiled", 2),
-    Family("local_conv2d", "local", 2),
-    Family("conv1d", "shared", 1),
-    Family("tiled_conv1d", "tiled", 1),
-    Family("local_conv1d", "local", 1),
-)
+#: The families of the op table (names and sharing only: the math below is the reference's own).
+FAMILIES = tuple(Family(fam.name, fam.sharing, fam.spatial) for fam in table.CONV_FAMILIES)
 
 
 # ================================================================ parameters and output size
@@ -534,6 +530,6 @@ def _public(family, part):
     return function
 
 
-_PUBLIC = {f"{family.name}_{part}": _public(family, part) for family in FAMILIES for part in PASSES}
+_PUBLIC = {f"{family.name}_{part}": _public(family, part) for family in FAMILIES for part in table.CONV_PASSES}
 globals().update(_PUBLIC)
 __all__ = list(_PUBLIC)
