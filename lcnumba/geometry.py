@@ -9,20 +9,14 @@ kernels nothing.
 The ``*_output_shape`` queries answer, like ``cudnnGetConvolutionNdForwardOutputDim``,
 what a forward call would return without running it.
 
-Weight sharing of the convolution family is described by *segments*: runs of
-output positions in one output row that use the same filter bank (tile).
-``conv2d`` has one tile, ``local_conv2d`` one per position, ``tiled_conv2d``
-``TH * TW``; every kernel of the family walks segments, so the three are one
-code path.
+The arithmetic itself (output sizes, the tile of a position) is that of
+``lcnumba.indexing``, which the kernels compile: the sizes computed here are
+the sizes the kernels assume.
 """
 
-import functools
 from typing import NamedTuple
 
-import numpy as np
-from numba import njit
-
-from . import checks, config  # noqa: F401 - config first makes sure kernels have a cache directory
+from . import checks, indexing
 
 TILE_MODES = ("periodic", "block")
 
@@ -54,10 +48,6 @@ class ConvGeometry(NamedTuple):
         return (self.n, self.f, self.oh, self.ow)
 
 
-def _kernel_extent(size, dilation):
-    return dilation * (size - 1) + 1
-
-
 def padding4(padding, kernel_hw, stride_hw, dilation_hw, name="padding"):
     """Normalise ``padding`` to ``(top, left, bottom, right)``.
 
@@ -72,8 +62,8 @@ def padding4(padding, kernel_hw, stride_hw, dilation_hw, name="padding"):
             return (0, 0, 0, 0)
         if stride_hw != (1, 1):
             raise checks.value_error(name, '"same" only with stride 1', f"stride {stride_hw}")
-        total_h = _kernel_extent(kernel_hw[0], dilation_hw[0]) - 1
-        total_w = _kernel_extent(kernel_hw[1], dilation_hw[1]) - 1
+        total_h = indexing.kernel_extent(kernel_hw[0], dilation_hw[0]) - 1
+        total_w = indexing.kernel_extent(kernel_hw[1], dilation_hw[1]) - 1
         return (total_h // 2, total_w // 2, total_h - total_h // 2, total_w - total_w // 2)
     if isinstance(padding, (tuple, list)) and len(padding) == 2 and all(isinstance(p, (tuple, list)) for p in padding):
         (top, bottom) = checks.int_tuple(padding[0], name, 2, minimum=0)
@@ -84,8 +74,8 @@ def padding4(padding, kernel_hw, stride_hw, dilation_hw, name="padding"):
 
 
 def output_size(size, kernel, stride, dilation, pad_before, pad_after):
-    """``floor((size + pads - dilation*(kernel-1) - 1) / stride) + 1`` (may be <= 0)."""
-    return (size + pad_before + pad_after - _kernel_extent(kernel, dilation)) // stride + 1
+    """``floor((size + pads - dilation*(kernel-1) - 1) / stride) + 1`` (may be <= 0): ``indexing.conv_output_size``."""
+    return indexing.conv_output_size(size, kernel, stride, dilation, pad_before, pad_after)
 
 
 def conv_geometry(x_shape, f, kernel_hw, stride, padding, dilation, groups, *, input_name="x", weight_name="w"):
@@ -131,8 +121,8 @@ def conv_geometry(x_shape, f, kernel_hw, stride, padding, dilation, groups, *, i
             weight_name,
             f"a dilated kernel no larger than the padded input "
             f"({h + pads[0] + pads[2]}x{w + pads[1] + pads[3]})",
-            f"a dilated kernel of {_kernel_extent(kernel_hw[0], dilation_hw[0])}x"
-            f"{_kernel_extent(kernel_hw[1], dilation_hw[1])}",
+            f"a dilated kernel of {indexing.kernel_extent(kernel_hw[0], dilation_hw[0])}x"
+            f"{indexing.kernel_extent(kernel_hw[1], dilation_hw[1])}",
         )
     return ConvGeometry(n, c, h, w, f, kernel_hw[0], kernel_hw[1], *stride_hw, *pads, *dilation_hw, groups, oh, ow)
 
@@ -242,92 +232,8 @@ def padding1d(padding):
 
 
 def tile_of(index, size, tiles, mode):
-    """Tile index of output row/column ``index`` of ``size`` for ``tiles`` tiles along the axis."""
-    if mode == "periodic":
-        return index % tiles
-    return index * tiles // size
+    """Tile index of output row/column ``index`` of ``size`` for ``tiles`` tiles along the axis.
 
-
-@njit(cache=True)
-def segment_table(oh, ow, th, tw, periodic):
-    """Runs of output positions that share a filter bank (compiled, so C entry points can call it).
-
-    Parameters
-    ----------
-    oh, ow : int
-        Output size.
-    th, tw : int
-        Number of tiles along each axis (``1, 1`` for conv2d, ``OH, OW`` for local).
-    periodic : bool
-        True: position (i, j) uses tile (i % TH, j % TW) (Ngiam et al.);
-        False ("block"): tile (i * TH // OH, j * TW // OW), contiguous regions.
-
-    Returns
-    -------
-    by_tile : int64 array (S, 5)
-        Rows ``(tile, i, j0, j_step, count)``: positions ``(i, j0 + m * j_step)``
-        for ``m < count`` use tile ``tile = ti * TW + tj``; sorted by tile, then row.
-    tile_ptr : int64 array (TH * TW + 1,)
-        Segments of tile ``t`` are ``by_tile[tile_ptr[t]:tile_ptr[t+1]]``.
-    by_row : int64 array (S, 5)
-        The same segments sorted by output row.
-    row_ptr : int64 array (OH + 1,)
-        Segments of row ``i`` are ``by_row[row_ptr[i]:row_ptr[i+1]]``.
+    ``mode`` is a ``tile_mode`` name (``TILE_MODES``); the rule is ``indexing.tile_of``.
     """
-    per_row = min(tw, ow) if periodic else tw
-    by_row = np.empty((oh * per_row, 5), dtype=np.int64)
-    row_ptr = np.empty(oh + 1, dtype=np.int64)
-    s = 0
-    for i in range(oh):
-        row_ptr[i] = s
-        ti = i % th if periodic else i * th // oh
-        for tj in range(per_row):
-            if periodic:
-                j0, step, count = tj, tw, (ow - tj + tw - 1) // tw
-            else:
-                j0 = (tj * ow + tw - 1) // tw  # first j with j * tw // ow == tj
-                j1 = ((tj + 1) * ow + tw - 1) // tw
-                step, count = 1, j1 - j0
-            if count > 0:
-                by_row[s, 0] = ti * tw + tj
-                by_row[s, 1] = i
-                by_row[s, 2] = j0
-                by_row[s, 3] = step
-                by_row[s, 4] = count
-                s += 1
-    row_ptr[oh] = s
-    by_row = by_row[:s].copy()
-    # Counting sort by tile keeps each tile's segments in row order.
-    n_tiles = th * tw
-    tile_ptr = np.zeros(n_tiles + 1, dtype=np.int64)
-    for r in range(s):
-        tile_ptr[by_row[r, 0] + 1] += 1
-    for t in range(n_tiles):
-        tile_ptr[t + 1] += tile_ptr[t]
-    fill = tile_ptr[:n_tiles].copy()
-    by_tile = np.empty_like(by_row)
-    for r in range(s):
-        t = by_row[r, 0]
-        by_tile[fill[t]] = by_row[r]
-        fill[t] += 1
-    return by_tile, tile_ptr, by_row, row_ptr
-
-
-@njit(cache=True)
-def rows_per_phase_block(kh, stride_h, dilation_h):
-    """Output rows per block so that blocks two apart read disjoint input rows.
-
-    Block ``b`` covers output rows ``[b*R, (b+1)*R)`` and so input rows up to
-    ``((b+1)*R - 1)*SH + (KH-1)*DH`` past its start; block ``b + 2`` starts
-    ``2*R*SH`` later, which is beyond that whenever ``(KH-1)*DH < (R+1)*SH``.
-    """
-    return max(1, (dilation_h * (kh - 1)) // stride_h)
-
-
-@functools.lru_cache(maxsize=256)
-def segments(oh, ow, th, tw, mode):
-    """``segment_table`` for a ``tile_mode`` name, cached and read-only."""
-    tables = segment_table(oh, ow, th, tw, mode == "periodic")
-    for array in tables:
-        array.flags.writeable = False
-    return tables
+    return indexing.tile_of(index, size, tiles, mode == "periodic")

@@ -463,6 +463,7 @@ def test_address_is_cached_and_serializes_blas():
 
 
 def test_output_size_helpers_match_python():
+    """The compiled output sizes the cores check with (int32 flags, as C passes them) against the Python API."""
     from lcnumba import geometry
 
     for size in range(1, 9):
@@ -470,11 +471,11 @@ def test_output_size_helpers_match_python():
             for stride in (1, 2, 3):
                 for dilation in (1, 2):
                     for pads in ((0, 0), (1, 0), (2, 1)):
-                        assert cores._output_size(size, kernel, stride, dilation, *pads) == \
+                        assert cores.conv_output_size(size, kernel, stride, dilation, *pads) == \
                             geometry.output_size(size, kernel, stride, dilation, *pads)
                     for pad in range(kernel // 2 + 1):
-                        for ceil_mode in (0, 1):
-                            got = cores._pool_output_size(size, kernel, stride, pad, dilation, ceil_mode)
+                        for ceil_mode in (np.int32(0), np.int32(1)):
+                            got = cores.pool_output_size(size, kernel, stride, pad, dilation, ceil_mode)
                             try:
                                 want = lc.max_pool1d_output_shape((1, 1, size), kernel, stride=stride, padding=pad,
                                                                   dilation=dilation, ceil_mode=bool(ceil_mode))[2]

@@ -40,8 +40,12 @@ the largest array) are streamed from memory once per chunk.
 import numpy as np
 from numba import njit, prange
 
-from ..config import FASTMATH, cache_depends_on
+from .. import cache
+from ..config import FASTMATH
+from . import runs
 from .runs import add_run, copy_run
+
+COMPILES_IN = cache.sources("config.py", "cpu/local.py", runs.COMPILES_IN)
 
 #: Samples per chunk: one chunk for the usual batch sizes, so the weights are
 #: read once per pass, while a patch matrix (Kg x lanes) stays within L2.
@@ -243,7 +247,7 @@ def local_backward_weight_chunk(dy, xt, n0, kh, kw, sh, sw, dh, dw, groups, n_th
 def local_backward_input_chunk(dy, w, n0, kh, kw, sh, sw, dh, dw, groups, rows, n_threads, dxt):
     """``dxt += w[p].T @ dy_p`` for every position, added back along each patch (dxt comes zeroed).
 
-    Output rows come in blocks of ``rows`` (``geometry.rows_per_phase_block``): blocks two apart
+    Output rows come in blocks of ``rows`` (``segments.rows_per_phase_block``): blocks two apart
     add into disjoint rows of ``dxt``, so the even blocks run in parallel,
     then the odd ones, each in a fixed order.
     """
@@ -319,7 +323,4 @@ def backward_input(dy, w, kh, kw, sh, sw, pt, pl, dh, dw, groups, rows, n_thread
         deinterleave(dxt, n0, pt, pl, dx)
 
 
-# Every kernel here compiles the run copies of cpu/runs.py in: its cache must follow that file too.
-for _kernel in (_gather_patch, _scatter_patch_add, local_forward_chunk, local_backward_weight_chunk,
-                local_backward_input_chunk, forward, backward_weight, backward_input):
-    cache_depends_on(_kernel, "cpu/runs.py")
+cache.key_kernels(globals())
