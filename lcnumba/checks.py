@@ -400,10 +400,9 @@ def nonempty_plane(name, cells, shape):
         raise value_error(name, "an input plane of at least one cell", f"shape {tuple(shape)}")
 
 
-def pool_indices_in_range(low, high, plane_size):
-    """``ValueError`` unless every index is in ``[-1, plane_size)``: the scatter trusts them."""
-    if low < -1 or high >= plane_size:
-        bad = low if low < -1 else high
+def pool_index_valid(bad, plane_size):
+    """``ValueError`` for the index ``bad`` (not None) outside ``[-1, plane_size)``: the scatter refused it."""
+    if bad is not None:
         raise value_error("indices", f"flat positions in [0, {plane_size}) of the input plane (or -1 for none)",
                           f"index {bad}")
 

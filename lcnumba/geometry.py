@@ -9,20 +9,14 @@ kernels nothing.
 The ``*_output_shape`` queries answer, like ``cudnnGetConvolutionNdForwardOutputDim``,
 what a forward call would return without running it.
 
-Weight sharing of the convolution family is described by *segments*: runs of
-output positions in one output row that use the same filter bank (tile).
-``conv2d`` has one tile, ``local_conv2d`` one per position, ``tiled_conv2d``
-``TH * TW``; every kernel of the family walks segments, so the three are one
-code path.
+The arithmetic itself (output sizes, the tile of a position) is that of
+``lcnumba.indexing``, which the kernels compile: the sizes computed here are
+the sizes the kernels assume.
 """
 
-import functools
 from typing import NamedTuple
 
-import numpy as np
-from numba import njit
-
-from . import checks, config, table  # noqa: F401 - config first makes sure kernels have a cache directory
+from . import checks, indexing, table
 
 TILE_MODES = ("periodic", "block")
 
@@ -54,10 +48,6 @@ class ConvGeometry(NamedTuple):
         return (self.n, self.f, self.oh, self.ow)
 
 
-def _kernel_extent(size, dilation):
-    return dilation * (size - 1) + 1
-
-
 def padding4(padding, kernel_hw, stride_hw, dilation_hw, name="padding", spatial=2):
     """Normalise ``padding`` to ``(top, left, bottom, right)``.
 
@@ -72,8 +62,8 @@ def padding4(padding, kernel_hw, stride_hw, dilation_hw, name="padding", spatial
             return (0, 0, 0, 0)
         if stride_hw != (1, 1):
             checks.same_needs_stride_1(name, stride_hw[2 - spatial:])
-        total_h = _kernel_extent(kernel_hw[0], dilation_hw[0]) - 1
-        total_w = _kernel_extent(kernel_hw[1], dilation_hw[1]) - 1
+        total_h = indexing.kernel_extent(kernel_hw[0], dilation_hw[0]) - 1
+        total_w = indexing.kernel_extent(kernel_hw[1], dilation_hw[1]) - 1
         return (total_h // 2, total_w // 2, total_h - total_h // 2, total_w - total_w // 2)
     if isinstance(padding, (tuple, list)) and len(padding) == 2 and all(isinstance(p, (tuple, list)) for p in padding):
         (top, bottom) = checks.int_tuple(padding[0], name, 2, minimum=0)
@@ -84,8 +74,8 @@ def padding4(padding, kernel_hw, stride_hw, dilation_hw, name="padding", spatial
 
 
 def output_size(size, kernel, stride, dilation, pad_before, pad_after):
-    """``floor((size + pads - dilation*(kernel-1) - 1) / stride) + 1`` (may be <= 0)."""
-    return (size + pad_before + pad_after - _kernel_extent(kernel, dilation)) // stride + 1
+    """``floor((size + pads - dilation*(kernel-1) - 1) / stride) + 1`` (may be <= 0): ``indexing.conv_output_size``."""
+    return indexing.conv_output_size(size, kernel, stride, dilation, pad_before, pad_after)
 
 
 def conv_geometry(x_shape, f, kernel_hw, stride, padding, dilation, groups, *, input_name="x", weight_name="w",
@@ -128,7 +118,7 @@ def conv_geometry(x_shape, f, kernel_hw, stride, padding, dilation, groups, *, i
     ow = output_size(w, kernel_hw[1], stride_hw[1], dilation_hw[1], pads[1], pads[3])
     if oh < 1 or ow < 1:
         padded = (h + pads[0] + pads[2], w + pads[1] + pads[3])
-        extent = (_kernel_extent(kernel_hw[0], dilation_hw[0]), _kernel_extent(kernel_hw[1], dilation_hw[1]))
+        extent = (indexing.kernel_extent(kernel_hw[0], dilation_hw[0]), indexing.kernel_extent(kernel_hw[1], dilation_hw[1]))
         checks.kernel_too_large(weight_name, padded[2 - spatial:], extent[2 - spatial:])
     return ConvGeometry(n, c, h, w, f, kernel_hw[0], kernel_hw[1], *stride_hw, *pads, *dilation_hw, groups, oh, ow)
 
@@ -320,95 +310,11 @@ def padding1d(padding):
 
 
 def tile_of(index, size, tiles, mode):
-    """Tile index of output row/column ``index`` of ``size`` for ``tiles`` tiles along the axis."""
-    if mode == "periodic":
-        return index % tiles
-    return index * tiles // size
+    """Tile index of output row/column ``index`` of ``size`` for ``tiles`` tiles along the axis.
 
-
-@njit(cache=True)
-def segment_table(oh, ow, th, tw, periodic):
-    """Runs of output positions that share a filter bank (compiled, so C entry points can call it).
-
-    Parameters
-    ----------
-    oh, ow : int
-        Output size.
-    th, tw : int
-        Number of tiles along each axis (``1, 1`` for conv2d, ``OH, OW`` for local).
-    periodic : bool
-        True: position (i, j) uses tile (i % TH, j % TW) (Ngiam et al.);
-        False ("block"): tile (i * TH // OH, j * TW // OW), contiguous regions.
-
-    Returns
-    -------
-    by_tile : int64 array (S, 5)
-        Rows ``(tile, i, j0, j_step, count)``: positions ``(i, j0 + m * j_step)``
-        for ``m < count`` use tile ``tile = ti * TW + tj``; sorted by tile, then row.
-    tile_ptr : int64 array (TH * TW + 1,)
-        Segments of tile ``t`` are ``by_tile[tile_ptr[t]:tile_ptr[t+1]]``.
-    by_row : int64 array (S, 5)
-        The same segments sorted by output row.
-    row_ptr : int64 array (OH + 1,)
-        Segments of row ``i`` are ``by_row[row_ptr[i]:row_ptr[i+1]]``.
+    ``mode`` is a ``tile_mode`` name (``TILE_MODES``); the rule is ``indexing.tile_of``.
     """
-    per_row = min(tw, ow) if periodic else tw
-    by_row = np.empty((oh * per_row, 5), dtype=np.int64)
-    row_ptr = np.empty(oh + 1, dtype=np.int64)
-    s = 0
-    for i in range(oh):
-        row_ptr[i] = s
-        ti = i % th if periodic else i * th // oh
-        for tj in range(per_row):
-            if periodic:
-                j0, step, count = tj, tw, (ow - tj + tw - 1) // tw
-            else:
-                j0 = (tj * ow + tw - 1) // tw  # first j with j * tw // ow == tj
-                j1 = ((tj + 1) * ow + tw - 1) // tw
-                step, count = 1, j1 - j0
-            if count > 0:
-                by_row[s, 0] = ti * tw + tj
-                by_row[s, 1] = i
-                by_row[s, 2] = j0
-                by_row[s, 3] = step
-                by_row[s, 4] = count
-                s += 1
-    row_ptr[oh] = s
-    by_row = by_row[:s].copy()
-    # Counting sort by tile keeps each tile's segments in row order.
-    n_tiles = th * tw
-    tile_ptr = np.zeros(n_tiles + 1, dtype=np.int64)
-    for r in range(s):
-        tile_ptr[by_row[r, 0] + 1] += 1
-    for t in range(n_tiles):
-        tile_ptr[t + 1] += tile_ptr[t]
-    fill = tile_ptr[:n_tiles].copy()
-    by_tile = np.empty_like(by_row)
-    for r in range(s):
-        t = by_row[r, 0]
-        by_tile[fill[t]] = by_row[r]
-        fill[t] += 1
-    return by_tile, tile_ptr, by_row, row_ptr
-
-
-@njit(cache=True)
-def rows_per_phase_block(kh, stride_h, dilation_h):
-    """Output rows per block so that blocks two apart read disjoint input rows.
-
-    Block ``b`` covers output rows ``[b*R, (b+1)*R)`` and so input rows up to
-    ``((b+1)*R - 1)*SH + (KH-1)*DH`` past its start; block ``b + 2`` starts
-    ``2*R*SH`` later, which is beyond that whenever ``(KH-1)*DH < (R+1)*SH``.
-    """
-    return max(1, (dilation_h * (kh - 1)) // stride_h)
-
-
-@functools.lru_cache(maxsize=256)
-def segments(oh, ow, th, tw, mode):
-    """``segment_table`` for a ``tile_mode`` name, cached and read-only."""
-    tables = segment_table(oh, ow, th, tw, mode == "periodic")
-    for array in tables:
-        array.flags.writeable = False
-    return tables
+    return indexing.tile_of(index, size, tiles, mode == "periodic")
 
 
 # ---------------------------------------------------------------- max-pooling
@@ -440,17 +346,6 @@ class PoolGeometry(NamedTuple):
     def kernel_args(self):
         return (self.kh, self.kw, self.stride_h, self.stride_w, self.pad_h, self.pad_w,
                 self.dilation_h, self.dilation_w)
-
-
-def pool_output_size(size, kernel, stride, pad, dilation, ceil_mode):
-    """PyTorch's pooling output size: rounded down, or up with ``ceil_mode`` less a window starting in the right padding."""
-    span = size + 2 * pad - dilation * (kernel - 1) - 1
-    if not ceil_mode:
-        return span // stride + 1
-    out = (span + stride - 1) // stride + 1
-    if (out - 1) * stride >= size + pad:  # would start in the right padding: PyTorch drops it
-        out -= 1
-    return out
 
 
 def pool_params_2d(spatial, kernel_size, stride, padding, dilation):
@@ -501,8 +396,8 @@ def pool_geometry(x_shape, kernel_size, stride, padding, dilation, ceil_mode, *,
     checks.at_most((dh, dw)[shown], "dilation")
     checks.pool_padding((ph, pw)[shown], (kh, kw)[shown])
     checks.nonempty_plane(input_name, h * w, x_shape if spatial == 2 else (n, c, w))
-    oh = pool_output_size(h, kh, sh, ph, dh, ceil_mode)
-    ow = pool_output_size(w, kw, sw, pw, dw, ceil_mode)
+    oh = indexing.pool_output_size(h, kh, sh, ph, dh, ceil_mode)
+    ow = indexing.pool_output_size(w, kw, sw, pw, dw, ceil_mode)
     if oh < 1 or ow < 1:
         padded = (h + 2 * ph, w + 2 * pw)[shown]
         extent = (dh * (kh - 1) + 1, dw * (kw - 1) + 1)[shown]

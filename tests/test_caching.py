@@ -10,7 +10,7 @@
 - With no writable cache directory at all (a read-only installation, no
   writable home), ``import lcnumba`` still works, with one warning: the
   kernels are cached in a temporary directory for the process
-  (``lcnumba.config.ensure_kernel_cache``). Without that, Numba raises
+  (``lcnumba.cache.ensure_kernel_cache``). Without that, Numba raises
   ``RuntimeError`` when the first kernel is defined.
 
 Every case runs in child processes; root can write anywhere, so "unwritable"
@@ -112,31 +112,77 @@ STALE_CHILD = """
 import sys
 import numpy as np
 import lcnumba
-from lcnumba import geometry
+from lcnumba.cpu import segments
 assert lcnumba.__file__.startswith(sys.argv[1]), lcnumba.__file__
 db = lcnumba.conv2d_backward_bias(np.ones((2, 3, 4, 5)), (3,))  # its driver compiles segment_table in
-table = geometry.segment_table(4, 5, 1, 1, True)  # and segment_table on its own
+table = segments.segment_table(4, 5, 1, 1, True)  # and segment_table on its own
 assert np.array_equal(db, np.full(3, 40.0)) and table[0].shape == (4, 5)
 print("ok")
 """
 
 
 def test_cache_follows_a_change_to_a_compiled_in_function(tmp_path):
-    """The convolution drivers compile ``geometry.segment_table`` in: after geometry.py changes they are compiled
-    again, not loaded stale from the cache (Numba alone keys them on cpu/conv.py). A stale driver runs the old
-    code, and once clashed with the new segment_table in the same process:
+    """The convolution drivers compile ``cpu/segments.py``'s ``segment_table`` in: after that file changes they are
+    compiled again, not loaded stale from the cache (Numba alone keys them on cpu/conv.py). A stale driver runs
+    the old code, and once clashed with the new segment_table in the same process:
     "RuntimeError: In 'NRT_adapt_ndarray_to_python', 'descr' is NULL"."""
     copy = tmp_path / "site"
     shutil.copytree(ROOT / "lcnumba", copy / "lcnumba", ignore=shutil.ignore_patterns("__pycache__"))
     env = _env(NUMBA_CACHE_DIR=tmp_path / "cache", PYTHONPATH=copy, NUMBA_DEBUG_CACHE=1)
     driver = []
-    for step in ("cold", "geometry.py changed", "warm"):
+    for step in ("cold", "segments.py changed", "warm"):
         result = subprocess.run([sys.executable, "-c", STALE_CHILD, str(copy)], cwd=tmp_path, capture_output=True,
                                 text=True, timeout=600, env=env)
         assert result.returncode == 0 and result.stdout.strip().endswith("ok"), f"{step}:\n{result.stderr[-3000:]}"
         driver.append({kind for kind in ("loaded", "saved")
                        for line in result.stdout.splitlines() if f"data {kind}" in line and "conv.backward_bias" in line})
         if step == "cold":
-            geometry = copy / "lcnumba" / "geometry.py"
-            geometry.write_text("# an edit above segment_table moves it\n\n" + geometry.read_text())
+            source = copy / "lcnumba" / "cpu" / "segments.py"
+            source.write_text("# an edit above segment_table moves it\n\n" + source.read_text())
     assert driver == [{"saved"}, {"saved"}, {"loaded"}], driver
+
+
+EDITED_CHILD = """
+import sys
+import numpy as np
+import lcnumba
+from lcnumba import capi, testing
+assert lcnumba.__file__.startswith(sys.argv[1]), lcnumba.__file__
+rng = np.random.default_rng(0)
+x = rng.standard_normal((2, 3, 6, 7))
+w = rng.standard_normal((4, 3, 3, 3))
+b = rng.standard_normal(4)
+want = testing.conv2d_forward(x, w, b)  # plain NumPy: no kernel, no cache
+c = np.empty(want.shape)
+status = capi.ctypes_function("lcn_conv2d_forward_f64")(x, w, b, c, 2, 3, 6, 7, 4, 3, 3, 3, 1, 1, 0, 0, 0, 0, 1, 1, 1)
+assert status == 0, capi.status_message(status)
+python = lcnumba.conv2d_forward(x, w, b)
+print("offsets", float(np.mean(python - want)), float(np.mean(c - want)))
+"""
+
+
+def test_python_and_c_follow_an_edit_of_a_compiled_in_helper(tmp_path):
+    """After an edit of ``cpu/runs.py`` (compiled into the convolution kernels and drivers, and through them into
+    the C core of ``lcn_conv2d_forward_f64``), a new process on the same cache runs the edited code in both the
+    Python function and its C entry point. The C cores once keyed their cache on a list of sources of their own
+    that lacked ``cpu/runs.py`` and ``cpu/local.py``: the C entry point then ran the old machine code. The child
+    calls C first: a core loaded after the Python function has compiled the new kernels may link against those
+    and hide a stale cache entry."""
+    copy = tmp_path / "site"
+    shutil.copytree(ROOT / "lcnumba", copy / "lcnumba", ignore=shutil.ignore_patterns("__pycache__"))
+    env = _env(NUMBA_CACHE_DIR=tmp_path / "cache", PYTHONPATH=copy)
+    runs = copy / "lcnumba" / "cpu" / "runs.py"
+    offsets = []
+    for step in ("cold", "runs.py edited"):
+        result = subprocess.run([sys.executable, "-c", EDITED_CHILD, str(copy)], cwd=tmp_path, capture_output=True,
+                                text=True, timeout=900, env=env)
+        assert result.returncode == 0, f"{step}:\n{result.stderr[-3000:]}"
+        line = [ln for ln in result.stdout.splitlines() if ln.startswith("offsets")][-1]
+        offsets.append(tuple(round(float(v), 6) for v in line.split()[1:]))
+        if step == "cold":
+            text = runs.read_text()
+            # the bias add of the convolution forward: every output of conv2d with a bias goes through it
+            assert text.count("dst[m] = src[m] + bias\n") == 1
+            runs.write_text(text.replace("dst[m] = src[m] + bias\n", "dst[m] = src[m] + bias + 1000.0\n"))
+    assert offsets[0] == (0.0, 0.0), offsets
+    assert offsets[1] == (1000.0, 1000.0), f"(Python, C) outputs minus the reference after the edit: {offsets[1]}"

@@ -240,7 +240,8 @@ def _conv2d_args(**changes):
     """Valid arguments of lcn_conv2d_forward_f32 (x 1x2x5x5, w 2x2x3x3 -> y 1x2x3x3), with ``changes``."""
     args = dict(x=np.ones((1, 2, 5, 5), np.float32), w=np.ones((2, 2, 3, 3), np.float32),
                 b=np.ones(2, np.float32), y=np.zeros((1, 2, 3, 3), np.float32),
-                n=1, c=2, h=5, wd=5, f=2, cg=2, kh=3, kw=3, sh=1, sw=1, pt=0, pl=0, pb=0, pr=0, dh=1, dw=1, groups=1)
+                n=1, c=2, h=5, wd=5, f=2, cg=2, kh=3, kw=3, sh=1, sw=1, pt=0, pl=0, pb=0, pr=0, dil_h=1, dil_w=1,
+                groups=1)
     args.update(changes)
     return list(args.values())
 
@@ -256,13 +257,13 @@ CONV2D_CASES = [
     ("buffer > 2^59 elements", dict(n=_BIG, c=_BIG, cg=_BIG), Status.ERR_SIZE),
     ("stride 0", dict(sh=0), Status.ERR_PARAMETER),
     ("negative padding", dict(pr=-1), Status.ERR_PARAMETER),
-    ("dilation 2^31", dict(dw=2**31), Status.ERR_PARAMETER),
+    ("dilation 2^31", dict(dil_w=2**31), Status.ERR_PARAMETER),
     ("groups 0", dict(groups=0), Status.ERR_PARAMETER),
     ("channels not divisible", dict(groups=3, cg=1), Status.ERR_GROUPS),
     ("filters not divisible", dict(c=4, f=3, cg=2, groups=2), Status.ERR_GROUPS),
     ("weight channels", dict(cg=1), Status.ERR_SHAPE),
     ("kernel larger than the padded input", dict(kh=6, pt=0), Status.ERR_GEOMETRY),
-    ("dilated kernel larger", dict(dw=3), Status.ERR_GEOMETRY),
+    ("dilated kernel larger", dict(dil_w=3), Status.ERR_GEOMETRY),
 ]
 
 
@@ -465,6 +466,7 @@ def test_address_is_cached_and_serializes_blas():
 
 
 def test_output_size_helpers_match_python():
+    """The compiled output sizes the cores check with (int32 flags, as C passes them) against the Python API."""
     from lcnumba import geometry
 
     for size in range(1, 9):
@@ -472,11 +474,11 @@ def test_output_size_helpers_match_python():
             for stride in (1, 2, 3):
                 for dilation in (1, 2):
                     for pads in ((0, 0), (1, 0), (2, 1)):
-                        assert cores._output_size(size, kernel, stride, dilation, *pads) == \
+                        assert cores.conv_output_size(size, kernel, stride, dilation, *pads) == \
                             geometry.output_size(size, kernel, stride, dilation, *pads)
                     for pad in range(kernel // 2 + 1):
-                        for ceil_mode in (0, 1):
-                            got = cores._pool_output_size(size, kernel, stride, pad, dilation, ceil_mode)
+                        for ceil_mode in (np.int32(0), np.int32(1)):
+                            got = cores.pool_output_size(size, kernel, stride, pad, dilation, ceil_mode)
                             try:
                                 want = lc.max_pool1d_output_shape((1, 1, size), kernel, stride=stride, padding=pad,
                                                                   dilation=dilation, ceil_mode=bool(ceil_mode))[2]

@@ -15,6 +15,7 @@ import pytest
 
 import lcnumba
 from lcnumba import geometry, testing
+from lcnumba.cpu import segments
 
 from families import FAMILIES, LOCAL, TILED, Family, families
 
@@ -519,7 +520,7 @@ def test_output_shape_queries(name, dims, sharing, params):
     assert shape == getattr(testing, f"{name}_forward")(x, w, **params).shape
 
 
-# ---------------------------------------------------------------- geometry: segments
+# ---------------------------------------------------------------- geometry: tiles, and segments (lcnumba.cpu.segments)
 
 
 def _tile(index, size, tiles, mode):
@@ -545,7 +546,7 @@ SEGMENT_SHAPES = [(oh, ow, th, tw) for oh, ow in [(1, 1), (1, 5), (4, 1), (3, 5)
 @pytest.mark.parametrize("mode", ["periodic", "block"])
 @pytest.mark.parametrize("oh,ow,th,tw", SEGMENT_SHAPES)
 def test_segments_cover_every_position_once(mode, oh, ow, th, tw):
-    by_tile, tile_ptr, by_row, row_ptr = geometry.segments(oh, ow, th, tw, mode)
+    by_tile, tile_ptr, by_row, row_ptr = segments.segments(oh, ow, th, tw, mode)
     for array in (by_tile, tile_ptr, by_row, row_ptr):
         assert array.dtype == np.int64 and not array.flags.writeable
     assert by_tile.shape[1] == 5 and by_row.shape == by_tile.shape
@@ -573,8 +574,8 @@ def test_segments_cover_every_position_once(mode, oh, ow, th, tw):
 def test_segments_of_shared_and_local_weights(oh, ow):
     # conv2d: one tile, one segment per row covering it; local: one segment per position
     for mode in ("periodic", "block"):
-        by_tile, tile_ptr, _, _ = geometry.segments(oh, ow, 1, 1, mode)
+        by_tile, tile_ptr, _, _ = segments.segments(oh, ow, 1, 1, mode)
         assert len(by_tile) == oh and (by_tile[:, 0] == 0).all() and (by_tile[:, 4] == ow).all()
-        by_tile, tile_ptr, _, _ = geometry.segments(oh, ow, oh, ow, mode)
+        by_tile, tile_ptr, _, _ = segments.segments(oh, ow, oh, ow, mode)
         assert len(by_tile) == oh * ow and (by_tile[:, 4] == 1).all()
         assert (np.diff(tile_ptr) == 1).all()

@@ -5,7 +5,7 @@
   in one call are a ``TypeError``.
 - ``import lcnumba`` works without numba-cuda; a CUDA call then says what to install.
 - No atomics anywhere in ``lcnumba/gpu``; kernels are defined at module
-  level; the index arithmetic agrees with brute force.
+  level. (The index arithmetic they compile is tested in ``test_indexing.py``.)
 - Where NVVM is installed, every kernel the simulator ran also compiles
   to PTX for a real GPU (sm_90), both dtypes.
 """
@@ -20,12 +20,12 @@ import textwrap
 
 import numpy as np
 import pytest
-from numba import cuda, njit
+from numba import cuda
 from numba.cuda.cudadrv.devicearray import is_cuda_ndarray
 
 import lcnumba
 from lcnumba import config
-from lcnumba.gpu import indexing, launch
+from lcnumba.gpu import launch
 
 GPU_DIR = pathlib.Path(lcnumba.__file__).parent / "gpu"
 REPO = pathlib.Path(lcnumba.__file__).parent.parent
@@ -164,48 +164,6 @@ def test_kernels_are_defined_at_module_level():
                         func = dec.func
                         name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", None)
                     assert name not in decorators, f"{path.name}:{node.lineno} defines a kernel inside a function"
-
-
-# ---------------------------------------------------------------- index arithmetic
-
-
-def _brute_taps(pos, pad, kernel, stride, dilation, out_size):
-    return [a for a in range(kernel) for i in range(out_size) if i * stride - pad + a * dilation == pos]
-
-
-@pytest.mark.parametrize("compiled", [False, True], ids=["python", "njit"])
-def test_tap_range_is_exact(compiled):
-    tap_range = njit(indexing.tap_range) if compiled else indexing.tap_range
-    for kernel in (1, 2, 3, 5):
-        for stride in (1, 2, 3, 4):
-            for dilation in (1, 2, 3, 6):
-                for pad in (0, 1, 3):
-                    size = 9
-                    out_size = (size + 2 * pad - dilation * (kernel - 1) - 1) // stride + 1
-                    if out_size < 1:
-                        continue
-                    for pos in range(size):
-                        lo, hi, step = tap_range(pos, pad, kernel, stride, dilation, out_size)
-                        assert list(range(lo, hi, step)) == _brute_taps(pos, pad, kernel, stride, dilation, out_size)
-
-
-@pytest.mark.parametrize("compiled", [False, True], ids=["python", "njit"])
-def test_tile_span_and_tile_of_agree_with_geometry(compiled):
-    span = njit(indexing.tile_span) if compiled else indexing.tile_span
-    tile_of = njit(indexing.tile_of) if compiled else indexing.tile_of
-    for size in range(1, 9):
-        for tiles in range(1, 10):
-            for mode in lcnumba.geometry.TILE_MODES:
-                periodic = mode == "periodic"
-                seen = []
-                for t in range(tiles):
-                    start, step, count = span(t, size, tiles, periodic)
-                    members = [start + u * step for u in range(count)]
-                    assert all(lcnumba.geometry.tile_of(i, size, tiles, mode) == t for i in members)
-                    assert all(tile_of(i, size, tiles, periodic) == t for i in members)
-                    assert count <= indexing.span_count(size, tiles)
-                    seen += members
-                assert sorted(seen) == list(range(size))
 
 
 # ---------------------------------------------------------------- compiled for a real GPU

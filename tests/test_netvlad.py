@@ -188,6 +188,29 @@ def test_empty_batch_and_empty_descriptor_sets():
     assert dx.shape == (2, 4, 0) and not dw.any() and not db.any() and not dc.any()
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_backward_driver_sums_the_samples_in_order(dtype):
+    """``lcnumba.cpu.netvlad.backward``, the one compiled backward of the Python function and the C entry point:
+    its weight, bias and centroid gradients are the per-sample gradients (each sample's own call) added in sample
+    order, to the bit; no samples give zeros."""
+    from lcnumba.cpu import netvlad
+
+    x, w, b, c = _params((4, 5, 6), 3, 2, dtype)
+    dy = np.random.default_rng(3).standard_normal((4, 15)).astype(dtype)
+    dx = np.empty_like(x)
+    sums = [np.full_like(w, np.nan), np.full_like(b, np.nan), np.full_like(c, np.nan)]
+    netvlad.backward(dy, x, w, b, c, True, 1e-12, dx, *sums)
+    parts = [lc.netvlad_backward(dy[n:n + 1], x[n:n + 1], w, b, c) for n in range(4)]
+    np.testing.assert_array_equal(dx, np.concatenate([part[0] for part in parts]))
+    for which, got in enumerate(sums, start=1):
+        want = parts[0][which].copy()
+        for part in parts[1:]:
+            want += part[which]
+        np.testing.assert_array_equal(got, want)
+    netvlad.backward(dy[:0], x[:0], w, b, c, True, 1e-12, dx[:0], *sums)
+    assert not any(part.any() for part in sums)
+
+
 # ---------------------------------------------------------------- errors
 
 

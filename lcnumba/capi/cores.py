@@ -10,15 +10,20 @@ below and calls it through its C address. A core
    first failing status before anything is written;
 2. views the caller's buffers with ``numba.carray`` (C-contiguous, shapes
    computed from the checked dimensions);
-3. calls exactly the CPU kernels and drivers the Python API calls, with
-   arguments of the same Numba types, so the results are bitwise the same
-   and the kernels come from the same on-disk cache.
+3. calls the one compiled driver of ``lcnumba.cpu`` that the Python API
+   calls for the same operation, with arguments of the same Numba types,
+   so the results are bitwise the same and the kernels come from the same
+   on-disk cache.
+
+Output sizes are those of ``lcnumba.indexing``, compiled
+(``lcnumba.cpu.indexing``), as the Python API computes them.
 
 The cores are compiled lazily (``compiled``) and cached on disk. Numba keys
 a cache entry on the core's own source file only, so the key is extended
-with a digest of the kernel sources a core calls (``lcnumba/cpu/conv.py``,
-``geometry.py`` and ``config.py`` for the convolution cores, and so on):
-editing a kernel invalidates the cores that call it.
+(``lcnumba.cache``) with a digest of every source a core compiles in:
+this file, the status codes and the ``COMPILES_IN`` of the kernel modules
+it calls (``COMPILES_IN`` below). Editing any of them invalidates the cores
+that compile it in.
 The thin entry points hold the cores' addresses as constants and cannot be
 cached on disk; they compile in a few tens of milliseconds.
 
@@ -26,22 +31,22 @@ Sizes and parameters are limited to ``2**31 - 1`` and buffers to ``2**59``
 elements, so no index computation of a kernel can overflow ``int64``.
 """
 
-import hashlib
-import pathlib
 import threading
 
 import numba
 import numpy as np
 from llvmlite import ir
 from numba import carray, njit, types
-from numba.core.caching import FunctionCache
 from numba.core.ccallback import CFunc
 from numba.core.sigutils import normalize_signature
 from numba.extending import intrinsic
 
+from .. import cache
 from ..cpu import conv as conv_kernels
 from ..cpu import netvlad as netvlad_kernels
 from ..cpu import pool as pool_kernels
+from ..cpu.indexing import COMPILES_IN as _INDEXING
+from ..cpu.indexing import conv_output_size, pool_output_size
 from .status import Status
 
 OK = int(Status.OK)
@@ -63,12 +68,6 @@ MAX_ELEMENTS = 2**59
 
 #: Weight sharing of the convolution family: one bank, TH x TW banks, one per position.
 CONV, TILED, LOCAL = 0, 1, 2
-
-
-@njit
-def _output_size(size, kernel, stride, dilation, pad_before, pad_after):
-    """``lcnumba.geometry.output_size``, compiled (the tests check that the two agree)."""
-    return (size + pad_before + pad_after - dilation * (kernel - 1) - 1) // stride + 1
 
 
 # ---------------------------------------------------------------- checks
@@ -143,12 +142,12 @@ def _overlap(a, b):
 
 
 @njit
-def _conv_check(n, c, h, w, th, tw, f, cg, kh, kw, sh, sw, pt, pl, pb, pr, dh, dw, groups, family, tile_mode,
+def _conv_check(n, c, h, w, th, tw, f, cg, kh, kw, sh, sw, pt, pl, pb, pr, dil_h, dil_w, groups, family, tile_mode,
                 accumulate):
     """Status and output size ``(status, oh, ow)`` of a convolution-family call, in status order."""
     if not _batch_ok(n) or not _sizes_ok((c, h, w, th, tw, f, cg, kh, kw)):
         return ERR_SIZE, 0, 0
-    if not _sizes_ok((sh, sw, dh, dw, groups)) or not _pads_ok((pt, pl, pb, pr)):
+    if not _sizes_ok((sh, sw, dil_h, dil_w, groups)) or not _pads_ok((pt, pl, pb, pr)):
         return ERR_PARAMETER, 0, 0
     if not (_flag_ok(tile_mode) and _flag_ok(accumulate)):
         return ERR_FLAG, 0, 0
@@ -156,8 +155,8 @@ def _conv_check(n, c, h, w, th, tw, f, cg, kh, kw, sh, sw, pt, pl, pb, pr, dh, d
         return ERR_GROUPS, 0, 0
     if cg * groups != c:
         return ERR_SHAPE, 0, 0
-    oh = _output_size(h, kh, sh, dh, pt, pb)
-    ow = _output_size(w, kw, sw, dw, pl, pr)
+    oh = conv_output_size(h, kh, sh, dil_h, pt, pb)
+    ow = conv_output_size(w, kw, sw, dil_w, pl, pr)
     if oh < 1 or ow < 1:
         return ERR_GEOMETRY, 0, 0
     if family == LOCAL and (th != oh or tw != ow):
@@ -178,11 +177,11 @@ def _conv_check(n, c, h, w, th, tw, f, cg, kh, kw, sh, sw, pt, pl, pb, pr, dh, d
 # impossible to cache on disk.
 
 
-def conv_forward(x, weight, bias, y, n, c, h, w, th, tw, f, cg, kh, kw, sh, sw, pt, pl, pb, pr, dh, dw, groups,
+def conv_forward(x, weight, bias, y, n, c, h, w, th, tw, f, cg, kh, kw, sh, sw, pt, pl, pb, pr, dil_h, dil_w, groups,
                  family, n_threads, tile_mode):
     if _null(x) or _null(weight) or _null(y):
         return ERR_NULL
-    status, oh, ow = _conv_check(n, c, h, w, th, tw, f, cg, kh, kw, sh, sw, pt, pl, pb, pr, dh, dw, groups,
+    status, oh, ow = _conv_check(n, c, h, w, th, tw, f, cg, kh, kw, sh, sw, pt, pl, pb, pr, dil_h, dil_w, groups,
                                  family, tile_mode, 0)
     if status != OK:
         return status
@@ -197,18 +196,18 @@ def conv_forward(x, weight, bias, y, n, c, h, w, th, tw, f, cg, kh, kw, sh, sw, 
     if n == 0:
         return OK
     try:
-        conv_kernels.forward(xa, wa, ba, th, tw, tile_mode == 0, kh, kw, sh, sw, pt, pl, dh, dw, groups,
+        conv_kernels.forward(xa, wa, ba, th, tw, tile_mode == 0, kh, kw, sh, sw, pt, pl, dil_h, dil_w, groups,
                              n_threads, ya)
     except Exception:  # noqa: BLE001 - a workspace allocation failed
         return ERR_INTERNAL
     return OK
 
 
-def conv_backward_input(dy, weight, dx, n, c, h, w, th, tw, f, cg, kh, kw, sh, sw, pt, pl, pb, pr, dh, dw, groups,
+def conv_backward_input(dy, weight, dx, n, c, h, w, th, tw, f, cg, kh, kw, sh, sw, pt, pl, pb, pr, dil_h, dil_w, groups,
                         family, n_threads, tile_mode):
     if _null(dy) or _null(weight) or _null(dx):
         return ERR_NULL
-    status, oh, ow = _conv_check(n, c, h, w, th, tw, f, cg, kh, kw, sh, sw, pt, pl, pb, pr, dh, dw, groups,
+    status, oh, ow = _conv_check(n, c, h, w, th, tw, f, cg, kh, kw, sh, sw, pt, pl, pb, pr, dil_h, dil_w, groups,
                                  family, tile_mode, 0)
     if status != OK:
         return status
@@ -220,18 +219,18 @@ def conv_backward_input(dy, weight, dx, n, c, h, w, th, tw, f, cg, kh, kw, sh, s
     if n == 0:
         return OK
     try:
-        conv_kernels.backward_input(dya, wa, th, tw, tile_mode == 0, kh, kw, sh, sw, pt, pl, dh, dw, groups,
+        conv_kernels.backward_input(dya, wa, th, tw, tile_mode == 0, kh, kw, sh, sw, pt, pl, dil_h, dil_w, groups,
                                     n_threads, dxa)
     except Exception:  # noqa: BLE001
         return ERR_INTERNAL
     return OK
 
 
-def conv_backward_weight(dy, x, dweight, n, c, h, w, th, tw, f, cg, kh, kw, sh, sw, pt, pl, pb, pr, dh, dw, groups,
-                         family, n_threads, tile_mode, accumulate):
+def conv_backward_weight(dy, x, dweight, n, c, h, w, th, tw, f, cg, kh, kw, sh, sw, pt, pl, pb, pr, dil_h, dil_w,
+                         groups, family, n_threads, tile_mode, accumulate):
     if _null(dy) or _null(x) or _null(dweight):
         return ERR_NULL
-    status, oh, ow = _conv_check(n, c, h, w, th, tw, f, cg, kh, kw, sh, sw, pt, pl, pb, pr, dh, dw, groups,
+    status, oh, ow = _conv_check(n, c, h, w, th, tw, f, cg, kh, kw, sh, sw, pt, pl, pb, pr, dil_h, dil_w, groups,
                                  family, tile_mode, accumulate)
     if status != OK:
         return status
@@ -245,7 +244,7 @@ def conv_backward_weight(dy, x, dweight, n, c, h, w, th, tw, f, cg, kh, kw, sh, 
             dwa[:] = 0
         return OK
     try:
-        conv_kernels.backward_weight(dya, xa, th, tw, tile_mode == 0, kh, kw, sh, sw, pt, pl, dh, dw, groups,
+        conv_kernels.backward_weight(dya, xa, th, tw, tile_mode == 0, kh, kw, sh, sw, pt, pl, dil_h, dil_w, groups,
                                      n_threads, accumulate != 0, dwa)
     except Exception:  # noqa: BLE001
         return ERR_INTERNAL
@@ -274,34 +273,22 @@ def conv_backward_bias(dy, dbias, n, f, oh, ow, th, tw, tile_mode, accumulate):
 
 # ---------------------------------------------------------------- max-pooling
 #
-# The 1-D entry points pass h = kh = sh = dh = 1 and ph = 0.
+# The 1-D entry points pass h = kh = sh = dil_h = 1 and ph = 0.
 
 
-@njit
-def _pool_output_size(size, kernel, stride, pad, dilation, ceil_mode):
-    """PyTorch's pooling output size (``lcnumba.ops.pool._output_size``, which capi may not import)."""
-    span = size + 2 * pad - dilation * (kernel - 1) - 1
-    if ceil_mode == 0:
-        return span // stride + 1
-    out = (span + stride - 1) // stride + 1
-    if (out - 1) * stride >= size + pad:  # a last window starting in the right padding is dropped
-        out -= 1
-    return out
-
-
-def pool_forward(x, y, indices, n, c, h, w, kh, kw, sh, sw, ph, pw, dh, dw, ceil_mode, return_indices):
+def pool_forward(x, y, indices, n, c, h, w, kh, kw, sh, sw, ph, pw, dil_h, dil_w, ceil_mode, return_indices):
     if _null(x) or _null(y) or (return_indices == 1 and _null(indices)):
         return ERR_NULL
     if not _batch_ok(n) or not _sizes_ok((c, h, w, kh, kw)):
         return ERR_SIZE
-    if not _sizes_ok((sh, sw, dh, dw)) or not _pads_ok((ph, pw)):
+    if not _sizes_ok((sh, sw, dil_h, dil_w)) or not _pads_ok((ph, pw)):
         return ERR_PARAMETER
     if not (_flag_ok(ceil_mode) and _flag_ok(return_indices)) or (return_indices == 0 and not _null(indices)):
         return ERR_FLAG
     if ph > kh // 2 or pw > kw // 2:
         return ERR_GEOMETRY
-    oh = _pool_output_size(h, kh, sh, ph, dh, ceil_mode)
-    ow = _pool_output_size(w, kw, sw, pw, dw, ceil_mode)
+    oh = pool_output_size(h, kh, sh, ph, dil_h, ceil_mode)
+    ow = pool_output_size(w, kw, sw, pw, dil_w, ceil_mode)
     if oh < 1 or ow < 1:
         return ERR_GEOMETRY
     planes = n * c
@@ -316,9 +303,9 @@ def pool_forward(x, y, indices, n, c, h, w, kh, kw, sh, sw, ph, pw, dh, dw, ceil
         return OK
     try:
         if return_indices:
-            pool_kernels.max_pool2d_fwd_indices(xa, ya, ia, kh, kw, sh, sw, ph, pw, dh, dw)
+            pool_kernels.max_pool2d_fwd_indices(xa, ya, ia, kh, kw, sh, sw, ph, pw, dil_h, dil_w)
         else:
-            pool_kernels.max_pool2d_fwd(xa, ya, kh, kw, sh, sw, ph, pw, dh, dw)
+            pool_kernels.max_pool2d_fwd(xa, ya, kh, kw, sh, sw, ph, pw, dil_h, dil_w)
     except Exception:  # noqa: BLE001
         return ERR_INTERNAL
     return OK
@@ -339,18 +326,11 @@ def pool_backward(dy, indices, dx, n, c, h, w, oh, ow):
         return ERR_OVERLAP
     if planes == 0:
         return OK
-    status = OK
     try:
-        lo = np.empty(planes, np.int64)
-        hi = np.empty(planes, np.int64)
-        pool_kernels.index_range(ia, lo, hi)
-        if lo.min() < -1 or hi.max() >= h * w:  # the scatter trusts its indices
-            status = ERR_INDEX
-        else:
-            pool_kernels.max_pool2d_bwd(dya, ia, dxa)
+        valid, _ = pool_kernels.backward(dya, ia, dxa)  # checks every index before it writes dx
     except Exception:  # noqa: BLE001
-        status = ERR_INTERNAL
-    return status
+        return ERR_INTERNAL
+    return OK if valid else ERR_INDEX
 
 
 # ---------------------------------------------------------------- NetVLAD
@@ -407,29 +387,18 @@ def netvlad_backward(dy, x, weight, bias, centroids, dx, dweight, dbias, dcentro
     ba = carray(bias, kg)
     ca = carray(centroids, (k, d))
     dxa = carray(dx, (n, d, m))
-    dwa = carray(dweight, kg * d)
+    dwa = carray(dweight, (kg, d))
     dba = carray(dbias, kg)
-    dca = carray(dcentroids, k * d)
-    for out in (dxa.reshape(-1), dwa, dba, dca):
+    dca = carray(dcentroids, (k, d))
+    for out in (dxa.reshape(-1), dwa.reshape(-1), dba, dca.reshape(-1)):
         for other in (dya.reshape(-1), xa.reshape(-1), wa.reshape(-1), ba, ca.reshape(-1)):
             if _overlap(out, other):
                 return ERR_OVERLAP
     if _overlap(dxa, dwa) or _overlap(dxa, dba) or _overlap(dxa, dca) or _overlap(dwa, dba) \
             or _overlap(dwa, dca) or _overlap(dba, dca):
         return ERR_OVERLAP
-    if n == 0:
-        dwa[:] = 0
-        dba[:] = 0
-        dca[:] = 0
-        return OK
     try:
-        dw_part = np.empty((n, kg, d), xa.dtype)
-        db_part = np.empty((n, kg), xa.dtype)
-        dc_part = np.empty((n, k, d), xa.dtype)
-        netvlad_kernels.netvlad_bwd(dya, xa, wa, ba, ca, normalize_input != 0, eps, dxa, dw_part, db_part, dc_part)
-        netvlad_kernels.reduce_samples(dw_part.reshape(n, kg * d), dwa)
-        netvlad_kernels.reduce_samples(db_part, dba)
-        netvlad_kernels.reduce_samples(dc_part.reshape(n, k * d), dca)
+        netvlad_kernels.backward(dya, xa, wa, ba, ca, normalize_input != 0, eps, dxa, dwa, dba, dca)
     except Exception:  # noqa: BLE001
         return ERR_INTERNAL
     return OK
@@ -461,34 +430,16 @@ def signature(core, dtype):
     return types.int32(*[floats if kind == "f" else _SCALARS[kind] for kind in KINDS[core]])
 
 
-#: The sources each core compiles in, besides this file and status.py.
-_SOURCES = {
-    "conv": ("cpu/conv.py", "geometry.py", "config.py"),
-    "pool": ("cpu/pool.py", "config.py"),
-    "netvlad": ("cpu/netvlad.py", "config.py"),
+#: The sources each family of cores compiles in (``lcnumba.cache``): this file, the status codes, the
+#: compiled output sizes and the kernel modules the cores call, with everything those compile in.
+_OWN = ("capi/cores.py", "capi/status.py")
+COMPILES_IN = {
+    "conv": cache.sources(_OWN, _INDEXING, conv_kernels.COMPILES_IN),
+    "pool": cache.sources(_OWN, _INDEXING, pool_kernels.COMPILES_IN),
+    "netvlad": cache.sources(_OWN, netvlad_kernels.COMPILES_IN),
 }
-_digests = {}
-
-
-def kernel_digest(core):
-    """SHA-256 of the sources ``core`` compiles in: part of its cache key."""
-    family = core.split("_")[0]
-    if family not in _digests:
-        root = pathlib.Path(__file__).resolve().parent.parent
-        hasher = hashlib.sha256()
-        for name in _SOURCES[family] + ("capi/cores.py", "capi/status.py"):
-            hasher.update(name.encode())
-            hasher.update((root / name).read_bytes())
-        _digests[family] = hasher.hexdigest()
-    return _digests[family]
-
-
-class _KernelAwareCache(FunctionCache):
-    """Numba's on-disk cache, keyed also on ``kernel_digest`` (Numba alone tracks this file only)."""
-
-    def _index_key(self, sig, codegen):
-        return super()._index_key(sig, codegen) + (kernel_digest(self._py_func.__name__),)
-
+for _names in COMPILES_IN.values():
+    cache.digest(_names)  # now, with the code this process compiles: the cores themselves compile on first use
 
 _compiled = {}
 _lock = threading.Lock()
@@ -506,10 +457,9 @@ def compiled(core, dtype):
             numba.get_num_threads()
             pyfunc = globals()[core]
             result = CFunc(pyfunc, normalize_signature(signature(core, dtype)), locals={}, options={})
-            try:
-                result._cache = _KernelAwareCache(pyfunc)
-            except RuntimeError:  # no writable cache directory: compile in memory only
-                pass
+            keyed = cache.source_keyed(pyfunc, COMPILES_IN[core.split("_")[0]])
+            if keyed is not None:  # else no writable cache directory: compile in memory only
+                result._cache = keyed
             result.compile()
             _compiled[key] = result
     return result

@@ -4,7 +4,7 @@ One code path serves the three families. Weights are laid out
 ``(T, F, Kg)`` with ``Kg = C/groups * KH * KW``: ``T = 1`` tile for conv2d,
 ``TH * TW`` for tiled, ``OH * OW`` for local, so one tile's filter bank is one
 contiguous ``(F, Kg)`` matrix. Output positions that share a tile come as
-*segments* (``lcnumba.geometry.segments``): rows ``(tile, i, j0, j_step,
+*segments* (``lcnumba.cpu.segments``): rows ``(tile, i, j0, j_step,
 count)``. Every pass turns a segment (times a chunk of the batch) into one
 GEMM done by BLAS through ``np.dot``:
 
@@ -43,10 +43,16 @@ few hundred KiB per worker, never the whole batch.
 import numpy as np
 from numba import njit, prange
 
-from ..config import FASTMATH, cache_depends_on
-from ..geometry import rows_per_phase_block, segment_table
-from . import local
+from .. import cache
+from ..config import FASTMATH
+from . import local, runs, segments
+from .indexing import COMPILES_IN as _INDEXING
+from .indexing import taps_inside
 from .runs import add_bias_run, add_run, copy_run
+from .segments import rows_per_phase_block, segment_table
+
+COMPILES_IN = cache.sources("config.py", "cpu/conv.py", local.COMPILES_IN, runs.COMPILES_IN, segments.COMPILES_IN,
+                            _INDEXING)
 
 #: Columns (batch samples x positions) per GEMM: big enough for BLAS to run
 #: near peak, small enough that the column buffer stays in L2.
@@ -71,7 +77,7 @@ def plan_weight_chunks(tile_ptr):
     Parameters
     ----------
     tile_ptr : int64 array (T + 1,)
-        Segment ranges per tile, from ``geometry.segment_table``.
+        Segment ranges per tile, from ``segments.segment_table``.
 
     Returns
     -------
@@ -120,40 +126,21 @@ def plan_weight_chunks(tile_ptr):
 # ---------------------------------------------------------------- column helpers
 
 
-@njit(cache=True, inline="always")
-def _valid_range(count, j0, j_step, stride_w, offset, width):
-    """``m`` range with ``0 <= (j0 + m*j_step)*stride_w + offset < width``."""
-    step = j_step * stride_w
-    start = j0 * stride_w + offset
-    lo = 0
-    if start < 0:
-        lo = (-start + step - 1) // step
-    hi = 0
-    if width - 1 - start >= 0:
-        hi = (width - 1 - start) // step + 1
-    if hi > count:
-        hi = count
-    if lo > hi:
-        lo = hi
-    return lo, hi
-
-
 @njit(cache=True, fastmath=FASTMATH)
-def _im2col(x, n0, n1, c0, cg, i, j0, j_step, count, kh, kw, sh, sw, pt, pl, dh, dw, cols):
+def _im2col(x, n0, n1, c0, cg, i, j0, j_step, count, kh, kw, sh, sw, pt, pl, dil_h, dil_w, cols):
     """Columns ``cols[k, (n - n0) * count + m]`` of positions ``(i, j0 + m*j_step)``."""
     height, width = x.shape[2], x.shape[3]
     for c in range(cg):
         for a in range(kh):
-            h = i * sh - pt + a * dh
+            h = i * sh - pt + a * dil_h
             for bb in range(kw):
                 row = cols[(c * kh + a) * kw + bb]
                 if h < 0 or h >= height:
                     row[:] = 0
                     continue
-                offset = bb * dw - pl
-                lo, hi = _valid_range(count, j0, j_step, sw, offset, width)
                 step = j_step * sw
-                start = j0 * sw + offset
+                start = j0 * sw + bb * dil_w - pl
+                lo, hi = taps_inside(start, step, count, width)
                 for n in range(n0, n1):
                     base = (n - n0) * count
                     plane = x[n, c0 + c, h]
@@ -169,20 +156,19 @@ def _im2col(x, n0, n1, c0, cg, i, j0, j_step, count, kh, kw, sh, sw, pt, pl, dh,
 
 
 @njit(cache=True, fastmath=FASTMATH)
-def _col2im_add(dcols, n0, n1, c0, cg, i, j0, j_step, count, kh, kw, sh, sw, pt, pl, dh, dw, dx):
+def _col2im_add(dcols, n0, n1, c0, cg, i, j0, j_step, count, kh, kw, sh, sw, pt, pl, dil_h, dil_w, dx):
     """``dx[n, c0 + c, h, w] += dcols[k, col]``: the transpose of ``_im2col``."""
     height, width = dx.shape[2], dx.shape[3]
     for c in range(cg):
         for a in range(kh):
-            h = i * sh - pt + a * dh
+            h = i * sh - pt + a * dil_h
             if h < 0 or h >= height:
                 continue
             for bb in range(kw):
                 row = dcols[(c * kh + a) * kw + bb]
-                offset = bb * dw - pl
-                lo, hi = _valid_range(count, j0, j_step, sw, offset, width)
                 step = j_step * sw
-                start = j0 * sw + offset
+                start = j0 * sw + bb * dil_w - pl
+                lo, hi = taps_inside(start, step, count, width)
                 for n in range(n0, n1):
                     base = (n - n0) * count
                     plane = dx[n, c0 + c, h]
@@ -194,44 +180,44 @@ def _col2im_add(dcols, n0, n1, c0, cg, i, j0, j_step, count, kh, kw, sh, sw, pt,
 
 
 @njit(cache=True, inline="always")
-def _rows_layout(count, j_step, sw, kw, dw):
+def _rows_layout(count, j_step, sw, kw, dil_w):
     """Whether a segment's columns are built as rows (one per sample and position).
 
     Columns ``cols[k, col]`` copy runs of ``count`` contiguous input cells
     when ``j_step * sw == 1``; rows ``patches[col, k]`` copy runs of ``KW``
-    when ``dw == 1``. Local convolution (``count == 1``) and strided tiles
+    when ``dil_w == 1``. Local convolution (``count == 1``) and strided tiles
     want rows.
     """
-    return count < kw or (j_step * sw != 1 and dw == 1)
+    return count < kw or (j_step * sw != 1 and dil_w == 1)
 
 
 @njit(cache=True, fastmath=FASTMATH)
-def _im2row(x, n0, n1, c0, cg, i, j0, j_step, count, kh, kw, sh, sw, pt, pl, dh, dw, patches):
+def _im2row(x, n0, n1, c0, cg, i, j0, j_step, count, kh, kw, sh, sw, pt, pl, dil_h, dil_w, patches):
     """Rows ``patches[(n - n0) * count + m, k]``: the transpose of ``_im2col``, built row by row."""
     height, width = x.shape[2], x.shape[3]
     for n in range(n0, n1):
         for m in range(count):
             row = patches[(n - n0) * count + m]
             w0 = (j0 + m * j_step) * sw - pl
-            lo, hi = _valid_range(kw, 0, 1, dw, w0, width)
+            lo, hi = taps_inside(w0, dil_w, kw, width)
             h0 = i * sh - pt
-            if lo == 0 and hi == kw and h0 >= 0 and h0 + (kh - 1) * dh < height:
+            if lo == 0 and hi == kw and h0 >= 0 and h0 + (kh - 1) * dil_h < height:
                 # Interior window: no bounds to test, a plain strided copy.
                 k = 0
                 for c in range(cg):
                     for a in range(kh):
-                        src = x[n, c0 + c, h0 + a * dh]
-                        if dw == 1:
+                        src = x[n, c0 + c, h0 + a * dil_h]
+                        if dil_w == 1:
                             copy_run(src[w0:w0 + kw], row[k:k + kw])
                         else:
                             for bb in range(kw):
-                                row[k + bb] = src[w0 + bb * dw]
+                                row[k + bb] = src[w0 + bb * dil_w]
                         k += kw
                 continue
             for c in range(cg):
                 plane = x[n, c0 + c]
                 for a in range(kh):
-                    h = i * sh - pt + a * dh
+                    h = i * sh - pt + a * dil_h
                     k0 = (c * kh + a) * kw
                     if h < 0 or h >= height:
                         row[k0:k0 + kw] = 0
@@ -240,43 +226,43 @@ def _im2row(x, n0, n1, c0, cg, i, j0, j_step, count, kh, kw, sh, sw, pt, pl, dh,
                     for bb in range(lo):
                         row[k0 + bb] = 0
                     for bb in range(lo, hi):
-                        row[k0 + bb] = src[w0 + bb * dw]
+                        row[k0 + bb] = src[w0 + bb * dil_w]
                     for bb in range(hi, kw):
                         row[k0 + bb] = 0
 
 
 @njit(cache=True, fastmath=FASTMATH)
-def _row2im_add(patches, n0, n1, c0, cg, i, j0, j_step, count, kh, kw, sh, sw, pt, pl, dh, dw, dx):
+def _row2im_add(patches, n0, n1, c0, cg, i, j0, j_step, count, kh, kw, sh, sw, pt, pl, dil_h, dil_w, dx):
     """``dx[n, c0 + c, h, w] += patches[row, k]``: the transpose of ``_im2row``."""
     height, width = dx.shape[2], dx.shape[3]
     for n in range(n0, n1):
         for m in range(count):
             row = patches[(n - n0) * count + m]
             w0 = (j0 + m * j_step) * sw - pl
-            lo, hi = _valid_range(kw, 0, 1, dw, w0, width)
+            lo, hi = taps_inside(w0, dil_w, kw, width)
             h0 = i * sh - pt
-            if lo == 0 and hi == kw and h0 >= 0 and h0 + (kh - 1) * dh < height:
+            if lo == 0 and hi == kw and h0 >= 0 and h0 + (kh - 1) * dil_h < height:
                 k = 0
                 for c in range(cg):
                     for a in range(kh):
-                        dst = dx[n, c0 + c, h0 + a * dh]
-                        if dw == 1:
+                        dst = dx[n, c0 + c, h0 + a * dil_h]
+                        if dil_w == 1:
                             add_run(row[k:k + kw], dst[w0:w0 + kw])
                         else:
                             for bb in range(kw):
-                                dst[w0 + bb * dw] += row[k + bb]
+                                dst[w0 + bb * dil_w] += row[k + bb]
                         k += kw
                 continue
             for c in range(cg):
                 plane = dx[n, c0 + c]
                 for a in range(kh):
-                    h = i * sh - pt + a * dh
+                    h = i * sh - pt + a * dil_h
                     if h < 0 or h >= height:
                         continue
                     k0 = (c * kh + a) * kw
                     dst = plane[h]
                     for bb in range(lo, hi):
-                        dst[w0 + bb * dw] += row[k0 + bb]
+                        dst[w0 + bb * dil_w] += row[k0 + bb]
 
 
 @njit(cache=True, fastmath=FASTMATH)
@@ -297,7 +283,7 @@ def _gather_dy(dy, n0, n1, f0, fg, i, j0, j_step, count, out):
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
-def conv_forward(x, w, b, segs, n_chunk, kh, kw, sh, sw, pt, pl, dh, dw, groups, n_threads, y):
+def conv_forward(x, w, b, segs, n_chunk, kh, kw, sh, sw, pt, pl, dil_h, dil_w, groups, n_threads, y):
     """``y = conv(x, w) + b`` over every segment.
 
     x (N, C, H, W), w (T, F, Kg), b (F, T) or (0, 0), segs (S, 5), y (N, F, OH, OW).
@@ -328,13 +314,13 @@ def conv_forward(x, w, b, segs, n_chunk, kh, kw, sh, sw, pt, pl, dh, dw, groups,
             t, i, j0, j_step, count = segs[s, 0], segs[s, 1], segs[s, 2], segs[s, 3], segs[s, 4]
             n_cols = (n1 - n0) * count
             res = out_space[: fg * n_cols].reshape((fg, n_cols))
-            if _rows_layout(count, j_step, sw, kw, dw):
+            if _rows_layout(count, j_step, sw, kw, dil_w):
                 patches = col_space[: kg * n_cols].reshape((n_cols, kg))
-                _im2row(x, n0, n1, g * cg, cg, i, j0, j_step, count, kh, kw, sh, sw, pt, pl, dh, dw, patches)
+                _im2row(x, n0, n1, g * cg, cg, i, j0, j_step, count, kh, kw, sh, sw, pt, pl, dil_h, dil_w, patches)
                 np.dot(w[t, g * fg:(g + 1) * fg], patches.T, res)
             else:
                 cols = col_space[: kg * n_cols].reshape((kg, n_cols))
-                _im2col(x, n0, n1, g * cg, cg, i, j0, j_step, count, kh, kw, sh, sw, pt, pl, dh, dw, cols)
+                _im2col(x, n0, n1, g * cg, cg, i, j0, j_step, count, kh, kw, sh, sw, pt, pl, dil_h, dil_w, cols)
                 np.dot(w[t, g * fg:(g + 1) * fg], cols, res)
             for f in range(fg):
                 bias = b[g * fg + f, t] if has_bias else zero
@@ -352,7 +338,7 @@ def conv_forward(x, w, b, segs, n_chunk, kh, kw, sh, sw, pt, pl, dh, dw, groups,
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
-def conv_backward_weight(dy, x, segs, chunks, n_chunk, kh, kw, sh, sw, pt, pl, dh, dw, groups, n_threads,
+def conv_backward_weight(dy, x, segs, chunks, n_chunk, kh, kw, sh, sw, pt, pl, dil_h, dil_w, groups, n_threads,
                          accumulate, partial, out):
     """``out (+)= dW`` with ``dW_t = sum over the tile's columns of dY @ im2col(x).T``.
 
@@ -394,13 +380,14 @@ def conv_backward_weight(dy, x, segs, chunks, n_chunk, kh, kw, sh, sw, pt, pl, d
                     dys = dy_space[: fg * n_cols].reshape((fg, n_cols))
                     _gather_dy(dy, n0, n1, g * fg, fg, i, j0, j_step, count, dys)
                     dst = tmp if add_to_acc else acc
-                    if _rows_layout(count, j_step, sw, kw, dw):
+                    if _rows_layout(count, j_step, sw, kw, dil_w):
                         patches = col_space[: kg * n_cols].reshape((n_cols, kg))
-                        _im2row(x, n0, n1, g * cg, cg, i, j0, j_step, count, kh, kw, sh, sw, pt, pl, dh, dw, patches)
+                        _im2row(x, n0, n1, g * cg, cg, i, j0, j_step, count, kh, kw, sh, sw, pt, pl, dil_h, dil_w,
+                                patches)
                         np.dot(dys, patches, dst)
                     else:
                         cols = col_space[: kg * n_cols].reshape((kg, n_cols))
-                        _im2col(x, n0, n1, g * cg, cg, i, j0, j_step, count, kh, kw, sh, sw, pt, pl, dh, dw, cols)
+                        _im2col(x, n0, n1, g * cg, cg, i, j0, j_step, count, kh, kw, sh, sw, pt, pl, dil_h, dil_w, cols)
                         np.dot(dys, cols.T, dst)
                     if add_to_acc:
                         acc += tmp
@@ -458,7 +445,7 @@ def conv_backward_bias(dy, segs, tile_ptr, accumulate, out):
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
-def conv_backward_input(dy, w, segs, row_ptr, rows_per_block, n_chunk, kh, kw, sh, sw, pt, pl, dh, dw, groups,
+def conv_backward_input(dy, w, segs, row_ptr, rows_per_block, n_chunk, kh, kw, sh, sw, pt, pl, dil_h, dil_w, groups,
                         n_threads, dx):
     """``dx = col2im(W_t.T @ dY)`` summed over every segment.
 
@@ -518,16 +505,16 @@ def conv_backward_input(dy, w, segs, row_ptr, rows_per_block, n_chunk, kh, kw, s
                         n_cols = (n1 - n0) * count
                         dys = dy_space[: fg * n_cols].reshape((fg, n_cols))
                         _gather_dy(dy, n0, n1, g * fg, fg, i, j0, j_step, count, dys)
-                        if _rows_layout(count, j_step, sw, kw, dw):
+                        if _rows_layout(count, j_step, sw, kw, dil_w):
                             dpatches = dcol_space[: kg * n_cols].reshape((n_cols, kg))
                             np.dot(dys.T, w_t, dpatches)
                             _row2im_add(dpatches, n0, n1, g * cg, cg, i, j0, j_step, count,
-                                        kh, kw, sh, sw, pt, pl, dh, dw, dx)
+                                        kh, kw, sh, sw, pt, pl, dil_h, dil_w, dx)
                         else:
                             dcols = dcol_space[: kg * n_cols].reshape((kg, n_cols))
                             np.dot(w_t.T, dys, dcols)
                             _col2im_add(dcols, n0, n1, g * cg, cg, i, j0, j_step, count,
-                                        kh, kw, sh, sw, pt, pl, dh, dw, dx)
+                                        kh, kw, sh, sw, pt, pl, dil_h, dil_w, dx)
 
 
 # ---------------------------------------------------------------- drivers
@@ -539,41 +526,41 @@ def conv_backward_input(dy, w, segs, row_ptr, rows_per_block, n_chunk, kh, kw, s
 
 
 @njit(cache=True)
-def forward(x, w, b, th, tw, periodic, kh, kw, sh, sw, pt, pl, dh, dw, groups, n_threads, y):
+def forward(x, w, b, th, tw, periodic, kh, kw, sh, sw, pt, pl, dil_h, dil_w, groups, n_threads, y):
     """``y = conv(x, w) + b``; w (T, F, Kg), b (F, T) or (0, 0), y (N, F, OH, OW)."""
-    if _is_local(th, tw, y, x, kh, kw, sh, sw, dh, dw):
-        local.forward(x, w, b, kh, kw, sh, sw, pt, pl, dh, dw, groups, n_threads, y)
+    if _is_local(th, tw, y, x, kh, kw, sh, sw, dil_h, dil_w):
+        local.forward(x, w, b, kh, kw, sh, sw, pt, pl, dil_h, dil_w, groups, n_threads, y)
         return
     by_tile, _, _, _ = segment_table(y.shape[2], y.shape[3], th, tw, periodic)
     n_chunk = batch_chunk(x.shape[0], _max_count(by_tile))
-    conv_forward(x, w, b, by_tile, n_chunk, kh, kw, sh, sw, pt, pl, dh, dw, groups, n_threads, y)
+    conv_forward(x, w, b, by_tile, n_chunk, kh, kw, sh, sw, pt, pl, dil_h, dil_w, groups, n_threads, y)
 
 
 @njit(cache=True)
-def backward_input(dy, w, th, tw, periodic, kh, kw, sh, sw, pt, pl, dh, dw, groups, n_threads, dx):
+def backward_input(dy, w, th, tw, periodic, kh, kw, sh, sw, pt, pl, dil_h, dil_w, groups, n_threads, dx):
     """``dx``, (N, C, H, W), from dy (N, F, OH, OW) and w (T, F, Kg)."""
-    if _is_local(th, tw, dy, dx, kh, kw, sh, sw, dh, dw):
-        local.backward_input(dy, w, kh, kw, sh, sw, pt, pl, dh, dw, groups, rows_per_phase_block(kh, sh, dh),
-                             n_threads, dx)
+    if _is_local(th, tw, dy, dx, kh, kw, sh, sw, dil_h, dil_w):
+        local.backward_input(dy, w, kh, kw, sh, sw, pt, pl, dil_h, dil_w, groups,
+                             rows_per_phase_block(kh, sh, dil_h), n_threads, dx)
         return
     _, _, by_row, row_ptr = segment_table(dy.shape[2], dy.shape[3], th, tw, periodic)
     n_chunk = batch_chunk(dy.shape[0], _max_count(by_row))
-    rows = rows_per_phase_block(kh, sh, dh)
-    conv_backward_input(dy, w, by_row, row_ptr, rows, n_chunk, kh, kw, sh, sw, pt, pl, dh, dw, groups,
+    rows = rows_per_phase_block(kh, sh, dil_h)
+    conv_backward_input(dy, w, by_row, row_ptr, rows, n_chunk, kh, kw, sh, sw, pt, pl, dil_h, dil_w, groups,
                         n_threads, dx)
 
 
 @njit(cache=True)
-def backward_weight(dy, x, th, tw, periodic, kh, kw, sh, sw, pt, pl, dh, dw, groups, n_threads, accumulate, out):
+def backward_weight(dy, x, th, tw, periodic, kh, kw, sh, sw, pt, pl, dil_h, dil_w, groups, n_threads, accumulate, out):
     """``out (+)= dW``, (T, F, Kg), from dy (N, F, OH, OW) and x (N, C, H, W)."""
-    if _is_local(th, tw, dy, x, kh, kw, sh, sw, dh, dw):
-        local.backward_weight(dy, x, kh, kw, sh, sw, pt, pl, dh, dw, groups, n_threads, accumulate, out)
+    if _is_local(th, tw, dy, x, kh, kw, sh, sw, dil_h, dil_w):
+        local.backward_weight(dy, x, kh, kw, sh, sw, pt, pl, dil_h, dil_w, groups, n_threads, accumulate, out)
         return
     by_tile, tile_ptr, _, _ = segment_table(dy.shape[2], dy.shape[3], th, tw, periodic)
     chunks, reductions, n_slots = plan_weight_chunks(tile_ptr)
     partial = np.empty((n_slots, out.shape[1], out.shape[2]), dtype=out.dtype)
     n_chunk = batch_chunk(x.shape[0], _max_count(by_tile))
-    conv_backward_weight(dy, x, by_tile, chunks, n_chunk, kh, kw, sh, sw, pt, pl, dh, dw, groups, n_threads,
+    conv_backward_weight(dy, x, by_tile, chunks, n_chunk, kh, kw, sh, sw, pt, pl, dil_h, dil_w, groups, n_threads,
                          accumulate, partial, out)
     if n_slots > 0:
         reduce_weight_partials(partial, reductions, accumulate, out)
@@ -587,19 +574,10 @@ def backward_bias(dy, th, tw, periodic, accumulate, out):
 
 
 @njit(cache=True, inline="always")
-def _is_local(th, tw, y, x, kh, kw, sh, sw, dh, dw):
+def _is_local(th, tw, y, x, kh, kw, sh, sw, dil_h, dil_w):
     """One tile per output position (y or dy) and a sane padding of x (or dx): ``lcnumba.cpu.local`` applies."""
     oh, ow = y.shape[2], y.shape[3]
-    return th == oh and tw == ow and local.fits(oh, ow, kh, kw, sh, sw, dh, dw, x.shape[2], x.shape[3])
-
-
-# Every kernel here compiles the run copies of cpu/runs.py in, and the drivers also functions of
-# geometry.py and cpu/local.py: their cache must follow those files too.
-for _kernel in (conv_forward, conv_backward_weight, conv_backward_input, _im2col, _col2im_add, _im2row,
-                _row2im_add, _gather_dy):
-    cache_depends_on(_kernel, "cpu/runs.py")
-for _driver in (forward, backward_input, backward_weight, backward_bias):
-    cache_depends_on(_driver, "geometry.py", "cpu/local.py", "cpu/runs.py")
+    return th == oh and tw == ow and local.fits(oh, ow, kh, kw, sh, sw, dil_h, dil_w, x.shape[2], x.shape[3])
 
 
 @njit(cache=True)
@@ -608,3 +586,6 @@ def _max_count(segs):
     for s in range(segs.shape[0]):
         most = max(most, segs[s, 4])
     return most
+
+
+cache.key_kernels(globals())

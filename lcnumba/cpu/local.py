@@ -40,8 +40,12 @@ the largest array) are streamed from memory once per chunk.
 import numpy as np
 from numba import njit, prange
 
-from ..config import FASTMATH, cache_depends_on
+from .. import cache
+from ..config import FASTMATH
+from . import runs
 from .runs import add_run, copy_run
+
+COMPILES_IN = cache.sources("config.py", "cpu/local.py", runs.COMPILES_IN)
 
 #: Samples per chunk: one chunk for the usual batch sizes, so the weights are
 #: read once per pass, while a patch matrix (Kg x lanes) stays within L2.
@@ -87,14 +91,14 @@ def balanced_rows_per_block(oh, min_rows, n_workers):
 
 
 @njit(cache=True)
-def fits(oh, ow, kh, kw, sh, sw, dh, dw, height, width):
+def fits(oh, ow, kh, kw, sh, sw, dil_h, dil_w, height, width):
     """Whether the padded, interleaved copy stays within twice the input plus a kernel's margin.
 
     It always does but for paddings far larger than the input, which read
     almost only zeros; those take the generic path of ``lcnumba.cpu.conv``.
     """
-    return (padded_extent(oh, kh, sh, dh) <= 2 * (height + kh * dh)
-            and padded_extent(ow, kw, sw, dw) <= 2 * (width + kw * dw))
+    return (padded_extent(oh, kh, sh, dil_h) <= 2 * (height + kh * dil_h)
+            and padded_extent(ow, kw, sw, dil_w) <= 2 * (width + kw * dil_w))
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
@@ -141,37 +145,37 @@ def deinterleave(dxt, n0, pt, pl, dx):
 
 
 @njit(cache=True, fastmath=FASTMATH)
-def _gather_patch(xt, c0, cg, i, j, kh, kw, sh, sw, dh, dw, patch):
+def _gather_patch(xt, c0, cg, i, j, kh, kw, sh, sw, dil_h, dil_w, patch):
     """``patch[k, l] = xt[c0 + c, i*SH + a*DH, j*SW + b*DW, l]`` with ``k = (c*KH + a)*KW + b``."""
     hp, wp, lanes = xt.shape[1], xt.shape[2], xt.shape[3]
     flat = xt.reshape(-1)
     out = patch.reshape(-1)
-    runs_per_row = 1 if dw == 1 else kw
-    run = kw * lanes if dw == 1 else lanes
+    runs_per_row = 1 if dil_w == 1 else kw
+    run = kw * lanes if dil_w == 1 else lanes
     r = 0
     for c in range(cg):
         for a in range(kh):
-            row_start = (((c0 + c) * hp + i * sh + a * dh) * wp + j * sw) * lanes
+            row_start = (((c0 + c) * hp + i * sh + a * dil_h) * wp + j * sw) * lanes
             for b in range(runs_per_row):
-                start = row_start + b * dw * lanes
+                start = row_start + b * dil_w * lanes
                 copy_run(flat[start:start + run], out[r:r + run])
                 r += run
 
 
 @njit(cache=True, fastmath=FASTMATH)
-def _scatter_patch_add(dpatch, c0, cg, i, j, kh, kw, sh, sw, dh, dw, dxt):
+def _scatter_patch_add(dpatch, c0, cg, i, j, kh, kw, sh, sw, dil_h, dil_w, dxt):
     """``dxt[c0 + c, i*SH + a*DH, j*SW + b*DW, l] += dpatch[k, l]``: the transpose of ``_gather_patch``."""
     hp, wp, lanes = dxt.shape[1], dxt.shape[2], dxt.shape[3]
     flat = dxt.reshape(-1)
     src_all = dpatch.reshape(-1)
-    runs_per_row = 1 if dw == 1 else kw
-    run = kw * lanes if dw == 1 else lanes
+    runs_per_row = 1 if dil_w == 1 else kw
+    run = kw * lanes if dil_w == 1 else lanes
     r = 0
     for c in range(cg):
         for a in range(kh):
-            row_start = (((c0 + c) * hp + i * sh + a * dh) * wp + j * sw) * lanes
+            row_start = (((c0 + c) * hp + i * sh + a * dil_h) * wp + j * sw) * lanes
             for b in range(runs_per_row):
-                start = row_start + b * dw * lanes
+                start = row_start + b * dil_w * lanes
                 add_run(src_all[r:r + run], flat[start:start + run])
                 r += run
 
@@ -185,7 +189,7 @@ def _gather_dy_position(dy, n0, f0, i, j, dyp):
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
-def local_forward_chunk(xt, w, b, n0, kh, kw, sh, sw, dh, dw, groups, n_threads, y):
+def local_forward_chunk(xt, w, b, n0, kh, kw, sh, sw, dil_h, dil_w, groups, n_threads, y):
     """``y[n0:n0 + lanes] = local_conv(x, w) + b`` from the interleaved chunk ``xt``; parallel over positions."""
     lanes = xt.shape[3]
     cg = xt.shape[0] // groups
@@ -203,7 +207,7 @@ def local_forward_chunk(xt, w, b, n0, kh, kw, sh, sw, dh, dw, groups, n_threads,
             i = p // ow
             j = p % ow
             for g in range(groups):
-                _gather_patch(xt, g * cg, cg, i, j, kh, kw, sh, sw, dh, dw, patch)
+                _gather_patch(xt, g * cg, cg, i, j, kh, kw, sh, sw, dil_h, dil_w, patch)
                 np.dot(w[p, g * fg:(g + 1) * fg], patch, res)
                 for f in range(fg):
                     bias = b[g * fg + f, p] if has_bias else zero
@@ -212,7 +216,7 @@ def local_forward_chunk(xt, w, b, n0, kh, kw, sh, sw, dh, dw, groups, n_threads,
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
-def local_backward_weight_chunk(dy, xt, n0, kh, kw, sh, sw, dh, dw, groups, n_threads, accumulate, out):
+def local_backward_weight_chunk(dy, xt, n0, kh, kw, sh, sw, dil_h, dil_w, groups, n_threads, accumulate, out):
     """``out[p] (+)= dy_p @ patch_p.T`` over the chunk's samples; parallel over positions."""
     lanes = xt.shape[3]
     cg = xt.shape[0] // groups
@@ -229,7 +233,7 @@ def local_backward_weight_chunk(dy, xt, n0, kh, kw, sh, sw, dh, dw, groups, n_th
             i = p // ow
             j = p % ow
             for g in range(groups):
-                _gather_patch(xt, g * cg, cg, i, j, kh, kw, sh, sw, dh, dw, patch)
+                _gather_patch(xt, g * cg, cg, i, j, kh, kw, sh, sw, dil_h, dil_w, patch)
                 _gather_dy_position(dy, n0, g * fg, i, j, dyp)
                 dst = out[p, g * fg:(g + 1) * fg]
                 if accumulate:
@@ -240,10 +244,10 @@ def local_backward_weight_chunk(dy, xt, n0, kh, kw, sh, sw, dh, dw, groups, n_th
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
-def local_backward_input_chunk(dy, w, n0, kh, kw, sh, sw, dh, dw, groups, rows, n_threads, dxt):
+def local_backward_input_chunk(dy, w, n0, kh, kw, sh, sw, dil_h, dil_w, groups, rows, n_threads, dxt):
     """``dxt += w[p].T @ dy_p`` for every position, added back along each patch (dxt comes zeroed).
 
-    Output rows come in blocks of ``rows`` (``geometry.rows_per_phase_block``): blocks two apart
+    Output rows come in blocks of ``rows`` (``segments.rows_per_phase_block``): blocks two apart
     add into disjoint rows of ``dxt``, so the even blocks run in parallel,
     then the odd ones, each in a fixed order.
     """
@@ -269,57 +273,54 @@ def local_backward_input_chunk(dy, w, n0, kh, kw, sh, sw, dh, dw, groups, rows, 
                         for g in range(groups):
                             _gather_dy_position(dy, n0, g * fg, i, j, dyp)
                             np.dot(w[p, g * fg:(g + 1) * fg].T, dyp, dpatch)
-                            _scatter_patch_add(dpatch, g * cg, cg, i, j, kh, kw, sh, sw, dh, dw, dxt)
+                            _scatter_patch_add(dpatch, g * cg, cg, i, j, kh, kw, sh, sw, dil_h, dil_w, dxt)
 
 
 # ---------------------------------------------------------------- drivers
 
 
 @njit(cache=True)
-def forward(x, w, b, kh, kw, sh, sw, pt, pl, dh, dw, groups, n_threads, y):
+def forward(x, w, b, kh, kw, sh, sw, pt, pl, dil_h, dil_w, groups, n_threads, y):
     """``y = local_conv(x, w) + b``; x (N, C, H, W), w (OH*OW, F, Kg), b (F, OH*OW) or (0, 0)."""
     n_total, n_channels = x.shape[0], x.shape[1]
-    hp = padded_extent(y.shape[2], kh, sh, dh)
-    wp = padded_extent(y.shape[3], kw, sw, dw)
+    hp = padded_extent(y.shape[2], kh, sh, dil_h)
+    wp = padded_extent(y.shape[3], kw, sw, dil_w)
     for n0 in range(0, n_total, LANES_PER_CHUNK):
         lanes = min(LANES_PER_CHUNK, n_total - n0)
         xt = np.empty((n_channels, hp, wp, lanes), dtype=x.dtype)
         interleave(x, n0, pt, pl, xt)
-        local_forward_chunk(xt, w, b, n0, kh, kw, sh, sw, dh, dw, groups, n_threads, y)
+        local_forward_chunk(xt, w, b, n0, kh, kw, sh, sw, dil_h, dil_w, groups, n_threads, y)
 
 
 @njit(cache=True)
-def backward_weight(dy, x, kh, kw, sh, sw, pt, pl, dh, dw, groups, n_threads, accumulate, out):
+def backward_weight(dy, x, kh, kw, sh, sw, pt, pl, dil_h, dil_w, groups, n_threads, accumulate, out):
     """``out (+)= dW``, (OH*OW, F, Kg), from dy (N, F, OH, OW) and x (N, C, H, W)."""
     n_total, n_channels = x.shape[0], x.shape[1]
     if n_total == 0 and not accumulate:
         out[:] = 0
-    hp = padded_extent(dy.shape[2], kh, sh, dh)
-    wp = padded_extent(dy.shape[3], kw, sw, dw)
+    hp = padded_extent(dy.shape[2], kh, sh, dil_h)
+    wp = padded_extent(dy.shape[3], kw, sw, dil_w)
     for n0 in range(0, n_total, LANES_PER_CHUNK):
         lanes = min(LANES_PER_CHUNK, n_total - n0)
         xt = np.empty((n_channels, hp, wp, lanes), dtype=x.dtype)
         interleave(x, n0, pt, pl, xt)
-        local_backward_weight_chunk(dy, xt, n0, kh, kw, sh, sw, dh, dw, groups, n_threads,
+        local_backward_weight_chunk(dy, xt, n0, kh, kw, sh, sw, dil_h, dil_w, groups, n_threads,
                                     accumulate or n0 > 0, out)
 
 
 @njit(cache=True)
-def backward_input(dy, w, kh, kw, sh, sw, pt, pl, dh, dw, groups, rows, n_threads, dx):
+def backward_input(dy, w, kh, kw, sh, sw, pt, pl, dil_h, dil_w, groups, rows, n_threads, dx):
     """``dx``, (N, C, H, W), from dy (N, F, OH, OW) and w (OH*OW, F, Kg); ``rows``: the fewest rows per block."""
     n_total, n_channels = dx.shape[0], dx.shape[1]
-    hp = padded_extent(dy.shape[2], kh, sh, dh)
-    wp = padded_extent(dy.shape[3], kw, sw, dw)
+    hp = padded_extent(dy.shape[2], kh, sh, dil_h)
+    wp = padded_extent(dy.shape[3], kw, sw, dil_w)
     for n0 in range(0, n_total, LANES_PER_CHUNK):
         lanes = min(LANES_PER_CHUNK, n_total - n0)
         # Zeroed here, not in a parallel loop: one parallel region fewer per chunk.
         dxt = np.zeros((n_channels, hp, wp, lanes), dtype=dx.dtype)
-        local_backward_input_chunk(dy, w, n0, kh, kw, sh, sw, dh, dw, groups,
+        local_backward_input_chunk(dy, w, n0, kh, kw, sh, sw, dil_h, dil_w, groups,
                                    balanced_rows_per_block(dy.shape[2], rows, n_threads), n_threads, dxt)
         deinterleave(dxt, n0, pt, pl, dx)
 
 
-# Every kernel here compiles the run copies of cpu/runs.py in: its cache must follow that file too.
-for _kernel in (_gather_patch, _scatter_patch_add, local_forward_chunk, local_backward_weight_chunk,
-                local_backward_input_chunk, forward, backward_weight, backward_input):
-    cache_depends_on(_kernel, "cpu/runs.py")
+cache.key_kernels(globals())

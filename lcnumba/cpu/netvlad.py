@@ -7,6 +7,8 @@ Layouts (``KG = K + G`` clusters, the last G of them ghosts)::
     centroids  (K, D)
     y, dy      (N, K * D)   cluster-major: index k * D + d
     dx         (N, D, M)
+    dw, db     (KG, D), (KG,)
+    dc         (K, D)       gradient of the centroids
     dw_part    (N, KG, D)   per-sample gradients, summed by ``reduce_samples``
     db_part    (N, KG)
     dc_part    (N, K, D)
@@ -39,7 +41,10 @@ bitwise reproducible.
 import numpy as np
 from numba import njit, prange
 
-from lcnumba.config import FASTMATH
+from .. import cache
+from ..config import FASTMATH
+
+COMPILES_IN = ("config.py", "cpu/netvlad.py")
 
 # exp(x) = 2^k * exp(f), x = k ln2 + f, |f| <= ln2 / 2: a Cody-Waite split of
 # ln2 and a degree-13 Taylor polynomial, in float64 (error about 1 ulp).
@@ -350,3 +355,31 @@ def reduce_samples(part, out):
         for n in range(1, samples):
             total += part[n, j]
         out[j] = total
+
+
+@njit(cache=True)
+def backward(dy, x, w, b, c, normalize_input, eps, dx, dw, db, dc):
+    """NetVLAD backward: ``dx`` (N, D, M) and the sums over samples ``dw`` (KG, D), ``db`` (KG,), ``dc`` (K, D).
+
+    The per-sample partials (O(N KG D) scratch, allocated here) are summed in
+    sample order by ``reduce_samples``; with no samples the three sums are 0.
+    BLAS must be serial for the call (the module notes).
+    """
+    n = x.shape[0]
+    kg, d = w.shape
+    k = c.shape[0]
+    if n == 0:
+        dw[:] = 0
+        db[:] = 0
+        dc[:] = 0
+        return
+    dw_part = np.empty((n, kg, d), x.dtype)
+    db_part = np.empty((n, kg), x.dtype)
+    dc_part = np.empty((n, k, d), x.dtype)
+    netvlad_bwd(dy, x, w, b, c, normalize_input, eps, dx, dw_part, db_part, dc_part)
+    reduce_samples(dw_part.reshape((n, kg * d)), dw.reshape(kg * d))
+    reduce_samples(db_part, db)
+    reduce_samples(dc_part.reshape((n, k * d)), dc.reshape(k * d))
+
+
+cache.key_kernels(globals())

@@ -31,26 +31,19 @@ Border columns take the per-window path.
 import numpy as np
 from numba import njit, prange
 
-from lcnumba.config import FASTMATH
+from .. import cache
+from ..config import FASTMATH
+from .indexing import COMPILES_IN as _INDEXING
+from .indexing import taps_inside
+
+COMPILES_IN = cache.sources("config.py", "cpu/pool.py", _INDEXING)
 
 
 @njit(inline="always")
-def _taps(start, size, k, d):
-    """Taps ``[t0, t1)`` of a window starting at ``start`` (may be < 0) that fall in ``[0, size)``."""
-    t0 = 0
-    if start < 0:
-        t0 = (-start + d - 1) // d
-    t1 = 0
-    if size > start:
-        t1 = min(k, (size - start + d - 1) // d)
-    return t0, t1
-
-
-@njit(inline="always")
-def _interior(w, ow, kw, sw, pw, dw):
+def _interior(w, ow, kw, sw, pw, dil_w):
     """Output columns ``[j0, j1)`` whose windows lie wholly inside ``[0, w)``."""
     j0 = min((pw + sw - 1) // sw, ow)
-    last = w - 1 + pw - (kw - 1) * dw
+    last = w - 1 + pw - (kw - 1) * dil_w
     j1 = 0
     if last >= 0:
         j1 = min(last // sw + 1, ow)
@@ -60,18 +53,18 @@ def _interior(w, ow, kw, sw, pw, dw):
 
 
 @njit(inline="always")
-def _window(xp, h0, r0, r1, dh, w0, kw, dw, w):
+def _window(xp, h0, r0, r1, dil_h, w0, kw, dil_w, w):
     """Maximum and flat index of one window, PyTorch's visiting order; ``(-inf, -1)`` if it has no cell."""
-    c0, c1 = _taps(w0, w, kw, dw)
+    c0, c1 = taps_inside(w0, dil_w, kw, w)
     if c0 >= c1 or r0 >= r1:
         return -np.inf, -1
-    hh = h0 + r0 * dh
-    best = hh * w + w0 + c0 * dw
-    m = xp[hh, w0 + c0 * dw]
+    hh = h0 + r0 * dil_h
+    best = hh * w + w0 + c0 * dil_w
+    m = xp[hh, w0 + c0 * dil_w]
     for r in range(r0, r1):
-        hh = h0 + r * dh
+        hh = h0 + r * dil_h
         for c in range(c0, c1):
-            ww = w0 + c * dw
+            ww = w0 + c * dil_w
             v = xp[hh, ww]
             if v > m or v != v:
                 m = v
@@ -102,7 +95,7 @@ def _phases(row, phased, sw, width):
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
-def max_pool2d_fwd(x, y, kh, kw, sh, sw, ph, pw, dh, dw):
+def max_pool2d_fwd(x, y, kh, kw, sh, sw, ph, pw, dil_h, dil_w):
     """Max-pooling forward without indices: ``y[p, i, j]`` = max of window ``(i, j)`` of plane ``p``.
 
     Separable: a column maximum over the window rows (contiguous, vectorised),
@@ -113,7 +106,7 @@ def max_pool2d_fwd(x, y, kh, kw, sh, sw, ph, pw, dh, dw):
     """
     planes, h, w = x.shape
     oh, ow = y.shape[1], y.shape[2]
-    j0, j1 = _interior(w, ow, kw, sw, pw, dw)
+    j0, j1 = _interior(w, ow, kw, sw, pw, dil_w)
     if sw > w:  # one window per row at most: its phase split would need sw rows for w cells
         j0 = j1 = 0
     n_int = j1 - j0
@@ -126,23 +119,23 @@ def max_pool2d_fwd(x, y, kh, kw, sh, sw, ph, pw, dh, dw):
             pm = np.empty((sw, (w + sw - 1) // sw), x.dtype)
         for i in range(oh):
             h0 = i * sh - ph
-            r0, r1 = _taps(h0, h, kh, dh)
+            r0, r1 = taps_inside(h0, dil_h, kh, h)
             yr = y[p, i]
             for j in range(j0):
-                yr[j] = _window(xp, h0, r0, r1, dh, j * sw - pw, kw, dw, w)[0]
+                yr[j] = _window(xp, h0, r0, r1, dil_h, j * sw - pw, kw, dil_w, w)[0]
             for j in range(j1, ow):
-                yr[j] = _window(xp, h0, r0, r1, dh, j * sw - pw, kw, dw, w)[0]
+                yr[j] = _window(xp, h0, r0, r1, dil_h, j * sw - pw, kw, dil_w, w)[0]
             if n_int == 0:
                 continue
             yi = yr[j0:j1]
             if r0 >= r1:
                 yi[:] = -np.inf
                 continue
-            xr = xp[h0 + r0 * dh]
+            xr = xp[h0 + r0 * dil_h]
             for t in range(w):
                 vm[t] = xr[t]
             for r in range(r0 + 1, r1):
-                xr = xp[h0 + r * dh]
+                xr = xp[h0 + r * dil_h]
                 for t in range(w):
                     v = xr[t]
                     m = vm[t]
@@ -150,7 +143,7 @@ def max_pool2d_fwd(x, y, kh, kw, sh, sw, ph, pw, dh, dw):
             if sw > 1:
                 _phases(vm, pm, sw, w)
             for c in range(kw):
-                off = j0 * sw + c * dw - pw
+                off = j0 * sw + c * dil_w - pw
                 src = pm[off % sw, off // sw:off // sw + n_int]
                 if c == 0:
                     for k in range(n_int):
@@ -163,7 +156,7 @@ def max_pool2d_fwd(x, y, kh, kw, sh, sw, ph, pw, dh, dw):
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
-def max_pool2d_fwd_indices(x, y, indices, kh, kw, sh, sw, ph, pw, dh, dw):
+def max_pool2d_fwd_indices(x, y, indices, kh, kw, sh, sw, ph, pw, dil_h, dil_w):
     """Max-pooling forward with the flat index of every maximum in ``indices``.
 
     Separable like ``max_pool2d_fwd``, and still exactly PyTorch's choice of
@@ -178,7 +171,7 @@ def max_pool2d_fwd_indices(x, y, indices, kh, kw, sh, sw, ph, pw, dh, dw):
     """
     planes, h, w = x.shape
     oh, ow = y.shape[1], y.shape[2]
-    j0, j1 = _interior(w, ow, kw, sw, pw, dw)
+    j0, j1 = _interior(w, ow, kw, sw, pw, dil_w)
     if sw > w:  # one window per row at most: its phase split would need sw rows for w cells
         j0 = j1 = 0
     n_int = j1 - j0
@@ -196,13 +189,13 @@ def max_pool2d_fwd_indices(x, y, indices, kh, kw, sh, sw, ph, pw, dh, dw):
         col = np.empty(max(n_int, 1), np.int32)
         for i in range(oh):
             h0 = i * sh - ph
-            r0, r1 = _taps(h0, h, kh, dh)
+            r0, r1 = taps_inside(h0, dil_h, kh, h)
             yr = y[p, i]
             ir = indices[p, i]
             for j in range(j0):
-                yr[j], ir[j] = _window(xp, h0, r0, r1, dh, j * sw - pw, kw, dw, w)
+                yr[j], ir[j] = _window(xp, h0, r0, r1, dil_h, j * sw - pw, kw, dil_w, w)
             for j in range(j1, ow):
-                yr[j], ir[j] = _window(xp, h0, r0, r1, dh, j * sw - pw, kw, dw, w)
+                yr[j], ir[j] = _window(xp, h0, r0, r1, dil_h, j * sw - pw, kw, dil_w, w)
             if n_int == 0:
                 continue
             yi = yr[j0:j1]
@@ -211,13 +204,13 @@ def max_pool2d_fwd_indices(x, y, indices, kh, kw, sh, sw, ph, pw, dh, dw):
                 yi[:] = -np.inf
                 ii[:] = -1
                 continue
-            xr = xp[h0 + r0 * dh]
+            xr = xp[h0 + r0 * dil_h]
             first = np.int32(r0)
             for t in range(w):
                 vm[t] = xr[t]
                 vr[t] = first
             for r in range(r0 + 1, r1):
-                xr = xp[h0 + r * dh]
+                xr = xp[h0 + r * dil_h]
                 tap = np.int32(r)
                 for t in range(w):
                     v = xr[t]
@@ -229,7 +222,7 @@ def max_pool2d_fwd_indices(x, y, indices, kh, kw, sh, sw, ph, pw, dh, dw):
                 _phases(vm, pm, sw, w)
                 _phases(vr, pr, sw, w)
             for c in range(kw):
-                off = j0 * sw + c * dw - pw
+                off = j0 * sw + c * dil_w - pw
                 src = pm[off % sw, off // sw:off // sw + n_int]
                 srow = pr[off % sw, off // sw:off // sw + n_int]
                 if c == 0:
@@ -250,7 +243,7 @@ def max_pool2d_fwd_indices(x, y, indices, kh, kw, sh, sw, ph, pw, dh, dw):
                         col[k] = tap if take else col[k]
             base = h0 * w + j0 * sw - pw
             for k in range(n_int):
-                ii[k] = base + np.int64(row[k]) * (dh * w) + k * sw + np.int64(col[k]) * dw
+                ii[k] = base + np.int64(row[k]) * (dil_h * w) + k * sw + np.int64(col[k]) * dil_w
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
@@ -258,9 +251,9 @@ def max_pool2d_bwd(dy, indices, dx):
     """Max-pooling backward: ``dx[p, indices[p, q]] += dy[p, q]``, in order of ``q``.
 
     Each plane is owned by one iteration, so the scatter is race-free and
-    its summation order (output order) is fixed. Indices were validated by
-    the caller; ``-1`` (a window with no cell) adds nothing, and an index
-    outside the plane is skipped rather than written, as a last guard.
+    its summation order (output order) is fixed. Indices were validated
+    (``backward`` does); ``-1`` (a window with no cell) adds nothing, and an
+    index outside the plane is skipped rather than written, as a last guard.
     """
     planes, q_count = dy.shape
     size = dx.shape[1]
@@ -290,3 +283,44 @@ def index_range(indices, lo, hi):
             b = max(b, v)
         lo[p] = a
         hi[p] = b
+
+
+@njit(cache=True)
+def check_indices(indices, plane_size):
+    """Whether every index of ``indices`` (P, Q), Q >= 1, lies in ``[-1, plane_size)``: ``(valid, bad)``.
+
+    ``bad`` is the smallest index when it is below -1, else the largest when
+    it is outside the plane (-1 when ``valid``): the scatter of
+    ``max_pool2d_bwd`` trusts its indices, so they are checked first.
+    """
+    lo = np.empty(indices.shape[0], np.int64)
+    hi = np.empty(indices.shape[0], np.int64)
+    index_range(indices, lo, hi)
+    low = lo.min()
+    high = hi.max()
+    if low < -1:
+        return False, low
+    if high >= plane_size:
+        return False, high
+    return True, np.int64(-1)
+
+
+@njit(cache=True)
+def backward(dy, indices, dx):
+    """Max-pooling backward with its index check: ``(valid, bad)`` of ``check_indices``.
+
+    dy (P, OH * OW), indices (P, OH * OW), dx (P, H * W). Every index is
+    checked before anything is written: with a bad one, ``dx`` is left as
+    it was and ``valid`` is False; else ``dx`` is the scatter of
+    ``max_pool2d_bwd``. The Python function and the C entry point both call
+    this driver.
+    """
+    if dy.shape[0] > 0 and dy.shape[1] > 0:
+        valid, bad = check_indices(indices, dx.shape[1])
+        if not valid:
+            return False, bad
+    max_pool2d_bwd(dy, indices, dx)
+    return True, np.int64(-1)
+
+
+cache.key_kernels(globals())

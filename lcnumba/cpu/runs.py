@@ -8,12 +8,15 @@ LLVM proves every index non-negative and vectorises (DeepFace C1's im2col:
 44 ms of a 103 ms forward before, 8 ms after).
 
 Kernels that call these compile them in: their on-disk cache must follow
-this file (``config.cache_depends_on``).
+this file (their modules list ``COMPILES_IN`` below in theirs, ``lcnumba.cache``).
 """
 
 from numba import njit
 
+from .. import cache
 from ..config import FASTMATH
+
+COMPILES_IN = ("config.py", "cpu/runs.py")
 
 
 @njit(cache=True, fastmath=FASTMATH, inline="always")
@@ -35,3 +38,6 @@ def add_bias_run(src, bias, dst):
     """``dst[:] = src + bias``."""
     for m in range(dst.shape[0]):
         dst[m] = src[m] + bias
+
+
+cache.key_kernels(globals())

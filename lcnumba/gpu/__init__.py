@@ -5,8 +5,8 @@ Imported only when a public function is called with CUDA arrays, so that
 not called ``cuda``: numba-cuda's import hook takes over every module whose
 name contains ``numba.cuda``, which ``lcnumba.cuda`` would.) Modules:
 
+``jit``       the import of numba-cuda and the kernel and device-function decorators
 ``launch``    device arrays, argument checks and launch geometry
-``indexing``  index arithmetic, plain Python compiled as device functions
 ``kernels``   strided copy, fill, fixed-order reduction of partial sums
 ``conv``      convolution family: forward, backward input, weight and bias
 ``pool``      max-pooling forward and backward
@@ -14,4 +14,4 @@ name contains ``numba.cuda``, which ``lcnumba.cuda`` would.) Modules:
 ``backend``   the device array backend of the cores in ``lcnumba.ops``
 """
 
-from . import launch as _launch  # noqa: F401  (first, so that a missing numba-cuda raises the install hint)
+from . import jit as _jit  # noqa: F401  (first, so that a missing numba-cuda raises the install hint)

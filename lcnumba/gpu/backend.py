@@ -6,8 +6,8 @@ calls with the same messages. Arrays are Numba device arrays (real or
 simulated) or objects with ``__cuda_array_interface__`` (viewed, not
 copied); results are Numba device arrays. Every kernel is launched, and
 every output and scratch buffer allocated, on the call's ``stream``.
-Nothing synchronises except ``index_bounds`` (max-pooling's backward checks
-the caller's indices before its kernel runs: two integers come back).
+Nothing synchronises except ``pool_backward``, which checks the caller's
+indices before its kernel runs (two integers come back to the host).
 
 Imported only when a call has CUDA arrays, so ``import lcnumba`` needs no
 numba-cuda.
@@ -61,11 +61,15 @@ class DeviceBackend:
     def pool_forward(self, x, geo, y, indices):
         pool_kernels.forward(x, geo.kernel_args, y, indices, self.stream)
 
-    def index_bounds(self, indices):
-        return pool_kernels.index_bounds(indices, self.stream)
-
     def pool_backward(self, dy, indices, dx):
-        pool_kernels.backward(dy, indices, dx, self.stream)
+        """Scatter ``dy`` into ``dx``; the first bad index, or None. The check synchronises the stream."""
+        if dy.shape[0] and dy.shape[1]:
+            low, high = pool_kernels.index_bounds(indices, self.stream)
+            if low < -1 or high >= dx.shape[1]:
+                return low if low < -1 else high
+        if dx.shape[1]:
+            pool_kernels.backward(dy, indices, dx, self.stream)
+        return None
 
     # ------------------------------------------------------------ NetVLAD
 

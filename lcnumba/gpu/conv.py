@@ -13,7 +13,7 @@ y, dy       (N, F, OH, OW)        output and its gradient
 
 ``T = TH * TW`` banks: 1 for conv2d, ``OH * OW`` for local. Output
 position ``(i, j)`` uses bank ``tile_of(i) * TW + tile_of(j)``; the
-positions of one bank form a regular grid (``indexing.tile_span``), so
+positions of one bank form a regular grid (``lcnumba.indexing.tile_span``), so
 bank ``t`` is one GEMM whose columns are ``(n, u, v)``: sample ``n`` and
 the ``u``-th row, ``v``-th column of the bank's positions.
 
@@ -51,11 +51,10 @@ the block size or the device), so results are bitwise reproducible and
 independent of ``THREADS_PER_BLOCK``. Index arithmetic is int64.
 """
 
-from numba import cuda
-
-from . import indexing
+from .. import indexing
+from .jit import cuda, device_function, kernel
 from .kernels import reduce_splits
-from .launch import block_threads, blockwise, device_function, elementwise, kernel
+from .launch import block_threads, blockwise, elementwise
 
 #: GEMM tile: rows (filters), columns (positions or k) and the reduction chunk.
 BM = 32
@@ -94,7 +93,7 @@ def _column(col, per_n, nv, i0, istep, j0, jstep):
 
 
 @device_function
-def _patch(x, col, k, n_cols, kg, per_n, nv, i0, istep, j0, jstep, ch0, kh, kw, sh, sw, pt, pl, dh, dw):
+def _patch(x, col, k, n_cols, kg, per_n, nv, i0, istep, j0, jstep, ch0, kh, kw, sh, sw, pt, pl, dil_h, dil_w):
     """im2col entry ``(k, col)``: the input value tap ``k`` of column ``col`` reads (0 in the padding)."""
     zero = x.dtype.type(0)
     if col >= n_cols or k >= kg:
@@ -104,15 +103,15 @@ def _patch(x, col, k, n_cols, kg, per_n, nv, i0, istep, j0, jstep, ch0, kh, kw, 
     ab = k - c * (kh * kw)
     a = ab // kw
     bb = ab - a * kw
-    h = i * sh - pt + a * dh
-    ww = j * sw - pl + bb * dw
+    h = i * sh - pt + a * dil_h
+    ww = j * sw - pl + bb * dil_w
     if h < 0 or h >= x.shape[2] or ww < 0 or ww >= x.shape[3]:
         return zero
     return x[n, ch0 + c, h, ww]
 
 
 @kernel
-def conv_forward(x, w, b, has_bias, th, tw, periodic, kh, kw, sh, sw, pt, pl, dh, dw, groups, bm, bn, n_fb, n_cb,
+def conv_forward(x, w, b, has_bias, th, tw, periodic, kh, kw, sh, sw, pt, pl, dil_h, dil_w, groups, bm, bn, n_fb, n_cb,
                  k_major, y):
     """``y = conv(x, w) + b``; a block per (bank, group, filter tile, column tile), block-stride loop."""
     n_total = x.shape[0]
@@ -170,7 +169,7 @@ def conv_forward(x, w, b, has_bias, th, tw, periodic, kh, kw, sh, sw, pt, pl, dh
                         kk = e // bn
                         cn = e - kk * bn
                     xs[kk, cn] = _patch(x, col0 + cn, k0 + kk, n_cols, kg, per_n, nv, i0, istep, j0, jstep,
-                                        g * cg, kh, kw, sh, sw, pt, pl, dh, dw)
+                                        g * cg, kh, kw, sh, sw, pt, pl, dil_h, dil_w)
                 cuda.syncthreads()
                 if v < n_virtual:
                     for kk in range(kc):
@@ -204,7 +203,7 @@ def conv_forward(x, w, b, has_bias, th, tw, periodic, kh, kw, sh, sw, pt, pl, dh
 
 
 @kernel
-def conv_backward_weight(dy, x, th, tw, periodic, kh, kw, sh, sw, pt, pl, dh, dw, groups, bm, bk, n_fb, n_kb,
+def conv_backward_weight(dy, x, th, tw, periodic, kh, kw, sh, sw, pt, pl, dil_h, dil_w, groups, bm, bk, n_fb, n_kb,
                          n_split, split_cols, k_major, accumulate, dst):
     """``dst[s, t] (+)= dY_t X_t^T`` over split ``s`` of bank ``t``'s columns; dst (S, T, F, Kg).
 
@@ -269,7 +268,7 @@ def conv_backward_weight(dy, x, th, tw, periodic, kh, kw, sh, sw, pt, pl, dh, dw
                         kk = e // n_cc
                         cc = e - kk * n_cc
                     xs[kk, cc] = _patch(x, col0 + cc, k0 + kk, c_hi, kg, per_n, nv, i0, istep, j0, jstep,
-                                        g * cg, kh, kw, sh, sw, pt, pl, dh, dw)
+                                        g * cg, kh, kw, sh, sw, pt, pl, dil_h, dil_w)
                 cuda.syncthreads()
                 if v < n_virtual:
                     for cc in range(n_cc):
@@ -334,7 +333,7 @@ def conv_backward_bias(dy, th, tw, periodic, n_split, split_cols, accumulate, ds
 
 
 @kernel
-def conv_backward_input(dy, w, th, tw, periodic, kh, kw, sh, sw, pt, pl, dh, dw, groups, dx):
+def conv_backward_input(dy, w, th, tw, periodic, kh, kw, sh, sw, pt, pl, dil_h, dil_w, groups, dx):
     """``dx[n, c, h, w] = sum w[t, f, k] dy[n, f, i, j]`` over the (tap, filter) pairs that read ``(h, w)``.
 
     A thread per ``(sample block, c, h, w)``, ``w`` fastest (coalesced
@@ -365,13 +364,13 @@ def conv_backward_input(dy, w, th, tw, periodic, kh, kw, sh, sw, pt, pl, dh, dw,
         ch = c - g * cg
         for q in range(NB):
             acc[q] = zero
-        a_lo, a_hi, a_step = tap_range(h, pt, kh, sh, dh, oh)
-        b_lo, b_hi, b_step = tap_range(ww, pl, kw, sw, dw, ow)
+        a_lo, a_hi, a_step = tap_range(h, pt, kh, sh, dil_h, oh)
+        b_lo, b_hi, b_step = tap_range(ww, pl, kw, sw, dil_w, ow)
         for a in range(a_lo, a_hi, a_step):
-            i = (h + pt - a * dh) // sh
+            i = (h + pt - a * dil_h) // sh
             ti = tile_of(i, oh, th, periodic)
             for bb in range(b_lo, b_hi, b_step):
-                j = (ww + pl - bb * dw) // sw
+                j = (ww + pl - bb * dil_w) // sw
                 t = ti * tw + tile_of(j, ow, tw, periodic)
                 k = (ch * kh + a) * kw + bb
                 for f in range(g * fg, (g + 1) * fg):

@@ -4,9 +4,7 @@ All are grid-stride loops over a flat index with the fastest axis last,
 so consecutive threads touch consecutive addresses (coalesced).
 """
 
-from numba import cuda
-
-from .launch import kernel
+from .jit import cuda, kernel
 
 
 @kernel

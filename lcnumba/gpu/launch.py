@@ -1,9 +1,9 @@
 """Device arrays, argument checks and launch geometry shared by every CUDA kernel.
 
-Importing this module is the one place where lcnumba touches numba-cuda;
-``import lcnumba`` never does, so the package works without numba-cuda or
-a driver, and only a call with CUDA arrays raises, naming the missing
-package.
+Importing ``lcnumba.gpu`` is where lcnumba first touches numba-cuda
+(``lcnumba.gpu.jit``); ``import lcnumba`` never does, so the package works
+without numba-cuda or a driver, and only a call with CUDA arrays raises,
+naming the missing package.
 
 Arrays. Numba device arrays (real, or the simulator's) are used as they
 are; any object with ``__cuda_array_interface__`` (CuPy, PyTorch CUDA
@@ -22,36 +22,11 @@ capped at ``MAX_BLOCKS``; the grid-stride loops cover the rest.
 import numpy as np
 
 from .. import checks, config
-
-INSTALL_HINT = "CUDA arrays need numba-cuda: pip install lcnumba[cuda] (or pip install numba-cuda)"
-
-try:
-    from numba import cuda
-    from numba.cuda import config as _cuda_config
-    from numba.cuda.cudadrv.devicearray import is_cuda_ndarray
-except ImportError as exc:  # numba-cuda (or its CUDA bindings) not installed
-    raise ImportError(f"lcnumba: {INSTALL_HINT}") from exc
-
-#: True when Numba runs CUDA kernels in its simulator (``NUMBA_ENABLE_CUDASIM=1``).
-SIMULATOR = bool(_cuda_config.ENABLE_CUDASIM)
+from .jit import INSTALL_HINT, SIMULATOR, cuda, is_cuda_ndarray  # noqa: F401 - INSTALL_HINT, SIMULATOR: API
+from .kernels import copy6, fill1
 
 #: Largest grid launched; grid-stride loops cover any larger amount of work.
 MAX_BLOCKS = 65535
-
-
-# ---------------------------------------------------------------- compilation
-
-
-def kernel(fn):
-    """``fn`` compiled as a CUDA kernel (lazily, once per argument types)."""
-    return cuda.jit(fn)
-
-
-def device_function(fn):
-    """``fn`` (plain Python) compiled as an inlined CUDA device function."""
-    if SIMULATOR:
-        return cuda.jit(device=True)(fn)
-    return cuda.jit(device=True, forceinline=True)(fn)
 
 
 # ---------------------------------------------------------------- launch geometry
@@ -169,8 +144,6 @@ def contiguous(arr, stream):
     out = cuda.device_array(tuple(arr.shape), dtype=arr.dtype, stream=stream)
     size = int(np.prod(arr.shape))
     if size:
-        from .kernels import copy6
-
         shape6 = (1,) * (6 - arr.ndim) + tuple(arr.shape)
         elementwise(copy6, size, stream, _unit_view(arr, 6), out.reshape(shape6))
     return out
@@ -180,8 +153,6 @@ def fill(arr, value, stream):
     """Set every element of the C-contiguous device array ``arr`` to ``value``."""
     size = int(np.prod(arr.shape))
     if size:
-        from .kernels import fill1
-
         elementwise(fill1, size, stream, arr.reshape(size), arr.dtype.type(value))
 
 

@@ -34,10 +34,9 @@ reproducible. Scratch is O(N (K + G) (M + D)).
 
 import math
 
-from numba import cuda
-
+from .jit import cuda, kernel
 from .kernels import reduce_splits
-from .launch import block_threads, blockwise, elementwise, kernel
+from .launch import block_threads, blockwise, elementwise, fill
 
 BM = 32
 BN = 32
@@ -404,8 +403,6 @@ def backward(dy, x, w, b, c, normalize_input, eps, stream):
     db = cuda.device_array(kg, dtype=dtype, stream=stream)
     dc = cuda.device_array((k, d), dtype=dtype, stream=stream)
     if n == 0:
-        from .launch import fill
-
         for array in (dw, db, dc):
             fill(array, 0, stream)
         return dx, dw, db, dc

@@ -31,16 +31,16 @@ atomic-free and bitwise equal to the CPU result.
 import math
 
 import numpy as np
-from numba import cuda
 
-from .launch import block_threads, blockwise, elementwise, kernel
+from .jit import cuda, kernel
+from .launch import block_threads, blockwise, elementwise
 
 #: (dy, index) pairs staged per step of the backward.
 CHUNK = 256
 
 
 @kernel
-def max_pool2d_fwd(x, kh, kw, sh, sw, ph, pw, dh, dw, with_indices, y, indices):
+def max_pool2d_fwd(x, kh, kw, sh, sw, ph, pw, dil_h, dil_w, with_indices, y, indices):
     planes = x.shape[0]
     height = x.shape[1]
     width = x.shape[2]
@@ -57,11 +57,11 @@ def max_pool2d_fwd(x, kh, kw, sh, sw, ph, pw, dh, dw, with_indices, y, indices):
         best = -1
         m = x.dtype.type(-math.inf)
         for r in range(kh):
-            hh = h0 + r * dh
+            hh = h0 + r * dil_h
             if hh < 0 or hh >= height:
                 continue
             for c in range(kw):
-                ww = w0 + c * dw
+                ww = w0 + c * dil_w
                 if ww < 0 or ww >= width:
                     continue
                 v = x[p, hh, ww]

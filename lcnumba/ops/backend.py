@@ -85,18 +85,11 @@ class HostBackend:
                 pool_kernels.max_pool2d_fwd_indices(x, y, indices, *geo.kernel_args)
 
     @staticmethod
-    def index_bounds(indices):
-        """``(min, max)`` of the (planes, cells) index array."""
-        lo = np.empty(indices.shape[0], dtype=np.int64)
-        hi = np.empty(indices.shape[0], dtype=np.int64)
-        with kernel_guard():
-            pool_kernels.index_range(indices, lo, hi)
-        return int(lo.min()), int(hi.max())
-
-    @staticmethod
     def pool_backward(dy, indices, dx):
+        """Scatter ``dy`` (planes, OH*OW) into ``dx`` (planes, H*W); the first bad index, or None (``dx`` untouched)."""
         with kernel_guard():
-            pool_kernels.max_pool2d_bwd(dy, indices, dx)
+            valid, bad = pool_kernels.backward(dy, indices, dx)
+        return None if valid else int(bad)
 
     # ------------------------------------------------------------ NetVLAD
 
@@ -107,26 +100,14 @@ class HostBackend:
 
     @staticmethod
     def netvlad_backward(dy, x, w, b, centroids, normalize_input, eps):
-        """``(dx (N, D, M), dw, db, dcentroids)``; per-sample weight gradients summed in sample order."""
-        n, d, _ = x.shape
-        kg, k = w.shape[0], centroids.shape[0]
-        dtype = x.dtype
-        dx = np.empty(x.shape, dtype)
-        dw = np.zeros((kg, d), dtype)
-        db = np.zeros((kg,), dtype)
-        dc = np.zeros((k, d), dtype)
-        if n == 0:
-            return dx, dw, db, dc
-        dw_part = np.empty((n, kg, d), dtype)
-        db_part = np.empty((n, kg), dtype)
-        dc_part = np.empty((n, k, d), dtype)
-        with kernel_guard():
-            with serial_blas():
-                netvlad_kernels.netvlad_bwd(dy, x, w, b, centroids, normalize_input, eps, dx, dw_part, db_part,
-                                            dc_part)
-            netvlad_kernels.reduce_samples(dw_part.reshape(n, -1), dw.reshape(-1))
-            netvlad_kernels.reduce_samples(db_part, db)
-            netvlad_kernels.reduce_samples(dc_part.reshape(n, -1), dc.reshape(-1))
+        """``(dx (N, D, M), dw, db, dcentroids)``; the per-sample weight gradients are summed in sample order."""
+        kg, d = w.shape
+        dx = np.empty(x.shape, x.dtype)
+        dw = np.empty((kg, d), x.dtype)
+        db = np.empty((kg,), x.dtype)
+        dc = np.empty(centroids.shape, x.dtype)
+        with kernel_guard(), serial_blas():
+            netvlad_kernels.backward(dy, x, w, b, centroids, normalize_input, eps, dx, dw, db, dc)
         return dx, dw, db, dc
 
 

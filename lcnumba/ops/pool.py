@@ -60,9 +60,7 @@ def backward(fam, be, dy, indices, input_shape, out):
     plane_size = int(np.prod(input_shape[2:]))
     if not planes:
         return dx
-    flat_dy, flat_indices = dy.reshape(planes, per_plane), indices.reshape(planes, per_plane)
-    if per_plane:
-        checks.pool_indices_in_range(*be.index_bounds(flat_indices), plane_size)
-    if plane_size:
-        be.pool_backward(flat_dy, flat_indices, dx.reshape(planes, plane_size))
+    bad = be.pool_backward(dy.reshape(planes, per_plane), indices.reshape(planes, per_plane),
+                           dx.reshape(planes, plane_size))
+    checks.pool_index_valid(bad, plane_size)
     return dx
