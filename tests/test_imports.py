@@ -55,7 +55,8 @@ def imports_of(module):
                 base = f"{base}.{node.module}" if node.module else base
             else:
                 base = node.module
-            targets = [f"{base}.{alias.name}" for alias in node.names] + [base]
+            # ``from pkg import sub`` imports the module ``pkg.sub``; ``from pkg import name`` imports ``pkg``
+            targets = [f"{base}.{alias.name}" if f"{base}.{alias.name}" in MODULES else base for alias in node.names]
         else:
             continue
         for target in targets:

@@ -31,6 +31,7 @@ import numba
 import numpy as np
 from numba import njit, types
 
+from .. import table
 from . import cores
 from .status import MEANINGS, Status, header_name
 
@@ -77,33 +78,26 @@ _CONV_SUMMARY = {
     "backward_bias": "gradient with respect to bias: dbias (+)= sum of dy over n and the positions of each tile",
 }
 
-_FAMILY_TEXT = {
-    "conv2d": "shared 2-D convolution (one filter bank)",
-    "tiled_conv2d": "tiled 2-D convolution (th x tw filter banks)",
-    "local_conv2d": "locally connected 2-D convolution (one filter bank per output position)",
-    "conv1d": "shared 1-D convolution",
-    "tiled_conv1d": "tiled 1-D convolution (t filter banks)",
-    "local_conv1d": "locally connected 1-D convolution (one filter bank per output position)",
-}
-
-
 class _Family(NamedTuple):
+    """A convolution family of the op table, as the C entry points see it."""
+
     name: str
     code: int  # cores.CONV, TILED or LOCAL
     one_d: bool
     weight_dims: tuple  # names of the weight's leading (tile) dims, then f, cg, kernel
     tiles: str  # the core's th, tw
     bias_layout: str
+    text: str
 
 
-_FAMILIES = (
-    _Family("conv2d", cores.CONV, False, ("f", "cg", "kh", "kw"), "1, 1", "(f)"),
-    _Family("tiled_conv2d", cores.TILED, False, ("th", "tw", "f", "cg", "kh", "kw"), "th, tw", "(f, th, tw)"),
-    _Family("local_conv2d", cores.LOCAL, False, ("oh", "ow", "f", "cg", "kh", "kw"), "oh, ow", "(f, oh, ow)"),
-    _Family("conv1d", cores.CONV, True, ("f", "cg", "k"), "1, 1", "(f)"),
-    _Family("tiled_conv1d", cores.TILED, True, ("t", "f", "cg", "k"), "1, t", "(f, t)"),
-    _Family("local_conv1d", cores.LOCAL, True, ("ol", "f", "cg", "k"), "1, ol", "(f, ol)"),
-)
+def _family(row):
+    lead = row.weight_dims[:len(row.weight_dims) - 2 - row.spatial]  # the tile or position axes
+    tiles = ("1",) * (2 - len(lead)) + tuple(lead)
+    return _Family(row.name, {"shared": cores.CONV, "tiled": cores.TILED, "local": cores.LOCAL}[row.sharing],
+                   row.spatial == 1, row.weight_dims, ", ".join(tiles), "(" + ", ".join(row.bias_dims) + ")", row.summary)
+
+
+_FAMILIES = tuple(_family(row) for row in table.CONV_FAMILIES)
 
 _DIM_DOC = {
     "n": "batch size (0 is allowed: nothing to compute)",
@@ -160,7 +154,7 @@ def _conv_ops(fam):
     if fam.code == cores.LOCAL:
         notes += (("The weight's ol must equal the output length" if d1
                    else "The weight's (oh, ow) must equal the output size") + " (else LCN_ERR_SHAPE)",)
-    text = _FAMILY_TEXT[fam.name]
+    text = fam.text
     ops = [
         Operation(
             head + "forward", f"{text}, {_CONV_SUMMARY['forward']}",
