@@ -55,18 +55,8 @@ from .. import indexing
 from .jit import cuda, device_function, kernel
 from .kernels import reduce_splits
 from .launch import block_threads, blockwise, elementwise
+from .tiles import BK, BK_PAD, BM, BN, BN_PAD, TM, TN, mac_2x2, register, store_2x2, tile_index, virtual_cell
 
-#: GEMM tile: rows (filters), columns (positions or k) and the reduction chunk.
-BM = 32
-BN = 32
-BK = 32
-#: Shared-memory row lengths, one longer than the tile so column walks hit distinct banks
-#: (a compile-time constant each: shared array shapes must be).
-BK_PAD = BK + 1
-BN_PAD = BN + 1
-#: Register tile per thread (rows x columns); the kernels are unrolled for 2 x 2.
-TM = 2
-TN = 2
 #: Samples per thread in the input-gradient gather.
 NB = 8
 
@@ -146,41 +136,23 @@ def conv_forward(x, w, b, has_bias, th, tw, periodic, kh, kw, sh, sw, pt, pl, di
         f0 = fb * bm
         for vbase in range(0, n_virtual, nt):
             v = vbase + tid
-            vr = v // vcols
-            vc = v - vr * vcols
-            c00 = zero
-            c01 = zero
-            c10 = zero
-            c11 = zero
+            vr, vc = virtual_cell(v, vcols)
+            c00 = c01 = c10 = c11 = zero
             for k0 in range(0, kg, BK):
                 kc = min(BK, kg - k0)  # BK except in the last chunk
                 for e in range(tid, bm * kc, nt):
-                    fm = e // kc
-                    kk = e - fm * kc
+                    fm, kk = tile_index(e, False, bm, kc)
                     val = zero
                     if f0 + fm < fg:
                         val = w[t, g * fg + f0 + fm, k0 + kk]
                     ws[fm, kk] = val
                 for e in range(tid, kc * bn, nt):
-                    if k_major:
-                        cn = e // kc
-                        kk = e - cn * kc
-                    else:
-                        kk = e // bn
-                        cn = e - kk * bn
+                    kk, cn = tile_index(e, k_major, kc, bn)
                     xs[kk, cn] = _patch(x, col0 + cn, k0 + kk, n_cols, kg, per_n, nv, i0, istep, j0, jstep,
                                         g * cg, kh, kw, sh, sw, pt, pl, dil_h, dil_w)
                 cuda.syncthreads()
                 if v < n_virtual:
-                    for kk in range(kc):
-                        a0 = ws[vr, kk]
-                        a1 = ws[vr + vrows, kk]
-                        b0 = xs[kk, vc]
-                        b1 = xs[kk, vc + vcols]
-                        c00 += a0 * b0
-                        c01 += a0 * b1
-                        c10 += a1 * b0
-                        c11 += a1 * b1
+                    c00, c01, c10, c11 = mac_2x2(ws, xs, kc, vr, vc, vrows, vcols, c00, c01, c10, c11)
                 cuda.syncthreads()
             if v < n_virtual:
                 for r in range(TM):
@@ -195,11 +167,7 @@ def conv_forward(x, w, b, has_bias, th, tw, periodic, kh, kw, sh, sw, pt, pl, di
                         if col >= n_cols:
                             continue
                         n, i, j = _column(col, per_n, nv, i0, istep, j0, jstep)
-                        if r == 0:
-                            val = c00 if s == 0 else c01
-                        else:
-                            val = c10 if s == 0 else c11
-                        y[n, g * fg + f, i, j] = val + bias
+                        y[n, g * fg + f, i, j] = register(r, s, c00, c01, c10, c11) + bias
 
 
 @kernel
@@ -217,7 +185,7 @@ def conv_backward_weight(dy, x, th, tw, periodic, kh, kw, sh, sw, pt, pl, dil_h,
     fg = dst.shape[2] // groups
     kg = dst.shape[3]
     ds = cuda.shared.array((BM, BK_PAD), x.dtype)
-    xs = cuda.shared.array((BN, BK_PAD), x.dtype)
+    xs = cuda.shared.array((BK, BN_PAD), x.dtype)  # im2col(x)^T: (columns, k)
     zero = x.dtype.type(0)
     tid = cuda.threadIdx.x
     nt = cuda.blockDim.x
@@ -244,60 +212,28 @@ def conv_backward_weight(dy, x, th, tw, periodic, kh, kw, sh, sw, pt, pl, dil_h,
         k0 = kb * bk
         for vbase in range(0, n_virtual, nt):
             v = vbase + tid
-            vr = v // vcols
-            vc = v - vr * vcols
-            c00 = zero
-            c01 = zero
-            c10 = zero
-            c11 = zero
+            vr, vc = virtual_cell(v, vcols)
+            c00 = c01 = c10 = c11 = zero
             for col0 in range(c_lo, c_hi, BK):
                 n_cc = min(BK, c_hi - col0)  # BK except in the last chunk
                 for e in range(tid, bm * n_cc, nt):
-                    fm = e // n_cc
-                    cc = e - fm * n_cc
+                    fm, cc = tile_index(e, False, bm, n_cc)
                     val = zero
                     if f0 + fm < fg:
                         n, i, j = _column(col0 + cc, per_n, nv, i0, istep, j0, jstep)
                         val = dy[n, g * fg + f0 + fm, i, j]
                     ds[fm, cc] = val
                 for e in range(tid, bk * n_cc, nt):
-                    if k_major:
-                        cc = e // bk
-                        kk = e - cc * bk
-                    else:
-                        kk = e // n_cc
-                        cc = e - kk * n_cc
-                    xs[kk, cc] = _patch(x, col0 + cc, k0 + kk, c_hi, kg, per_n, nv, i0, istep, j0, jstep,
+                    kk, cc = tile_index(e, k_major, bk, n_cc)
+                    xs[cc, kk] = _patch(x, col0 + cc, k0 + kk, c_hi, kg, per_n, nv, i0, istep, j0, jstep,
                                         g * cg, kh, kw, sh, sw, pt, pl, dil_h, dil_w)
                 cuda.syncthreads()
                 if v < n_virtual:
-                    for cc in range(n_cc):
-                        a0 = ds[vr, cc]
-                        a1 = ds[vr + vrows, cc]
-                        b0 = xs[vc, cc]
-                        b1 = xs[vc + vcols, cc]
-                        c00 += a0 * b0
-                        c01 += a0 * b1
-                        c10 += a1 * b0
-                        c11 += a1 * b1
+                    c00, c01, c10, c11 = mac_2x2(ds, xs, n_cc, vr, vc, vrows, vcols, c00, c01, c10, c11)
                 cuda.syncthreads()
             if v < n_virtual:
-                for r in range(TM):
-                    f = f0 + vr + r * vrows
-                    if f >= fg:
-                        continue
-                    for s in range(TN):
-                        k = k0 + vc + s * vcols
-                        if k >= kg:
-                            continue
-                        if r == 0:
-                            val = c00 if s == 0 else c01
-                        else:
-                            val = c10 if s == 0 else c11
-                        if accumulate:
-                            dst[split, t, g * fg + f, k] += val
-                        else:
-                            dst[split, t, g * fg + f, k] = val
+                store_2x2(dst[split, t, g * fg:(g + 1) * fg], f0, k0, vr, vc, vrows, vcols, fg, kg, accumulate,
+                          c00, c01, c10, c11)
 
 
 @kernel

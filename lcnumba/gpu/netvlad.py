@@ -34,19 +34,29 @@ reproducible. Scratch is O(N (K + G) (M + D)).
 
 import math
 
-from .jit import cuda, kernel
+from .jit import cuda, device_function, kernel
 from .kernels import reduce_splits
 from .launch import block_threads, blockwise, elementwise, fill
+from .tiles import BK, BK_PAD, BM, BN, BN_PAD, TM, TN, mac_2x2, store_2x2, tile_index, virtual_cell
 
-BM = 32
-BN = 32
-BK = 32
-#: Shared-memory row lengths, one longer than the tile so column walks hit distinct banks
-#: (a compile-time constant each: shared array shapes must be).
-BK_PAD = BK + 1
-BN_PAD = BN + 1
-TM = 2
-TN = 2
+
+@device_function
+def _stage(m, n, trans, i0, j0, rows, cols, i_count, j_count, tid, nt, tile):
+    """``tile[:rows, :cols] = op(m[n])[i0:i0 + rows, j0:j0 + cols]``, 0 outside the ``i_count x j_count`` operand.
+
+    ``op(m[n])`` is ``m[n]`` or, with ``trans``, ``m[n].T``; the block's
+    threads load along ``m``'s contiguous axis (coalesced).
+    """
+    zero = m.dtype.type(0)
+    for e in range(tid, rows * cols, nt):
+        i, j = tile_index(e, trans, rows, cols)
+        val = zero
+        if i0 + i < i_count and j0 + j < j_count:
+            if trans:
+                val = m[n, j0 + j, i0 + i]
+            else:
+                val = m[n, i0 + i, j0 + j]
+        tile[i, j] = val
 
 
 @kernel
@@ -82,71 +92,18 @@ def bgemm(a, trans_a, b, trans_b, r_count, bm, bn, accumulate, c):
         q0 = qb * bn
         for vbase in range(0, n_virtual, nt):
             v = vbase + tid
-            vr = v // vcols
-            vc = v - vr * vcols
-            c00 = zero
-            c01 = zero
-            c10 = zero
-            c11 = zero
+            vr, vc = virtual_cell(v, vcols)
+            c00 = c01 = c10 = c11 = zero
             for r0 in range(0, r_count, BK):
                 rc = min(BK, r_count - r0)  # BK except in the last chunk
-                for e in range(tid, bm * rc, nt):
-                    if trans_a:
-                        rr = e // bm
-                        pp = e - rr * bm
-                    else:
-                        pp = e // rc
-                        rr = e - pp * rc
-                    val = zero
-                    if p0 + pp < p_count:
-                        if trans_a:
-                            val = a[na, r0 + rr, p0 + pp]
-                        else:
-                            val = a[na, p0 + pp, r0 + rr]
-                    as_[pp, rr] = val
-                for e in range(tid, rc * bn, nt):
-                    if trans_b:
-                        qq = e // rc
-                        rr = e - qq * rc
-                    else:
-                        rr = e // bn
-                        qq = e - rr * bn
-                    val = zero
-                    if q0 + qq < q_count:
-                        if trans_b:
-                            val = b[nb, q0 + qq, r0 + rr]
-                        else:
-                            val = b[nb, r0 + rr, q0 + qq]
-                    bs[rr, qq] = val
+                _stage(a, na, trans_a, p0, r0, bm, rc, p_count, r_count, tid, nt, as_)
+                _stage(b, nb, trans_b, r0, q0, rc, bn, r_count, q_count, tid, nt, bs)
                 cuda.syncthreads()
                 if v < n_virtual:
-                    for rr in range(rc):
-                        a0 = as_[vr, rr]
-                        a1 = as_[vr + vrows, rr]
-                        b0 = bs[rr, vc]
-                        b1 = bs[rr, vc + vcols]
-                        c00 += a0 * b0
-                        c01 += a0 * b1
-                        c10 += a1 * b0
-                        c11 += a1 * b1
+                    c00, c01, c10, c11 = mac_2x2(as_, bs, rc, vr, vc, vrows, vcols, c00, c01, c10, c11)
                 cuda.syncthreads()
             if v < n_virtual:
-                for r in range(TM):
-                    p = p0 + vr + r * vrows
-                    if p >= p_count:
-                        continue
-                    for s in range(TN):
-                        q = q0 + vc + s * vcols
-                        if q >= q_count:
-                            continue
-                        if r == 0:
-                            val = c00 if s == 0 else c01
-                        else:
-                            val = c10 if s == 0 else c11
-                        if accumulate:
-                            c[n, p, q] += val
-                        else:
-                            c[n, p, q] = val
+                store_2x2(c[n], p0, q0, vr, vc, vrows, vcols, p_count, q_count, accumulate, c00, c01, c10, c11)
 
 
 @kernel
