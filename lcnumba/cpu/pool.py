@@ -41,7 +41,13 @@ COMPILES_IN = cache.sources("config.py", "cpu/pool.py", _INDEXING)
 
 @njit(inline="always")
 def _interior(w, ow, kw, sw, pw, dil_w):
-    """Output columns ``[j0, j1)`` whose windows lie wholly inside ``[0, w)``."""
+    """Output columns ``[j0, j1)`` whose windows lie wholly inside ``[0, w)``, run by the separable pass.
+
+    Empty when ``sw > w``: there is one window per row at most, and the
+    separable pass's phase split would need ``sw`` rows for ``w`` cells.
+    """
+    if sw > w:
+        return 0, 0
     j0 = min((pw + sw - 1) // sw, ow)
     last = w - 1 + pw - (kw - 1) * dil_w
     j1 = 0
@@ -94,6 +100,15 @@ def _phases(row, phased, sw, width):
             dst[q] = row[q * sw + ph]
 
 
+@njit(inline="always")
+def _phase_space(row, sw):
+    """Room for the ``sw`` phases of ``row`` (``_phases``): ``row`` itself, as one phase, when ``sw == 1``."""
+    w = row.shape[0]
+    if sw == 1:
+        return row.reshape((1, w))
+    return np.empty((sw, (w + sw - 1) // sw), row.dtype)
+
+
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
 def max_pool2d_fwd(x, y, kh, kw, sh, sw, ph, pw, dil_h, dil_w):
     """Max-pooling forward without indices: ``y[p, i, j]`` = max of window ``(i, j)`` of plane ``p``.
@@ -107,16 +122,11 @@ def max_pool2d_fwd(x, y, kh, kw, sh, sw, ph, pw, dil_h, dil_w):
     planes, h, w = x.shape
     oh, ow = y.shape[1], y.shape[2]
     j0, j1 = _interior(w, ow, kw, sw, pw, dil_w)
-    if sw > w:  # one window per row at most: its phase split would need sw rows for w cells
-        j0 = j1 = 0
     n_int = j1 - j0
     for p in prange(planes):
         xp = x[p]
         vm = np.empty(w, x.dtype)
-        if sw == 1:
-            pm = vm.reshape((1, w))
-        else:
-            pm = np.empty((sw, (w + sw - 1) // sw), x.dtype)
+        pm = _phase_space(vm, sw)
         for i in range(oh):
             h0 = i * sh - ph
             r0, r1 = taps_inside(h0, dil_h, kh, h)
@@ -172,19 +182,13 @@ def max_pool2d_fwd_indices(x, y, indices, kh, kw, sh, sw, ph, pw, dil_h, dil_w):
     planes, h, w = x.shape
     oh, ow = y.shape[1], y.shape[2]
     j0, j1 = _interior(w, ow, kw, sw, pw, dil_w)
-    if sw > w:  # one window per row at most: its phase split would need sw rows for w cells
-        j0 = j1 = 0
     n_int = j1 - j0
     for p in prange(planes):
         xp = x[p]
         vm = np.empty(w, x.dtype)
         vr = np.empty(w, np.int32)
-        if sw == 1:
-            pm = vm.reshape((1, w))
-            pr = vr.reshape((1, w))
-        else:
-            pm = np.empty((sw, (w + sw - 1) // sw), x.dtype)
-            pr = np.empty((sw, (w + sw - 1) // sw), np.int32)
+        pm = _phase_space(vm, sw)
+        pr = _phase_space(vr, sw)
         row = np.empty(max(n_int, 1), np.int32)
         col = np.empty(max(n_int, 1), np.int32)
         for i in range(oh):
