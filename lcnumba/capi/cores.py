@@ -91,12 +91,18 @@ def _null(ptr):
 
 
 @njit
-def _sizes_ok(sizes):
-    """Every size in ``[1, MAX_DIM]``."""
-    for s in sizes:
-        if s < 1 or s > MAX_DIM:
+def _all_in(values, lo):
+    """Every value in ``[lo, MAX_DIM]``."""
+    for v in values:
+        if v < lo or v > MAX_DIM:
             return False
     return True
+
+
+@njit
+def _sizes_ok(sizes):
+    """Every size in ``[1, MAX_DIM]``."""
+    return _all_in(sizes, 1)
 
 
 @njit
@@ -106,10 +112,8 @@ def _batch_ok(n):
 
 @njit
 def _pads_ok(pads):
-    for p in pads:
-        if p < 0 or p > MAX_DIM:
-            return False
-    return True
+    """Every padding in ``[0, MAX_DIM]``."""
+    return _all_in(pads, 0)
 
 
 @njit
