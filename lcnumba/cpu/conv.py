@@ -296,9 +296,7 @@ def conv_forward(x, w, b, segs, n_chunk, kh, kw, sh, sw, pt, pl, dil_h, dil_w, g
     kg = w.shape[2]
     has_bias = b.shape[0] > 0
     zero = np.zeros(1, dtype=y.dtype)[0]  # in y's precision: a float64 0.0 would widen every sum
-    max_count = 1
-    for s in range(segs.shape[0]):
-        max_count = max(max_count, segs[s, 4])
+    max_count = _max_count(segs)
     n_chunks = (n_total + n_chunk - 1) // n_chunk
     n_tasks = segs.shape[0] * n_chunks * groups
     n_workers = min(n_threads, n_tasks)
@@ -351,9 +349,7 @@ def conv_backward_weight(dy, x, segs, chunks, n_chunk, kh, kw, sh, sw, pt, pl, d
     n_filters = out.shape[1]
     fg = n_filters // groups
     kg = out.shape[2]
-    max_count = 1
-    for s in range(segs.shape[0]):
-        max_count = max(max_count, segs[s, 4])
+    max_count = _max_count(segs)
     n_tasks = chunks.shape[0] * groups
     n_workers = min(n_threads, n_tasks)
     for worker in prange(n_workers):
@@ -465,9 +461,7 @@ def conv_backward_input(dy, w, segs, row_ptr, rows_per_block, n_chunk, kh, kw, s
     fg = n_filters // groups
     kg = w.shape[2]
     oh = row_ptr.shape[0] - 1
-    max_count = 1
-    for s in range(segs.shape[0]):
-        max_count = max(max_count, segs[s, 4])
+    max_count = _max_count(segs)
 
     height = dx.shape[2]
     n_blocks = (oh + rows_per_block - 1) // rows_per_block
@@ -580,8 +574,9 @@ def _is_local(th, tw, y, x, kh, kw, sh, sw, dil_h, dil_w):
     return th == oh and tw == ow and local.fits(oh, ow, kh, kw, sh, sw, dil_h, dil_w, x.shape[2], x.shape[3])
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _max_count(segs):
+    """The longest segment's position count (at least 1): what a segment's workspaces are sized by."""
     most = 1
     for s in range(segs.shape[0]):
         most = max(most, segs[s, 4])
