@@ -574,13 +574,59 @@ def test_local_batch_spanning_several_chunks(fam, geo):
     assert_close(total, start + call(case, "backward_weight", dy, ref=True))
 
 
-@given(oh=st.integers(0, 80), min_rows=st.integers(1, 12), workers=st.integers(1, 5))
-@settings(max_examples=200, deadline=None)
-def test_balanced_row_blocks_never_shrink_below_the_disjointness_bound(oh, min_rows, workers):
-    """More rows per block only make blocks two apart further apart; fewer would let phases race."""
+def _tile_phases(oh, ow, rows, cols, groups, n_threads):
+    """``plan_input_tiles`` as a list over phases of lists over workers of ``(tile_row, tile_col, group)``."""
     from lcnumba.cpu import local
 
-    rows = local.balanced_rows_per_block(oh, min_rows, workers)
-    assert min_rows <= rows <= max(min_rows, oh)
-    if workers == 1:
-        assert rows == min_rows  # one worker: nothing to balance, the smallest blocks
+    tasks, bounds = local.plan_input_tiles(oh, ow, rows, cols, groups, n_threads)
+    assert bounds.shape[0] == 4 and 2 <= bounds.shape[1] <= n_threads + 1
+    assert bounds[0, 0] == 0 and bounds[3, -1] == len(tasks) and (np.diff(bounds.ravel()) >= 0).all()
+    return [[[tuple(t) for t in tasks[bounds[ph, k]:bounds[ph, k + 1]]] for k in range(bounds.shape[1] - 1)]
+            for ph in range(4)]
+
+
+@given(size=st.lists(st.integers(1, 30), max_size=8), n_runs=st.integers(1, 4))
+@settings(max_examples=200, deadline=None)
+def test_tile_runs_have_the_smallest_largest_sum(size, n_runs):
+    """``_runs`` against every way of cutting a short list into consecutive runs."""
+    import itertools
+
+    from lcnumba.cpu import local
+
+    bounds = np.empty(n_runs + 1, dtype=np.int64)
+    local._runs(np.array(size, dtype=np.int64), bounds)
+    assert bounds[0] == 0 and bounds[-1] == len(size) and (np.diff(bounds) >= 0).all()
+    got = max(sum(size[bounds[k]:bounds[k + 1]]) for k in range(n_runs))
+    best = min(max(sum(size[a:b]) for a, b in zip((0,) + cuts, cuts + (len(size),)))
+               for cuts in itertools.combinations_with_replacement(range(len(size) + 1), n_runs - 1))
+    assert got == best
+
+
+@given(oh=st.integers(1, 40), ow=st.integers(1, 40), rows=st.integers(1, 8), cols=st.integers(1, 8),
+       groups=st.integers(1, 3), n_threads=st.integers(2, 6))
+@settings(max_examples=200, deadline=None)
+def test_input_gradient_tiles_depend_on_the_shapes_only(oh, ow, rows, cols, groups, n_threads):
+    """The local input gradient's tiles and phases are those of one thread; only their owners change.
+
+    Each tile (times each group) comes once; the tiles of a phase are two apart along one axis at
+    least, so they add into disjoint cells; each worker takes a run of consecutive tiles, and no
+    worker gets more than its share plus one tile.
+    """
+    serial = _tile_phases(oh, ow, rows, cols, groups, 1)
+    split = _tile_phases(oh, ow, rows, cols, groups, n_threads)
+    n_tile_rows, n_tile_cols = -(-oh // rows), -(-ow // cols)
+    assert sorted(t for phase in serial for t in phase[0]) == [
+        (r, c, g) for r in range(n_tile_rows) for c in range(n_tile_cols) for g in range(groups)]
+    for ph, (one, many) in enumerate(zip(serial, split)):
+        assert [t for worker in many for t in worker] == one[0]
+        assert all((r % 2, c % 2) == (ph // 2, ph % 2) for r, c, _ in one[0])
+        for r1, c1, g1 in one[0]:
+            assert all(g1 != g2 or (r1, c1) == (r2, c2) or abs(r1 - r2) >= 2 or abs(c1 - c2) >= 2
+                       for r2, c2, g2 in one[0])
+
+        def size(tile):
+            r, c, _ = tile
+            return (min(oh, (r + 1) * rows) - r * rows) * (min(ow, (c + 1) * cols) - c * cols)
+
+        loads = [sum(map(size, worker)) for worker in many]
+        assert max(loads) <= sum(loads) / len(many) + max(map(size, one[0]), default=0)

@@ -27,11 +27,12 @@ xt, dxt     (C, HP, WP, lanes)   padded, interleaved chunk of the batch
 ==========  ===================  =============================================
 
 ``HP = (OH - 1) * SH + (KH - 1) * DH + 1`` (likewise ``WP``) covers exactly
-the cells some window reads. Positions are split statically between workers
-and each position is computed by one worker in a fixed order, so results are
-bitwise identical across runs and thread counts. The input gradient adds
-into ``dxt`` by rows of output positions coloured in two phases (as in
-``lcnumba.cpu.conv``), so no two workers ever add to one cell at once.
+the cells some window reads. The forward and the weight gradient write each
+position's output by one worker, split statically. The input gradient adds
+into ``dxt`` by tiles of output positions coloured in four phases
+(``plan_input_tiles``), so no two workers ever add to one cell at once, and
+every cell receives its terms in an order set by the shapes alone. Results
+are bitwise identical across runs and thread counts.
 
 A batch chunk holds up to ``LANES_PER_CHUNK`` samples: the weights (by far
 the largest array) are streamed from memory once per chunk.
@@ -42,10 +43,11 @@ from numba import njit, prange
 
 from .. import cache
 from ..config import FASTMATH
-from . import runs
+from . import runs, segments
 from .runs import add_run, copy_run
+from .segments import rows_per_phase_block
 
-COMPILES_IN = cache.sources("config.py", "cpu/local.py", runs.COMPILES_IN)
+COMPILES_IN = cache.sources("config.py", "cpu/local.py", runs.COMPILES_IN, segments.COMPILES_IN)
 
 #: Samples per chunk: one chunk for the usual batch sizes, so the weights are
 #: read once per pass, while a patch matrix (Kg x lanes) stays within L2.
@@ -56,38 +58,6 @@ LANES_PER_CHUNK = 32
 def padded_extent(out_size, kernel, stride, dilation):
     """Input cells some window reads along one axis, padding included."""
     return (out_size - 1) * stride + (kernel - 1) * dilation + 1
-
-
-@njit(cache=True)
-def balanced_rows_per_block(oh, min_rows, n_workers):
-    """Rows per block, at least ``min_rows``, that finish both phases soonest on ``n_workers``.
-
-    The input gradient runs the even blocks of rows, then the odd ones, each
-    phase split statically between the workers. With the fewest rows per
-    block a phase often has one block more than a worker's share (3 blocks on
-    2 workers), and the slowest worker sets the time; a few more rows per
-    block can even the phases out. The cost of a choice is the sum over both
-    phases of the most rows any worker gets; ties go to fewer rows.
-    """
-    best_rows = min_rows
-    best_cost = -1
-    for rows in range(min_rows, max(min_rows, oh) + 1):
-        n_blocks = (oh + rows - 1) // rows
-        cost = 0
-        for phase in range(2):
-            n_tasks = (n_blocks - phase + 1) // 2
-            n_active = max(1, min(n_workers, n_tasks))
-            most = 0
-            for worker in range(n_active):
-                share = 0
-                for task in range(worker * n_tasks // n_active, (worker + 1) * n_tasks // n_active):
-                    block = 2 * task + phase
-                    share += min(oh, (block + 1) * rows) - block * rows
-                most = max(most, share)
-            cost += most
-        if best_cost < 0 or cost < best_cost:
-            best_rows, best_cost = rows, cost
-    return best_rows
 
 
 @njit(cache=True)
@@ -142,6 +112,18 @@ def deinterleave(dxt, n0, pt, pl, dx):
                     dst[col] = src[col + pl, lane]
                 for col in range(inside, width):
                     dst[col] = 0
+
+
+@njit(parallel=True, cache=True, fastmath=FASTMATH)
+def interleave_dy(dy, n0, dyt):
+    """``dyt[i*OW + j, f, l] = dy[n0 + l, f, i, j]``: each position's output gradient as one (F, lanes) matrix."""
+    lanes = dyt.shape[2]
+    n_positions = dyt.shape[0]
+    for f in prange(dy.shape[1]):
+        for lane in range(lanes):
+            src = dy[n0 + lane, f].reshape(-1)
+            for p in range(n_positions):
+                dyt[p, f, lane] = src[p]
 
 
 @njit(cache=True, fastmath=FASTMATH)
@@ -244,36 +226,111 @@ def local_backward_weight_chunk(dy, xt, n0, kh, kw, sh, sw, dil_h, dil_w, groups
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
-def local_backward_input_chunk(dy, w, n0, kh, kw, sh, sw, dil_h, dil_w, groups, rows, n_threads, dxt):
-    """``dxt += w[p].T @ dy_p`` for every position, added back along each patch (dxt comes zeroed).
+def local_backward_input_chunk(dyt, w, oh, ow, kh, kw, sh, sw, dil_h, dil_w, groups, rows, cols, tasks, bounds, dxt):
+    """``dxt += w[p].T @ dyt[p]`` for every position, added back along each patch (dxt comes zeroed).
 
-    Output rows come in blocks of ``rows`` (``segments.rows_per_phase_block``): blocks two apart
-    add into disjoint rows of ``dxt``, so the even blocks run in parallel,
-    then the odd ones, each in a fixed order.
+    Output positions come in tiles of ``rows x cols``, ``tasks`` and ``bounds`` from
+    ``plan_input_tiles``: phase by phase, worker ``k`` adds the tiles
+    ``tasks[bounds[phase, k]:bounds[phase, k + 1]]``, each tile's positions in
+    row-major order. No two tiles of a phase add into one cell of ``dxt``.
     """
     lanes = dxt.shape[3]
     cg = dxt.shape[0] // groups
     n_filters, kg = w.shape[1], w.shape[2]
     fg = n_filters // groups
-    oh, ow = dy.shape[2], dy.shape[3]
-    n_blocks = (oh + rows - 1) // rows
-    for phase in range(2):
-        n_tasks = (n_blocks - phase + 1) // 2
-        if n_tasks == 0:
-            continue
-        n_workers = max(1, min(n_threads, n_tasks))
+    n_workers = bounds.shape[1] - 1
+    for phase in range(4):
+        if bounds[phase, 0] == bounds[phase, n_workers]:
+            continue  # a single row (column) of tiles: no tile of odd row (column)
         for worker in prange(n_workers):
             dpatch = np.empty((kg, lanes), dtype=dxt.dtype)
-            dyp = np.empty((fg, lanes), dtype=dxt.dtype)
-            for task in range(worker * n_tasks // n_workers, (worker + 1) * n_tasks // n_workers):
-                block = 2 * task + phase
-                for i in range(block * rows, min(oh, (block + 1) * rows)):
-                    for j in range(ow):
+            for t in range(bounds[phase, worker], bounds[phase, worker + 1]):
+                tile_row, tile_col, g = tasks[t, 0], tasks[t, 1], tasks[t, 2]
+                for i in range(tile_row * rows, min(oh, (tile_row + 1) * rows)):
+                    for j in range(tile_col * cols, min(ow, (tile_col + 1) * cols)):
                         p = i * ow + j
-                        for g in range(groups):
-                            _gather_dy_position(dy, n0, g * fg, i, j, dyp)
-                            np.dot(w[p, g * fg:(g + 1) * fg].T, dyp, dpatch)
-                            _scatter_patch_add(dpatch, g * cg, cg, i, j, kh, kw, sh, sw, dil_h, dil_w, dxt)
+                        np.dot(w[p, g * fg:(g + 1) * fg].T, dyt[p, g * fg:(g + 1) * fg], dpatch)
+                        _scatter_patch_add(dpatch, g * cg, cg, i, j, kh, kw, sh, sw, dil_h, dil_w, dxt)
+
+
+@njit(cache=True)
+def plan_input_tiles(oh, ow, rows, cols, groups, n_threads):
+    """The tiles of the input gradient in four phases, shared out between the workers.
+
+    Output positions are cut into tiles of ``rows x cols`` (the fewest that
+    keep tiles two apart from reading one input row, or column:
+    ``segments.rows_per_phase_block`` along each axis), and the tiles come in
+    four phases by the parity of their row and column, so the tiles of one
+    phase, times the groups, add into disjoint cells of the input gradient.
+    Each cell thus receives its terms in an order set by the tile shape,
+    that is by the shapes alone. The thread count only decides who adds
+    which tile: each worker takes a run of consecutive tiles of a phase
+    (row-major, so it stays in one band of the image, the same in every
+    phase), the runs cut so that the most positions any worker adds is as
+    small as it can be (``_runs``).
+
+    Returns
+    -------
+    tasks : int64 array (T, 3)
+        ``(tile_row, tile_col, group)``, by phase, then row-major.
+    bounds : int64 array (4, W + 1)
+        Worker ``k`` of phase ``ph`` adds ``tasks[bounds[ph, k]:bounds[ph, k + 1]]``.
+    """
+    n_tile_rows = (oh + rows - 1) // rows
+    n_tile_cols = (ow + cols - 1) // cols
+    n_workers = max(1, min(n_threads, ((n_tile_rows + 1) // 2) * ((n_tile_cols + 1) // 2) * groups))
+    tasks = np.empty((n_tile_rows * n_tile_cols * groups, 3), dtype=np.int64)
+    bounds = np.empty((4, n_workers + 1), dtype=np.int64)
+    t0 = 0
+    for phase in range(4):
+        n_cols_phase = (n_tile_cols - phase % 2 + 1) // 2
+        n_tasks = (n_tile_rows - phase // 2 + 1) // 2 * n_cols_phase * groups
+        size = np.empty(n_tasks, dtype=np.int64)
+        for q in range(n_tasks):
+            r = 2 * (q // (n_cols_phase * groups)) + phase // 2
+            c = 2 * (q // groups % n_cols_phase) + phase % 2
+            tasks[t0 + q, 0], tasks[t0 + q, 1], tasks[t0 + q, 2] = r, c, q % groups
+            size[q] = (min(oh, (r + 1) * rows) - r * rows) * (min(ow, (c + 1) * cols) - c * cols)
+        _runs(size, bounds[phase])
+        bounds[phase] += t0
+        t0 += n_tasks
+    return tasks, bounds
+
+
+@njit(cache=True)
+def _runs(size, bounds):
+    """Cut ``size`` into ``len(bounds) - 1`` runs of consecutive items whose largest sum is smallest.
+
+    Run ``k`` is ``size[bounds[k]:bounds[k + 1]]``. The smallest feasible largest sum is
+    found by bisection, each candidate checked by filling runs greedily; runs at the end
+    may be empty.
+    """
+    n_runs = bounds.shape[0] - 1
+    total = 0
+    most = 0
+    for q in range(size.shape[0]):
+        total += size[q]
+        most = max(most, size[q])
+    lo, hi = max(most, (total + n_runs - 1) // n_runs), total
+    while lo < hi:
+        limit = (lo + hi) // 2
+        used, run = 1, 0
+        for q in range(size.shape[0]):
+            if run + size[q] > limit:
+                used, run = used + 1, 0
+            run += size[q]
+        if used <= n_runs:
+            hi = limit
+        else:
+            lo = limit + 1
+    bounds[0] = 0
+    k, run = 0, 0
+    for q in range(size.shape[0]):
+        if run + size[q] > lo and k < n_runs - 1:
+            k, run = k + 1, 0
+            bounds[k] = q
+        run += size[q]
+    bounds[k + 1:] = size.shape[0]
 
 
 # ---------------------------------------------------------------- drivers
@@ -310,16 +367,25 @@ def backward_weight(dy, x, kh, kw, sh, sw, pt, pl, dil_h, dil_w, groups, n_threa
 
 @njit(cache=True)
 def backward_input(dy, w, kh, kw, sh, sw, pt, pl, dil_h, dil_w, groups, rows, n_threads, dx):
-    """``dx``, (N, C, H, W), from dy (N, F, OH, OW) and w (OH*OW, F, Kg); ``rows``: the fewest rows per block."""
+    """``dx``, (N, C, H, W), from dy (N, F, OH, OW) and w (OH*OW, F, Kg).
+
+    ``rows`` is ``segments.rows_per_phase_block(kh, sh, dil_h)``, the rows of a tile
+    (the caller's row blocks of the shared path); the columns of a tile are its
+    counterpart along the width.
+    """
     n_total, n_channels = dx.shape[0], dx.shape[1]
     hp = padded_extent(dy.shape[2], kh, sh, dil_h)
     wp = padded_extent(dy.shape[3], kw, sw, dil_w)
+    cols = rows_per_phase_block(kw, sw, dil_w)
+    tasks, bounds = plan_input_tiles(dy.shape[2], dy.shape[3], rows, cols, groups, n_threads)
     for n0 in range(0, n_total, LANES_PER_CHUNK):
         lanes = min(LANES_PER_CHUNK, n_total - n0)
         # Zeroed here, not in a parallel loop: one parallel region fewer per chunk.
         dxt = np.zeros((n_channels, hp, wp, lanes), dtype=dx.dtype)
-        local_backward_input_chunk(dy, w, n0, kh, kw, sh, sw, dil_h, dil_w, groups,
-                                   balanced_rows_per_block(dy.shape[2], rows, n_threads), n_threads, dxt)
+        dyt = np.empty((w.shape[0], dy.shape[1], lanes), dtype=dy.dtype)
+        interleave_dy(dy, n0, dyt)
+        local_backward_input_chunk(dyt, w, dy.shape[2], dy.shape[3], kh, kw, sh, sw, dil_h, dil_w, groups, rows, cols,
+                                   tasks, bounds, dxt)
         deinterleave(dxt, n0, pt, pl, dx)
 
 
