@@ -15,8 +15,7 @@ forward functions and are ``jax.custom_vjp`` functions:
   batch N and lcnumba is called once; otherwise (mapped weights, and the weight gradients of a
   mapped backward, which are per mapped element) it is called once per mapped element.
 
-The functions are differentiable once: ``jax.grad`` of a gradient raises (``custom_vjp``
-functions have no forward-mode derivative). Max-pooling's backward recomputes the argmax
+The functions are differentiable once: differentiating a gradient raises an error that says so. Max-pooling's backward recomputes the argmax
 indices from ``x`` instead of keeping int64 indices, which JAX holds only with ``jax_enable_x64``.
 ``import lcnumba`` alone never imports JAX.
 """
@@ -81,8 +80,21 @@ def _host(run, ranks, fold):
     return callback
 
 
+@functools.partial(jax.custom_jvp, nondiff_argnums=(0, 1, 2, 3))
 def _call(run, ranks, fold, result, *arrays):
+    """``run`` on the host through ``jax.pure_callback``; a forward-mode derivative of it raises a clear error.
+
+    JAX asks for one only to differentiate a gradient (reverse mode runs the callbacks as they are).
+    """
     return jax.pure_callback(_host(run, ranks, fold), result, *arrays, vmap_method="expand_dims")
+
+
+@_call.defjvp
+def _derivative_of_a_callback(run, ranks, fold, result, primals, tangents):
+    raise NotImplementedError(
+        "lcnumba.jax: double backward is not supported. lcnumba's backward passes are hand-derived first "
+        "derivatives with no derivatives of their own, so a gradient computed through lcnumba cannot be "
+        "differentiated again (jax.grad of jax.grad, jax.hessian, jax.jacfwd of a gradient).")
 
 
 # ---------------------------------------------------------------- the convolution family
