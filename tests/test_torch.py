@@ -193,6 +193,10 @@ def test_forward_and_gradients_equal_the_numpy_api_bitwise(fam, bias, kwargs):
         grads = torch.autograd.grad(y, leaves, dy)
         for got, expected in zip(grads, grads_np):
             assert np.array_equal(got.numpy(), expected)
+    # A first layer: no input gradient, so the weight and bias gradients come from their own passes.
+    y = _functional(fam)(x.detach(), w, b, **kwargs)
+    for got, expected in zip(torch.autograd.grad(y, leaves[1:], dy), grads_np[1:]):
+        assert np.array_equal(got.numpy(), expected)
 
 
 def _unfold_local(x, w, b, stride, padding, dilation, groups):

@@ -78,7 +78,8 @@ def _array(tensor):
     """What the core is given for ``tensor``: a NumPy view (CPU), the tensor itself (CUDA, other devices)."""
     if tensor is None:
         return None
-    tensor = tensor.detach()  # the core reads and writes memory; autograd is this module's business
+    if tensor.requires_grad:
+        tensor = tensor.detach()  # the core reads and writes memory; autograd is this module's business
     if tensor.is_cuda:
         return tensor
     try:
@@ -105,17 +106,18 @@ def _stream(tensor):
 def _run(like, outputs, call):
     """The output tensors of ``call(outs, stream)``, a public lcnumba function called with ``out=outs``.
 
-    ``outputs`` lists ``(shape, dtype)`` (None: ``like``'s dtype). On the CPU lcnumba allocates the outputs
-    (``outs`` are None) and they become tensors sharing its memory: a NumPy array made by lcnumba costs
-    less there than a view of a tensor passed as ``out=``. On CUDA PyTorch allocates them (its caching
-    allocator) and the kernels write into them on PyTorch's current stream, on ``like``'s device.
+    ``outputs()`` lists ``(shape, dtype)`` (None: ``like``'s dtype). On the CPU lcnumba allocates the
+    outputs (``outs`` are None; ``outputs`` is not needed) and they become tensors sharing its memory: a
+    NumPy array made by lcnumba costs less there than a view of a tensor passed as ``out=``. On CUDA
+    PyTorch allocates them (its caching allocator) and the kernels write into them on PyTorch's current
+    stream, on ``like``'s device.
     """
     if not like.is_cuda:
-        results = call((None,) * len(outputs), 0)
-        if len(outputs) == 1:
-            return torch.from_numpy(results)
-        return tuple(torch.from_numpy(array) for array in results)
-    tensors = tuple(like.new_empty(shape, dtype=dtype) for shape, dtype in outputs)
+        results = call((None, None), 0)
+        if isinstance(results, tuple):
+            return tuple(torch.from_numpy(array) for array in results)
+        return torch.from_numpy(results)
+    tensors = tuple(like.new_empty(shape, dtype=dtype) for shape, dtype in outputs())
     _on_cuda(like, lambda stream: call(tuple(t.detach() for t in tensors), stream))
     return tensors[0] if len(tensors) == 1 else tensors
 
@@ -144,12 +146,8 @@ def _sizes(shape):
 
 
 @functools.lru_cache(maxsize=1024)
-def _conv_call(fam, x_rest, w_shape, stride, padding, dilation, groups, tile_mode):
-    """``(output shape less the batch, keyword arguments of the public function)`` of one call of ``fam``.
-
-    Runs the forward's shape checks (``geometry.conv_plan``) on ``(1,) + x_rest``; cached, since a model
-    calls a layer with the same shapes again and again.
-    """
+def _conv_arguments(fam, stride, padding, dilation, groups, tile_mode):
+    """Keyword arguments of the public functions of ``fam`` for a normalised geometry (tuples)."""
     if fam.spatial == 2:
         kwargs = dict(stride=stride, padding=((padding[0], padding[2]), (padding[1], padding[3])),
                       dilation=dilation, groups=groups)
@@ -157,16 +155,29 @@ def _conv_call(fam, x_rest, w_shape, stride, padding, dilation, groups, tile_mod
         kwargs = dict(stride=stride[0], padding=(padding[0], padding[1]), dilation=dilation[0], groups=groups)
     if fam.has_tiles:
         kwargs["tile_mode"] = tile_mode
+    return kwargs
+
+
+def _conv_kwargs(fam, stride, padding, dilation, groups, tile):
+    tile_mode = tile[0] if tile else None
+    try:  # the modules pass tuples
+        return _conv_arguments(fam, stride, padding, dilation, groups, tile_mode)
+    except TypeError:  # lists, as the dispatcher passes them
+        return _conv_arguments(fam, tuple(stride), tuple(padding), tuple(dilation), groups, tile_mode)
+
+
+@functools.lru_cache(maxsize=1024)
+def _conv_output(fam, x_rest, w_shape, kwargs_key):
+    """Output shape less the batch of ``fam``'s forward on ``(1,) + x_rest``, with the forward's shape checks."""
+    kwargs = dict(kwargs_key)
     plan = geometry.conv_plan(fam, (1,) + x_rest, w_shape, kwargs["stride"], kwargs["padding"], kwargs["dilation"],
-                              groups, tile_mode or "periodic", x_name="x", w_name="w")
-    return plan.output_shape[1:], kwargs
+                              kwargs["groups"], kwargs.get("tile_mode", "periodic"), x_name="x", w_name="w")
+    return plan.output_shape[1:]
 
 
-def _conv(fam, x_shape, w_shape, stride, padding, dilation, groups, tile):
-    """``(output shape, keyword arguments)`` of a call of ``fam`` on an input and a weight of these shapes."""
-    rest, kwargs = _conv_call(fam, _sizes(x_shape[1:]), _sizes(w_shape), tuple(stride), tuple(padding),
-                              tuple(dilation), groups, tile[0] if tile else None)
-    return (x_shape[0],) + rest, kwargs
+def _conv_shape(fam, x_shape, w_shape, kwargs):
+    """Output shape of ``fam``'s forward; a symbolic batch size (``torch.compile``) stays symbolic."""
+    return (x_shape[0],) + _conv_output(fam, _sizes(x_shape[1:]), _sizes(w_shape), tuple(kwargs.items()))
 
 
 @functools.lru_cache(maxsize=1024)
@@ -195,31 +206,38 @@ def _netvlad_output_shape(x, w, b, centroids):
 
 
 def _conv_forward(fam, fn, x, w, b, stride, padding, dilation, groups, *tile):
-    shape, kwargs = _conv(fam, x.shape, w.shape, stride, padding, dilation, groups, tile)
-    return _run(x, [(shape, None)], lambda outs, stream: fn(_array(x), _array(w), _array(b), **kwargs, out=outs[0],
-                                                            stream=stream))
+    kwargs = _conv_kwargs(fam, stride, padding, dilation, groups, tile)
+    return _run(x, lambda: [(_conv_shape(fam, x.shape, w.shape, kwargs), None)], lambda outs, stream: fn(
+        _array(x), _array(w), _array(b), **kwargs, out=outs[0], stream=stream))
 
 
 def _conv_forward_fake(fam, x, w, b, stride, padding, dilation, groups, *tile):
-    return x.new_empty(_conv(fam, x.shape, w.shape, stride, padding, dilation, groups, tile)[0])
+    return x.new_empty(_conv_shape(fam, x.shape, w.shape, _conv_kwargs(fam, stride, padding, dilation, groups, tile)))
 
 
 def _conv_backward_input(fam, fn, dy, w, input_shape, stride, padding, dilation, groups, *tile):
-    _, kwargs = _conv(fam, input_shape, w.shape, stride, padding, dilation, groups, tile)
-    return _run(dy, [(input_shape, None)], lambda outs, stream: fn(_array(dy), _array(w), tuple(input_shape),
-                                                                   **kwargs, out=outs[0], stream=stream))
+    kwargs = _conv_kwargs(fam, stride, padding, dilation, groups, tile)
+    return _run(dy, lambda: [(input_shape, None)], lambda outs, stream: fn(
+        _array(dy), _array(w), tuple(input_shape), **kwargs, out=outs[0], stream=stream))
 
 
 def _conv_backward_weight(fam, fn, dy, x, weight_shape, stride, padding, dilation, groups, *tile):
-    _, kwargs = _conv(fam, x.shape, weight_shape, stride, padding, dilation, groups, tile)
-    return _run(dy, [(weight_shape, None)], lambda outs, stream: fn(_array(dy), _array(x), tuple(weight_shape),
-                                                                    **kwargs, out=outs[0], stream=stream))
+    kwargs = _conv_kwargs(fam, stride, padding, dilation, groups, tile)
+    return _run(dy, lambda: [(weight_shape, None)], lambda outs, stream: fn(
+        _array(dy), _array(x), tuple(weight_shape), **kwargs, out=outs[0], stream=stream))
 
 
 def _conv_backward_bias(fam, fn, dy, bias_shape, *tile):
     kwargs = {"tile_mode": tile[0]} if tile else {}
-    return _run(dy, [(bias_shape, None)], lambda outs, stream: fn(_array(dy), tuple(bias_shape), **kwargs,
-                                                                  out=outs[0], stream=stream))
+    return _run(dy, lambda: [(bias_shape, None)], lambda outs, stream: fn(
+        _array(dy), tuple(bias_shape), **kwargs, out=outs[0], stream=stream))
+
+
+def _conv_backward_all(fam, fn, dy, x, w, b, stride, padding, dilation, groups, *tile):
+    """All gradients in one call of the combined backward (CPU, direct path: one set of checks, not three)."""
+    kwargs = _conv_kwargs(fam, stride, padding, dilation, groups, tile)
+    grads = fn(_array(dy), _array(x), _array(w), _array(b), **kwargs)
+    return tuple(None if g is None else torch.from_numpy(g) for g in grads)
 
 
 def _gradient_fake(fam, dy, other, shape, *rest):
@@ -232,8 +250,11 @@ def _bias_gradient_fake(fam, dy, bias_shape, *tile):
 
 
 def _pool_forward(fam, fn, x, kernel_size, stride, padding, dilation, ceil_mode):
-    shape = _pool_output_shape(fam, x, kernel_size, stride, padding, dilation, ceil_mode)
-    return _run(x, [(shape, None), (shape, torch.int64)], lambda outs, stream: fn(
+    def outputs():
+        shape = _pool_output_shape(fam, x, kernel_size, stride, padding, dilation, ceil_mode)
+        return [(shape, None), (shape, torch.int64)]
+
+    return _run(x, outputs, lambda outs, stream: fn(
         _array(x), tuple(kernel_size), stride=tuple(stride), padding=tuple(padding), dilation=tuple(dilation),
         ceil_mode=ceil_mode, return_indices=True, out=outs[0], indices_out=outs[1], stream=stream))
 
@@ -244,15 +265,14 @@ def _pool_forward_fake(fam, x, kernel_size, stride, padding, dilation, ceil_mode
 
 
 def _pool_backward(fam, fn, dy, indices, input_shape):
-    return _run(dy, [(input_shape, None)], lambda outs, stream: fn(_array(dy), _array(indices), tuple(input_shape),
-                                                                   out=outs[0], stream=stream))
+    return _run(dy, lambda: [(input_shape, None)], lambda outs, stream: fn(
+        _array(dy), _array(indices), tuple(input_shape), out=outs[0], stream=stream))
 
 
 def _netvlad_forward(fam, fn, x, w, b, centroids, normalize_input, eps):
-    shape = _netvlad_output_shape(x, w, b, centroids)
-    return _run(x, [(shape, None)], lambda outs, stream: fn(_array(x), _array(w), _array(b), _array(centroids),
-                                                            normalize_input=normalize_input, eps=eps, out=outs[0],
-                                                            stream=stream))
+    return _run(x, lambda: [(_netvlad_output_shape(x, w, b, centroids), None)], lambda outs, stream: fn(
+        _array(x), _array(w), _array(b), _array(centroids), normalize_input=normalize_input, eps=eps, out=outs[0],
+        stream=stream))
 
 
 def _netvlad_forward_fake(fam, x, w, b, centroids, normalize_input, eps):
@@ -279,6 +299,7 @@ _IMPLS = {
     ("conv", "backward_input"): (_conv_backward_input, _gradient_fake),
     ("conv", "backward_weight"): (_conv_backward_weight, _gradient_fake),
     ("conv", "backward_bias"): (_conv_backward_bias, _bias_gradient_fake),
+    ("conv", "backward"): (_conv_backward_all, None),
     ("pool", "forward"): (_pool_forward, _pool_forward_fake),
     ("pool", "backward"): (_pool_backward, _gradient_fake),
     ("netvlad", "forward"): (_netvlad_forward, _netvlad_forward_fake),
@@ -295,15 +316,17 @@ _IMPLS = {
 
 def _conv_setup(ctx, inputs, output):
     x, w, b = inputs[:3]
-    ctx.save_for_backward(x, w)
+    ctx.save_for_backward(x, w, b)
     ctx.geometry = inputs[3:]
     ctx.bias_shape = None if b is None else list(b.shape)
 
 
 def _conv_backward(passes, ctx, dy):
-    x, w = ctx.saved_tensors
+    x, w, b = ctx.saved_tensors
     need_x, need_w, need_b = ctx.needs_input_grad[:3]
     tile = ctx.geometry[4:]
+    if "backward" in passes and need_x and need_w and (need_b or b is None) and not dy.is_cuda:
+        return passes["backward"](dy, x, w, b, *ctx.geometry) + (None,) * len(ctx.geometry)
     dx = passes["backward_input"](dy, w, list(x.shape), *ctx.geometry) if need_x else None
     dw = passes["backward_weight"](dy, x, list(w.shape), *ctx.geometry) if need_w else None
     db = passes["backward_bias"](dy, ctx.bias_shape, *tile) if need_b and ctx.bias_shape is not None else None
@@ -355,12 +378,8 @@ def _second_derivative(name):
 # ---------------------------------------------------------------- the direct path
 
 
-_PLAIN = (torch.Tensor, torch.nn.Parameter)
-
-
-def _dispatch_stack_empty():
-    depth = getattr(torch._C, "_len_torch_dispatch_stack", None)
-    return depth is None or depth() == 0
+_PLAIN = (torch.Tensor, torch.nn.Parameter, type(None))
+_DISPATCH_DEPTH = getattr(torch._C, "_len_torch_dispatch_stack", lambda: 0)
 
 
 def direct(tensors):
@@ -374,7 +393,12 @@ def direct(tensors):
     """
     if torch.compiler.is_compiling() or torch.jit.is_tracing() or torch._C._are_functorch_transforms_active():
         return False
-    return _dispatch_stack_empty() and all(t is None or type(t) in _PLAIN for t in tensors)
+    if _DISPATCH_DEPTH():
+        return False
+    for tensor in tensors:
+        if type(tensor) not in _PLAIN:
+            return False
+    return True
 
 
 # ---------------------------------------------------------------- registration
@@ -397,10 +421,11 @@ class Family:
 
     def __init__(self, fam):
         self.fam = fam
-        self.implementations = {part: self._implementation(part) for part in self.passes(fam)}
-        self.ops = {part: self._register(part) for part in self.implementations}
+        self.implementations = {part: self._implementation(part) for part in fam.passes}
+        self.ops = {part: self._register(part) for part in self.operator_passes(fam)}
         self.overloads = {part: getattr(getattr(torch.ops, NAMESPACE), f"{fam.name}_{part}").default
                           for part in self.ops}
+        # The direct path also has the convolutions' combined backward: one call when every gradient is wanted.
         self.backward_passes = {part: run for part, run in self.implementations.items() if part != "forward"}
         setup, backward, self.tensor_arguments = _AUTOGRAD[fam.kind]
         self.ops["forward"].register_autograd(functools.partial(backward, self.overloads), setup_context=setup)
@@ -426,9 +451,10 @@ class Family:
         })
 
     @staticmethod
-    def passes(fam):
-        """The passes that become operators: the conv family's combined ``backward`` is left out, because
-        the autograd formula asks for each gradient on its own (a first layer needs no input gradient)."""
+    def operator_passes(fam):
+        """The passes that become operators: the conv family's combined ``backward`` is left out (its bias
+        gradient may be None, which an operator cannot return); the autograd formula asks for each
+        gradient on its own there (a first layer needs no input gradient)."""
         return tuple(part for part in fam.passes if part != "backward" or fam.kind != "conv")
 
     def _implementation(self, part):

@@ -70,7 +70,8 @@ class _Conv(torch.nn.Module):
         stride, pads, dilation, _ = functional.conv_geometry(fam, weight_shape, stride, padding, dilation, groups)
         self.stride, self.dilation = tuple(stride), tuple(dilation)
         self.padding = padding if isinstance(padding, str) else tuple(pads)
-        self._geometry = (stride, pads, dilation, self.groups) + ((self.tile_mode,) if fam.has_tiles else ())
+        self._geometry = (self.stride, tuple(pads), self.dilation, self.groups) + ((self.tile_mode,) if fam.has_tiles
+                                                                                    else ())
         self._op = library.FAMILIES[fam.name].forward
         factory = {"device": device, "dtype": dtype}
         self.weight = torch.nn.Parameter(torch.empty(weight_shape, **factory))
