@@ -15,8 +15,9 @@ forward functions and are ``jax.custom_vjp`` functions:
   batch N and lcnumba is called once; otherwise (mapped weights, and the weight gradients of a
   mapped backward, which are per mapped element) it is called once per mapped element.
 
-The functions are differentiable once: differentiating a gradient raises an error that says so. Max-pooling's backward recomputes the argmax
-indices from ``x`` instead of keeping int64 indices, which JAX holds only with ``jax_enable_x64``.
+The functions are differentiable once: differentiating a gradient raises an error that says so.
+Max-pooling's backward recomputes the argmax indices from ``x`` instead of keeping int64 indices,
+which JAX holds only with ``jax_enable_x64``.
 ``import lcnumba`` alone never imports JAX.
 """
 

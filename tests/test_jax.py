@@ -146,3 +146,14 @@ def test_grad_of_grad_is_refused():
     for second in (jax.jacfwd, jax.grad):
         with pytest.raises(NotImplementedError, match="double backward is not supported"):
             second(lambda x: gradient(x).sum() if second is jax.grad else gradient(x))(x)
+
+
+def test_arrays_on_a_gpu_are_computed_on_the_host():
+    gpus = [device for device in jax.devices() if device.platform == "gpu"]
+    if not gpus:
+        pytest.skip("no JAX GPU device (a CUDA build of jaxlib and a GPU are needed; Numba's simulator cannot "
+                    "hold JAX arrays)")
+    fam = next(f for f in FAMILIES if f.name == "local_conv2d")
+    x, w, b = (jax.device_put(a, gpus[0]) for a in _arrays(fam, True, {}))
+    y = jax.jit(lj.local_conv2d)(x, w, b)
+    assert np.array_equal(np.asarray(y), lcnumba.local_conv2d_forward(*(np.asarray(a) for a in (x, w, b))))
