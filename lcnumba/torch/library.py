@@ -26,17 +26,22 @@ Every operator runs the public lcnumba function of its pass (the same one a
 NumPy user calls, with its checks and messages) on views of the tensors:
 
 - a CPU tensor is handed over as ``tensor.numpy()``, which shares its memory
-  (a non-contiguous one is made contiguous once, by the core); the output is
-  allocated by PyTorch and passed as ``out=``, so the kernel writes into the
-  memory of the tensor that is returned;
-- a CUDA tensor is handed over as itself (``__cuda_array_interface__``) and
-  the kernels are launched on ``torch.cuda.current_stream()``;
+  (a non-contiguous one is made contiguous once, by the core); lcnumba
+  allocates the outputs and ``torch.from_numpy`` makes them the returned
+  tensors, so the kernel writes into the memory of the tensor that is
+  returned;
+- a CUDA tensor is handed over as itself (``__cuda_array_interface__``); the
+  outputs are allocated by PyTorch and passed as ``out=``, and the kernels are
+  launched on ``torch.cuda.current_stream()``;
 - a tensor of another dtype or device reaches the core, which refuses it with
   its own message, as it refuses a mix of devices or dtypes.
 
 The forward operators have autograd formulas (``register_autograd``) made of
 the backward operators, which call lcnumba's hand-derived backward passes;
-only the gradients that autograd asks for are computed. The backward
+only the gradients that autograd asks for are computed. In eager mode a call
+on plain tensors takes a direct path (``Family.forward``): the same
+implementations and formula without the dispatcher's Python layers, and the
+combined backward when every gradient is wanted. The backward
 operators are differentiable once only: differentiating them again raises.
 Every operator has a fake implementation (``register_fake``) whose output
 shapes come from ``lcnumba.geometry``, so ``torch.compile`` traces models
