@@ -753,9 +753,9 @@ BUILDERS = {
 
 
 def builders_for(wl):
-    names = ["lcnumba", "lcnumba out=", "numpy"]
-    names += ["torch bmm", "torch loop"] if wl.op == "netvlad" else ["torch"]
-    return names + ["lcnumba.torch"]
+    # lcnumba.torch right after lcnumba: the two rows compared for the bridge's cost get alike neighbours.
+    names = ["lcnumba", "lcnumba.torch", "lcnumba out=", "numpy"]
+    return names + (["torch bmm", "torch loop"] if wl.op == "netvlad" else ["torch"])
 
 
 def build_all(wl, inputs, device):
