@@ -1134,8 +1134,8 @@ def run_overhead(args, device):
         lines.append(f"| {label} | {base[0] * 1e6:.1f} (min {base[1] * 1e6:.1f}) ×{base[2]} "
                      f"| {bridge[0] * 1e6:.1f} (min {bridge[1] * 1e6:.1f}) ×{bridge[2]} "
                      f"| {(bridge[0] - base[0]) * 1e6:.1f} |")
-    lines.append("- fwd+bwd: the NumPy API calls local_conv2d_backward once; the module goes through PyTorch's "
-                 "autograd engine (torch.autograd.grad), which calls the three backward passes")
+    lines.append("- fwd+bwd: both call local_conv2d_forward and local_conv2d_backward once; the module's calls go "
+                 "through an autograd node and PyTorch's autograd engine (torch.autograd.grad)")
     return lines
 
 
