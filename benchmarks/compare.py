@@ -8,6 +8,7 @@ Run from the repository root::
     python benchmarks/compare.py --memory                 # adds the peak-memory section
     python benchmarks/compare.py --workloads none --plot-batch batch.png
     python benchmarks/compare.py --device cuda            # on a machine with a GPU
+    python benchmarks/compare.py --workloads none --overhead   # what lcnumba.torch adds to a call
 
 For every workload and every implementation it
 
@@ -27,14 +28,16 @@ without a kernel library (im2col by ``sliding_window_view`` plus BLAS
 ``matmul``), and PyTorch on the CPU when it is installed (the usual recipes:
 ``F.conv2d``, ``F.unfold`` + ``einsum`` for unshared weights, ``F.max_pool2d``,
 and NetVLAD both in batched-matmul form and as the per-cluster loop of the
-widely used pytorch-NetVlad module). PyTorch is optional: without it its rows
+widely used pytorch-NetVlad module), and lcnumba's own PyTorch bridge
+(``lcnumba.torch``: the family's nn module, or its functional form), through
+autograd as a PyTorch user calls it. PyTorch is optional: without it its rows
 are skipped with a note. lcnumba functions that do not exist yet are skipped
 the same way.
 
 ``--device cuda`` times lcnumba on Numba device arrays (synchronising inside
 each timed call) and PyTorch on CUDA tensors; the NumPy baseline then only
-serves as the reference of the checks. ``--memory`` and ``--plot-batch`` add
-sections (``--workloads none`` leaves out the timing table).
+serves as the reference of the checks. ``--memory``, ``--plot-batch`` and
+``--overhead`` add sections (``--workloads none`` leaves out the timing table).
 
 Thread counts: Numba, PyTorch and the BLAS under NumPy all get ``--threads``
 (default: Numba's thread count). The BLAS reads its setting once when it is
@@ -111,11 +114,13 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 try:  # part of the benchmarks package (asv imports it that way)
-    from .workloads import CONV_OPS, WORKLOADS
+    from .workloads import CONV_OPS, WORKLOADS, Workload
 except ImportError:  # run as a script: benchmarks/ is sys.path[0]
-    from workloads import CONV_OPS, WORKLOADS
+    from workloads import CONV_OPS, WORKLOADS, Workload
 
 BATCH_SIZES = (1, 2, 4, 8, 16, 32)
+# A layer so small that the time of a call is its fixed cost: N = 1, a 4x4 output (--overhead).
+TINY_LAYER = Workload("tiny_local", "local_conv2d", (1, 1, 6, 6), filters=1, kernel=3)
 BATCH_WORKLOAD = "deepface_l4"
 MEMORY_CASES = (
     ("deepface_l4", "lcnumba"),
@@ -670,6 +675,71 @@ def build_torch(wl, inputs, device, variant=None):
                        ("dx", "dw", "db", "dcentroids"), t, device)
 
 
+# ---------------------------------------------------------------------- lcnumba.torch
+
+
+def _lcnumba_torch_module(wl, t):
+    """The lcnumba.torch layer of ``wl`` holding its weights, or None where the functional form is used."""
+    import lcnumba.torch as lt
+
+    c = wl.input_shape[1]
+    kwargs = dict(stride=wl.stride, padding=wl.padding, dilation=wl.dilation)
+    if wl.op == "local_conv2d":
+        layer = lt.LocallyConnected2d(c, wl.filters, wl.kernel, wl.input_shape[2:], **kwargs, dtype=t["x"].dtype)
+    elif wl.op == "tiled_conv2d":
+        layer = lt.TiledConv2d(c, wl.filters, wl.kernel, wl.tile, **kwargs, tile_mode=wl.tile_mode,
+                               dtype=t["x"].dtype)
+    elif wl.op == "netvlad":
+        layer = lt.NetVLAD(wl.clusters, c, num_ghost=wl.ghosts, normalize_input=wl.normalize_input,
+                           dtype=t["x"].dtype)
+        with _torch().no_grad():
+            layer.centroids.copy_(t["centroids"])
+    else:
+        return None
+    with _torch().no_grad():
+        layer.weight.copy_(t["w"])
+        layer.bias.copy_(t["b"])
+    return layer
+
+
+def build_lcnumba_torch(wl, inputs, device):
+    """lcnumba's PyTorch bridge: the nn module of the family (its parameters are the leaves), or the functional form.
+
+    Gradients through autograd, as a PyTorch user gets them; the forward under ``torch.inference_mode``.
+    """
+    torch = _torch()
+    try:
+        import lcnumba.torch as lt
+    except ImportError as error:
+        raise Skip(f"lcnumba.torch not importable: {error}") from None
+    t = _torch_tensors(inputs, device)
+    layer = _lcnumba_torch_module(wl, t)
+    if layer is None:
+        F = lt.functional
+        if wl.op == "conv2d":
+            return _torch_impl("lcnumba.torch functional", lambda x, w, b: F.conv2d(
+                x, w, b, stride=wl.stride, padding=wl.padding, dilation=wl.dilation),
+                ("x", "w", "b"), ("dx", "dw", "db"), t, device)
+        return _torch_impl("lcnumba.torch functional", lambda x: F.max_pool2d(
+            x, wl.kernel, stride=wl.stride, padding=wl.padding, dilation=wl.dilation), ("x",), ("dx",), t, device)
+    layer = layer.to(t["x"].device)
+    x_leaf = t["x"].detach().clone().requires_grad_(True)
+    params = dict(layer.named_parameters())
+    names = ["dx"] + ["d" + ("w" if name == "weight" else "b" if name == "bias" else name) for name in params]
+
+    def fwd():
+        with torch.inference_mode():
+            return layer(t["x"])
+
+    def fwd_bwd():
+        y = layer(x_leaf)
+        grads = torch.autograd.grad(y, [x_leaf, *params.values()], t["dy"])
+        return {"y": y, **dict(zip(names, grads))}
+
+    sync = torch.cuda.synchronize if device.name == "cuda" else (lambda: None)
+    return Impl(f"lcnumba.torch {type(layer).__name__}", fwd, fwd_bwd, lambda v: v.detach().cpu().numpy(), sync)
+
+
 # Short names (used by --memory) -> builders, in table order.
 BUILDERS = {
     "lcnumba": lambda wl, inp, dev: build_lcnumba(wl, inp, dev, prealloc=False),
@@ -678,13 +748,14 @@ BUILDERS = {
     "torch": build_torch,
     "torch bmm": build_torch,
     "torch loop": lambda wl, inp, dev: build_torch(wl, inp, dev, variant="loop"),
+    "lcnumba.torch": build_lcnumba_torch,
 }
 
 
 def builders_for(wl):
-    names = ["lcnumba", "lcnumba out=", "numpy"]
-    names += ["torch bmm", "torch loop"] if wl.op == "netvlad" else ["torch"]
-    return names
+    # lcnumba.torch right after lcnumba: the two rows compared for the bridge's cost get alike neighbours.
+    names = ["lcnumba", "lcnumba.torch", "lcnumba out=", "numpy"]
+    return names + (["torch bmm", "torch loop"] if wl.op == "netvlad" else ["torch"])
 
 
 def build_all(wl, inputs, device):
@@ -1035,6 +1106,39 @@ def run_batch_sweep(args, device):
     return lines
 
 
+# ====================================================================== per-call overhead of lcnumba.torch
+
+
+def run_overhead(args, device):
+    """Time per call of the NumPy API and of lcnumba.torch's module on a tiny layer, and their difference.
+
+    On ``TINY_LAYER`` the kernels take microseconds, so the difference of the medians is what the bridge
+    adds to a call: tensors to arrays and back, shape bookkeeping, the autograd node, ``nn.Module``'s call
+    (forward, under ``torch.inference_mode``) and PyTorch's autograd engine (fwd+bwd).
+    """
+    wl = TINY_LAYER
+    inputs = wl.make_inputs(args.dtype, seed=args.seed)
+    title = f"### Per-call cost on a tiny layer ({wl.op}, x {wl.input_shape} -> {wl.output_shape})"
+    try:
+        impls = [BUILDERS["lcnumba"](wl, inputs, device), build_lcnumba_torch(wl, inputs, device)]
+    except Skip as reason:
+        return [title, "", f"- skipped: {reason}"]
+    problems = check_workload(wl, impls, [], args.dtype)
+    if problems:
+        return [title, ""] + [f"- MISMATCH {line}" for _, line in problems]
+    lines = [title, "", "| pass | lcnumba (NumPy API) µs | lcnumba.torch µs | overhead µs (median difference) |",
+             "|---|---:|---:|---:|"]
+    for pass_name, label in (("forward", "fwd"), ("forward_backward", "fwd+bwd")):
+        timings = time_group(impls, pass_name, args.budget, 500, 20000, 50)
+        base, bridge = (timings[impl.label] for impl in impls)
+        lines.append(f"| {label} | {base[0] * 1e6:.1f} (min {base[1] * 1e6:.1f}) ×{base[2]} "
+                     f"| {bridge[0] * 1e6:.1f} (min {bridge[1] * 1e6:.1f}) ×{bridge[2]} "
+                     f"| {(bridge[0] - base[0]) * 1e6:.1f} |")
+    lines.append("- fwd+bwd: both call local_conv2d_forward and local_conv2d_backward once; the module's calls go "
+                 "through an autograd node and PyTorch's autograd engine (torch.autograd.grad)")
+    return lines
+
+
 # ====================================================================== peak memory
 
 
@@ -1157,6 +1261,8 @@ def parse_args(argv=None):
                         help="add peak memory of deepface_l4 and netvlad_vgg fwd+bwd (CPU)")
     parser.add_argument("--plot-batch", metavar="FILE.png",
                         help=f"add time against batch size {BATCH_SIZES} for {BATCH_WORKLOAD} fwd+bwd")
+    parser.add_argument("--overhead", action="store_true",
+                        help="add the per-call cost of lcnumba.torch against the NumPy API on a tiny layer")
     parser.add_argument("--keep-going", action="store_true",
                         help="on mismatching outputs, report them and time the rest instead of stopping")
     parser.add_argument("--memory-child", help=argparse.SUPPRESS)
@@ -1230,6 +1336,8 @@ def main(argv=None):
         sections += run_memory(args) + [""]
     if args.plot_batch:
         sections += run_batch_sweep(args, device) + [""]
+    if args.overhead:
+        sections += run_overhead(args, device) + [""]
     # The environment goes on top but is read last: Numba picks its threading layer at the first parallel call.
     report = ["# lcnumba against NumPy and PyTorch", ""] + environment(args.threads, args.dtype, device, load_before) + [""]
     report += sections
