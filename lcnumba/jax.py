@@ -258,16 +258,6 @@ def _netvlad(fam):
     return function
 
 
-_MAKERS = {"conv": _conv, "pool": _pool, "netvlad": _netvlad}
-
-
-def _make(fam):
-    function = _MAKERS[fam.kind](fam)
-    function.__name__ = function.__qualname__ = fam.name
-    function.__module__ = __name__
-    return function
-
-
-FUNCTIONS = {fam.name: _make(fam) for fam in table.FAMILIES}
+FUNCTIONS = table.per_family({"conv": _conv, "pool": _pool, "netvlad": _netvlad}, __name__)
 globals().update(FUNCTIONS)
 __all__ = sorted(FUNCTIONS)

@@ -143,3 +143,18 @@ def family(name):
 def functions():
     """``(public name, family, pass)`` of every public op function, in table order."""
     return tuple((f"{fam.name}_{part}", fam, part) for fam in FAMILIES for part in fam.passes)
+
+
+def per_family(makers, module):
+    """One function per family, ``makers[fam.kind](fam)``, named after the family and placed in ``module``.
+
+    How the framework bridges (``lcnumba.torch.functional``, ``lcnumba.jax``) turn the table into their
+    functional forms: ``{family name: function}``.
+    """
+    functions = {}
+    for fam in FAMILIES:
+        function = makers[fam.kind](fam)
+        function.__name__ = function.__qualname__ = fam.name
+        function.__module__ = module
+        functions[fam.name] = function
+    return functions

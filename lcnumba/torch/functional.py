@@ -157,16 +157,6 @@ Tensor, shape (N, K * D)
     return function
 
 
-_MAKERS = {"conv": _conv_function, "pool": _pool_function, "netvlad": _netvlad_function}
-
-
-def _make(fam):
-    function = _MAKERS[fam.kind](fam)
-    function.__name__ = function.__qualname__ = fam.name
-    function.__module__ = __name__
-    return function
-
-
-FUNCTIONS = {fam.name: _make(fam) for fam in table.FAMILIES}
+FUNCTIONS = table.per_family({"conv": _conv_function, "pool": _pool_function, "netvlad": _netvlad_function}, __name__)
 globals().update(FUNCTIONS)
 __all__ = sorted(FUNCTIONS) + ["conv_geometry", "pool_geometry"]
