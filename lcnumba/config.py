@@ -13,4 +13,10 @@ in its ``COMPILES_IN`` (``lcnumba.cache``).
 
 FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
 
+#: ``FASTMATH`` less ``reassoc``, for plain sums whose order must be the loop's: with ``reassoc``
+#: LLVM may split a sum into vector partial sums, and the code it generates in one process and the
+#: code loaded from the on-disk cache in another were seen to sum the local bias gradient
+#: differently (tests/test_determinism.py, cold cache).
+FASTMATH_ORDERED = FASTMATH - {"reassoc"}
+
 THREADS_PER_BLOCK = 256

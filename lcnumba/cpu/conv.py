@@ -44,7 +44,7 @@ import numpy as np
 from numba import njit, prange
 
 from .. import cache
-from ..config import FASTMATH
+from ..config import FASTMATH, FASTMATH_ORDERED
 from . import local, runs, segments
 from .indexing import COMPILES_IN as _INDEXING
 from .indexing import taps_inside
@@ -409,7 +409,7 @@ def reduce_weight_partials(partial, reductions, accumulate, out):
 # ---------------------------------------------------------------- backward: bias
 
 
-@njit(parallel=True, cache=True, fastmath=FASTMATH)
+@njit(parallel=True, cache=True, fastmath=FASTMATH_ORDERED)  # the sum's order is the loop's: see config
 def conv_backward_bias(dy, segs, tile_ptr, accumulate, out):
     """``out[f, t] (+)= sum of dy[n, f, i, j]`` over the positions of tile t; parallel over filters.
 
