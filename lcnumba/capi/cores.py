@@ -146,9 +146,14 @@ def _overlap(a, b):
 
 
 @njit
-def _conv_check(n, c, h, w, th, tw, f, cg, kh, kw, sh, sw, pt, pl, pb, pr, dil_h, dil_w, groups, family, tile_mode,
-                accumulate):
-    """Status and output size ``(status, oh, ow)`` of a convolution-family call, in status order."""
+def _conv_check(missing, n, c, h, w, th, tw, f, cg, kh, kw, sh, sw, pt, pl, pb, pr, dil_h, dil_w, groups, family,
+                tile_mode, accumulate):
+    """Status and output size ``(status, oh, ow)`` of a convolution-family call, in status order.
+
+    ``missing`` says whether a required pointer is NULL, the first status checked.
+    """
+    if missing:
+        return ERR_NULL, 0, 0
     if not _batch_ok(n) or not _sizes_ok((c, h, w, th, tw, f, cg, kh, kw)):
         return ERR_SIZE, 0, 0
     if not _sizes_ok((sh, sw, dil_h, dil_w, groups)) or not _pads_ok((pt, pl, pb, pr)):
@@ -183,10 +188,9 @@ def _conv_check(n, c, h, w, th, tw, f, cg, kh, kw, sh, sw, pt, pl, pb, pr, dil_h
 
 def conv_forward(x, weight, bias, y, n, c, h, w, th, tw, f, cg, kh, kw, sh, sw, pt, pl, pb, pr, dil_h, dil_w, groups,
                  family, n_threads, tile_mode):
-    if _null(x) or _null(weight) or _null(y):
-        return ERR_NULL
-    status, oh, ow = _conv_check(n, c, h, w, th, tw, f, cg, kh, kw, sh, sw, pt, pl, pb, pr, dil_h, dil_w, groups,
-                                 family, tile_mode, 0)
+    missing = _null(x) or _null(weight) or _null(y)
+    status, oh, ow = _conv_check(missing, n, c, h, w, th, tw, f, cg, kh, kw, sh, sw, pt, pl, pb, pr, dil_h, dil_w,
+                                 groups, family, tile_mode, 0)
     if status != OK:
         return status
     tiles = th * tw
@@ -209,10 +213,9 @@ def conv_forward(x, weight, bias, y, n, c, h, w, th, tw, f, cg, kh, kw, sh, sw, 
 
 def conv_backward_input(dy, weight, dx, n, c, h, w, th, tw, f, cg, kh, kw, sh, sw, pt, pl, pb, pr, dil_h, dil_w, groups,
                         family, n_threads, tile_mode):
-    if _null(dy) or _null(weight) or _null(dx):
-        return ERR_NULL
-    status, oh, ow = _conv_check(n, c, h, w, th, tw, f, cg, kh, kw, sh, sw, pt, pl, pb, pr, dil_h, dil_w, groups,
-                                 family, tile_mode, 0)
+    missing = _null(dy) or _null(weight) or _null(dx)
+    status, oh, ow = _conv_check(missing, n, c, h, w, th, tw, f, cg, kh, kw, sh, sw, pt, pl, pb, pr, dil_h, dil_w,
+                                 groups, family, tile_mode, 0)
     if status != OK:
         return status
     dya = carray(dy, (n, f, oh, ow))
@@ -232,10 +235,9 @@ def conv_backward_input(dy, weight, dx, n, c, h, w, th, tw, f, cg, kh, kw, sh, s
 
 def conv_backward_weight(dy, x, dweight, n, c, h, w, th, tw, f, cg, kh, kw, sh, sw, pt, pl, pb, pr, dil_h, dil_w,
                          groups, family, n_threads, tile_mode, accumulate):
-    if _null(dy) or _null(x) or _null(dweight):
-        return ERR_NULL
-    status, oh, ow = _conv_check(n, c, h, w, th, tw, f, cg, kh, kw, sh, sw, pt, pl, pb, pr, dil_h, dil_w, groups,
-                                 family, tile_mode, accumulate)
+    missing = _null(dy) or _null(x) or _null(dweight)
+    status, oh, ow = _conv_check(missing, n, c, h, w, th, tw, f, cg, kh, kw, sh, sw, pt, pl, pb, pr, dil_h, dil_w,
+                                 groups, family, tile_mode, accumulate)
     if status != OK:
         return status
     dya = carray(dy, (n, f, oh, ow))

@@ -40,14 +40,17 @@ COMPILES_IN = cache.sources("config.py", "cpu/pool.py", _INDEXING)
 
 
 @njit(inline="always")
-def _interior(w, ow, kw, sw, pw, dil_w):
-    """Output columns ``[j0, j1)`` whose windows lie wholly inside ``[0, w)``, run by the separable pass.
+def _separable_plan(x, y, kw, sw, pw, dil_w):
+    """Sizes of a forward call, ``(planes, h, w, oh, ow, j0, j1)``, with ``[j0, j1)`` the separable pass's columns.
 
-    Empty when ``sw > w``: there is one window per row at most, and the
-    separable pass's phase split would need ``sw`` rows for ``w`` cells.
+    Output columns ``[j0, j1)`` are those whose windows lie wholly inside
+    ``[0, w)``. The range is empty when ``sw > w``: there is one window per
+    row at most, and the phase split would need ``sw`` rows for ``w`` cells.
     """
+    planes, h, w = x.shape
+    oh, ow = y.shape[1], y.shape[2]
     if sw > w:
-        return 0, 0
+        return planes, h, w, oh, ow, 0, 0
     j0 = min((pw + sw - 1) // sw, ow)
     last = w - 1 + pw - (kw - 1) * dil_w
     j1 = 0
@@ -55,7 +58,7 @@ def _interior(w, ow, kw, sw, pw, dil_w):
         j1 = min(last // sw + 1, ow)
     if j1 < j0:
         j1 = j0
-    return j0, j1
+    return planes, h, w, oh, ow, j0, j1
 
 
 @njit(inline="always")
@@ -119,9 +122,7 @@ def max_pool2d_fwd(x, y, kh, kw, sh, sw, ph, pw, dil_h, dil_w):
     order it is visited in, NaN included, so the result equals the
     row-major scan of PyTorch (a tie of -0.0 and 0.0 may keep the other zero).
     """
-    planes, h, w = x.shape
-    oh, ow = y.shape[1], y.shape[2]
-    j0, j1 = _interior(w, ow, kw, sw, pw, dil_w)
+    planes, h, w, oh, ow, j0, j1 = _separable_plan(x, y, kw, sw, pw, dil_w)
     n_int = j1 - j0
     for p in prange(planes):
         xp = x[p]
@@ -179,9 +180,7 @@ def max_pool2d_fwd_indices(x, y, indices, kh, kw, sh, sw, ph, pw, dil_h, dil_w):
     Window rows and columns are tracked as int32 tap numbers, not int64
     positions, so the selects run as many lanes as the float32 values.
     """
-    planes, h, w = x.shape
-    oh, ow = y.shape[1], y.shape[2]
-    j0, j1 = _interior(w, ow, kw, sw, pw, dil_w)
+    planes, h, w, oh, ow, j0, j1 = _separable_plan(x, y, kw, sw, pw, dil_w)
     n_int = j1 - j0
     for p in prange(planes):
         xp = x[p]
