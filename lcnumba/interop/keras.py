@@ -326,7 +326,7 @@ def _from_locally_connected(kernel, bias, input_shape, kernel_size, strides, pad
 def _to_locally_connected(w, b, input_shape, strides, padding, data_format, implementation, rank):
     implementation = _implementation(implementation)
     w = _float(w, "w", 2 * rank + 2)
-    g = _layer(input_shape, w.shape[2 * rank + 2:], strides, padding, data_format, rank)
+    g = _layer(input_shape, w.shape[rank + 2:], strides, padding, data_format, rank)
     if implementation == 1 and g.before + g.after != (0,) * (2 * rank):
         raise checks.value_error("padding", "'valid' (Keras's implementation 1 has no other)", repr(padding))
     filters = w.shape[rank]
