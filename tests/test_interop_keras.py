@@ -11,6 +11,7 @@ Two independent references:
   used on geometries the fixtures do not cover.
 """
 
+import doctest
 import itertools
 from pathlib import Path
 
@@ -465,3 +466,20 @@ def test_sparse_indices_errors():
         keras.sparse_indices((7,), 3, 2)
     with pytest.raises(ValueError, match=r"^filters: expected"):
         keras.sparse_indices((7, 2), 3, 0)
+
+
+@pytest.mark.parametrize("name", ["lc2d_impl3_same_cf", "lc1d_impl1_valid_cl"])
+def test_fixture_reproduces_keras_on_cuda(name):
+    """The converted weights are plain arrays: on a CUDA device (or the simulator) they give Keras's output too."""
+    cuda = pytest.importorskip("numba.cuda")
+    case = _load(name)
+    convert, _, forward, _ = _converters(case["layer"])
+    r = convert(case["kernel"], case["bias"], **_layer_args(case))
+    x = cuda.to_device(np.ascontiguousarray(_to_nchw(case["x"], case["data_format"])))
+    y = forward(x, cuda.to_device(r.w), cuda.to_device(r.b), **r.kwargs).copy_to_host()
+    np.testing.assert_allclose(_from_nchw(y, case["data_format"]), case["y"], rtol=1e-5, atol=1e-5)
+
+
+def test_docstring_examples_run():
+    result = doctest.testmod(keras, optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted >= 3 and result.failed == 0
