@@ -35,7 +35,8 @@ def _load(name):
 
 def _layer_args(case):
     """The converter's keyword arguments for a fixture (or a random case), by its layer kind."""
-    args = {"input_shape": tuple(int(n) for n in case["input_shape"]), "strides": tuple(int(s) for s in case["strides"]),
+    args = {"input_shape": tuple(int(n) for n in case["input_shape"]),
+            "strides": tuple(int(s) for s in case["strides"]),
             "padding": str(case["padding"]), "data_format": str(case["data_format"])}
     if str(case["layer"]).startswith("Locally"):
         args["kernel_size"] = tuple(int(k) for k in case["kernel_size"])
@@ -274,7 +275,7 @@ def test_random_layers_reproduce_the_transcribed_keras(geometry, data_format):
 @pytest.mark.parametrize("geometry", GEOMETRIES)
 @pytest.mark.parametrize("data_format", keras.DATA_FORMATS)
 def test_lcnumba_weights_survive_keras_and_keep_their_output(geometry, data_format):
-    """lcnumba -> Keras -> lcnumba is the identity on the taps inside the input; the Keras weights give lcnumba's output."""
+    """lcnumba -> Keras -> lcnumba is the identity on the taps inside the input; Keras's output is lcnumba's."""
     rng = np.random.default_rng(7)
     shape, kernel_size, strides, padding = geometry
     sizes, channels = shape[:-1], shape[-1]

@@ -154,10 +154,6 @@ def _layer(input_shape, kernel_size, strides, padding, data_format, rank):
     return _Geometry(sizes, channels, kernel, strides, before, after, out, data_format)
 
 
-def _float(value, name, ndim, dtype=None):
-    return checks.float_array(value, name, ndim, dtype)
-
-
 # ---------------------------------------------------------------- index maps
 
 
@@ -280,7 +276,7 @@ def _infer_filters(kernel, g, implementation):
 def _bias_from_keras(bias, g, filters, dtype):
     if bias is None:
         return None
-    bias = _float(bias, "bias", g.rank + 1, dtype)
+    bias = checks.float_array(bias, "bias", g.rank + 1, dtype)
     checks.shape_equal(bias, "bias", g.out + (filters,), "Keras's (*out, F)")
     if g.data_format == "channels_first":
         # backend.bias_add reshapes (*out, F) to (1, F, *out): a reshape, not a transpose
@@ -291,7 +287,7 @@ def _bias_from_keras(bias, g, filters, dtype):
 def _bias_to_keras(b, g, filters, dtype):
     if b is None:
         return None
-    b = _float(b, "b", g.rank + 1, dtype)
+    b = checks.float_array(b, "b", g.rank + 1, dtype)
     checks.shape_equal(b, "b", (filters,) + g.out, "lcnumba's (F, *out)")
     if g.data_format == "channels_first":
         return np.ascontiguousarray(b.reshape(g.out + (filters,)))
@@ -301,7 +297,7 @@ def _bias_to_keras(b, g, filters, dtype):
 def _from_locally_connected(kernel, bias, input_shape, kernel_size, strides, padding, data_format, implementation,
                             rank):
     implementation = _implementation(implementation)
-    kernel = _float(kernel, "kernel", {1: 3, 2: 2 * rank + 2, 3: 1}[implementation])
+    kernel = checks.float_array(kernel, "kernel", {1: 3, 2: 2 * rank + 2, 3: 1}[implementation])
     g = _layer(input_shape, kernel_size, strides, padding, data_format, rank)
     if implementation == 1 and g.before + g.after != (0,) * (2 * rank):
         raise checks.value_error("padding", "'valid' (Keras's implementation 1 has no other)", repr(padding))
@@ -325,7 +321,7 @@ def _from_locally_connected(kernel, bias, input_shape, kernel_size, strides, pad
 
 def _to_locally_connected(w, b, input_shape, strides, padding, data_format, implementation, rank):
     implementation = _implementation(implementation)
-    w = _float(w, "w", 2 * rank + 2)
+    w = checks.float_array(w, "w", 2 * rank + 2)
     g = _layer(input_shape, w.shape[rank + 2:], strides, padding, data_format, rank)
     if implementation == 1 and g.before + g.after != (0,) * (2 * rank):
         raise checks.value_error("padding", "'valid' (Keras's implementation 1 has no other)", repr(padding))
@@ -389,7 +385,7 @@ def _to_function(rank, doc):
     return _named(convert, f"to_locally_connected{rank}d", rank, doc)
 
 
-from_locally_connected2d = _from_function(2, """Keras ``LocallyConnected2D`` weights as lcnumba ``local_conv2d`` weights.
+from_locally_connected2d = _from_function(2, """Keras ``LocallyConnected2D`` weights as ``local_conv2d`` weights.
 
     Parameters
     ----------
@@ -464,7 +460,7 @@ to_locally_connected2d = _to_function(2, """lcnumba ``local_conv2d`` weights as 
     """)
 
 
-from_locally_connected1d = _from_function(1, """Keras ``LocallyConnected1D`` weights as lcnumba ``local_conv1d`` weights.
+from_locally_connected1d = _from_function(1, """Keras ``LocallyConnected1D`` weights as ``local_conv1d`` weights.
 
     Parameters
     ----------
@@ -586,7 +582,7 @@ def _conv_padding(mode, sizes, kernel, strides, dilation, rank):
 
 
 def _from_conv(kernel, bias, input_shape, strides, padding, dilation_rate, groups, data_format, rank, modes):
-    kernel = _float(kernel, "kernel", rank + 2)
+    kernel = checks.float_array(kernel, "kernel", rank + 2)
     strides = checks.int_tuple(strides, "strides", rank, minimum=1)
     mode = _mode(padding, modes)
     dilation = checks.int_tuple(dilation_rate, "dilation_rate", rank, minimum=1)
@@ -606,7 +602,7 @@ def _from_conv(kernel, bias, input_shape, strides, padding, dilation_rate, group
     before, after = _conv_padding(mode, sizes, kernel.shape[:rank], strides, dilation, rank)
     b = None
     if bias is not None:
-        b = _float(bias, "bias", 1, kernel.dtype)
+        b = checks.float_array(bias, "bias", 1, kernel.dtype)
         checks.shape_equal(b, "bias", (filters,), "one per filter")
         b = b.copy()
     w = np.ascontiguousarray(kernel.transpose((rank + 1, rank) + tuple(range(rank))))
@@ -615,10 +611,10 @@ def _from_conv(kernel, bias, input_shape, strides, padding, dilation_rate, group
 
 
 def _to_conv(w, b, rank):
-    w = _float(w, "w", rank + 2)
+    w = checks.float_array(w, "w", rank + 2)
     bias = None
     if b is not None:
-        bias = _float(b, "b", 1, w.dtype)
+        bias = checks.float_array(b, "b", 1, w.dtype)
         checks.shape_equal(bias, "b", (w.shape[0],), "one per filter")
         bias = bias.copy()
     return np.ascontiguousarray(w.transpose(tuple(range(2, rank + 2)) + (1, 0))), bias
