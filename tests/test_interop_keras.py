@@ -446,8 +446,10 @@ def test_conv_errors():
         keras.from_conv2d(kernel, padding="same", strides=2)
     with pytest.raises(ValueError, match=r"^kernel: expected a number of filters"):
         keras.from_conv2d(kernel, groups=3)
-    with pytest.raises(ValueError, match=r"^kernel: expected 1 channels per group"):
+    with pytest.raises(ValueError, match=r"^kernel: expected C / groups = 2 / 2 channels on axis 2"):
         keras.from_conv2d(kernel, input_shape=(5, 5, 2), groups=2)
+    with pytest.raises(ValueError, match=r"^kernel: expected C / groups = 3 / 1"):
+        keras.from_conv2d(kernel, input_shape=(3, 5, 5), data_format="channels_first")
     with pytest.raises(ValueError, match=r"^padding: expected one of"):
         keras.from_conv2d(kernel, padding="causal")
     with pytest.raises(ValueError, match=r"^bias: expected shape \(4,\)"):

@@ -596,9 +596,8 @@ def _from_conv(kernel, bias, input_shape, strides, padding, dilation_rate, group
     if input_shape is not None:
         sizes, channels = _spatial(input_shape, rank, data_format)
         if channels != kernel.shape[rank] * groups:
-            raise checks.value_error("kernel", f"{channels // groups if channels % groups == 0 else channels} "
-                                               f"channels per group (axis {rank}) for input_shape "
-                                               f"{tuple(input_shape)} and groups={groups}", f"shape {kernel.shape}")
+            raise checks.value_error("kernel", f"C / groups = {channels} / {groups} channels on axis {rank} "
+                                               f"(input_shape {tuple(input_shape)})", f"shape {kernel.shape}")
     before, after = _conv_padding(mode, sizes, kernel.shape[:rank], strides, dilation, rank)
     b = None
     if bias is not None:
