@@ -8,7 +8,8 @@ Run from the repository root::
 Two tables:
 
 1. **Host path**, per public call (float32, tiny shapes, a non-default
-   stream, ``out=`` wherever the call takes one), run on Numba's CUDA
+   stream, ``out=`` wherever the call takes one; the second call of each,
+   so that what is made once per process is left out), run on Numba's CUDA
    simulator with the simulator's launch, allocation and synchronisation
    entry points wrapped: kernel launches, device allocations
    (``device_array``, ``device_array_like``, ``to_device``, ``mapped_array``,
@@ -17,17 +18,19 @@ Two tables:
    host code only, so the simulator gives the GPU's numbers. The weight
    and bias gradients' column split is forced on (``MIN_COLUMNS_PER_SPLIT``
    patched down) so that its scratch shows.
-2. **Kernels**: every kernel launched by those calls, compiled for the
-   argument types it was launched with to PTX for sm_90
-   (``numba.cuda.compile_ptx``, with the kernel's own launch bounds and
-   fastmath), then assembled by ``ptxas -v``: registers per thread, spill
+2. **Kernels**: every kernel launched by those calls, compiled for its
+   declared signature (``lcnumba.gpu.jit.Kernel``) at the dtype it was
+   launched with to PTX for sm_90 (``numba.cuda.compile_ptx``, with the
+   kernels' launch bounds), then assembled by ``ptxas -v``: registers per thread, spill
    stores and loads (bytes), and the 64-bit integer divisions and remainders
-   (``div``/``rem`` ``.s64``/``.u64``) in the PTX, all of them and those inside
-   a loop (between a label and a later branch back to it).
+   (``div``/``rem`` ``.s64``/``.u64``) in the PTX: all of them, those inside a
+   loop (between a label and a later branch back to it) and those inside an
+   inner loop (a loop within the kernel's grid- or block-stride loop); and
+   the 32-bit ones inside an inner loop.
 
 The simulator and the compiler cannot share a process (the simulator is
 chosen when numba-cuda is imported), so each table is made by a child
-process of this script; the first hands the second the argument types.
+process of this script; the first hands the second the launched dtypes.
 ``ptxas`` is looked up on ``PATH``, then under ``CUDA_HOME`` and
 ``/usr/local/cuda``.
 """
@@ -50,7 +53,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def _host_path_counts():
     """``(rows, signatures)``: per public call its counts, per kernel the argument types it was launched with."""
     import numpy as np
-    from numba import cuda, typeof
+    from numba import cuda
     from numba.cuda.simulator import kernel as sim_kernel
     from numba.cuda.simulator.cudadrv import devicearray as sim_array
 
@@ -70,7 +73,7 @@ def _host_path_counts():
             counts["launches"] += 1
             fn = self.fn
             key = f"{fn.__module__}.{fn.__qualname__}"
-            signatures.setdefault(key, [_type_descriptor(typeof(a)) for a in args])
+            signatures.setdefault(key, str(next(a.dtype for a in args if hasattr(a, "dtype"))))
         return launch_kernel(self, *args)
 
     def counted(name, owner, fn):
@@ -135,29 +138,14 @@ def _host_path_counts():
 
     rows = []
     for label, call in cases:
+        call()  # first use: what is made once per process (the pooling error buffer) is not counted
         before = dict(counts)
         call()
         rows.append({"call": label, **{key: counts[key] - before[key] for key in counts}})
     return rows, signatures
 
 
-def _type_descriptor(ty):
-    from numba import types
-
-    if isinstance(ty, types.Array):
-        return ["array", str(ty.dtype), ty.ndim, ty.layout]
-    return ["scalar", str(ty)]
-
-
 # ====================================================================== kernels (compiler child)
-
-
-def _numba_type(desc):
-    from numba import types
-
-    if desc[0] == "array":
-        return types.Array(getattr(types, desc[1]), desc[2], desc[3])
-    return getattr(types, desc[1])
 
 
 def _find_ptxas():
@@ -176,11 +164,15 @@ _BRANCH = re.compile(r"\bbra(?:\.uni)?\s+(\$?[\w$]+);")
 
 
 def ptx_divisions(ptx):
-    """``(all, in_loops, in_loops_32)``: the 64-bit integer divisions and remainders of ``ptx``, those inside a
-    loop, and the 32-bit ones inside a loop."""
+    """Counts of the integer divisions and remainders of ``ptx`` by width and loop depth.
+
+    ``(all 64-bit, 64-bit in a loop, 64-bit in an inner loop, 32-bit in an inner loop)``. A loop is
+    the lines from a label to a later branch back to it; a line's depth is the number of loops around
+    it, so a kernel's grid- or block-stride loop is depth 1 and the loops inside it are inner loops.
+    """
     lines = ptx.splitlines()
     labels = {}
-    in_loop = [False] * len(lines)
+    depth = [0] * len(lines)
     for i, line in enumerate(lines):
         m = _LABEL.match(line)
         if m:
@@ -188,15 +180,16 @@ def ptx_divisions(ptx):
         b = _BRANCH.search(line)
         if b and b.group(1) in labels and labels[b.group(1)] <= i:  # a branch back: lines between form a loop
             for j in range(labels[b.group(1)], i + 1):
-                in_loop[j] = True
-    total = loops = loops32 = 0
+                depth[j] += 1
+    total = loops = inner = inner32 = 0
     for i, line in enumerate(lines):
         if _DIV64.search(line):
             total += 1
-            loops += in_loop[i]
+            loops += depth[i] >= 1
+            inner += depth[i] >= 2
         elif _DIV32.search(line):
-            loops32 += in_loop[i]
-    return total, loops, loops32
+            inner32 += depth[i] >= 2
+    return total, loops, inner, inner32
 
 
 def _ptxas_info(ptxas, ptx, workdir, name):
@@ -220,6 +213,8 @@ def _kernel_table(signatures):
     from numba import cuda
     from numba.cuda import dispatcher
 
+    from lcnumba.gpu.jit import LAUNCH_BOUNDS
+
     # device functions are compiled for the current device's compute capability: with no device, claim sm_90
     dispatcher.get_current_device = lambda: SimpleNamespace(compute_capability=(9, 0))
     ptxas = _find_ptxas()
@@ -228,15 +223,13 @@ def _kernel_table(signatures):
         for key in sorted(signatures):
             module, _, qualname = key.rpartition(".")
             kern = getattr(importlib.import_module(module), qualname)
-            sig = tuple(_numba_type(d) for d in signatures[key])
-            options = getattr(kern, "targetoptions", {})
-            ptx, _ = cuda.compile_ptx(kern.py_func, sig, cc=(9, 0), fastmath=options.get("fastmath", False),
-                                      launch_bounds=options.get("launch_bounds"))
+            ptx, _ = cuda.compile_ptx(kern.py_func, kern.signature_for(signatures[key]), cc=(9, 0),
+                                      launch_bounds=LAUNCH_BOUNDS)
             regs, spill_st, spill_ld = _ptxas_info(ptxas, ptx, workdir, qualname)
-            divs, loop_divs, loop_divs32 = ptx_divisions(ptx)
+            divs, loop_divs, inner_divs, inner_divs32 = ptx_divisions(ptx)
             rows.append({"kernel": key.replace("lcnumba.gpu.", ""), "registers": regs, "spill_stores": spill_st,
                          "spill_loads": spill_ld, "div64": divs, "div64_in_loops": loop_divs,
-                         "div32_in_loops": loop_divs32})
+                         "div64_inner": inner_divs, "div32_inner": inner_divs32})
     return rows
 
 
@@ -282,7 +275,8 @@ def main(argv=None):
     counts = _child("counts", {})
     kernels = _child("ptx", {"signatures": counts["signatures"]})
     report = "\n".join([
-        "Host path per public call (simulator; float32; a non-default stream; out= buffers not counted):",
+        "Host path per public call (simulator; float32; a non-default stream; out= buffers not counted; "
+        "each call's second run):",
         "",
         _table(counts["rows"], ["call", "launches", "allocations", "syncs"],
                ["call", "launches", "device allocations", "host syncs"]),
@@ -290,9 +284,9 @@ def main(argv=None):
         "Kernels (PTX for sm_90, ptxas -v; float32 launches of the calls above):",
         "",
         _table(kernels["rows"], ["kernel", "registers", "spill_stores", "spill_loads", "div64", "div64_in_loops",
-                                 "div32_in_loops"],
+                                 "div64_inner", "div32_inner"],
                ["kernel", "registers", "spill stores (B)", "spill loads (B)", "64-bit div/rem", "in loops",
-                "32-bit div/rem in loops"]),
+                "in inner loops", "32-bit div/rem in inner loops"]),
         "",
     ])
     print(report)

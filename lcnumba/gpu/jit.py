@@ -3,6 +3,22 @@
 The one module of lcnumba that imports numba-cuda: every other module of
 ``lcnumba.gpu`` takes ``cuda`` and the decorators from here, so a missing
 numba-cuda raises the install hint wherever ``lcnumba.gpu`` is entered.
+
+Kernels are compiled for explicit signatures: a kernel declares its
+argument types once, as a Numba signature string in which ``{f}`` stands
+for the floating-point type, and is compiled for ``float32`` or ``float64``
+on its first launch with that dtype (then kept). A kernel compiled for one
+signature is a *specialised* dispatcher: its launches pack the arguments
+without typing them (``typeof`` of every argument is most of a lazy
+dispatcher's launch cost), and a launch with arrays of another layout
+cannot silently compile a second version. Integer scalars are ``int32``:
+the index math of every kernel is 32-bit (the cores refuse arrays past
+``2**31 - 1`` elements before a kernel is reached, ``launch.check_int32``).
+
+Every kernel is compiled with launch bounds of ``MAX_THREADS`` threads and
+``MIN_BLOCKS`` resident blocks per multiprocessor, which caps it at
+``65536 / (MAX_THREADS * MIN_BLOCKS) = 64`` registers per thread
+(``benchmarks/gpu_report.py`` checks that none spills).
 """
 
 INSTALL_HINT = "CUDA arrays need numba-cuda: pip install lcnumba[cuda] (or pip install numba-cuda)"
@@ -14,13 +30,59 @@ try:
 except ImportError as exc:  # numba-cuda (or its CUDA bindings) not installed
     raise ImportError(f"lcnumba: {INSTALL_HINT}") from exc
 
+import numpy as np
+from numba.np.numpy_support import from_dtype
+
 #: True when Numba runs CUDA kernels in its simulator (``NUMBA_ENABLE_CUDASIM=1``).
 SIMULATOR = bool(_cuda_config.ENABLE_CUDASIM)
 
+#: Most threads per block of any launch, and the blocks per multiprocessor the register budget is sized for.
+MAX_THREADS = 256
+MIN_BLOCKS = 4
+LAUNCH_BOUNDS = (MAX_THREADS, MIN_BLOCKS)
 
-def kernel(fn):
-    """``fn`` compiled as a CUDA kernel (lazily, once per argument types)."""
-    return cuda.jit(fn)
+
+
+class Kernel:
+    """A CUDA kernel compiled once per element dtype for its declared signature.
+
+    ``kernel[blocks, threads, stream](*args)`` launches it as a Numba
+    dispatcher is launched; the dtype that fills ``{f}`` is that of the
+    first array among ``args`` (the kernels put a data array first).
+    """
+
+    def __init__(self, fn, signature):
+        self.py_func = fn
+        self.signature = signature
+        self._compiled = {}
+        self.__name__ = fn.__name__
+        self.__doc__ = fn.__doc__
+
+    def signature_for(self, dtype):
+        """The Numba signature string of the launches with element type ``dtype``."""
+        return self.signature.format(f=str(from_dtype(np.dtype(dtype))))
+
+    def compiled(self, dtype):
+        """The dispatcher of ``dtype``, compiled now if this is the first launch with it."""
+        dtype = np.dtype(dtype)
+        disp = self._compiled.get(dtype)
+        if disp is None:
+            options = {} if SIMULATOR else {"launch_bounds": LAUNCH_BOUNDS}  # the simulator takes none
+            disp = cuda.jit(self.signature_for(dtype), **options)(self.py_func)
+            self._compiled[dtype] = disp
+        return disp
+
+    def __getitem__(self, config):
+        def launch(*args):
+            dtype = next(a.dtype for a in args if hasattr(a, "dtype"))
+            self.compiled(dtype)[config](*args)
+
+        return launch
+
+
+def kernel(signature):
+    """Decorator: ``fn`` as a ``Kernel`` of ``signature`` (``"void(...)"``, ``{f}`` for the float type)."""
+    return lambda fn: Kernel(fn, signature)
 
 
 def device_function(fn):

@@ -34,6 +34,7 @@ reproducible. Scratch is O(N (K + G) (M + D)).
 
 import math
 
+from .intmath import divmod32
 from .jit import cuda, device_function, kernel
 from .kernels import reduce_splits
 from .launch import block_threads, blockwise, elementwise, fill
@@ -48,7 +49,8 @@ def _stage(m, n, trans, i0, j0, rows, cols, i_count, j_count, tid, nt, tile):
     threads load along ``m``'s contiguous axis (coalesced).
     """
     zero = m.dtype.type(0)
-    for e in range(tid, rows * cols, nt):
+    e = tid
+    while e < rows * cols:
         i, j = tile_index(e, trans, rows, cols)
         val = zero
         if i0 + i < i_count and j0 + j < j_count:
@@ -57,16 +59,19 @@ def _stage(m, n, trans, i0, j0, rows, cols, i_count, j_count, tid, nt, tile):
             else:
                 val = m[n, i0 + i, j0 + j]
         tile[i, j] = val
+        e += nt
 
 
-@kernel
-def bgemm(a, trans_a, b, trans_b, r_count, bm, bn, accumulate, c):
+@kernel("void({f}[:, :, ::1], {f}[:, :, ::1], UniTuple(int32, 6), {f}[:, :, ::1])")
+def bgemm(a, b, geo, c):
     """``c[n] (+)= op(a[n]) @ op(b[n])`` over ``r_count`` terms; ``a``/``b`` with a leading 1 are shared by all n.
 
     ``op(a)`` is ``a[n]`` (P, R) or, with ``trans_a``, ``a[n].T`` for ``a[n]``
     of shape (R, P); likewise ``b``: (R, Q) or (Q, R) with ``trans_b``.
     A block per (sample, row tile, column tile); terms summed in order.
+    ``geo = (trans_a, trans_b, r_count, bm, bn, accumulate)``.
     """
+    trans_a, trans_b, r_count, bm, bn, accumulate = geo
     n_total = c.shape[0]
     p_count = c.shape[1]
     q_count = c.shape[2]
@@ -82,19 +87,19 @@ def bgemm(a, trans_a, b, trans_b, r_count, bm, bn, accumulate, c):
     n_virtual = vrows * vcols
     n_items = n_total * n_pb * n_qb
     for item in range(cuda.blockIdx.x, n_items, cuda.gridDim.x):
-        qb = item % n_qb
-        rest = item // n_qb
-        pb = rest % n_pb
-        n = rest // n_pb
+        rest, qb = divmod32(item, n_qb)
+        n, pb = divmod32(rest, n_pb)
         na = n if a.shape[0] > 1 else 0
         nb = n if b.shape[0] > 1 else 0
         p0 = pb * bm
         q0 = qb * bn
-        for vbase in range(0, n_virtual, nt):
+        vbase = 0
+        while vbase < n_virtual:
             v = vbase + tid
             vr, vc = virtual_cell(v, vcols)
             c00 = c01 = c10 = c11 = zero
-            for r0 in range(0, r_count, BK):
+            r0 = 0
+            while r0 < r_count:
                 rc = min(BK, r_count - r0)  # BK except in the last chunk
                 _stage(a, na, trans_a, p0, r0, bm, rc, p_count, r_count, tid, nt, as_)
                 _stage(b, nb, trans_b, r0, q0, rc, bn, r_count, q_count, tid, nt, bs)
@@ -102,18 +107,19 @@ def bgemm(a, trans_a, b, trans_b, r_count, bm, bn, accumulate, c):
                 if v < n_virtual:
                     c00, c01, c10, c11 = mac_2x2(as_, bs, rc, vr, vc, vrows, vcols, c00, c01, c10, c11)
                 cuda.syncthreads()
+                r0 += BK
             if v < n_virtual:
                 store_2x2(c[n], p0, q0, vr, vc, vrows, vcols, p_count, q_count, accumulate, c00, c01, c10, c11)
+            vbase += nt
 
 
-@kernel
+@kernel("void({f}[:, :, ::1], boolean, {f}, {f}[:, ::1], {f}[:, ::1])")
 def descriptor_norms(x, normalize_input, eps, nrm, rinv):
     """``nrm[n, i] = ||x[n, :, i]||``, ``rinv = 1 / max(nrm, eps)`` (both 1 without normalisation)."""
     n_total, d_size, m = x.shape
     one = x.dtype.type(1)
     for e in range(cuda.grid(1), n_total * m, cuda.gridsize(1)):
-        n = e // m
-        i = e - n * m
+        n, i = divmod32(e, m)
         if normalize_input:
             total = x.dtype.type(0)
             for d in range(d_size):
@@ -127,7 +133,7 @@ def descriptor_norms(x, normalize_input, eps, nrm, rinv):
             rinv[n, i] = one
 
 
-@kernel
+@kernel("void({f}[:, :, ::1], {f}[::1], {f}[:, ::1], int32, {f}[:, :, ::1], {f}[:, :, ::1])")
 def softmax_assign(s, b, rinv, k_real, a, ar):
     """``a[n, :, i] = softmax(s[n, :, i] * rinv[n, i] + b)``; ``ar[n, k, i] = a[n, k, i] * rinv[n, i]`` for k < K.
 
@@ -135,8 +141,7 @@ def softmax_assign(s, b, rinv, k_real, a, ar):
     """
     n_total, kg, m = s.shape
     for e in range(cuda.grid(1), n_total * m, cuda.gridsize(1)):
-        n = e // m
-        i = e - n * m
+        n, i = divmod32(e, m)
         ri = rinv[n, i]
         top = s[n, 0, i] * ri + b[0]
         for k in range(1, kg):
@@ -154,28 +159,26 @@ def softmax_assign(s, b, rinv, k_real, a, ar):
                 ar[n, k, i] = v * ri
 
 
-@kernel
+@kernel("void({f}[:, :, ::1], int32, {f}[:, ::1])")
 def row_sums(a, rows, out):
     """``out[n, k] = sum_i a[n, k, i]`` for ``k < rows``, in order of ``i``."""
     n_total = a.shape[0]
     m = a.shape[2]
     for e in range(cuda.grid(1), n_total * rows, cuda.gridsize(1)):
-        n = e // rows
-        k = e - n * rows
+        n, k = divmod32(e, rows)
         total = a.dtype.type(0)
         for i in range(m):
             total += a[n, k, i]
         out[n, k] = total
 
 
-@kernel
+@kernel("void({f}[:, :, ::1], {f}[:, ::1], {f}[:, ::1], {f}, {f}[:, ::1])")
 def center_and_normalize(v, mass, c, eps, norms):
     """``v[n, k] = (v[n, k] - mass[n, k] c[k]) / max(||.||, eps)``; the unclamped norm to ``norms[n, k]``."""
     n_total, k_real, d_size = v.shape
     one = v.dtype.type(1)
     for e in range(cuda.grid(1), n_total * k_real, cuda.gridsize(1)):
-        n = e // k_real
-        k = e - n * k_real
+        n, k = divmod32(e, k_real)
         s = mass[n, k]
         total = v.dtype.type(0)
         for d in range(d_size):
@@ -189,7 +192,7 @@ def center_and_normalize(v, mass, c, eps, norms):
             v[n, k, d] *= scale
 
 
-@kernel
+@kernel("void({f}[:, ::1], {f}, {f}[::1])")
 def global_norms(norms, eps, total):
     """``total[n] = ||vec(Vn)||`` from the intra-normalised rows: ``sum_k (norm_k / max(norm_k, eps))^2``."""
     n_total, k_real = norms.shape
@@ -201,17 +204,17 @@ def global_norms(norms, eps, total):
         total[n] = math.sqrt(acc)
 
 
-@kernel
+@kernel("void({f}[:, ::1], {f}[::1], {f})")
 def scale_rows(y, total, eps):
     """``y[n, :] /= max(total[n], eps)``."""
     n_total, size = y.shape
     one = y.dtype.type(1)
     for e in range(cuda.grid(1), n_total * size, cuda.gridsize(1)):
-        n = e // size
-        y[n, e - n * size] *= one / max(total[n], eps)
+        n, col = divmod32(e, size)
+        y[n, col] *= one / max(total[n], eps)
 
 
-@kernel
+@kernel("void({f}[:, :, ::1], {f}[:, ::1], {f}[::1], {f}, {f}[::1])")
 def projection(vn, dy, total, eps, proj):
     """``proj[n] = <vn, dy> / g^2`` with ``g = max(total, eps)`` when unclamped, else 0; rows in order."""
     n_total, k_real, d_size = vn.shape
@@ -226,14 +229,13 @@ def projection(vn, dy, total, eps, proj):
         proj[n] = acc
 
 
-@kernel
+@kernel("void({f}[:, :, ::1], {f}[:, ::1], {f}[:, ::1], {f}[::1], {f}[::1], {f}[:, ::1], {f}[:, ::1], {f}, {f}[:, :, ::1], {f}[:, ::1], {f}[:, :, ::1])")
 def cluster_gradient(vn, dy, norms, total, proj, mass, c, eps, dv, q, dc_part):
     """Back through both normalisations to ``dv`` (N, K, D); ``q[n, k] = dv_k . c_k``; ``dc_part = -mass dv``."""
     n_total, k_real, d_size = vn.shape
     one = vn.dtype.type(1)
     for e in range(cuda.grid(1), n_total * k_real, cuda.gridsize(1)):
-        n = e // k_real
-        k = e - n * k_real
+        n, k = divmod32(e, k_real)
         g = max(total[n], eps)
         pr = proj[n]
         along = vn.dtype.type(0)
@@ -254,13 +256,12 @@ def cluster_gradient(vn, dy, norms, total, proj, mass, c, eps, dv, q, dc_part):
         q[n, k] = qk
 
 
-@kernel
+@kernel("void({f}[:, :, ::1], {f}[:, :, ::1], {f}[:, ::1], {f}[:, ::1], int32, {f}[:, :, ::1])")
 def logit_gradient(a, da, rinv, q, k_real, ds):
     """``ds[n, k, i] = a (dA - t)`` with ``dA = da * rinv - q`` (0 for ghosts), ``t_i = sum_k a dA``."""
     n_total, kg, m = a.shape
     for e in range(cuda.grid(1), n_total * m, cuda.gridsize(1)):
-        n = e // m
-        i = e - n * m
+        n, i = divmod32(e, m)
         ri = rinv[n, i]
         t = a.dtype.type(0)
         for k in range(k_real):
@@ -272,24 +273,22 @@ def logit_gradient(a, da, rinv, q, k_real, ds):
                 ds[n, k, i] = -a[n, k, i] * t
 
 
-@kernel
+@kernel("void({f}[:, :, ::1], {f}[:, ::1])")
 def scale_columns(a, rinv):
     """``a[n, k, i] *= rinv[n, i]``."""
     n_total, rows, m = a.shape
     for e in range(cuda.grid(1), n_total * rows * m, cuda.gridsize(1)):
-        i = e % m
-        n = e // (rows * m)
-        k = (e // m) % rows
+        rest, i = divmod32(e, m)
+        n, k = divmod32(rest, rows)
         a[n, k, i] *= rinv[n, i]
 
 
-@kernel
+@kernel("void({f}[:, :, ::1], {f}[:, ::1], {f}[:, ::1], {f}, boolean, {f}[:, :, ::1])")
 def input_normalization_gradient(x, nrm, rinv, eps, normalize_input, dx):
     """``dx_i = dxn_i / r_i - x_i (x_i . dxn_i) / r_i^3`` (the projection only if unclamped), in place."""
     n_total, d_size, m = x.shape
     for e in range(cuda.grid(1), n_total * m, cuda.gridsize(1)):
-        n = e // m
-        i = e - n * m
+        n, i = divmod32(e, m)
         if not normalize_input:
             continue
         ri = rinv[n, i]
@@ -311,8 +310,8 @@ def _gemm(a, trans_a, b, trans_b, r_count, accumulate, c, stream):
     bm = min(BM, -(-max(p, 1) // TM) * TM)
     bn = min(BN, -(-max(q, 1) // TN) * TN)
     items = n * -(-p // bm) * -(-q // bn)
-    blockwise(bgemm, items, block_threads((bm // TM) * (bn // TN)), stream, a, trans_a, b, trans_b, r_count, bm, bn,
-              accumulate, c)
+    blockwise(bgemm, items, block_threads((bm // TM) * (bn // TN)), stream, a, b,
+              (trans_a, trans_b, r_count, bm, bn, accumulate), c)
 
 
 def _encode(x, w, b, c, normalize_input, eps, stream):
