@@ -213,7 +213,6 @@ def _kernel_table(signatures):
     from numba import cuda
     from numba.cuda import dispatcher
 
-    from lcnumba.gpu.jit import LAUNCH_BOUNDS
 
     # device functions are compiled for the current device's compute capability: with no device, claim sm_90
     dispatcher.get_current_device = lambda: SimpleNamespace(compute_capability=(9, 0))
@@ -224,7 +223,7 @@ def _kernel_table(signatures):
             module, _, qualname = key.rpartition(".")
             kern = getattr(importlib.import_module(module), qualname)
             ptx, _ = cuda.compile_ptx(kern.py_func, kern.signature_for(signatures[key]), cc=(9, 0),
-                                      launch_bounds=LAUNCH_BOUNDS)
+                                      launch_bounds=kern.launch_bounds)
             regs, spill_st, spill_ld = _ptxas_info(ptxas, ptx, workdir, qualname)
             divs, loop_divs, inner_divs, inner_divs32 = ptx_divisions(ptx)
             rows.append({"kernel": key.replace("lcnumba.gpu.", ""), "registers": regs, "spill_stores": spill_st,

@@ -40,6 +40,29 @@ def dev(a):
     return cuda.to_device(np.ascontiguousarray(a))
 
 
+def count_host_path(monkeypatch, stream):
+    """A dict that counts, from now on, kernel launches, device allocations and host synchronisations (simulator)."""
+    from numba.cuda.simulator import kernel as sim_kernel
+    from numba.cuda.simulator.cudadrv import devicearray as sim_array
+
+    counts = {"launch": 0, "alloc": 0, "sync": 0}
+
+    def counting(key, fn):
+        def wrapped(*args, **kwargs):
+            if key != "launch" or not (args[0]._device or sim_kernel._kernel_context):
+                counts[key] += 1
+            return fn(*args, **kwargs)
+        return wrapped
+
+    monkeypatch.setattr(sim_kernel.FakeCUDAKernel, "__call__", counting("launch", sim_kernel.FakeCUDAKernel.__call__))
+    for name in ("device_array", "device_array_like", "to_device", "mapped_array", "pinned_array"):
+        monkeypatch.setattr(cuda, name, counting("alloc", getattr(cuda, name)))
+    monkeypatch.setattr(sim_array.FakeCUDAArray, "copy_to_host", counting("sync", sim_array.FakeCUDAArray.copy_to_host))
+    monkeypatch.setattr(type(stream), "synchronize", counting("sync", type(stream).synchronize))
+    monkeypatch.setattr(cuda, "synchronize", counting("sync", cuda.synchronize))
+    return counts
+
+
 class Interface:
     """A foreign CUDA array (like a CuPy array or a PyTorch CUDA tensor): only ``__cuda_array_interface__``."""
 
@@ -180,11 +203,10 @@ try:
 except Exception as exc:
     print("NO-NVVM", exc)
     sys.exit(0)
-from lcnumba.gpu.jit import LAUNCH_BOUNDS
 for mod, name, dtype in pickle.load(open(sys.argv[1], "rb")):
     kern = getattr(importlib.import_module(mod), name)
     sig = kern.signature_for(dtype)
-    ptx, _ = cuda.compile_ptx(kern.py_func, sig, cc=(9, 0), launch_bounds=LAUNCH_BOUNDS)
+    ptx, _ = cuda.compile_ptx(kern.py_func, sig, cc=(9, 0), launch_bounds=kern.launch_bounds)
     assert "atom." not in ptx, name
     if "float32" in sig:
         assert ".f64" not in ptx, f"{name} does float64 arithmetic on float32 data"
@@ -228,3 +250,14 @@ def test_every_kernel_compiles_for_a_real_gpu(tmp_path, monkeypatch):
     kernels = {"conv_forward", "conv_backward_input", "conv_backward_weight", "conv_backward_bias", "max_pool2d_fwd",
                "max_pool2d_bwd", "bgemm", "softmax_assign", "reduce_splits", "copy6", "fill1"}
     assert kernels <= compiled, kernels - compiled
+
+
+def test_arrays_past_the_32_bit_index_math_are_refused_before_any_launch():
+    from types import SimpleNamespace
+
+    huge = (2**16, 2**15)  # 2**31 elements
+    with pytest.raises(ValueError, match=r"^x: CUDA arrays of at most 2147483647 elements are supported, got 2147483648$"):
+        launch.check_int32("x", SimpleNamespace(shape=huge))
+    launch.check_int32("x", SimpleNamespace(shape=(2**16, 2**15 - 1)))
+    with pytest.raises(ValueError, match=r"^out: CUDA arrays of at most 2147483647 elements"):
+        launch.output(None, "out", huge, np.float32, {})

@@ -12,6 +12,7 @@ from numba import cuda
 
 import lcnumba
 from lcnumba import config, testing
+from test_cuda_dispatch import count_host_path
 
 DTYPES = (np.float32, np.float64)
 dtypes = pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
@@ -133,9 +134,6 @@ def test_an_earlier_calls_bad_index_surfaces_at_the_next_backward():
 def test_no_allocation_and_no_synchronisation_with_out_buffers(monkeypatch):
     """Forward with ``out=`` (with or without indices) and backward with ``out=``: one launch, nothing allocated
     or copied back, the stream never waited for."""
-    from numba.cuda.simulator import kernel as sim_kernel
-    from numba.cuda.simulator.cudadrv import devicearray as sim_array
-
     x = tricky_input((2, 3, 7, 7), np.float32)
     y, idx = lcnumba.max_pool2d_forward(x, 3, stride=2, padding=1, return_indices=True)
     stream = cuda.stream()
@@ -149,21 +147,7 @@ def test_no_allocation_and_no_synchronisation_with_out_buffers(monkeypatch):
     ]
     for call in calls:
         call()  # the first backward makes the device's error buffer, once
-    counts = {"launch": 0, "alloc": 0, "sync": 0}
-
-    def counting(key, fn):
-        def wrapped(*args, **kwargs):
-            if key != "launch" or not (args[0]._device or sim_kernel._kernel_context):
-                counts[key] += 1
-            return fn(*args, **kwargs)
-        return wrapped
-
-    monkeypatch.setattr(sim_kernel.FakeCUDAKernel, "__call__", counting("launch", sim_kernel.FakeCUDAKernel.__call__))
-    for name in ("device_array", "device_array_like", "to_device", "mapped_array", "pinned_array"):
-        monkeypatch.setattr(cuda, name, counting("alloc", getattr(cuda, name)))
-    monkeypatch.setattr(sim_array.FakeCUDAArray, "copy_to_host", counting("sync", sim_array.FakeCUDAArray.copy_to_host))
-    monkeypatch.setattr(type(stream), "synchronize", counting("sync", type(stream).synchronize))
-    monkeypatch.setattr(cuda, "synchronize", counting("sync", cuda.synchronize))
+    counts = count_host_path(monkeypatch, stream)
     for call in calls:
         call()
         assert counts == {"launch": 1, "alloc": 0, "sync": 0}

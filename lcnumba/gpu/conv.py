@@ -60,8 +60,12 @@ from .. import indexing
 from .intmath import div32, divmod32
 from .jit import cuda, device_function, kernel
 from .kernels import reduce_splits
-from .launch import block_threads, blockwise, elementwise
+from .launch import block_threads, blockwise, elementwise, scratch
 from .tiles import BK, BK_PAD, BM, BN, BN_PAD, TM, TN, mac_2x2, register, store_2x2, tile_index, virtual_cell
+
+#: Resident blocks per multiprocessor the GEMM-like kernels are compiled for: 3 (80 registers a thread)
+#: rather than 4 (64), under which their 64-bit array addressing spills (``benchmarks/gpu_report.py``).
+GEMM_BLOCKS = 3
 
 #: Samples per thread in the input-gradient gather.
 NB = 8
@@ -116,7 +120,7 @@ def _patch(x, col, k, n_cols, kg, per_n, nv, i0, istep, j0, jstep, ch0, kh, kw, 
     return x[n, ch0 + c, h, ww]
 
 
-@kernel("void({f}[:, :, :, ::1], {f}[:, :, ::1], {f}[:, ::1], UniTuple(int32, 18), {f}[:, :, :, ::1])")
+@kernel("void({f}[:, :, :, ::1], {f}[:, :, ::1], {f}[:, ::1], UniTuple(int32, 18), {f}[:, :, :, ::1])", min_blocks=GEMM_BLOCKS)
 def conv_forward(x, w, b, geo, y):
     """``y = conv(x, w) + b``; a block per (bank, group, filter tile, column tile), block-stride loop.
 
@@ -195,7 +199,7 @@ def conv_forward(x, w, b, geo, y):
             vbase += nt
 
 
-@kernel("void({f}[:, :, :, ::1], {f}[:, :, :, ::1], UniTuple(int32, 20), {f}[:, :, :, ::1])")
+@kernel("void({f}[:, :, :, ::1], {f}[:, :, :, ::1], UniTuple(int32, 20), {f}[:, :, :, ::1])", min_blocks=GEMM_BLOCKS)
 def conv_backward_weight(dy, x, geo, dst):
     """``dst[s, t] (+)= dY_t X_t^T`` over split ``s`` of bank ``t``'s columns; dst (S, T, F, Kg).
 
@@ -303,7 +307,7 @@ def conv_backward_bias(dy, geo, dst):
             dst[split, f, t] = total
 
 
-@kernel("void({f}[:, :, :, ::1], {f}[:, :, ::1], UniTuple(int32, 12), {f}[:, :, :, ::1])")
+@kernel("void({f}[:, :, :, ::1], {f}[:, :, ::1], UniTuple(int32, 12), {f}[:, :, :, ::1])", min_blocks=GEMM_BLOCKS)
 def conv_backward_input(dy, w, geo, dx):
     """``dx[n, c, h, w] = sum w[t, f, k] dy[n, f, i, j]`` over the (tap, filter) pairs that read ``(h, w)``.
 
@@ -417,7 +421,7 @@ def backward_weight(dy, x, th, tw, periodic, kargs, groups, accumulate, out, str
         blockwise(conv_backward_weight, items, threads, stream, dy, x, (*geo, accumulate),
                   out.reshape(1, n_tiles, n_filters, kg))
         return
-    partial = cuda.device_array((n_split, n_tiles, n_filters, kg), dtype=out.dtype, stream=stream)
+    (partial,) = scratch([(n_split, n_tiles, n_filters, kg)], out.dtype, stream)
     blockwise(conv_backward_weight, items, threads, stream, dy, x, (*geo, False), partial)
     size = n_tiles * n_filters * kg
     elementwise(reduce_splits, size, stream, partial.reshape(n_split, size), accumulate, out.reshape(size))
@@ -432,7 +436,7 @@ def backward_bias(dy, th, tw, periodic, accumulate, out, stream):
         elementwise(conv_backward_bias, n_filters * th * tw, stream, dy, (th, tw, periodic, 1, split_cols, accumulate),
                     out.reshape(1, n_filters, th * tw))
         return
-    partial = cuda.device_array((n_split, n_filters, th * tw), dtype=out.dtype, stream=stream)
+    (partial,) = scratch([(n_split, n_filters, th * tw)], out.dtype, stream)
     elementwise(conv_backward_bias, n_split * n_filters * th * tw, stream, dy,
                 (th, tw, periodic, n_split, split_cols, False), partial)
     size = n_filters * th * tw

@@ -16,9 +16,11 @@ the index math of every kernel is 32-bit (the cores refuse arrays past
 ``2**31 - 1`` elements before a kernel is reached, ``launch.check_int32``).
 
 Every kernel is compiled with launch bounds of ``MAX_THREADS`` threads and
-``MIN_BLOCKS`` resident blocks per multiprocessor, which caps it at
-``65536 / (MAX_THREADS * MIN_BLOCKS) = 64`` registers per thread
-(``benchmarks/gpu_report.py`` checks that none spills).
+``min_blocks`` resident blocks per multiprocessor (``MIN_BLOCKS`` unless it
+says otherwise), which caps it at ``65536 / (MAX_THREADS * min_blocks)``
+registers per thread: 64 for ``MIN_BLOCKS``. A kernel that would spill
+under that cap declares fewer blocks (``benchmarks/gpu_report.py`` shows
+registers and spills per kernel).
 """
 
 INSTALL_HINT = "CUDA arrays need numba-cuda: pip install lcnumba[cuda] (or pip install numba-cuda)"
@@ -39,7 +41,6 @@ SIMULATOR = bool(_cuda_config.ENABLE_CUDASIM)
 #: Most threads per block of any launch, and the blocks per multiprocessor the register budget is sized for.
 MAX_THREADS = 256
 MIN_BLOCKS = 4
-LAUNCH_BOUNDS = (MAX_THREADS, MIN_BLOCKS)
 
 
 
@@ -51,9 +52,10 @@ class Kernel:
     first array among ``args`` (the kernels put a data array first).
     """
 
-    def __init__(self, fn, signature):
+    def __init__(self, fn, signature, min_blocks):
         self.py_func = fn
         self.signature = signature
+        self.launch_bounds = (MAX_THREADS, min_blocks)
         self._compiled = {}
         self.__name__ = fn.__name__
         self.__doc__ = fn.__doc__
@@ -67,7 +69,7 @@ class Kernel:
         dtype = np.dtype(dtype)
         disp = self._compiled.get(dtype)
         if disp is None:
-            options = {} if SIMULATOR else {"launch_bounds": LAUNCH_BOUNDS}  # the simulator takes none
+            options = {} if SIMULATOR else {"launch_bounds": self.launch_bounds}  # the simulator takes none
             disp = cuda.jit(self.signature_for(dtype), **options)(self.py_func)
             self._compiled[dtype] = disp
         return disp
@@ -80,9 +82,9 @@ class Kernel:
         return launch
 
 
-def kernel(signature):
+def kernel(signature, min_blocks=MIN_BLOCKS):
     """Decorator: ``fn`` as a ``Kernel`` of ``signature`` (``"void(...)"``, ``{f}`` for the float type)."""
-    return lambda fn: Kernel(fn, signature)
+    return lambda fn: Kernel(fn, signature, min_blocks)
 
 
 def device_function(fn):

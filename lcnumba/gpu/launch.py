@@ -15,6 +15,14 @@ Index width. The kernels' index math is 32-bit (``lcnumba.gpu.intmath``):
 ``check_int32`` refuses, before any launch, an array of ``2**31`` elements
 or more.
 
+Scratch. Intermediate buffers (split partial sums, NetVLAD's
+intermediates) come from ``scratch``: one buffer per (stream, dtype),
+grown when a call needs more and otherwise reused, so a steady stream of
+calls allocates nothing. Reuse is safe because a call's kernels are
+queued on the same stream as the next call's, which run after them; the
+pool keeps a reference to each stream so that its identity is never
+reused while its buffer is held. ``release_scratch`` frees the buffers.
+
 Launch geometry. Every kernel is a grid-stride loop (over elements, or
 over work items one block at a time), so its result does not depend on
 the grid or block size. Threads per block come from
@@ -142,6 +150,32 @@ def _unit_view(arr, ndim):
     itemsize = np.dtype(arr.dtype).itemsize
     return DeviceNDArray((1,) * extra + tuple(arr.shape), (itemsize,) * extra + tuple(arr.strides),
                          arr.dtype, stream=0, gpu_data=arr.gpu_data)
+
+
+_SCRATCH = {}
+
+
+def scratch(shapes, dtype, stream):
+    """C-contiguous device arrays of ``shapes`` (disjoint views of this stream's reused scratch buffer)."""
+    dtype = np.dtype(dtype)
+    sizes = [int(np.prod(shape)) for shape in shapes]
+    total = max(1, sum(sizes))
+    key = (0 if SIMULATOR else cuda.get_current_device().id, id(stream), dtype)
+    held = _SCRATCH.get(key)
+    if held is None or held[1].shape[0] < total:
+        held = (stream, cuda.device_array(total, dtype=dtype, stream=stream))
+        _SCRATCH[key] = held
+    buf = held[1]
+    views, offset = [], 0
+    for shape, size in zip(shapes, sizes):
+        views.append(buf[offset:offset + size].reshape(shape))
+        offset += size
+    return views
+
+
+def release_scratch():
+    """Free every scratch buffer (they are made again when next needed)."""
+    _SCRATCH.clear()
 
 
 def check_int32(name, arr):

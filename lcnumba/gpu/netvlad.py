@@ -29,7 +29,9 @@ normalisation) are grid-stride loops with a thread per descriptor or per
 cluster, walking their rows in order. Per-sample weight, bias and
 centroid gradients go to (N, ...) buffers and are summed over samples in
 sample order (``kernels.reduce_splits``): no atomics, bitwise
-reproducible. Scratch is O(N (K + G) (M + D)).
+reproducible. Scratch is O(N (K + G) (M + D)), taken from the stream's
+reused scratch buffer (``launch.scratch``): a call allocates only the
+outputs it returns.
 """
 
 import math
@@ -37,7 +39,7 @@ import math
 from .intmath import divmod32
 from .jit import cuda, device_function, kernel
 from .kernels import reduce_splits
-from .launch import block_threads, blockwise, elementwise, fill
+from .launch import block_threads, blockwise, elementwise, fill, scratch
 from .tiles import BK, BK_PAD, BM, BN, BN_PAD, TM, TN, mac_2x2, store_2x2, tile_index, virtual_cell
 
 
@@ -314,35 +316,33 @@ def _gemm(a, trans_a, b, trans_b, r_count, accumulate, c, stream):
               (trans_a, trans_b, r_count, bm, bn, accumulate), c)
 
 
-def _encode(x, w, b, c, normalize_input, eps, stream):
-    """The forward up to the intra-normalised ``vn`` (N, K, D); returns every intermediate the backward needs."""
+def _encode_shapes(n, d, m, kg, k):
+    """Shapes of ``_encode``'s intermediates: nrm, rinv (N, M), a (N, KG, M), ar (N, K, M), mass (N, K)."""
+    return [(n, m), (n, m), (n, kg, m), (n, k, m), (n, k)]
+
+
+def _encode(x, w, b, c, normalize_input, eps, nrm, rinv, a, ar, mass, stream):
+    """The forward up to the soft-assignment and its mass, into the given buffers (``_encode_shapes``)."""
     n, d, m = x.shape
     kg = w.shape[0]
     k = c.shape[0]
-    dtype = x.dtype
-    nrm = cuda.device_array((n, m), dtype=dtype, stream=stream)
-    rinv = cuda.device_array((n, m), dtype=dtype, stream=stream)
     elementwise(descriptor_norms, n * m, stream, x, normalize_input, eps, nrm, rinv)
-    a = cuda.device_array((n, kg, m), dtype=dtype, stream=stream)
     _gemm(w.reshape(1, kg, d), False, x, False, d, False, a, stream)
-    ar = cuda.device_array((n, k, m), dtype=dtype, stream=stream)
     elementwise(softmax_assign, n * m, stream, a, b, rinv, k, a, ar)
-    mass = cuda.device_array((n, k), dtype=dtype, stream=stream)
     elementwise(row_sums, n * k, stream, a, k, mass)
-    return nrm, rinv, a, ar, mass
 
 
 def forward(x, w, b, c, normalize_input, eps, y, stream):
     """``y`` (N, K * D) from x (N, D, M)."""
     eps = x.dtype.type(eps)  # keep float32 kernels in float32
     n, d, m = x.shape
+    kg = w.shape[0]
     k = c.shape[0]
-    nrm, rinv, a, ar, mass = _encode(x, w, b, c, normalize_input, eps, stream)
+    nrm, rinv, a, ar, mass, norms, total = scratch(_encode_shapes(n, d, m, kg, k) + [(n, k), (n,)], x.dtype, stream)
+    _encode(x, w, b, c, normalize_input, eps, nrm, rinv, a, ar, mass, stream)
     v = y.reshape(n, k, d)
     _gemm(ar, False, x, True, m, False, v, stream)
-    norms = cuda.device_array((n, k), dtype=x.dtype, stream=stream)
     elementwise(center_and_normalize, n * k, stream, v, mass, c, eps, norms)
-    total = cuda.device_array(n, dtype=x.dtype, stream=stream)
     elementwise(global_norms, n, stream, norms, eps, total)
     elementwise(scale_rows, n * k * d, stream, y, total, eps)
 
@@ -362,32 +362,28 @@ def backward(dy, x, w, b, c, normalize_input, eps, stream):
         for array in (dw, db, dc):
             fill(array, 0, stream)
         return dx, dw, db, dc
-    nrm, rinv, a, ar, mass = _encode(x, w, b, c, normalize_input, eps, stream)
-    vn = cuda.device_array((n, k, d), dtype=dtype, stream=stream)
+    shapes = _encode_shapes(n, d, m, kg, k) + [
+        (n, k, d), (n, k), (n,), (n,),  # vn, norms, total, proj
+        (n, k, d), (n, k), (n, k, d),  # dv, q, dc_part
+        (n, k, m), (n, kg, m), (n, kg), (n, kg, d),  # da, ds, db_part, dw_part
+    ]
+    (nrm, rinv, a, ar, mass, vn, norms, total, proj, dv, q, dc_part, da, ds, db_part,
+     dw_part) = scratch(shapes, dtype, stream)
+    _encode(x, w, b, c, normalize_input, eps, nrm, rinv, a, ar, mass, stream)
     _gemm(ar, False, x, True, m, False, vn, stream)
-    norms = cuda.device_array((n, k), dtype=dtype, stream=stream)
     elementwise(center_and_normalize, n * k, stream, vn, mass, c, eps, norms)
-    total = cuda.device_array(n, dtype=dtype, stream=stream)
     elementwise(global_norms, n, stream, norms, eps, total)
     # global and intra-normalisation, aggregation: dv, q_k = dv_k . c_k, and the centroid gradient
-    proj = cuda.device_array(n, dtype=dtype, stream=stream)
     elementwise(projection, n, stream, vn, dy, total, eps, proj)
-    dv = cuda.device_array((n, k, d), dtype=dtype, stream=stream)
-    q = cuda.device_array((n, k), dtype=dtype, stream=stream)
-    dc_part = cuda.device_array((n, k, d), dtype=dtype, stream=stream)
     elementwise(cluster_gradient, n * k, stream, vn, dy, norms, total, proj, mass, c, eps, dv, q, dc_part)
     # soft-assignment: dA = (dv X) diag(1/r) - q 1^T, then through the softmax to dS
-    da = cuda.device_array((n, k, m), dtype=dtype, stream=stream)
     _gemm(dv, False, x, False, d, False, da, stream)
-    ds = cuda.device_array((n, kg, m), dtype=dtype, stream=stream)
     elementwise(logit_gradient, n * m, stream, a, da, rinv, q, k, ds)
-    db_part = cuda.device_array((n, kg), dtype=dtype, stream=stream)
     elementwise(row_sums, n * kg, stream, ds, kg, db_part)
     # dXn = dv^T A_K + W^T dS, then dW = (dS diag(1/r)) X^T
     _gemm(dv, True, a, False, k, False, dx, stream)
     _gemm(w.reshape(1, kg, d), True, ds, False, kg, True, dx, stream)
     elementwise(scale_columns, n * kg * m, stream, ds, rinv)
-    dw_part = cuda.device_array((n, kg, d), dtype=dtype, stream=stream)
     _gemm(ds, False, x, True, m, False, dw_part, stream)
     # input normalisation
     elementwise(input_normalization_gradient, n * m, stream, x, nrm, rinv, eps, normalize_input, dx)
