@@ -123,3 +123,19 @@ def test_scratch_is_reused_across_calls_and_shapes(monkeypatch):
     assert counts["alloc"] == 0 and counts["sync"] == 0
     lcnumba.netvlad_backward(dy, *args, stream=stream)
     assert counts["alloc"] == 4 and counts["sync"] == 0
+
+
+def test_block_reductions_are_bitwise_independent_of_the_block_size(monkeypatch):
+    """K * D = 300 terms over 256 lanes: every lane count path, the same bits at 8, 32 and 256 threads a block."""
+    x, w, b, c = params((2, 100, 3), 3, 1, np.float32)
+    dy = np.random.default_rng(2).standard_normal((2, 300)).astype(np.float32)
+    results = []
+    for threads in (8, 32, 256):
+        monkeypatch.setattr(config, "THREADS_PER_BLOCK", threads)
+        got = lcnumba.netvlad_backward(dev(dy), *(dev(a) for a in (x, w, b, c)))
+        results.append([a.copy_to_host() for a in got])
+    for other in results[1:]:
+        for a, e in zip(other, results[0]):
+            np.testing.assert_array_equal(a, e)
+    for a, r in zip(results[0], testing.netvlad_backward(dy, x, w, b, c)):
+        np.testing.assert_allclose(a, r, **TOL[np.float32])

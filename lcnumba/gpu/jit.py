@@ -77,9 +77,38 @@ class Kernel:
     def __getitem__(self, config):
         def launch(*args):
             dtype = next(a.dtype for a in args if hasattr(a, "dtype"))
+            if SIMULATOR:  # a GPU takes the arguments as declared, unchecked: check them where there is time
+                check_arguments(self.__name__, self.signature_for(dtype), args)
             self.compiled(dtype)[config](*args)
 
         return launch
+
+
+def check_arguments(name, signature, args):
+    """``TypeError`` unless ``args`` are what ``signature`` declares: a specialised dispatcher on a GPU packs
+    them by the signature without looking (a tuple one short would shift every later argument)."""
+    from numba.core import sigutils, types
+
+    argtypes, _ = sigutils.normalize_signature(signature)
+    problem = None
+    if len(argtypes) != len(args):
+        problem = f"{len(args)} arguments for {len(argtypes)}"
+    for i, (ty, arg) in enumerate(zip(argtypes, args)):
+        if problem:
+            break
+        if isinstance(ty, types.Array):
+            if (getattr(arg, "ndim", None) != ty.ndim or np.dtype(arg.dtype) != np.dtype(str(ty.dtype))
+                    or (ty.layout == "C" and not arg.is_c_contiguous())):
+                problem = f"argument {i}: {getattr(arg, 'dtype', type(arg).__name__)} array of shape " \
+                          f"{getattr(arg, 'shape', None)} for {ty}"
+        elif isinstance(ty, types.BaseTuple):
+            if not isinstance(arg, tuple) or len(arg) != len(ty) or \
+                    not all(isinstance(v, (bool, int, np.integer, np.bool_)) for v in arg):
+                problem = f"argument {i}: {arg!r} for {ty}"
+        elif isinstance(arg, (tuple, list)) or hasattr(arg, "shape") and np.ndim(arg):
+            problem = f"argument {i}: {type(arg).__name__} for {ty}"
+    if problem:
+        raise TypeError(f"lcnumba: kernel {name} launched with {problem} ({signature})")
 
 
 def kernel(signature, min_blocks=MIN_BLOCKS):

@@ -26,7 +26,10 @@ each operand's contiguous axis (so transposed operands are read
 coalesced too) and accumulating a ``2 x 2`` register tile per thread.
 The small steps between the GEMMs (norms, softmax, per-cluster
 normalisation) are grid-stride loops with a thread per descriptor or per
-cluster, walking their rows in order. Per-sample weight, bias and
+cluster, walking their rows in order; the two per-sample sums (the global
+norm and the backward's projection ``<vn, dy>``) are block reductions
+over a fixed set of lanes and a fixed tree, so their order, too, depends
+on the shapes only. Per-sample weight, bias and
 centroid gradients go to (N, ...) buffers and are summed over samples in
 sample order (``kernels.reduce_splits``): no atomics, bitwise
 reproducible. Scratch is O(N (K + G) (M + D)), taken from the stream's
@@ -194,16 +197,50 @@ def center_and_normalize(v, mass, c, eps, norms):
             v[n, k, d] *= scale
 
 
+#: Fixed partial sums of a block reduction: lane ``l`` sums terms ``l, l + LANES, ...`` in order, then the
+#: lanes are added pairwise in a fixed tree, whatever the number of threads (they take lanes in turn).
+LANES = 256
+
+
+@device_function
+def _lane_tree(part, tid, nt):
+    """``part[0] = sum(part[:LANES])`` added pairwise in a fixed tree by the block's threads (barriers included)."""
+    cuda.syncthreads()
+    step = LANES // 2
+    while step > 0:
+        lane = tid
+        while lane < step:
+            part[lane] += part[lane + step]
+            lane += nt
+        cuda.syncthreads()
+        step //= 2
+
+
 @kernel("void({f}[:, ::1], {f}, {f}[::1])")
 def global_norms(norms, eps, total):
-    """``total[n] = ||vec(Vn)||`` from the intra-normalised rows: ``sum_k (norm_k / max(norm_k, eps))^2``."""
+    """``total[n] = ||vec(Vn)||`` from the intra-normalised rows: ``sum_k (norm_k / max(norm_k, eps))^2``.
+
+    A block per sample, the sum a fixed-order block reduction over ``LANES`` lanes (as ``projection``).
+    """
     n_total, k_real = norms.shape
-    for n in range(cuda.grid(1), n_total, cuda.gridsize(1)):
-        acc = norms.dtype.type(0)
-        for k in range(k_real):
-            r = norms[n, k] / max(norms[n, k], eps)
-            acc += r * r
-        total[n] = math.sqrt(acc)
+    part = cuda.shared.array(LANES, norms.dtype)
+    tid = cuda.threadIdx.x
+    nt = cuda.blockDim.x
+    for n in range(cuda.blockIdx.x, n_total, cuda.gridDim.x):
+        lane = tid
+        while lane < LANES:
+            acc = norms.dtype.type(0)
+            k = lane
+            while k < k_real:
+                r = norms[n, k] / max(norms[n, k], eps)
+                acc += r * r
+                k += LANES
+            part[lane] = acc
+            lane += nt
+        _lane_tree(part, tid, nt)
+        if tid == 0:
+            total[n] = math.sqrt(part[0])
+        cuda.syncthreads()  # the next sample overwrites the lanes
 
 
 @kernel("void({f}[:, ::1], {f}[::1], {f})")
@@ -216,19 +253,37 @@ def scale_rows(y, total, eps):
         y[n, col] *= one / max(total[n], eps)
 
 
-@kernel("void({f}[:, :, ::1], {f}[:, ::1], {f}[::1], {f}, {f}[::1])")
+@kernel("void({f}[:, ::1], {f}[:, ::1], {f}[::1], {f}, {f}[::1])")
 def projection(vn, dy, total, eps, proj):
-    """``proj[n] = <vn, dy> / g^2`` with ``g = max(total, eps)`` when unclamped, else 0; rows in order."""
-    n_total, k_real, d_size = vn.shape
-    for n in range(cuda.grid(1), n_total, cuda.gridsize(1)):
-        acc = vn.dtype.type(0)
-        if total[n] >= eps:
-            for k in range(k_real):
-                for d in range(d_size):
-                    acc += vn[n, k, d] * dy[n, k * d_size + d]
-            g = max(total[n], eps)
-            acc /= g * g
-        proj[n] = acc
+    """``proj[n] = <vn[n], dy[n]> / g^2`` with ``g = max(total, eps)`` when unclamped, else 0; vn, dy (N, K * D).
+
+    A block per sample; the dot product is a fixed-order block reduction over ``LANES`` lanes, so the
+    result depends on the shapes only (not on the block or grid size). Lanes read consecutive terms:
+    coalesced.
+    """
+    n_total, size = vn.shape
+    part = cuda.shared.array(LANES, vn.dtype)
+    tid = cuda.threadIdx.x
+    nt = cuda.blockDim.x
+    zero = vn.dtype.type(0)
+    for n in range(cuda.blockIdx.x, n_total, cuda.gridDim.x):
+        lane = tid
+        while lane < LANES:
+            acc = zero
+            e = lane
+            while e < size:
+                acc += vn[n, e] * dy[n, e]
+                e += LANES
+            part[lane] = acc
+            lane += nt
+        _lane_tree(part, tid, nt)
+        if tid == 0:
+            acc = zero
+            if total[n] >= eps:
+                g = max(total[n], eps)
+                acc = part[0] / (g * g)
+            proj[n] = acc
+        cuda.syncthreads()  # the next sample overwrites the lanes
 
 
 @kernel("void({f}[:, :, ::1], {f}[:, ::1], {f}[:, ::1], {f}[::1], {f}[::1], {f}[:, ::1], {f}[:, ::1], {f}, {f}[:, :, ::1], {f}[:, ::1], {f}[:, :, ::1])")
@@ -343,7 +398,7 @@ def forward(x, w, b, c, normalize_input, eps, y, stream):
     v = y.reshape(n, k, d)
     _gemm(ar, False, x, True, m, False, v, stream)
     elementwise(center_and_normalize, n * k, stream, v, mass, c, eps, norms)
-    elementwise(global_norms, n, stream, norms, eps, total)
+    blockwise(global_norms, n, block_threads(LANES), stream, norms, eps, total)
     elementwise(scale_rows, n * k * d, stream, y, total, eps)
 
 
@@ -372,9 +427,9 @@ def backward(dy, x, w, b, c, normalize_input, eps, stream):
     _encode(x, w, b, c, normalize_input, eps, nrm, rinv, a, ar, mass, stream)
     _gemm(ar, False, x, True, m, False, vn, stream)
     elementwise(center_and_normalize, n * k, stream, vn, mass, c, eps, norms)
-    elementwise(global_norms, n, stream, norms, eps, total)
+    blockwise(global_norms, n, block_threads(LANES), stream, norms, eps, total)
     # global and intra-normalisation, aggregation: dv, q_k = dv_k . c_k, and the centroid gradient
-    elementwise(projection, n, stream, vn, dy, total, eps, proj)
+    blockwise(projection, n, block_threads(LANES), stream, vn.reshape(n, k * d), dy, total, eps, proj)
     elementwise(cluster_gradient, n * k, stream, vn, dy, norms, total, proj, mass, c, eps, dv, q, dc_part)
     # soft-assignment: dA = (dv X) diag(1/r) - q 1^T, then through the softmax to dS
     _gemm(dv, False, x, False, d, False, da, stream)
