@@ -60,6 +60,7 @@ def _host_path_counts():
     import lcnumba
     from lcnumba import config
     from lcnumba.gpu import conv as gpu_conv
+    from lcnumba.gpu.jit import Kernel
 
     config.THREADS_PER_BLOCK = 32  # the simulator runs every thread in Python
     gpu_conv.MIN_COLUMNS_PER_SPLIT = 8
@@ -73,7 +74,9 @@ def _host_path_counts():
             counts["launches"] += 1
             fn = self.fn
             key = f"{fn.__module__}.{fn.__qualname__}"
-            signatures.setdefault(key, str(next(a.dtype for a in args if hasattr(a, "dtype"))))
+            declared = isinstance(getattr(sys.modules[fn.__module__], fn.__qualname__, None), Kernel)
+            # a kernel without a declared signature (``@kernel`` used bare) is listed, not compiled
+            signatures.setdefault(key, str(next(a.dtype for a in args if hasattr(a, "dtype"))) if declared else None)
         return launch_kernel(self, *args)
 
     def counted(name, owner, fn):
@@ -222,6 +225,11 @@ def _kernel_table(signatures):
         for key in sorted(signatures):
             module, _, qualname = key.rpartition(".")
             kern = getattr(importlib.import_module(module), qualname)
+            if signatures[key] is None:
+                rows.append(dict.fromkeys(("registers", "spill_stores", "spill_loads", "div64", "div64_in_loops",
+                                           "div64_inner", "div32_inner"), "-")
+                            | {"kernel": key.replace("lcnumba.gpu.", "") + " (signature not declared)"})
+                continue
             ptx, _ = cuda.compile_ptx(kern.py_func, kern.signature_for(signatures[key]), cc=(9, 0),
                                       launch_bounds=kern.launch_bounds)
             regs, spill_st, spill_ld = _ptxas_info(ptxas, ptx, workdir, qualname)

@@ -261,3 +261,21 @@ def test_arrays_past_the_32_bit_index_math_are_refused_before_any_launch():
     launch.check_int32("x", SimpleNamespace(shape=(2**16, 2**15 - 1)))
     with pytest.raises(ValueError, match=r"^out: CUDA arrays of at most 2147483647 elements"):
         launch.output(None, "out", huge, np.float32, {})
+
+
+def _add_one(a):
+    for e in range(cuda.grid(1), a.shape[0], cuda.gridsize(1)):
+        a[e] += 1
+
+
+def test_declared_kernels_check_their_arguments_and_bare_kernels_still_compile_lazily():
+    from lcnumba.gpu import jit
+
+    declared = jit.kernel("void({f}[::1])")(_add_one)
+    a = dev(np.zeros(5, np.float32))
+    declared[2, 2, 0](a)
+    with pytest.raises(TypeError, match=r"kernel _add_one launched with argument 0: float32 array of shape \(5, 1\)"):
+        declared[2, 2, 0](a.reshape(5, 1))
+    bare = jit.kernel(_add_one)
+    bare[2, 2](a)
+    np.testing.assert_array_equal(a.copy_to_host(), np.full(5, 2, np.float32))

@@ -93,6 +93,7 @@ def tile_of(index, size, tiles, periodic):
         return index
     return div32(index * tiles, size)
 
+
 tap_range = device_function(indexing.tap_range)
 
 

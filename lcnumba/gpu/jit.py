@@ -112,7 +112,13 @@ def check_arguments(name, signature, args):
 
 
 def kernel(signature, min_blocks=MIN_BLOCKS):
-    """Decorator: ``fn`` as a ``Kernel`` of ``signature`` (``"void(...)"``, ``{f}`` for the float type)."""
+    """Decorator: ``fn`` as a ``Kernel`` of ``signature`` (``"void(...)"``, ``{f}`` for the float type).
+
+    Used bare (``@kernel`` on a function), it compiles the function lazily for whatever argument types
+    it is launched with, as ``numba.cuda.jit`` does: for a kernel whose signature is not declared yet.
+    """
+    if callable(signature):
+        return cuda.jit(signature)
     return lambda fn: Kernel(fn, signature, min_blocks)
 
 
