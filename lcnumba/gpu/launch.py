@@ -20,8 +20,8 @@ intermediates) come from ``scratch``: one buffer per (stream, dtype),
 grown when a call needs more and otherwise reused, so a steady stream of
 calls allocates nothing. Reuse is safe because a call's kernels are
 queued on the same stream as the next call's, which run after them; the
-pool keeps a reference to each stream so that its identity is never
-reused while its buffer is held. ``release_scratch`` frees the buffers.
+pool keys a stream by its handle and keeps a reference to it, so that the
+handle is not given to a new stream while its buffer is held. ``release_scratch`` frees the buffers.
 
 Launch geometry. Every kernel is a grid-stride loop (over elements, or
 over work items one block at a time), so its result does not depend on
@@ -160,7 +160,9 @@ def scratch(shapes, dtype, stream):
     dtype = np.dtype(dtype)
     sizes = [int(np.prod(shape)) for shape in shapes]
     total = max(1, sum(sizes))
-    key = (0 if SIMULATOR else cuda.get_current_device().id, id(stream), dtype)
+    # a stream by its handle (every ``cuda.default_stream()`` object is the same stream), 0 for the default
+    handle = stream if isinstance(stream, int) else id(stream) if SIMULATOR else int(stream)
+    key = (0 if SIMULATOR else cuda.get_current_device().id, handle, dtype)
     held = _SCRATCH.get(key)
     if held is None or held[1].shape[0] < total:
         held = (stream, cuda.device_array(total, dtype=dtype, stream=stream))
