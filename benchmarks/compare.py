@@ -35,7 +35,8 @@ are skipped with a note. lcnumba functions that do not exist yet are skipped
 the same way.
 
 ``--device cuda`` times lcnumba on Numba device arrays (synchronising inside
-each timed call) and PyTorch on CUDA tensors; the NumPy baseline then only
+each timed call) and PyTorch on CUDA tensors, with TensorFloat-32 off in
+cuBLAS and cuDNN so that both compute in FP32; the NumPy baseline then only
 serves as the reference of the checks. ``--memory``, ``--plot-batch`` and
 ``--overhead`` add sections (``--workloads none`` leaves out the timing table).
 
@@ -558,6 +559,9 @@ def _torch_tensors(inputs, device):
     torch = _torch()
     if device.name == "cuda" and not torch.cuda.is_available():
         raise Skip("this PyTorch build has no CUDA")
+    # FP32 against FP32: no TensorFloat-32 in cuBLAS or cuDNN (PyTorch's default lets cuDNN use it)
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
     dev = "cuda" if device.name == "cuda" else "cpu"
     return {k: torch.from_numpy(v).to(dev) for k, v in inputs.items()}
 

@@ -288,3 +288,14 @@ def test_errors_match_the_cpu(fam):
             fam.op("forward")(x, dev(case.w), **case.geo, out=alias)
     with pytest.raises(TypeError, match="^stream: expected 0 or a numba.cuda stream"):
         run(case, "forward", True, stream="default")
+
+
+def test_device_tile_of_is_the_index_math_of_the_cpu():
+    """The input gradient's ``tile_of`` (32-bit divisions, a shortcut for local banks) equals ``indexing.tile_of``."""
+    from lcnumba import indexing
+
+    for size in range(1, 13):
+        for tiles in range(1, size + 1):
+            for periodic in (False, True):
+                assert [gpu_conv.tile_of(i, size, tiles, periodic) for i in range(size)] == \
+                    [indexing.tile_of(i, size, tiles, periodic) for i in range(size)], (size, tiles, periodic)

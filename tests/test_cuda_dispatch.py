@@ -40,6 +40,29 @@ def dev(a):
     return cuda.to_device(np.ascontiguousarray(a))
 
 
+def count_host_path(monkeypatch, stream):
+    """A dict that counts, from now on, kernel launches, device allocations and host synchronisations (simulator)."""
+    from numba.cuda.simulator import kernel as sim_kernel
+    from numba.cuda.simulator.cudadrv import devicearray as sim_array
+
+    counts = {"launch": 0, "alloc": 0, "sync": 0}
+
+    def counting(key, fn):
+        def wrapped(*args, **kwargs):
+            if key != "launch" or not (args[0]._device or sim_kernel._kernel_context):
+                counts[key] += 1
+            return fn(*args, **kwargs)
+        return wrapped
+
+    monkeypatch.setattr(sim_kernel.FakeCUDAKernel, "__call__", counting("launch", sim_kernel.FakeCUDAKernel.__call__))
+    for name in ("device_array", "device_array_like", "to_device", "mapped_array", "pinned_array"):
+        monkeypatch.setattr(cuda, name, counting("alloc", getattr(cuda, name)))
+    monkeypatch.setattr(sim_array.FakeCUDAArray, "copy_to_host", counting("sync", sim_array.FakeCUDAArray.copy_to_host))
+    monkeypatch.setattr(type(stream), "synchronize", counting("sync", type(stream).synchronize))
+    monkeypatch.setattr(cuda, "synchronize", counting("sync", cuda.synchronize))
+    return counts
+
+
 class Interface:
     """A foreign CUDA array (like a CuPy array or a PyTorch CUDA tensor): only ``__cuda_array_interface__``."""
 
@@ -180,10 +203,12 @@ try:
 except Exception as exc:
     print("NO-NVVM", exc)
     sys.exit(0)
-for mod, name, sig in pickle.load(open(sys.argv[1], "rb")):
-    ptx, _ = cuda.compile_ptx(getattr(importlib.import_module(mod), name).py_func, sig, cc=(9, 0))
+for mod, name, dtype in pickle.load(open(sys.argv[1], "rb")):
+    kern = getattr(importlib.import_module(mod), name)
+    sig = kern.signature_for(dtype)
+    ptx, _ = cuda.compile_ptx(kern.py_func, sig, cc=(9, 0), launch_bounds=kern.launch_bounds)
     assert "atom." not in ptx, name
-    if "float32" in str(sig):
+    if "float32" in sig:
         assert ".f64" not in ptx, f"{name} does float64 arithmetic on float32 data"
     print("OK", name)
 """
@@ -191,28 +216,9 @@ for mod, name, sig in pickle.load(open(sys.argv[1], "rb")):
 
 @pytest.mark.skipif(not launch.SIMULATOR, reason="on a GPU every test compiles the kernels anyway")
 def test_every_kernel_compiles_for_a_real_gpu(tmp_path, monkeypatch):
-    """Record the argument types of every launch on the simulator, then compile each kernel for sm_90."""
-    import numba
+    """Launch every kernel on the simulator, both dtypes, then compile each for sm_90 with its declared signature."""
+    from lcnumba.gpu import conv, jit, kernels, netvlad, pool
 
-    from lcnumba.gpu import conv, netvlad, pool
-
-    seen = {}
-
-    def spy(mod, name):
-        original = getattr(mod, name)
-
-        def recording(kern, work, *rest):
-            args = rest[2:] if name == "blockwise" else rest[1:]
-            key = (kern.py_func.__module__, kern.py_func.__name__, tuple(numba.typeof(a) for a in args))
-            seen.setdefault(key, None)
-            return original(kern, work, *rest)
-
-        monkeypatch.setattr(mod, name, recording)
-
-    for mod in (conv, pool, netvlad, launch):
-        for name in ("elementwise", "blockwise"):
-            if hasattr(mod, name):
-                spy(mod, name)
     monkeypatch.setattr(conv, "MIN_COLUMNS_PER_SPLIT", 2)
     rng = np.random.default_rng(0)
     for dtype in (np.float32, np.float64):
@@ -228,6 +234,10 @@ def test_every_kernel_compiles_for_a_real_gpu(tmp_path, monkeypatch):
         lcnumba.max_pool2d_backward(p, i, x.shape)
         args = (dev(x), dev(np.ones((3, 2), dtype)), dev(np.ones(3, dtype)), dev(np.ones((2, 2), dtype)))
         lcnumba.netvlad_backward(lcnumba.netvlad_forward(*args), *args)
+    seen = [(mod.__name__, name, str(dtype))
+            for mod in (conv, kernels, netvlad, pool)
+            for name, kern in vars(mod).items() if isinstance(kern, jit.Kernel)
+            for dtype in kern._compiled]
     sigs = tmp_path / "sigs.pkl"
     sigs.write_bytes(pickle.dumps(list(seen)))
     env = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
@@ -238,5 +248,34 @@ def test_every_kernel_compiles_for_a_real_gpu(tmp_path, monkeypatch):
     assert done.returncode == 0, done.stderr[-3000:]
     compiled = {line.split()[1] for line in done.stdout.splitlines() if line.startswith("OK")}
     kernels = {"conv_forward", "conv_backward_input", "conv_backward_weight", "conv_backward_bias", "max_pool2d_fwd",
-               "max_pool2d_bwd", "index_range", "bgemm", "softmax_assign", "reduce_splits", "copy6", "fill1"}
+               "max_pool2d_bwd", "bgemm", "softmax_assign", "reduce_splits", "copy6", "fill1"}
     assert kernels <= compiled, kernels - compiled
+
+
+def test_arrays_past_the_32_bit_index_math_are_refused_before_any_launch():
+    from types import SimpleNamespace
+
+    huge = (2**16, 2**15)  # 2**31 elements
+    with pytest.raises(ValueError, match=r"^x: CUDA arrays of at most 2147483647 elements are supported, got 2147483648$"):
+        launch.check_int32("x", SimpleNamespace(shape=huge))
+    launch.check_int32("x", SimpleNamespace(shape=(2**16, 2**15 - 1)))
+    with pytest.raises(ValueError, match=r"^out: CUDA arrays of at most 2147483647 elements"):
+        launch.output(None, "out", huge, np.float32, {})
+
+
+def _add_one(a):
+    for e in range(cuda.grid(1), a.shape[0], cuda.gridsize(1)):
+        a[e] += 1
+
+
+def test_declared_kernels_check_their_arguments_and_bare_kernels_still_compile_lazily():
+    from lcnumba.gpu import jit
+
+    declared = jit.kernel("void({f}[::1])")(_add_one)
+    a = dev(np.zeros(5, np.float32))
+    declared[2, 2, 0](a)
+    with pytest.raises(TypeError, match=r"kernel _add_one launched with argument 0: float32 array of shape \(5, 1\)"):
+        declared[2, 2, 0](a.reshape(5, 1))
+    bare = jit.kernel(_add_one)
+    bare[2, 2](a)
+    np.testing.assert_array_equal(a.copy_to_host(), np.full(5, 2, np.float32))

@@ -9,6 +9,7 @@ from numba import cuda
 
 import lcnumba
 from lcnumba import config, testing
+from test_cuda_dispatch import count_host_path
 
 TOL = {np.float32: dict(rtol=2e-4, atol=2e-6), np.float64: dict(rtol=1e-10, atol=1e-13)}
 dtypes = pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=lambda d: np.dtype(d).name)
@@ -100,3 +101,41 @@ def test_errors_match_the_cpu():
         lcnumba.netvlad_forward(dev(x), w, dev(b), dev(c))
     with pytest.raises(ValueError, match="^dy: expected shape"):
         lcnumba.netvlad_backward(dev(np.zeros((2, 7))), dev(x), dev(w), dev(b), dev(c))
+
+
+def test_scratch_is_reused_across_calls_and_shapes(monkeypatch):
+    """Intermediates come from the stream's scratch buffer: a second forward with ``out=`` allocates nothing, a
+    backward only its four outputs; a larger call then a smaller one on the same stream stay exact."""
+    stream = cuda.stream()
+    small, large = params((2, 4, 5), 2, 1), params((3, 4, 7), 3, 1, seed=1)
+    for x, w, b, c in (large, small):  # the small call reuses the large call's buffer
+        args = [dev(a) for a in (x, w, b, c)]
+        out = cuda.device_array((x.shape[0], c.shape[0] * x.shape[1]))
+        lcnumba.netvlad_forward(*args, out=out, stream=stream)
+        dy = np.ones(out.shape)
+        got = lcnumba.netvlad_backward(dev(dy), *args, stream=stream)
+        np.testing.assert_allclose(out.copy_to_host(), testing.netvlad_forward(x, w, b, c), **TOL[np.float64])
+        for a, r in zip(got, testing.netvlad_backward(dy, x, w, b, c)):
+            np.testing.assert_allclose(a.copy_to_host(), r, **TOL[np.float64])
+    dy = dev(np.ones(out.shape))
+    counts = count_host_path(monkeypatch, stream)
+    lcnumba.netvlad_forward(*args, out=out, stream=stream)
+    assert counts["alloc"] == 0 and counts["sync"] == 0
+    lcnumba.netvlad_backward(dy, *args, stream=stream)
+    assert counts["alloc"] == 4 and counts["sync"] == 0
+
+
+def test_block_reductions_are_bitwise_independent_of_the_block_size(monkeypatch):
+    """K * D = 300 terms over 256 lanes: every lane count path, the same bits at 8, 32 and 256 threads a block."""
+    x, w, b, c = params((2, 100, 3), 3, 1, np.float32)
+    dy = np.random.default_rng(2).standard_normal((2, 300)).astype(np.float32)
+    results = []
+    for threads in (8, 32, 256):
+        monkeypatch.setattr(config, "THREADS_PER_BLOCK", threads)
+        got = lcnumba.netvlad_backward(dev(dy), *(dev(a) for a in (x, w, b, c)))
+        results.append([a.copy_to_host() for a in got])
+    for other in results[1:]:
+        for a, e in zip(other, results[0]):
+            np.testing.assert_array_equal(a, e)
+    for a, r in zip(results[0], testing.netvlad_backward(dy, x, w, b, c)):
+        np.testing.assert_allclose(a, r, **TOL[np.float32])

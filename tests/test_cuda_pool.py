@@ -12,6 +12,7 @@ from numba import cuda
 
 import lcnumba
 from lcnumba import config, testing
+from test_cuda_dispatch import count_host_path
 
 DTYPES = (np.float32, np.float64)
 dtypes = pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
@@ -94,7 +95,7 @@ def test_backward_accepts_any_index_of_the_plane():
 @pytest.mark.parametrize("where", [(0, 0, 0, 0), (2, 1, 8, 10), (1, 0, 4, 5)])
 @pytest.mark.parametrize("bad", [-5, 20 * 21])
 def test_index_check_finds_one_bad_index_anywhere(where, bad):
-    """The per-plane range reduction sees every index: one bad value in any plane, at any offset, is reported."""
+    """The kernel's check sees every index: one bad value in any plane, at any offset, is reported."""
     rng = np.random.default_rng(7)
     dy = rng.standard_normal((3, 2, 9, 11))
     idx = rng.integers(-1, 20 * 21, size=dy.shape)
@@ -114,6 +115,44 @@ def test_backward_rejects_indices_outside_the_plane():
         lcnumba.max_pool2d_backward(dev(dy), dev(idx), (1, 1, 3, 4))
     with pytest.raises(TypeError, match="^indices: expected dtype int64"):
         lcnumba.max_pool2d_backward(dev(dy), dev(idx.astype(np.int32)), (1, 1, 3, 4))
+
+
+def test_an_earlier_calls_bad_index_surfaces_at_the_next_backward():
+    """On a GPU the check's result may arrive after its call returned: the next backward reports it, then clears it."""
+    from lcnumba.gpu import pool as gpu_pool
+
+    slot = gpu_pool.error_slot()
+    slot[0], slot[1] = 99, 12  # as the kernel of an earlier call with planes of 12 cells leaves it
+    dy, idx = dev(np.ones((1, 1, 2, 2))), dev(np.zeros((1, 1, 2, 2), np.int64))
+    with pytest.raises(ValueError, match=r"^indices: expected flat positions in \[0, 12\).*got index 99$"):
+        lcnumba.max_pool2d_backward(dy, idx, (1, 1, 3, 3))
+    assert int(slot[0]) == 0 and int(slot[1]) == 0
+    np.testing.assert_array_equal(lcnumba.max_pool2d_backward(dy, idx, (1, 1, 3, 3)).copy_to_host().ravel(),
+                                  [4, 0, 0, 0, 0, 0, 0, 0, 0])
+
+
+def test_no_allocation_and_no_synchronisation_with_out_buffers(monkeypatch):
+    """Forward with ``out=`` (with or without indices) and backward with ``out=``: one launch, nothing allocated
+    or copied back, the stream never waited for."""
+    x = tricky_input((2, 3, 7, 7), np.float32)
+    y, idx = lcnumba.max_pool2d_forward(x, 3, stride=2, padding=1, return_indices=True)
+    stream = cuda.stream()
+    xd, dyd, idxd = dev(x), dev(np.ones_like(y)), dev(idx)
+    out, idx_out, dx = (cuda.device_array(a.shape, a.dtype) for a in (y, idx, x))
+    calls = [
+        lambda: lcnumba.max_pool2d_forward(xd, 3, stride=2, padding=1, out=out, stream=stream),
+        lambda: lcnumba.max_pool2d_forward(xd, 3, stride=2, padding=1, return_indices=True, out=out,
+                                           indices_out=idx_out, stream=stream),
+        lambda: lcnumba.max_pool2d_backward(dyd, idxd, x.shape, out=dx, stream=stream),
+    ]
+    for call in calls:
+        call()  # the first backward makes the device's error buffer, once
+    counts = count_host_path(monkeypatch, stream)
+    for call in calls:
+        call()
+        assert counts == {"launch": 1, "alloc": 0, "sync": 0}
+        counts.update(launch=0)
+    np.testing.assert_array_equal(out.copy_to_host(), y)
 
 
 def test_out_buffers_and_stream():

@@ -5,8 +5,9 @@ Imported only when a public function is called with CUDA arrays, so that
 not called ``cuda``: numba-cuda's import hook takes over every module whose
 name contains ``numba.cuda``, which ``lcnumba.cuda`` would.) Modules:
 
-``jit``       the import of numba-cuda and the kernel and device-function decorators
-``launch``    device arrays, argument checks and launch geometry
+``jit``       the import of numba-cuda; kernels compiled per dtype for declared signatures
+``intmath``   32-bit division for the kernels' index math
+``launch``    device arrays, argument checks, the stream's scratch buffers and launch geometry
 ``kernels``   strided copy, fill, fixed-order reduction of partial sums
 ``conv``      convolution family: forward, backward input, weight and bias
 ``pool``      max-pooling forward and backward

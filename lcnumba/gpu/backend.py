@@ -6,8 +6,9 @@ calls with the same messages. Arrays are Numba device arrays (real or
 simulated) or objects with ``__cuda_array_interface__`` (viewed, not
 copied); results are Numba device arrays. Every kernel is launched, and
 every output and scratch buffer allocated, on the call's ``stream``.
-Nothing synchronises except ``pool_backward``, which checks the caller's
-indices before its kernel runs (two integers come back to the host).
+Nothing synchronises: ``pool_backward`` checks the caller's indices in its
+kernel, which writes a bad one to mapped host memory (see
+``lcnumba.gpu.pool`` for when that error surfaces).
 
 Imported only when a call has CUDA arrays, so ``import lcnumba`` needs no
 numba-cuda.
@@ -62,14 +63,11 @@ class DeviceBackend:
         pool_kernels.forward(x, geo.kernel_args, y, indices, self.stream)
 
     def pool_backward(self, dy, indices, dx):
-        """Scatter ``dy`` into ``dx``; the first bad index, or None. The check synchronises the stream."""
-        if dy.shape[0] and dy.shape[1]:
-            low, high = pool_kernels.index_bounds(indices, self.stream)
-            if low < -1 or high >= dx.shape[1]:
-                return low if low < -1 else high
-        if dx.shape[1]:
-            pool_kernels.backward(dy, indices, dx, self.stream)
-        return None
+        """Scatter ``dy`` into ``dx``; the first bad index when it is known without waiting, else None.
+
+        Never synchronises: a bad index may surface at a later max-pooling backward (``lcnumba.gpu.pool``).
+        """
+        return pool_kernels.backward(dy, indices, dx, self.stream)
 
     # ------------------------------------------------------------ NetVLAD
 

@@ -48,14 +48,24 @@ weight is loaded once and applied to the ``NB`` samples from a register.
 
 Every sum runs in an order fixed by the shapes alone (not by the grid,
 the block size or the device), so results are bitwise reproducible and
-independent of ``THREADS_PER_BLOCK``. Index arithmetic is int64.
+independent of ``THREADS_PER_BLOCK``.
+
+Arguments: the arrays, and every integer of the launch (geometry, tiling,
+tile sizes, flags) packed in one ``int32`` tuple ``geo``, unpacked at the
+top of the kernel in the order its docstring gives. Index divisions are
+32-bit (``intmath``).
 """
 
 from .. import indexing
+from .intmath import div32, divmod32
 from .jit import cuda, device_function, kernel
 from .kernels import reduce_splits
-from .launch import block_threads, blockwise, elementwise
+from .launch import block_threads, blockwise, elementwise, scratch
 from .tiles import BK, BK_PAD, BM, BN, BN_PAD, TM, TN, mac_2x2, register, store_2x2, tile_index, virtual_cell
+
+#: Resident blocks per multiprocessor the GEMM-like kernels are compiled for: 3 (80 registers a thread)
+#: rather than 4 (64), under which their 64-bit array addressing spills (``benchmarks/gpu_report.py``).
+GEMM_BLOCKS = 3
 
 #: Samples per thread in the input-gradient gather.
 NB = 8
@@ -68,17 +78,30 @@ TARGET_BLOCKS = 1024
 TARGET_THREADS = 1 << 16
 
 tile_span = device_function(indexing.tile_span)
-tile_of = device_function(indexing.tile_of)
+
+
+@device_function
+def tile_of(index, size, tiles, periodic):
+    """``indexing.tile_of`` with a 32-bit division (it runs in the input gradient's tap loops).
+
+    Block mode divides ``index * tiles``: ``backward_input`` checks ``size * tiles < 2**32`` (unless
+    ``tiles == size``, local convolution, where the bank is the index itself).
+    """
+    if periodic:
+        return divmod32(index, tiles)[1]
+    if tiles == size:
+        return index
+    return div32(index * tiles, size)
+
+
 tap_range = device_function(indexing.tap_range)
 
 
 @device_function
 def _column(col, per_n, nv, i0, istep, j0, jstep):
     """Sample and output position ``(n, i, j)`` of column ``col`` of a bank."""
-    n = col // per_n
-    r = col - n * per_n
-    u = r // nv
-    v = r - u * nv
+    n, r = divmod32(col, per_n)
+    u, v = divmod32(r, nv)
     return n, i0 + u * istep, j0 + v * jstep
 
 
@@ -89,10 +112,8 @@ def _patch(x, col, k, n_cols, kg, per_n, nv, i0, istep, j0, jstep, ch0, kh, kw, 
     if col >= n_cols or k >= kg:
         return zero
     n, i, j = _column(col, per_n, nv, i0, istep, j0, jstep)
-    c = k // (kh * kw)
-    ab = k - c * (kh * kw)
-    a = ab // kw
-    bb = ab - a * kw
+    c, ab = divmod32(k, kh * kw)
+    a, bb = divmod32(ab, kw)
     h = i * sh - pt + a * dil_h
     ww = j * sw - pl + bb * dil_w
     if h < 0 or h >= x.shape[2] or ww < 0 or ww >= x.shape[3]:
@@ -100,10 +121,13 @@ def _patch(x, col, k, n_cols, kg, per_n, nv, i0, istep, j0, jstep, ch0, kh, kw, 
     return x[n, ch0 + c, h, ww]
 
 
-@kernel
-def conv_forward(x, w, b, has_bias, th, tw, periodic, kh, kw, sh, sw, pt, pl, dil_h, dil_w, groups, bm, bn, n_fb, n_cb,
-                 k_major, y):
-    """``y = conv(x, w) + b``; a block per (bank, group, filter tile, column tile), block-stride loop."""
+@kernel("void({f}[:, :, :, ::1], {f}[:, :, ::1], {f}[:, ::1], UniTuple(int32, 18), {f}[:, :, :, ::1])", min_blocks=GEMM_BLOCKS)
+def conv_forward(x, w, b, geo, y):
+    """``y = conv(x, w) + b``; a block per (bank, group, filter tile, column tile), block-stride loop.
+
+    ``geo = (has_bias, th, tw, periodic, kh, kw, sh, sw, pt, pl, dil_h, dil_w, groups, bm, bn, n_fb, n_cb, k_major)``.
+    """
+    has_bias, th, tw, periodic, kh, kw, sh, sw, pt, pl, dil_h, dil_w, groups, bm, bn, n_fb, n_cb, k_major = geo
     n_total = x.shape[0]
     cg = x.shape[1] // groups
     oh = y.shape[2]
@@ -120,40 +144,45 @@ def conv_forward(x, w, b, has_bias, th, tw, periodic, kh, kw, sh, sw, pt, pl, di
     n_virtual = vrows * vcols
     n_items = th * tw * groups * n_fb * n_cb
     for item in range(cuda.blockIdx.x, n_items, cuda.gridDim.x):
-        cb = item % n_cb
-        rest = item // n_cb
-        fb = rest % n_fb
-        rest //= n_fb
-        g = rest % groups
-        t = rest // groups
-        i0, istep, nu = tile_span(t // tw, oh, th, periodic)
-        j0, jstep, nv = tile_span(t % tw, ow, tw, periodic)
+        rest, cb = divmod32(item, n_cb)
+        rest, fb = divmod32(rest, n_fb)
+        t, g = divmod32(rest, groups)
+        ti, tj = divmod32(t, tw)
+        i0, istep, nu = tile_span(ti, oh, th, periodic)
+        j0, jstep, nv = tile_span(tj, ow, tw, periodic)
         per_n = nu * nv
         n_cols = n_total * per_n
         col0 = cb * bn
         if col0 >= n_cols:
             continue  # the same for every thread of the block
         f0 = fb * bm
-        for vbase in range(0, n_virtual, nt):
+        vbase = 0
+        while vbase < n_virtual:
             v = vbase + tid
             vr, vc = virtual_cell(v, vcols)
             c00 = c01 = c10 = c11 = zero
-            for k0 in range(0, kg, BK):
+            k0 = 0
+            while k0 < kg:
                 kc = min(BK, kg - k0)  # BK except in the last chunk
-                for e in range(tid, bm * kc, nt):
+                e = tid
+                while e < bm * kc:
                     fm, kk = tile_index(e, False, bm, kc)
                     val = zero
                     if f0 + fm < fg:
                         val = w[t, g * fg + f0 + fm, k0 + kk]
                     ws[fm, kk] = val
-                for e in range(tid, kc * bn, nt):
+                    e += nt
+                e = tid
+                while e < kc * bn:
                     kk, cn = tile_index(e, k_major, kc, bn)
                     xs[kk, cn] = _patch(x, col0 + cn, k0 + kk, n_cols, kg, per_n, nv, i0, istep, j0, jstep,
                                         g * cg, kh, kw, sh, sw, pt, pl, dil_h, dil_w)
+                    e += nt
                 cuda.syncthreads()
                 if v < n_virtual:
                     c00, c01, c10, c11 = mac_2x2(ws, xs, kc, vr, vc, vrows, vcols, c00, c01, c10, c11)
                 cuda.syncthreads()
+                k0 += BK
             if v < n_virtual:
                 for r in range(TM):
                     f = f0 + vr + r * vrows
@@ -168,16 +197,20 @@ def conv_forward(x, w, b, has_bias, th, tw, periodic, kh, kw, sh, sw, pt, pl, di
                             continue
                         n, i, j = _column(col, per_n, nv, i0, istep, j0, jstep)
                         y[n, g * fg + f, i, j] = register(r, s, c00, c01, c10, c11) + bias
+            vbase += nt
 
 
-@kernel
-def conv_backward_weight(dy, x, th, tw, periodic, kh, kw, sh, sw, pt, pl, dil_h, dil_w, groups, bm, bk, n_fb, n_kb,
-                         n_split, split_cols, k_major, accumulate, dst):
+@kernel("void({f}[:, :, :, ::1], {f}[:, :, :, ::1], UniTuple(int32, 20), {f}[:, :, :, ::1])", min_blocks=GEMM_BLOCKS)
+def conv_backward_weight(dy, x, geo, dst):
     """``dst[s, t] (+)= dY_t X_t^T`` over split ``s`` of bank ``t``'s columns; dst (S, T, F, Kg).
 
     A block per (split, bank, group, filter tile, k tile), block-stride loop;
-    columns are reduced in increasing order.
+    columns are reduced in increasing order. ``geo = (th, tw, periodic, kh,
+    kw, sh, sw, pt, pl, dil_h, dil_w, groups, bm, bk, n_fb, n_kb, n_split,
+    split_cols, k_major, accumulate)``.
     """
+    (th, tw, periodic, kh, kw, sh, sw, pt, pl, dil_h, dil_w, groups, bm, bk, n_fb, n_kb, n_split, split_cols, k_major,
+     accumulate) = geo
     n_total = x.shape[0]
     cg = x.shape[1] // groups
     oh = dy.shape[2]
@@ -194,55 +227,62 @@ def conv_backward_weight(dy, x, th, tw, periodic, kh, kw, sh, sw, pt, pl, dil_h,
     n_virtual = vrows * vcols
     n_items = n_split * th * tw * groups * n_fb * n_kb
     for item in range(cuda.blockIdx.x, n_items, cuda.gridDim.x):
-        kb = item % n_kb
-        rest = item // n_kb
-        fb = rest % n_fb
-        rest //= n_fb
-        g = rest % groups
-        rest //= groups
-        t = rest % (th * tw)
-        split = rest // (th * tw)
-        i0, istep, nu = tile_span(t // tw, oh, th, periodic)
-        j0, jstep, nv = tile_span(t % tw, ow, tw, periodic)
+        rest, kb = divmod32(item, n_kb)
+        rest, fb = divmod32(rest, n_fb)
+        rest, g = divmod32(rest, groups)
+        split, t = divmod32(rest, th * tw)
+        ti, tj = divmod32(t, tw)
+        i0, istep, nu = tile_span(ti, oh, th, periodic)
+        j0, jstep, nv = tile_span(tj, ow, tw, periodic)
         per_n = nu * nv
         n_cols = n_total * per_n
         c_lo = split * split_cols
         c_hi = min(n_cols, c_lo + split_cols)
         f0 = fb * bm
         k0 = kb * bk
-        for vbase in range(0, n_virtual, nt):
+        vbase = 0
+        while vbase < n_virtual:
             v = vbase + tid
             vr, vc = virtual_cell(v, vcols)
             c00 = c01 = c10 = c11 = zero
-            for col0 in range(c_lo, c_hi, BK):
+            col0 = c_lo
+            while col0 < c_hi:
                 n_cc = min(BK, c_hi - col0)  # BK except in the last chunk
-                for e in range(tid, bm * n_cc, nt):
+                e = tid
+                while e < bm * n_cc:
                     fm, cc = tile_index(e, False, bm, n_cc)
                     val = zero
                     if f0 + fm < fg:
                         n, i, j = _column(col0 + cc, per_n, nv, i0, istep, j0, jstep)
                         val = dy[n, g * fg + f0 + fm, i, j]
                     ds[fm, cc] = val
-                for e in range(tid, bk * n_cc, nt):
+                    e += nt
+                e = tid
+                while e < bk * n_cc:
                     kk, cc = tile_index(e, k_major, bk, n_cc)
                     xs[cc, kk] = _patch(x, col0 + cc, k0 + kk, c_hi, kg, per_n, nv, i0, istep, j0, jstep,
                                         g * cg, kh, kw, sh, sw, pt, pl, dil_h, dil_w)
+                    e += nt
                 cuda.syncthreads()
                 if v < n_virtual:
                     c00, c01, c10, c11 = mac_2x2(ds, xs, n_cc, vr, vc, vrows, vcols, c00, c01, c10, c11)
                 cuda.syncthreads()
+                col0 += BK
             if v < n_virtual:
                 store_2x2(dst[split, t, g * fg:(g + 1) * fg], f0, k0, vr, vc, vrows, vcols, fg, kg, accumulate,
                           c00, c01, c10, c11)
+            vbase += nt
 
 
-@kernel
-def conv_backward_bias(dy, th, tw, periodic, n_split, split_cols, accumulate, dst):
+@kernel("void({f}[:, :, :, ::1], UniTuple(int32, 6), {f}[:, :, ::1])")
+def conv_backward_bias(dy, geo, dst):
     """``dst[s, f, t] (+)=`` the sum of ``dy[n, f, i, j]`` over split ``s`` of bank ``t``'s columns; dst (S, F, T).
 
     A thread per ``(s, f, t)`` with ``t`` fastest (for local convolution,
     neighbouring threads read neighbouring positions); columns in order.
+    ``geo = (th, tw, periodic, n_split, split_cols, accumulate)``.
     """
+    th, tw, periodic, n_split, split_cols, accumulate = geo
     n_total = dy.shape[0]
     n_filters = dy.shape[1]
     oh = dy.shape[2]
@@ -250,11 +290,11 @@ def conv_backward_bias(dy, th, tw, periodic, n_split, split_cols, accumulate, ds
     n_tiles = th * tw
     size = n_split * n_filters * n_tiles
     for e in range(cuda.grid(1), size, cuda.gridsize(1)):
-        t = e % n_tiles
-        f = (e // n_tiles) % n_filters
-        split = e // (n_tiles * n_filters)
-        i0, istep, nu = tile_span(t // tw, oh, th, periodic)
-        j0, jstep, nv = tile_span(t % tw, ow, tw, periodic)
+        rest, t = divmod32(e, n_tiles)
+        split, f = divmod32(rest, n_filters)
+        ti, tj = divmod32(t, tw)
+        i0, istep, nu = tile_span(ti, oh, th, periodic)
+        j0, jstep, nv = tile_span(tj, ow, tw, periodic)
         per_n = nu * nv
         c_lo = split * split_cols
         c_hi = min(n_total * per_n, c_lo + split_cols)
@@ -268,14 +308,16 @@ def conv_backward_bias(dy, th, tw, periodic, n_split, split_cols, accumulate, ds
             dst[split, f, t] = total
 
 
-@kernel
-def conv_backward_input(dy, w, th, tw, periodic, kh, kw, sh, sw, pt, pl, dil_h, dil_w, groups, dx):
+@kernel("void({f}[:, :, :, ::1], {f}[:, :, ::1], UniTuple(int32, 12), {f}[:, :, :, ::1])", min_blocks=GEMM_BLOCKS)
+def conv_backward_input(dy, w, geo, dx):
     """``dx[n, c, h, w] = sum w[t, f, k] dy[n, f, i, j]`` over the (tap, filter) pairs that read ``(h, w)``.
 
     A thread per ``(sample block, c, h, w)``, ``w`` fastest (coalesced
     writes and, at stride 1, coalesced reads of ``dy``); ``NB`` samples per
     thread share each weight load. Taps ascending, then filters.
+    ``geo = (th, tw, periodic, kh, kw, sh, sw, pt, pl, dil_h, dil_w, groups)``.
     """
+    th, tw, periodic, kh, kw, sh, sw, pt, pl, dil_h, dil_w, groups = geo
     n_total = dx.shape[0]
     c_total = dx.shape[1]
     height = dx.shape[2]
@@ -289,24 +331,23 @@ def conv_backward_input(dy, w, th, tw, periodic, kh, kw, sh, sw, pt, pl, dil_h, 
     n_blocks = (n_total + NB - 1) // NB
     size = n_blocks * c_total * height * width
     for e in range(cuda.grid(1), size, cuda.gridsize(1)):
-        ww = e % width
-        rest = e // width
-        h = rest % height
-        rest //= height
-        c = rest % c_total
-        n0 = (rest // c_total) * NB
+        rest, ww = divmod32(e, width)
+        rest, h = divmod32(rest, height)
+        nb, c = divmod32(rest, c_total)
+        n0 = nb * NB
         nn = min(NB, n_total - n0)
-        g = c // cg
-        ch = c - g * cg
+        g, ch = divmod32(c, cg)
         for q in range(NB):
             acc[q] = zero
         a_lo, a_hi, a_step = tap_range(h, pt, kh, sh, dil_h, oh)
         b_lo, b_hi, b_step = tap_range(ww, pl, kw, sw, dil_w, ow)
-        for a in range(a_lo, a_hi, a_step):
-            i = (h + pt - a * dil_h) // sh
+        a = a_lo
+        while a < a_hi:
+            i = div32(h + pt - a * dil_h, sh)
             ti = tile_of(i, oh, th, periodic)
-            for bb in range(b_lo, b_hi, b_step):
-                j = (ww + pl - bb * dil_w) // sw
+            bb = b_lo
+            while bb < b_hi:
+                j = div32(ww + pl - bb * dil_w, sw)
                 t = ti * tw + tile_of(j, ow, tw, periodic)
                 k = (ch * kh + a) * kw + bb
                 for f in range(g * fg, (g + 1) * fg):
@@ -314,6 +355,8 @@ def conv_backward_input(dy, w, th, tw, periodic, kh, kw, sh, sw, pt, pl, dil_h, 
                     for q in range(NB):
                         if q < nn:
                             acc[q] += wv * dy[n0 + q, f, i, j]
+                bb += b_step
+            a += a_step
         for q in range(NB):
             if q < nn:
                 dx[n0 + q, c, h, ww] = acc[q]
@@ -357,8 +400,8 @@ def forward(x, w, b, th, tw, periodic, kargs, groups, y, stream):
     k_major = indexing.span_count(oh, th) * indexing.span_count(ow, tw) == 1
     threads = block_threads((bm // TM) * (bn // TN))
     bias = w[0] if b is None else b
-    blockwise(conv_forward, th * tw * groups * n_fb * n_cb, threads, stream,
-              x, w, bias, b is not None, th, tw, periodic, *kargs, groups, bm, bn, n_fb, n_cb, k_major, y)
+    geo = (b is not None, th, tw, periodic, *kargs, groups, bm, bn, n_fb, n_cb, k_major)
+    blockwise(conv_forward, th * tw * groups * n_fb * n_cb, threads, stream, x, w, bias, geo, y)
 
 
 def backward_weight(dy, x, th, tw, periodic, kargs, groups, accumulate, out, stream):
@@ -374,13 +417,13 @@ def backward_weight(dy, x, th, tw, periodic, kargs, groups, accumulate, out, str
     k_major = indexing.span_count(oh, th) * indexing.span_count(ow, tw) == 1
     threads = block_threads((bm // TM) * (bk // TN))
     items = n_split * n_tiles * groups * n_fb * n_kb
+    geo = (th, tw, periodic, *kargs, groups, bm, bk, n_fb, n_kb, n_split, split_cols, k_major)
     if n_split == 1:
-        blockwise(conv_backward_weight, items, threads, stream, dy, x, th, tw, periodic, *kargs, groups, bm, bk,
-                  n_fb, n_kb, 1, split_cols, k_major, accumulate, out.reshape(1, n_tiles, n_filters, kg))
+        blockwise(conv_backward_weight, items, threads, stream, dy, x, (*geo, accumulate),
+                  out.reshape(1, n_tiles, n_filters, kg))
         return
-    partial = cuda.device_array((n_split, n_tiles, n_filters, kg), dtype=out.dtype, stream=stream)
-    blockwise(conv_backward_weight, items, threads, stream, dy, x, th, tw, periodic, *kargs, groups, bm, bk, n_fb,
-              n_kb, n_split, split_cols, k_major, False, partial)
+    (partial,) = scratch([(n_split, n_tiles, n_filters, kg)], out.dtype, stream)
+    blockwise(conv_backward_weight, items, threads, stream, dy, x, (*geo, False), partial)
     size = n_tiles * n_filters * kg
     elementwise(reduce_splits, size, stream, partial.reshape(n_split, size), accumulate, out.reshape(size))
 
@@ -391,12 +434,12 @@ def backward_bias(dy, th, tw, periodic, accumulate, out, stream):
     max_cols = _max_columns(n, oh, ow, th, tw)
     n_split, split_cols = _splits(max_cols, n_filters * th * tw, TARGET_THREADS)
     if n_split == 1:
-        elementwise(conv_backward_bias, n_filters * th * tw, stream, dy, th, tw, periodic, 1, split_cols,
-                    accumulate, out.reshape(1, n_filters, th * tw))
+        elementwise(conv_backward_bias, n_filters * th * tw, stream, dy, (th, tw, periodic, 1, split_cols, accumulate),
+                    out.reshape(1, n_filters, th * tw))
         return
-    partial = cuda.device_array((n_split, n_filters, th * tw), dtype=out.dtype, stream=stream)
-    elementwise(conv_backward_bias, n_split * n_filters * th * tw, stream, dy, th, tw, periodic, n_split,
-                split_cols, False, partial)
+    (partial,) = scratch([(n_split, n_filters, th * tw)], out.dtype, stream)
+    elementwise(conv_backward_bias, n_split * n_filters * th * tw, stream, dy,
+                (th, tw, periodic, n_split, split_cols, False), partial)
     size = n_filters * th * tw
     elementwise(reduce_splits, size, stream, partial.reshape(n_split, size), accumulate, out.reshape(size))
 
@@ -404,5 +447,9 @@ def backward_bias(dy, th, tw, periodic, accumulate, out, stream):
 def backward_input(dy, w, th, tw, periodic, kargs, groups, dx, stream):
     """``dx`` (N, C, H, W) from dy and w (T, F, Kg), by gathering."""
     n, c, h, wd = dx.shape
-    elementwise(conv_backward_input, _ceil_div(n, NB) * c * h * wd, stream, dy, w, th, tw, periodic, *kargs, groups,
+    for size, tiles in ((dy.shape[2], th), (dy.shape[3], tw)):
+        if tiles != size and size * tiles >= 2**32:
+            raise ValueError(f"tiles: at most 2**32 / {size} tiles along an axis of {size} output positions "
+                             f"are supported on CUDA, got {tiles}")
+    elementwise(conv_backward_input, _ceil_div(n, NB) * c * h * wd, stream, dy, w, (th, tw, periodic, *kargs, groups),
                 dx)

@@ -4,37 +4,32 @@ All are grid-stride loops over a flat index with the fastest axis last,
 so consecutive threads touch consecutive addresses (coalesced).
 """
 
+from .intmath import divmod32
 from .jit import cuda, kernel
 
 
-@kernel
+@kernel("void({f}[:, :, :, :, :, :], {f}[:, :, :, :, :, ::1])")
 def copy6(src, dst):
     """``dst[...] = src[...]`` for rank-6 arrays; ``src`` of any strides, ``dst`` C-contiguous."""
     s0, s1, s2, s3, s4, s5 = dst.shape
     size = s0 * s1 * s2 * s3 * s4 * s5
     for e in range(cuda.grid(1), size, cuda.gridsize(1)):
-        r = e
-        i5 = r % s5
-        r //= s5
-        i4 = r % s4
-        r //= s4
-        i3 = r % s3
-        r //= s3
-        i2 = r % s2
-        r //= s2
-        i1 = r % s1
-        i0 = r // s1
+        r, i5 = divmod32(e, s5)
+        r, i4 = divmod32(r, s4)
+        r, i3 = divmod32(r, s3)
+        r, i2 = divmod32(r, s2)
+        i0, i1 = divmod32(r, s1)
         dst[i0, i1, i2, i3, i4, i5] = src[i0, i1, i2, i3, i4, i5]
 
 
-@kernel
+@kernel("void({f}[::1], {f})")
 def fill1(dst, value):
     """``dst[:] = value``."""
     for e in range(cuda.grid(1), dst.shape[0], cuda.gridsize(1)):
         dst[e] = value
 
 
-@kernel
+@kernel("void({f}[:, ::1], boolean, {f}[::1])")
 def reduce_splits(partial, accumulate, out):
     """``out[j] (+)= partial[0, j] + partial[1, j] + ...``, summed in split order.
 

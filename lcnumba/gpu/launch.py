@@ -11,10 +11,23 @@ tensors) is viewed as one with ``cuda.as_cuda_array`` (no copy). Inputs
 that are not C-contiguous are copied on the device by a strided copy
 kernel; outputs must be C-contiguous.
 
+Index width. The kernels' index math is 32-bit (``lcnumba.gpu.intmath``):
+``check_int32`` refuses, before any launch, an array of ``2**31`` elements
+or more.
+
+Scratch. Intermediate buffers (split partial sums, NetVLAD's
+intermediates) come from ``scratch``: one buffer per (stream, dtype),
+grown when a call needs more and otherwise reused, so a steady stream of
+calls allocates nothing. Reuse is safe because a call's kernels are
+queued on the same stream as the next call's, which run after them; the
+pool keys a stream by its handle and keeps a reference to it, so that the
+handle is not given to a new stream while its buffer is held. ``release_scratch`` frees the buffers.
+
 Launch geometry. Every kernel is a grid-stride loop (over elements, or
 over work items one block at a time), so its result does not depend on
 the grid or block size. Threads per block come from
-``lcnumba.config.THREADS_PER_BLOCK``, read at every launch: tests patch it
+``lcnumba.config.THREADS_PER_BLOCK`` (at most ``jit.MAX_THREADS``, the
+kernels' launch bounds), read at every launch: tests patch it
 down so that tiny simulator inputs still span many blocks. Grids are
 capped at ``MAX_BLOCKS``; the grid-stride loops cover the rest.
 """
@@ -22,19 +35,21 @@ capped at ``MAX_BLOCKS``; the grid-stride loops cover the rest.
 import numpy as np
 
 from .. import checks, config
-from .jit import INSTALL_HINT, SIMULATOR, cuda, is_cuda_ndarray  # noqa: F401 - INSTALL_HINT, SIMULATOR: API
+from .jit import INSTALL_HINT, MAX_THREADS, SIMULATOR, cuda, is_cuda_ndarray  # noqa: F401 - INSTALL_HINT, SIMULATOR
 from .kernels import copy6, fill1
 
 #: Largest grid launched; grid-stride loops cover any larger amount of work.
 MAX_BLOCKS = 65535
+#: Most elements of an array the kernels' 32-bit index math addresses.
+MAX_ELEMENTS = 2**31 - 1
 
 
 # ---------------------------------------------------------------- launch geometry
 
 
 def threads_per_block():
-    """``lcnumba.config.THREADS_PER_BLOCK``, read now (tests patch it)."""
-    return max(1, int(config.THREADS_PER_BLOCK))
+    """``lcnumba.config.THREADS_PER_BLOCK``, read now (tests patch it), at most the launch bounds' ``MAX_THREADS``."""
+    return max(1, min(MAX_THREADS, int(config.THREADS_PER_BLOCK)))
 
 
 def elementwise(kern, work, stream, *args):
@@ -137,6 +152,54 @@ def _unit_view(arr, ndim):
                          arr.dtype, stream=0, gpu_data=arr.gpu_data)
 
 
+_SCRATCH = {}
+
+
+def scratch(shapes, dtype, stream):
+    """C-contiguous device arrays of ``shapes`` (disjoint views of this stream's reused scratch buffer)."""
+    dtype = np.dtype(dtype)
+    sizes = [int(np.prod(shape)) for shape in shapes]
+    total = max(1, sum(sizes))
+    # a stream by its handle (every ``cuda.default_stream()`` object is the same stream), 0 for the default
+    handle = stream if isinstance(stream, int) else id(stream) if SIMULATOR else int(stream)
+    key = (0 if SIMULATOR else cuda.get_current_device().id, handle, dtype)
+    held = _SCRATCH.get(key)
+    if held is None or held[1].shape[0] < total:
+        held = (stream, cuda.device_array(total, dtype=dtype, stream=stream))
+        _SCRATCH[key] = held
+    buf = held[1]
+    views, offset = [], 0
+    for shape, size in zip(shapes, sizes):
+        views.append(buf[offset:offset + size].reshape(shape))
+        offset += size
+    return views
+
+
+def release_scratch():
+    """Free every scratch buffer (they are made again when next needed)."""
+    _SCRATCH.clear()
+
+
+def check_int32(name, arr):
+    """Refuse ``arr`` if it has more elements than the kernels' 32-bit index math addresses."""
+    size = int(np.prod(arr.shape))
+    if size > MAX_ELEMENTS:
+        raise ValueError(f"{name}: CUDA arrays of at most {MAX_ELEMENTS} elements are supported, got {size}")
+
+
+def empty_view(arr, dtype, ndim):
+    """A zero-size device array of ``dtype`` and rank ``ndim`` on ``arr``'s memory: a typed stand-in, no allocation."""
+    shape = (0,) * ndim
+    if SIMULATOR:
+        from numba.cuda.simulator.cudadrv.devicearray import FakeCUDAArray
+
+        return FakeCUDAArray(np.empty(shape, dtype))
+    from numba.cuda.cudadrv.devicearray import DeviceNDArray
+
+    itemsize = np.dtype(dtype).itemsize
+    return DeviceNDArray(shape, (itemsize,) * ndim, np.dtype(dtype), stream=0, gpu_data=arr.gpu_data)
+
+
 def contiguous(arr, stream):
     """``arr`` if it is C-contiguous, else a C-contiguous copy made on the device (on ``stream``)."""
     if arr.is_c_contiguous():
@@ -161,6 +224,7 @@ def float_array(value, name, ndim, dtype=None, stream=0):
     arr = as_device(value, name)
     checks.array_rank(name, arr.shape, ndim)
     checks.float_dtype(name, arr.dtype, dtype)
+    check_int32(name, arr)
     return contiguous(arr, stream)
 
 
@@ -168,6 +232,7 @@ def index_array(value, name, shape, stream=0):
     """The CUDA twin of ``checks.index_array``: an int64 device array of exactly ``shape``, C-contiguous."""
     arr = as_device(value, name)
     checks.index_dtype_and_shape(name, arr.dtype, arr.shape, shape)
+    check_int32(name, arr)
     return contiguous(arr, stream)
 
 
@@ -202,6 +267,8 @@ def output(out, name, shape, dtype, inputs, stream=0):
     """The CUDA twin of ``checks.output``: check a caller's ``out`` buffer, or allocate one on ``stream``."""
     shape = tuple(shape)
     dtype = np.dtype(dtype)
+    if int(np.prod(shape)) > MAX_ELEMENTS:
+        raise ValueError(f"{name}: CUDA arrays of at most {MAX_ELEMENTS} elements are supported, got shape {shape}")
     if out is None:
         return cuda.device_array(shape, dtype=dtype, stream=stream)
     if not checks.is_cuda_array(out):

@@ -26,17 +26,23 @@ each operand's contiguous axis (so transposed operands are read
 coalesced too) and accumulating a ``2 x 2`` register tile per thread.
 The small steps between the GEMMs (norms, softmax, per-cluster
 normalisation) are grid-stride loops with a thread per descriptor or per
-cluster, walking their rows in order. Per-sample weight, bias and
+cluster, walking their rows in order; the two per-sample sums (the global
+norm and the backward's projection ``<vn, dy>``) are block reductions
+over a fixed set of lanes and a fixed tree, so their order, too, depends
+on the shapes only. Per-sample weight, bias and
 centroid gradients go to (N, ...) buffers and are summed over samples in
 sample order (``kernels.reduce_splits``): no atomics, bitwise
-reproducible. Scratch is O(N (K + G) (M + D)).
+reproducible. Scratch is O(N (K + G) (M + D)), taken from the stream's
+reused scratch buffer (``launch.scratch``): a call allocates only the
+outputs it returns.
 """
 
 import math
 
+from .intmath import divmod32
 from .jit import cuda, device_function, kernel
 from .kernels import reduce_splits
-from .launch import block_threads, blockwise, elementwise, fill
+from .launch import block_threads, blockwise, elementwise, fill, scratch
 from .tiles import BK, BK_PAD, BM, BN, BN_PAD, TM, TN, mac_2x2, store_2x2, tile_index, virtual_cell
 
 
@@ -48,7 +54,8 @@ def _stage(m, n, trans, i0, j0, rows, cols, i_count, j_count, tid, nt, tile):
     threads load along ``m``'s contiguous axis (coalesced).
     """
     zero = m.dtype.type(0)
-    for e in range(tid, rows * cols, nt):
+    e = tid
+    while e < rows * cols:
         i, j = tile_index(e, trans, rows, cols)
         val = zero
         if i0 + i < i_count and j0 + j < j_count:
@@ -57,16 +64,19 @@ def _stage(m, n, trans, i0, j0, rows, cols, i_count, j_count, tid, nt, tile):
             else:
                 val = m[n, i0 + i, j0 + j]
         tile[i, j] = val
+        e += nt
 
 
-@kernel
-def bgemm(a, trans_a, b, trans_b, r_count, bm, bn, accumulate, c):
+@kernel("void({f}[:, :, ::1], {f}[:, :, ::1], UniTuple(int32, 6), {f}[:, :, ::1])")
+def bgemm(a, b, geo, c):
     """``c[n] (+)= op(a[n]) @ op(b[n])`` over ``r_count`` terms; ``a``/``b`` with a leading 1 are shared by all n.
 
     ``op(a)`` is ``a[n]`` (P, R) or, with ``trans_a``, ``a[n].T`` for ``a[n]``
     of shape (R, P); likewise ``b``: (R, Q) or (Q, R) with ``trans_b``.
     A block per (sample, row tile, column tile); terms summed in order.
+    ``geo = (trans_a, trans_b, r_count, bm, bn, accumulate)``.
     """
+    trans_a, trans_b, r_count, bm, bn, accumulate = geo
     n_total = c.shape[0]
     p_count = c.shape[1]
     q_count = c.shape[2]
@@ -82,19 +92,19 @@ def bgemm(a, trans_a, b, trans_b, r_count, bm, bn, accumulate, c):
     n_virtual = vrows * vcols
     n_items = n_total * n_pb * n_qb
     for item in range(cuda.blockIdx.x, n_items, cuda.gridDim.x):
-        qb = item % n_qb
-        rest = item // n_qb
-        pb = rest % n_pb
-        n = rest // n_pb
+        rest, qb = divmod32(item, n_qb)
+        n, pb = divmod32(rest, n_pb)
         na = n if a.shape[0] > 1 else 0
         nb = n if b.shape[0] > 1 else 0
         p0 = pb * bm
         q0 = qb * bn
-        for vbase in range(0, n_virtual, nt):
+        vbase = 0
+        while vbase < n_virtual:
             v = vbase + tid
             vr, vc = virtual_cell(v, vcols)
             c00 = c01 = c10 = c11 = zero
-            for r0 in range(0, r_count, BK):
+            r0 = 0
+            while r0 < r_count:
                 rc = min(BK, r_count - r0)  # BK except in the last chunk
                 _stage(a, na, trans_a, p0, r0, bm, rc, p_count, r_count, tid, nt, as_)
                 _stage(b, nb, trans_b, r0, q0, rc, bn, r_count, q_count, tid, nt, bs)
@@ -102,18 +112,19 @@ def bgemm(a, trans_a, b, trans_b, r_count, bm, bn, accumulate, c):
                 if v < n_virtual:
                     c00, c01, c10, c11 = mac_2x2(as_, bs, rc, vr, vc, vrows, vcols, c00, c01, c10, c11)
                 cuda.syncthreads()
+                r0 += BK
             if v < n_virtual:
                 store_2x2(c[n], p0, q0, vr, vc, vrows, vcols, p_count, q_count, accumulate, c00, c01, c10, c11)
+            vbase += nt
 
 
-@kernel
+@kernel("void({f}[:, :, ::1], boolean, {f}, {f}[:, ::1], {f}[:, ::1])")
 def descriptor_norms(x, normalize_input, eps, nrm, rinv):
     """``nrm[n, i] = ||x[n, :, i]||``, ``rinv = 1 / max(nrm, eps)`` (both 1 without normalisation)."""
     n_total, d_size, m = x.shape
     one = x.dtype.type(1)
     for e in range(cuda.grid(1), n_total * m, cuda.gridsize(1)):
-        n = e // m
-        i = e - n * m
+        n, i = divmod32(e, m)
         if normalize_input:
             total = x.dtype.type(0)
             for d in range(d_size):
@@ -127,7 +138,7 @@ def descriptor_norms(x, normalize_input, eps, nrm, rinv):
             rinv[n, i] = one
 
 
-@kernel
+@kernel("void({f}[:, :, ::1], {f}[::1], {f}[:, ::1], int32, {f}[:, :, ::1], {f}[:, :, ::1])")
 def softmax_assign(s, b, rinv, k_real, a, ar):
     """``a[n, :, i] = softmax(s[n, :, i] * rinv[n, i] + b)``; ``ar[n, k, i] = a[n, k, i] * rinv[n, i]`` for k < K.
 
@@ -135,8 +146,7 @@ def softmax_assign(s, b, rinv, k_real, a, ar):
     """
     n_total, kg, m = s.shape
     for e in range(cuda.grid(1), n_total * m, cuda.gridsize(1)):
-        n = e // m
-        i = e - n * m
+        n, i = divmod32(e, m)
         ri = rinv[n, i]
         top = s[n, 0, i] * ri + b[0]
         for k in range(1, kg):
@@ -154,28 +164,26 @@ def softmax_assign(s, b, rinv, k_real, a, ar):
                 ar[n, k, i] = v * ri
 
 
-@kernel
+@kernel("void({f}[:, :, ::1], int32, {f}[:, ::1])")
 def row_sums(a, rows, out):
     """``out[n, k] = sum_i a[n, k, i]`` for ``k < rows``, in order of ``i``."""
     n_total = a.shape[0]
     m = a.shape[2]
     for e in range(cuda.grid(1), n_total * rows, cuda.gridsize(1)):
-        n = e // rows
-        k = e - n * rows
+        n, k = divmod32(e, rows)
         total = a.dtype.type(0)
         for i in range(m):
             total += a[n, k, i]
         out[n, k] = total
 
 
-@kernel
+@kernel("void({f}[:, :, ::1], {f}[:, ::1], {f}[:, ::1], {f}, {f}[:, ::1])")
 def center_and_normalize(v, mass, c, eps, norms):
     """``v[n, k] = (v[n, k] - mass[n, k] c[k]) / max(||.||, eps)``; the unclamped norm to ``norms[n, k]``."""
     n_total, k_real, d_size = v.shape
     one = v.dtype.type(1)
     for e in range(cuda.grid(1), n_total * k_real, cuda.gridsize(1)):
-        n = e // k_real
-        k = e - n * k_real
+        n, k = divmod32(e, k_real)
         s = mass[n, k]
         total = v.dtype.type(0)
         for d in range(d_size):
@@ -189,51 +197,102 @@ def center_and_normalize(v, mass, c, eps, norms):
             v[n, k, d] *= scale
 
 
-@kernel
+#: Fixed partial sums of a block reduction: lane ``l`` sums terms ``l, l + LANES, ...`` in order, then the
+#: lanes are added pairwise in a fixed tree, whatever the number of threads (they take lanes in turn).
+LANES = 256
+
+
+@device_function
+def _lane_tree(part, tid, nt):
+    """``part[0] = sum(part[:LANES])`` added pairwise in a fixed tree by the block's threads (barriers included)."""
+    cuda.syncthreads()
+    step = LANES // 2
+    while step > 0:
+        lane = tid
+        while lane < step:
+            part[lane] += part[lane + step]
+            lane += nt
+        cuda.syncthreads()
+        step //= 2
+
+
+@kernel("void({f}[:, ::1], {f}, {f}[::1])")
 def global_norms(norms, eps, total):
-    """``total[n] = ||vec(Vn)||`` from the intra-normalised rows: ``sum_k (norm_k / max(norm_k, eps))^2``."""
+    """``total[n] = ||vec(Vn)||`` from the intra-normalised rows: ``sum_k (norm_k / max(norm_k, eps))^2``.
+
+    A block per sample, the sum a fixed-order block reduction over ``LANES`` lanes (as ``projection``).
+    """
     n_total, k_real = norms.shape
-    for n in range(cuda.grid(1), n_total, cuda.gridsize(1)):
-        acc = norms.dtype.type(0)
-        for k in range(k_real):
-            r = norms[n, k] / max(norms[n, k], eps)
-            acc += r * r
-        total[n] = math.sqrt(acc)
+    part = cuda.shared.array(LANES, norms.dtype)
+    tid = cuda.threadIdx.x
+    nt = cuda.blockDim.x
+    for n in range(cuda.blockIdx.x, n_total, cuda.gridDim.x):
+        lane = tid
+        while lane < LANES:
+            acc = norms.dtype.type(0)
+            k = lane
+            while k < k_real:
+                r = norms[n, k] / max(norms[n, k], eps)
+                acc += r * r
+                k += LANES
+            part[lane] = acc
+            lane += nt
+        _lane_tree(part, tid, nt)
+        if tid == 0:
+            total[n] = math.sqrt(part[0])
+        cuda.syncthreads()  # the next sample overwrites the lanes
 
 
-@kernel
+@kernel("void({f}[:, ::1], {f}[::1], {f})")
 def scale_rows(y, total, eps):
     """``y[n, :] /= max(total[n], eps)``."""
     n_total, size = y.shape
     one = y.dtype.type(1)
     for e in range(cuda.grid(1), n_total * size, cuda.gridsize(1)):
-        n = e // size
-        y[n, e - n * size] *= one / max(total[n], eps)
+        n, col = divmod32(e, size)
+        y[n, col] *= one / max(total[n], eps)
 
 
-@kernel
+@kernel("void({f}[:, ::1], {f}[:, ::1], {f}[::1], {f}, {f}[::1])")
 def projection(vn, dy, total, eps, proj):
-    """``proj[n] = <vn, dy> / g^2`` with ``g = max(total, eps)`` when unclamped, else 0; rows in order."""
-    n_total, k_real, d_size = vn.shape
-    for n in range(cuda.grid(1), n_total, cuda.gridsize(1)):
-        acc = vn.dtype.type(0)
-        if total[n] >= eps:
-            for k in range(k_real):
-                for d in range(d_size):
-                    acc += vn[n, k, d] * dy[n, k * d_size + d]
-            g = max(total[n], eps)
-            acc /= g * g
-        proj[n] = acc
+    """``proj[n] = <vn[n], dy[n]> / g^2`` with ``g = max(total, eps)`` when unclamped, else 0; vn, dy (N, K * D).
+
+    A block per sample; the dot product is a fixed-order block reduction over ``LANES`` lanes, so the
+    result depends on the shapes only (not on the block or grid size). Lanes read consecutive terms:
+    coalesced.
+    """
+    n_total, size = vn.shape
+    part = cuda.shared.array(LANES, vn.dtype)
+    tid = cuda.threadIdx.x
+    nt = cuda.blockDim.x
+    zero = vn.dtype.type(0)
+    for n in range(cuda.blockIdx.x, n_total, cuda.gridDim.x):
+        lane = tid
+        while lane < LANES:
+            acc = zero
+            e = lane
+            while e < size:
+                acc += vn[n, e] * dy[n, e]
+                e += LANES
+            part[lane] = acc
+            lane += nt
+        _lane_tree(part, tid, nt)
+        if tid == 0:
+            acc = zero
+            if total[n] >= eps:
+                g = max(total[n], eps)
+                acc = part[0] / (g * g)
+            proj[n] = acc
+        cuda.syncthreads()  # the next sample overwrites the lanes
 
 
-@kernel
+@kernel("void({f}[:, :, ::1], {f}[:, ::1], {f}[:, ::1], {f}[::1], {f}[::1], {f}[:, ::1], {f}[:, ::1], {f}, {f}[:, :, ::1], {f}[:, ::1], {f}[:, :, ::1])")
 def cluster_gradient(vn, dy, norms, total, proj, mass, c, eps, dv, q, dc_part):
     """Back through both normalisations to ``dv`` (N, K, D); ``q[n, k] = dv_k . c_k``; ``dc_part = -mass dv``."""
     n_total, k_real, d_size = vn.shape
     one = vn.dtype.type(1)
     for e in range(cuda.grid(1), n_total * k_real, cuda.gridsize(1)):
-        n = e // k_real
-        k = e - n * k_real
+        n, k = divmod32(e, k_real)
         g = max(total[n], eps)
         pr = proj[n]
         along = vn.dtype.type(0)
@@ -254,13 +313,12 @@ def cluster_gradient(vn, dy, norms, total, proj, mass, c, eps, dv, q, dc_part):
         q[n, k] = qk
 
 
-@kernel
+@kernel("void({f}[:, :, ::1], {f}[:, :, ::1], {f}[:, ::1], {f}[:, ::1], int32, {f}[:, :, ::1])")
 def logit_gradient(a, da, rinv, q, k_real, ds):
     """``ds[n, k, i] = a (dA - t)`` with ``dA = da * rinv - q`` (0 for ghosts), ``t_i = sum_k a dA``."""
     n_total, kg, m = a.shape
     for e in range(cuda.grid(1), n_total * m, cuda.gridsize(1)):
-        n = e // m
-        i = e - n * m
+        n, i = divmod32(e, m)
         ri = rinv[n, i]
         t = a.dtype.type(0)
         for k in range(k_real):
@@ -272,24 +330,22 @@ def logit_gradient(a, da, rinv, q, k_real, ds):
                 ds[n, k, i] = -a[n, k, i] * t
 
 
-@kernel
+@kernel("void({f}[:, :, ::1], {f}[:, ::1])")
 def scale_columns(a, rinv):
     """``a[n, k, i] *= rinv[n, i]``."""
     n_total, rows, m = a.shape
     for e in range(cuda.grid(1), n_total * rows * m, cuda.gridsize(1)):
-        i = e % m
-        n = e // (rows * m)
-        k = (e // m) % rows
+        rest, i = divmod32(e, m)
+        n, k = divmod32(rest, rows)
         a[n, k, i] *= rinv[n, i]
 
 
-@kernel
+@kernel("void({f}[:, :, ::1], {f}[:, ::1], {f}[:, ::1], {f}, boolean, {f}[:, :, ::1])")
 def input_normalization_gradient(x, nrm, rinv, eps, normalize_input, dx):
     """``dx_i = dxn_i / r_i - x_i (x_i . dxn_i) / r_i^3`` (the projection only if unclamped), in place."""
     n_total, d_size, m = x.shape
     for e in range(cuda.grid(1), n_total * m, cuda.gridsize(1)):
-        n = e // m
-        i = e - n * m
+        n, i = divmod32(e, m)
         if not normalize_input:
             continue
         ri = rinv[n, i]
@@ -311,40 +367,38 @@ def _gemm(a, trans_a, b, trans_b, r_count, accumulate, c, stream):
     bm = min(BM, -(-max(p, 1) // TM) * TM)
     bn = min(BN, -(-max(q, 1) // TN) * TN)
     items = n * -(-p // bm) * -(-q // bn)
-    blockwise(bgemm, items, block_threads((bm // TM) * (bn // TN)), stream, a, trans_a, b, trans_b, r_count, bm, bn,
-              accumulate, c)
+    blockwise(bgemm, items, block_threads((bm // TM) * (bn // TN)), stream, a, b,
+              (trans_a, trans_b, r_count, bm, bn, accumulate), c)
 
 
-def _encode(x, w, b, c, normalize_input, eps, stream):
-    """The forward up to the intra-normalised ``vn`` (N, K, D); returns every intermediate the backward needs."""
+def _encode_shapes(n, d, m, kg, k):
+    """Shapes of ``_encode``'s intermediates: nrm, rinv (N, M), a (N, KG, M), ar (N, K, M), mass (N, K)."""
+    return [(n, m), (n, m), (n, kg, m), (n, k, m), (n, k)]
+
+
+def _encode(x, w, b, c, normalize_input, eps, nrm, rinv, a, ar, mass, stream):
+    """The forward up to the soft-assignment and its mass, into the given buffers (``_encode_shapes``)."""
     n, d, m = x.shape
     kg = w.shape[0]
     k = c.shape[0]
-    dtype = x.dtype
-    nrm = cuda.device_array((n, m), dtype=dtype, stream=stream)
-    rinv = cuda.device_array((n, m), dtype=dtype, stream=stream)
     elementwise(descriptor_norms, n * m, stream, x, normalize_input, eps, nrm, rinv)
-    a = cuda.device_array((n, kg, m), dtype=dtype, stream=stream)
     _gemm(w.reshape(1, kg, d), False, x, False, d, False, a, stream)
-    ar = cuda.device_array((n, k, m), dtype=dtype, stream=stream)
     elementwise(softmax_assign, n * m, stream, a, b, rinv, k, a, ar)
-    mass = cuda.device_array((n, k), dtype=dtype, stream=stream)
     elementwise(row_sums, n * k, stream, a, k, mass)
-    return nrm, rinv, a, ar, mass
 
 
 def forward(x, w, b, c, normalize_input, eps, y, stream):
     """``y`` (N, K * D) from x (N, D, M)."""
     eps = x.dtype.type(eps)  # keep float32 kernels in float32
     n, d, m = x.shape
+    kg = w.shape[0]
     k = c.shape[0]
-    nrm, rinv, a, ar, mass = _encode(x, w, b, c, normalize_input, eps, stream)
+    nrm, rinv, a, ar, mass, norms, total = scratch(_encode_shapes(n, d, m, kg, k) + [(n, k), (n,)], x.dtype, stream)
+    _encode(x, w, b, c, normalize_input, eps, nrm, rinv, a, ar, mass, stream)
     v = y.reshape(n, k, d)
     _gemm(ar, False, x, True, m, False, v, stream)
-    norms = cuda.device_array((n, k), dtype=x.dtype, stream=stream)
     elementwise(center_and_normalize, n * k, stream, v, mass, c, eps, norms)
-    total = cuda.device_array(n, dtype=x.dtype, stream=stream)
-    elementwise(global_norms, n, stream, norms, eps, total)
+    blockwise(global_norms, n, block_threads(LANES), stream, norms, eps, total)
     elementwise(scale_rows, n * k * d, stream, y, total, eps)
 
 
@@ -363,32 +417,28 @@ def backward(dy, x, w, b, c, normalize_input, eps, stream):
         for array in (dw, db, dc):
             fill(array, 0, stream)
         return dx, dw, db, dc
-    nrm, rinv, a, ar, mass = _encode(x, w, b, c, normalize_input, eps, stream)
-    vn = cuda.device_array((n, k, d), dtype=dtype, stream=stream)
+    shapes = _encode_shapes(n, d, m, kg, k) + [
+        (n, k, d), (n, k), (n,), (n,),  # vn, norms, total, proj
+        (n, k, d), (n, k), (n, k, d),  # dv, q, dc_part
+        (n, k, m), (n, kg, m), (n, kg), (n, kg, d),  # da, ds, db_part, dw_part
+    ]
+    (nrm, rinv, a, ar, mass, vn, norms, total, proj, dv, q, dc_part, da, ds, db_part,
+     dw_part) = scratch(shapes, dtype, stream)
+    _encode(x, w, b, c, normalize_input, eps, nrm, rinv, a, ar, mass, stream)
     _gemm(ar, False, x, True, m, False, vn, stream)
-    norms = cuda.device_array((n, k), dtype=dtype, stream=stream)
     elementwise(center_and_normalize, n * k, stream, vn, mass, c, eps, norms)
-    total = cuda.device_array(n, dtype=dtype, stream=stream)
-    elementwise(global_norms, n, stream, norms, eps, total)
+    blockwise(global_norms, n, block_threads(LANES), stream, norms, eps, total)
     # global and intra-normalisation, aggregation: dv, q_k = dv_k . c_k, and the centroid gradient
-    proj = cuda.device_array(n, dtype=dtype, stream=stream)
-    elementwise(projection, n, stream, vn, dy, total, eps, proj)
-    dv = cuda.device_array((n, k, d), dtype=dtype, stream=stream)
-    q = cuda.device_array((n, k), dtype=dtype, stream=stream)
-    dc_part = cuda.device_array((n, k, d), dtype=dtype, stream=stream)
+    blockwise(projection, n, block_threads(LANES), stream, vn.reshape(n, k * d), dy, total, eps, proj)
     elementwise(cluster_gradient, n * k, stream, vn, dy, norms, total, proj, mass, c, eps, dv, q, dc_part)
     # soft-assignment: dA = (dv X) diag(1/r) - q 1^T, then through the softmax to dS
-    da = cuda.device_array((n, k, m), dtype=dtype, stream=stream)
     _gemm(dv, False, x, False, d, False, da, stream)
-    ds = cuda.device_array((n, kg, m), dtype=dtype, stream=stream)
     elementwise(logit_gradient, n * m, stream, a, da, rinv, q, k, ds)
-    db_part = cuda.device_array((n, kg), dtype=dtype, stream=stream)
     elementwise(row_sums, n * kg, stream, ds, kg, db_part)
     # dXn = dv^T A_K + W^T dS, then dW = (dS diag(1/r)) X^T
     _gemm(dv, True, a, False, k, False, dx, stream)
     _gemm(w.reshape(1, kg, d), True, ds, False, kg, True, dx, stream)
     elementwise(scale_columns, n * kg * m, stream, ds, rinv)
-    dw_part = cuda.device_array((n, kg, d), dtype=dtype, stream=stream)
     _gemm(ds, False, x, True, m, False, dw_part, stream)
     # input normalisation
     elementwise(input_normalization_gradient, n * m, stream, x, nrm, rinv, eps, normalize_input, dx)

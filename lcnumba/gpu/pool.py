@@ -26,21 +26,40 @@ contiguous run of ``ceil(H*W / blockDim)`` cells, so ownership is two
 compares) to ``dx``, in output order. Every
 cell's sum therefore runs in output order, as on the CPU: race-free,
 atomic-free and bitwise equal to the CPU result.
+
+Index check without a synchronisation. An index outside ``[-1, H*W)``
+is skipped by the scatter, and the thread that staged it writes it, with
+the plane size, to a two-slot error buffer in mapped (host) memory
+(``error_slot``, one per device, made on first use). The host reads that
+buffer without waiting for the stream: right after the launch (the
+simulator, and a GPU whose kernel has already finished, see the error of
+this very call: the call then copies the indices back, an error path only,
+and reports the first bad index exactly as the CPU does) and at the start
+of every later max-pooling backward (which reports the stored index of an
+earlier call). Either way the error is a ``ValueError`` and the buffer is
+cleared; ``dx`` of the faulty call holds the scatter of its valid indices.
+
+Every kernel takes its integers in one ``int32`` tuple ``geo``; index
+divisions are 32-bit (``intmath``).
 """
 
 import math
 
 import numpy as np
 
-from .jit import cuda, kernel
-from .launch import block_threads, blockwise, elementwise
+from .. import checks
+from .intmath import divmod32
+from .jit import SIMULATOR, cuda, kernel
+from .launch import block_threads, blockwise, elementwise, empty_view
 
 #: (dy, index) pairs staged per step of the backward.
 CHUNK = 256
 
 
-@kernel
-def max_pool2d_fwd(x, kh, kw, sh, sw, ph, pw, dil_h, dil_w, with_indices, y, indices):
+@kernel("void({f}[:, :, ::1], UniTuple(int32, 9), {f}[:, :, ::1], int64[:, :, ::1])")
+def max_pool2d_fwd(x, geo, y, indices):
+    """``geo = (kh, kw, sh, sw, ph, pw, dil_h, dil_w, with_indices)``."""
+    kh, kw, sh, sw, ph, pw, dil_h, dil_w, with_indices = geo
     planes = x.shape[0]
     height = x.shape[1]
     width = x.shape[2]
@@ -48,10 +67,8 @@ def max_pool2d_fwd(x, kh, kw, sh, sw, ph, pw, dil_h, dil_w, with_indices, y, ind
     ow = y.shape[2]
     size = planes * oh * ow
     for e in range(cuda.grid(1), size, cuda.gridsize(1)):
-        j = e % ow
-        rest = e // ow
-        i = rest % oh
-        p = rest // oh
+        rest, j = divmod32(e, ow)
+        p, i = divmod32(rest, oh)
         h0 = i * sh - ph
         w0 = j * sw - pw
         best = -1
@@ -73,9 +90,12 @@ def max_pool2d_fwd(x, kh, kw, sh, sw, ph, pw, dil_h, dil_w, with_indices, y, ind
             indices[p, i, j] = best
 
 
-@kernel
-def max_pool2d_bwd(dy, indices, dx):
-    """``dx[p, indices[p, q]] += dy[p, q]`` in order of ``q``; a block per plane, a thread per run of cells."""
+@kernel("void({f}[:, ::1], int64[:, ::1], {f}[:, ::1], int64[::1])")
+def max_pool2d_bwd(dy, indices, dx, error):
+    """``dx[p, indices[p, q]] += dy[p, q]`` in order of ``q``; a block per plane, a thread per run of cells.
+
+    An index outside ``[-1, H*W)`` is skipped and written, with ``H*W``, to ``error``.
+    """
     planes = dy.shape[0]
     q_count = dy.shape[1]
     size = dx.shape[1]
@@ -88,77 +108,78 @@ def max_pool2d_bwd(dy, indices, dx):
     lo = tid * per_thread  # this thread's cells: [lo, hi)
     hi = min(size, lo + per_thread)
     for p in range(cuda.blockIdx.x, planes, cuda.gridDim.x):
-        for k in range(tid, size, nt):  # coalesced; finished before any add (the barrier below)
+        k = tid  # coalesced; finished before any add (the barrier below)
+        while k < size:
             dx[p, k] = zero
-        for q0 in range(0, q_count, CHUNK):
+            k += nt
+        q0 = 0
+        while q0 < q_count:
             cuda.syncthreads()  # zeroing done, the previous chunk consumed
-            for qq in range(tid, CHUNK, nt):
+            qq = tid
+            while qq < CHUNK:
                 q = q0 + qq
                 if q < q_count:
+                    k = indices[p, q]
+                    if k < -1 or k >= size:
+                        error[0] = k  # any bad index will do here; the host finds the first one
+                        error[1] = size
                     dys[qq] = dy[p, q]
-                    ids[qq] = indices[p, q]
+                    ids[qq] = k
                 else:
                     ids[qq] = -1
+                qq += nt
             cuda.syncthreads()
             for qq in range(CHUNK):
                 k = ids[qq]
                 if k >= lo and k < hi:
                     dx[p, k] += dys[qq]
+            q0 += CHUNK
 
 
-#: Most threads of a block that reduces one plane's index range (CUDA's per-block limit).
-MAX_REDUCE_THREADS = 1024
+# ---------------------------------------------------------------- error buffer
+
+_ERROR_SLOTS = {}
 
 
-@kernel
-def index_range(indices, lo, hi):
-    """Per-plane minimum and maximum of ``indices`` (P, Q) into ``lo``, ``hi`` (P,); a block per plane.
-
-    The threads stride over the plane's indices (coalesced loads), then halve
-    their partial ranges in shared memory. Minimum and maximum are exact, so
-    the result does not depend on the order.
-    """
-    planes = indices.shape[0]
-    q_count = indices.shape[1]
-    part_lo = cuda.shared.array(MAX_REDUCE_THREADS, np.int64)
-    part_hi = cuda.shared.array(MAX_REDUCE_THREADS, np.int64)
-    tid = cuda.threadIdx.x
-    nt = cuda.blockDim.x
-    for p in range(cuda.blockIdx.x, planes, cuda.gridDim.x):
-        a = indices[p, 0]
-        b = a
-        for q in range(tid, q_count, nt):
-            v = indices[p, q]
-            a = min(a, v)
-            b = max(b, v)
-        part_lo[tid] = a
-        part_hi[tid] = b
-        cuda.syncthreads()
-        step = 1
-        while step < nt:
-            if tid % (2 * step) == 0 and tid + step < nt:
-                part_lo[tid] = min(part_lo[tid], part_lo[tid + step])
-                part_hi[tid] = max(part_hi[tid], part_hi[tid + step])
-            step *= 2
-            cuda.syncthreads()
-        if tid == 0:
-            lo[p] = part_lo[0]
-            hi[p] = part_hi[0]
-        cuda.syncthreads()  # the next plane overwrites the partials
+def error_slot():
+    """The (2,) int64 mapped buffer of this device that the backward writes a bad index and the plane size to."""
+    key = 0 if SIMULATOR else cuda.get_current_device().id
+    slot = _ERROR_SLOTS.get(key)
+    if slot is None:
+        slot = cuda.mapped_array(2, dtype=np.int64)
+        slot[0] = 0  # 0 is a valid index of every nonempty plane: "no error"
+        slot[1] = 0
+        _ERROR_SLOTS[key] = slot
+    return slot
 
 
-def index_bounds(indices2, stream):
-    """``(min, max)`` of the (P, Q) index array, on the host (this synchronises ``stream``)."""
-    planes = indices2.shape[0]
-    lo = cuda.device_array(planes, dtype=np.int64, stream=stream)
-    hi = cuda.device_array(planes, dtype=np.int64, stream=stream)
-    blockwise(index_range, planes, min(MAX_REDUCE_THREADS, block_threads(indices2.shape[1])), stream,
-              indices2, lo, hi)
-    lo_host = lo.copy_to_host(stream=stream)
-    hi_host = hi.copy_to_host(stream=stream)
-    if stream != 0:
-        stream.synchronize()
-    return int(lo_host.min()), int(hi_host.max())
+def _take_error(slot):
+    """``(bad, plane_size)`` stored in ``slot`` (read now, without waiting), then cleared; None if there is none."""
+    bad, size = int(slot[0]), int(slot[1])
+    if bad == 0 and size == 0:
+        return None
+    slot[0] = 0
+    slot[1] = 0
+    return bad, size
+
+
+def raise_earlier_error():
+    """``ValueError`` if an earlier backward on this device met an index outside its plane."""
+    stored = _take_error(error_slot())
+    if stored is not None:
+        checks.pool_index_valid(*stored)
+
+
+def _first_bad(indices2, size):
+    """The index the CPU reports: the smallest if below -1, else the largest (copies ``indices2`` back)."""
+    host = indices2.copy_to_host()
+    low, high = int(host.min()), int(host.max())
+    if low < -1:
+        return low
+    return high if high >= size else None
+
+
+# ---------------------------------------------------------------- launchers
 
 
 def forward(x3, kargs, y3, indices3, stream):
@@ -166,13 +187,23 @@ def forward(x3, kargs, y3, indices3, stream):
     size = y3.shape[0] * y3.shape[1] * y3.shape[2]
     with_indices = indices3 is not None
     if not with_indices:
-        # a stand-in of the right type, never written
-        indices3 = cuda.device_array((1, 1, 1), dtype=np.int64, stream=stream)
-    elementwise(max_pool2d_fwd, size, stream, x3, *kargs, with_indices, y3, indices3)
+        indices3 = empty_view(y3, np.int64, 3)  # a typed stand-in, never written
+    elementwise(max_pool2d_fwd, size, stream, x3, (*kargs, with_indices), y3, indices3)
 
 
 def backward(dy2, indices2, dx2, stream):
-    """``dx2`` (P, H*W) from ``dy2`` and ``indices2`` (P, OH*OW)."""
-    planes, size = dx2.shape
-    blockwise(max_pool2d_bwd, planes, block_threads(size), stream, dy2, indices2, dx2)
+    """``dx2`` (P, H*W) from ``dy2`` and ``indices2`` (P, OH*OW); the first bad index if this call's is known, or None.
 
+    Raises for a bad index of an earlier call (see the module docstring).
+    """
+    raise_earlier_error()
+    planes, size = dx2.shape
+    slot = error_slot()
+    blockwise(max_pool2d_bwd, planes, block_threads(size), stream, dy2, indices2, dx2, slot)
+    stored = _take_error(slot)
+    if stored is None:
+        return None
+    bad = _first_bad(indices2, size)
+    if bad is None:  # the error came from another stream's call: report it as stored
+        checks.pool_index_valid(*stored)
+    return bad

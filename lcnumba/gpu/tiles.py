@@ -10,6 +10,7 @@ keep their own staging (what they load differs); these functions are the
 index and arithmetic steps they have in common, inlined on a GPU.
 """
 
+from .intmath import divmod32
 from .jit import device_function
 
 #: GEMM tile: rows, columns and the reduction chunk (a block's tile is at most ``BM x BN``).
@@ -33,17 +34,15 @@ def tile_index(e, column_major, rows, cols):
     source's contiguous axis so that their loads are coalesced.
     """
     if column_major:
-        col = e // rows
-        return e - col * rows, col
-    row = e // cols
-    return row, e - row * cols
+        col, row = divmod32(e, rows)
+        return row, col
+    return divmod32(e, cols)
 
 
 @device_function
 def virtual_cell(v, vcols):
     """Row and column ``(vr, vc)`` of thread ``v``'s register tile, ``vc`` fastest."""
-    vr = v // vcols
-    return vr, v - vr * vcols
+    return divmod32(v, vcols)
 
 
 @device_function
