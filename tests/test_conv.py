@@ -574,11 +574,11 @@ def test_local_batch_spanning_several_chunks(fam, geo):
     assert_close(total, start + call(case, "backward_weight", dy, ref=True))
 
 
-def _tile_phases(oh, ow, rows, cols, groups, n_threads):
+def _tile_phases(row_edges, col_edges, groups, n_threads):
     """``plan_input_tiles`` as a list over phases of lists over workers of ``(tile_row, tile_col, group)``."""
     from lcnumba.cpu import local
 
-    tasks, bounds = local.plan_input_tiles(oh, ow, rows, cols, groups, n_threads)
+    tasks, bounds = local.plan_input_tiles(row_edges, col_edges, groups, n_threads)
     assert bounds.shape[0] == 4 and 2 <= bounds.shape[1] <= n_threads + 1
     assert bounds[0, 0] == 0 and bounds[3, -1] == len(tasks) and (np.diff(bounds.ravel()) >= 0).all()
     return [[[tuple(t) for t in tasks[bounds[ph, k]:bounds[ph, k + 1]]] for k in range(bounds.shape[1] - 1)]
@@ -602,7 +602,25 @@ def test_tile_runs_have_the_smallest_largest_sum(size, n_runs):
     assert got == best
 
 
-@given(oh=st.integers(1, 40), ow=st.integers(1, 40), rows=st.integers(1, 8), cols=st.integers(1, 8),
+@given(oh=st.integers(1, 150), ow=st.integers(1, 150), rows=st.integers(1, 8), cols=st.integers(1, 8))
+@settings(max_examples=200, deadline=None)
+def test_input_gradient_tiles_are_at_least_the_disjointness_bound(oh, ow, rows, cols):
+    """Tiles cover each axis, are no smaller than the bound (two apart never share an input row)
+    unless a single tile covers the axis, differ by one position at most, and come in a multiple
+    of four along one axis where either could hold four or more."""
+    from lcnumba.cpu import local
+
+    row_edges, col_edges = local.tile_edges(oh, ow, rows, cols)
+    for edges, extent, least in ((row_edges, oh, rows), (col_edges, ow, cols)):
+        sizes = np.diff(edges)
+        assert edges[0] == 0 and edges[-1] == extent
+        assert 1 <= len(sizes) <= local.MAX_TILES_PER_AXIS and sizes.max() - sizes.min() <= 1
+        assert len(sizes) == 1 or sizes.min() >= least
+    n_rows, n_cols = len(row_edges) - 1, len(col_edges) - 1
+    assert max(n_rows, n_cols) < 4 or n_rows % 4 == 0 or n_cols % 4 == 0
+
+
+@given(oh=st.integers(1, 60), ow=st.integers(1, 60), rows=st.integers(1, 8), cols=st.integers(1, 8),
        groups=st.integers(1, 3), n_threads=st.integers(2, 6))
 @settings(max_examples=200, deadline=None)
 def test_input_gradient_tiles_depend_on_the_shapes_only(oh, ow, rows, cols, groups, n_threads):
@@ -612,9 +630,12 @@ def test_input_gradient_tiles_depend_on_the_shapes_only(oh, ow, rows, cols, grou
     least, so they add into disjoint cells; each worker takes a run of consecutive tiles, and no
     worker gets more than its share plus one tile.
     """
-    serial = _tile_phases(oh, ow, rows, cols, groups, 1)
-    split = _tile_phases(oh, ow, rows, cols, groups, n_threads)
-    n_tile_rows, n_tile_cols = -(-oh // rows), -(-ow // cols)
+    from lcnumba.cpu import local
+
+    row_edges, col_edges = local.tile_edges(oh, ow, rows, cols)
+    serial = _tile_phases(row_edges, col_edges, groups, 1)
+    split = _tile_phases(row_edges, col_edges, groups, n_threads)
+    n_tile_rows, n_tile_cols = len(row_edges) - 1, len(col_edges) - 1
     assert sorted(t for phase in serial for t in phase[0]) == [
         (r, c, g) for r in range(n_tile_rows) for c in range(n_tile_cols) for g in range(groups)]
     for ph, (one, many) in enumerate(zip(serial, split)):
@@ -626,7 +647,7 @@ def test_input_gradient_tiles_depend_on_the_shapes_only(oh, ow, rows, cols, grou
 
         def size(tile):
             r, c, _ = tile
-            return (min(oh, (r + 1) * rows) - r * rows) * (min(ow, (c + 1) * cols) - c * cols)
+            return (row_edges[r + 1] - row_edges[r]) * (col_edges[c + 1] - col_edges[c])
 
         loads = [sum(map(size, worker)) for worker in many]
         assert max(loads) <= sum(loads) / len(many) + max(map(size, one[0]), default=0)

@@ -24,15 +24,16 @@ w, dw       (OH*OW, F, Kg)       filter bank per position, k = (c*KH + a)*KW + b
 b           (F, OH*OW) or (0,0)  bias; (0, 0) = no bias
 y, dy       (N, F, OH, OW)       output and its gradient
 xt, dxt     (C, HP, WP, lanes)   padded, interleaved chunk of the batch
+dyt         (OH*OW, F, lanes)    a chunk's output gradient, one (F, lanes) matrix per position
 ==========  ===================  =============================================
 
 ``HP = (OH - 1) * SH + (KH - 1) * DH + 1`` (likewise ``WP``) covers exactly
 the cells some window reads. The forward and the weight gradient write each
 position's output by one worker, split statically. The input gradient adds
 into ``dxt`` by tiles of output positions coloured in four phases
-(``plan_input_tiles``), so no two workers ever add to one cell at once, and
-every cell receives its terms in an order set by the shapes alone. Results
-are bitwise identical across runs and thread counts.
+(``tile_edges``, ``plan_input_tiles``), so no two workers ever add to one
+cell at once, and every cell receives its terms in an order set by the
+shapes alone. Results are bitwise identical across runs and thread counts.
 
 A batch chunk holds up to ``LANES_PER_CHUNK`` samples: the weights (by far
 the largest array) are streamed from memory once per chunk.
@@ -226,10 +227,12 @@ def local_backward_weight_chunk(dy, xt, n0, kh, kw, sh, sw, dil_h, dil_w, groups
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
-def local_backward_input_chunk(dyt, w, oh, ow, kh, kw, sh, sw, dil_h, dil_w, groups, rows, cols, tasks, bounds, dxt):
+def local_backward_input_chunk(dyt, w, ow, kh, kw, sh, sw, dil_h, dil_w, groups, row_edges, col_edges, tasks, bounds,
+                               dxt):
     """``dxt += w[p].T @ dyt[p]`` for every position, added back along each patch (dxt comes zeroed).
 
-    Output positions come in tiles of ``rows x cols``, ``tasks`` and ``bounds`` from
+    Tile ``(r, c)`` holds the output rows ``row_edges[r]:row_edges[r + 1]`` and columns
+    ``col_edges[c]:col_edges[c + 1]``; ``tasks`` and ``bounds`` come from
     ``plan_input_tiles``: phase by phase, worker ``k`` adds the tiles
     ``tasks[bounds[phase, k]:bounds[phase, k + 1]]``, each tile's positions in
     row-major order. No two tiles of a phase add into one cell of ``dxt``.
@@ -245,29 +248,62 @@ def local_backward_input_chunk(dyt, w, oh, ow, kh, kw, sh, sw, dil_h, dil_w, gro
         for worker in prange(n_workers):
             dpatch = np.empty((kg, lanes), dtype=dxt.dtype)
             for t in range(bounds[phase, worker], bounds[phase, worker + 1]):
-                tile_row, tile_col, g = tasks[t, 0], tasks[t, 1], tasks[t, 2]
-                for i in range(tile_row * rows, min(oh, (tile_row + 1) * rows)):
-                    for j in range(tile_col * cols, min(ow, (tile_col + 1) * cols)):
+                r, c, g = tasks[t, 0], tasks[t, 1], tasks[t, 2]
+                for i in range(row_edges[r], row_edges[r + 1]):
+                    for j in range(col_edges[c], col_edges[c + 1]):
                         p = i * ow + j
                         np.dot(w[p, g * fg:(g + 1) * fg].T, dyt[p, g * fg:(g + 1) * fg], dpatch)
                         _scatter_patch_add(dpatch, g * cg, cg, i, j, kh, kw, sh, sw, dil_h, dil_w, dxt)
 
 
+#: Tiles of the input gradient along an axis at most: a phase then has up to
+#: 8 x 8 tiles to share out, plenty for the usual thread counts, and a large
+#: layer keeps tiles of many positions instead of one task per position.
+MAX_TILES_PER_AXIS = 16
+
+
 @njit(cache=True)
-def plan_input_tiles(oh, ow, rows, cols, groups, n_threads):
+def tile_edges(oh, ow, rows, cols):
+    """Tile boundaries of the input gradient: ``(row_edges, col_edges)``, shapes alone decide them.
+
+    Each axis is cut into near-equal tiles of at least ``rows`` (``cols``)
+    positions, ``segments.rows_per_phase_block`` along that axis, so that tiles
+    two apart never read one input row (column); as many tiles as that allows,
+    up to ``MAX_TILES_PER_AXIS``. The axis with more tiles takes a multiple
+    of four of them where it has four or more: each parity then holds an
+    even number, so every phase has an even number of tiles and splits
+    evenly on two or four workers.
+    """
+    n_rows = max(1, min(oh // rows, MAX_TILES_PER_AXIS))
+    n_cols = max(1, min(ow // cols, MAX_TILES_PER_AXIS))
+    if n_rows >= n_cols and n_rows >= 4:
+        n_rows -= n_rows % 4
+    elif n_cols > n_rows and n_cols >= 4:
+        n_cols -= n_cols % 4
+    return _even_edges(oh, n_rows), _even_edges(ow, n_cols)
+
+
+@njit(cache=True)
+def _even_edges(extent, n):
+    """``n + 1`` edges cutting ``[0, extent)`` into ``n`` parts whose sizes differ by one at most."""
+    edges = np.empty(n + 1, dtype=np.int64)
+    for t in range(n + 1):
+        edges[t] = t * extent // n
+    return edges
+
+
+@njit(cache=True)
+def plan_input_tiles(row_edges, col_edges, groups, n_threads):
     """The tiles of the input gradient in four phases, shared out between the workers.
 
-    Output positions are cut into tiles of ``rows x cols`` (the fewest that
-    keep tiles two apart from reading one input row, or column:
-    ``segments.rows_per_phase_block`` along each axis), and the tiles come in
-    four phases by the parity of their row and column, so the tiles of one
-    phase, times the groups, add into disjoint cells of the input gradient.
-    Each cell thus receives its terms in an order set by the tile shape,
-    that is by the shapes alone. The thread count only decides who adds
-    which tile: each worker takes a run of consecutive tiles of a phase
-    (row-major, so it stays in one band of the image, the same in every
-    phase), the runs cut so that the most positions any worker adds is as
-    small as it can be (``_runs``).
+    The tiles (``tile_edges``) come in four phases by the parity of their row
+    and column, so the tiles of one phase, times the groups, add into
+    disjoint cells of the input gradient. Each cell thus receives its terms
+    in an order set by the tiles, that is by the shapes alone. The thread
+    count only decides who adds which tile: each worker takes a run of
+    consecutive tiles of a phase (row-major, so it stays in one band of the
+    image, the same in every phase), the runs cut so that the most positions
+    any worker adds is as small as it can be (``_runs``).
 
     Returns
     -------
@@ -276,8 +312,8 @@ def plan_input_tiles(oh, ow, rows, cols, groups, n_threads):
     bounds : int64 array (4, W + 1)
         Worker ``k`` of phase ``ph`` adds ``tasks[bounds[ph, k]:bounds[ph, k + 1]]``.
     """
-    n_tile_rows = (oh + rows - 1) // rows
-    n_tile_cols = (ow + cols - 1) // cols
+    n_tile_rows = row_edges.shape[0] - 1
+    n_tile_cols = col_edges.shape[0] - 1
     n_workers = max(1, min(n_threads, ((n_tile_rows + 1) // 2) * ((n_tile_cols + 1) // 2) * groups))
     tasks = np.empty((n_tile_rows * n_tile_cols * groups, 3), dtype=np.int64)
     bounds = np.empty((4, n_workers + 1), dtype=np.int64)
@@ -290,7 +326,7 @@ def plan_input_tiles(oh, ow, rows, cols, groups, n_threads):
             r = 2 * (q // (n_cols_phase * groups)) + phase // 2
             c = 2 * (q // groups % n_cols_phase) + phase % 2
             tasks[t0 + q, 0], tasks[t0 + q, 1], tasks[t0 + q, 2] = r, c, q % groups
-            size[q] = (min(oh, (r + 1) * rows) - r * rows) * (min(ow, (c + 1) * cols) - c * cols)
+            size[q] = (row_edges[r + 1] - row_edges[r]) * (col_edges[c + 1] - col_edges[c])
         _runs(size, bounds[phase])
         bounds[phase] += t0
         t0 += n_tasks
@@ -369,22 +405,22 @@ def backward_weight(dy, x, kh, kw, sh, sw, pt, pl, dil_h, dil_w, groups, n_threa
 def backward_input(dy, w, kh, kw, sh, sw, pt, pl, dil_h, dil_w, groups, rows, n_threads, dx):
     """``dx``, (N, C, H, W), from dy (N, F, OH, OW) and w (OH*OW, F, Kg).
 
-    ``rows`` is ``segments.rows_per_phase_block(kh, sh, dil_h)``, the rows of a tile
-    (the caller's row blocks of the shared path); the columns of a tile are its
-    counterpart along the width.
+    ``rows`` is ``segments.rows_per_phase_block(kh, sh, dil_h)`` (the caller's row
+    blocks of the shared path), the fewest rows of a tile; the fewest columns
+    are its counterpart along the width.
     """
     n_total, n_channels = dx.shape[0], dx.shape[1]
     hp = padded_extent(dy.shape[2], kh, sh, dil_h)
     wp = padded_extent(dy.shape[3], kw, sw, dil_w)
-    cols = rows_per_phase_block(kw, sw, dil_w)
-    tasks, bounds = plan_input_tiles(dy.shape[2], dy.shape[3], rows, cols, groups, n_threads)
+    row_edges, col_edges = tile_edges(dy.shape[2], dy.shape[3], rows, rows_per_phase_block(kw, sw, dil_w))
+    tasks, bounds = plan_input_tiles(row_edges, col_edges, groups, n_threads)
     for n0 in range(0, n_total, LANES_PER_CHUNK):
         lanes = min(LANES_PER_CHUNK, n_total - n0)
         # Zeroed here, not in a parallel loop: one parallel region fewer per chunk.
         dxt = np.zeros((n_channels, hp, wp, lanes), dtype=dx.dtype)
         dyt = np.empty((w.shape[0], dy.shape[1], lanes), dtype=dy.dtype)
         interleave_dy(dy, n0, dyt)
-        local_backward_input_chunk(dyt, w, dy.shape[2], dy.shape[3], kh, kw, sh, sw, dil_h, dil_w, groups, rows, cols,
+        local_backward_input_chunk(dyt, w, dy.shape[3], kh, kw, sh, sw, dil_h, dil_w, groups, row_edges, col_edges,
                                    tasks, bounds, dxt)
         deinterleave(dxt, n0, pt, pl, dx)
 
