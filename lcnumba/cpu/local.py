@@ -24,7 +24,6 @@ w, dw       (OH*OW, F, Kg)       filter bank per position, k = (c*KH + a)*KW + b
 b           (F, OH*OW) or (0,0)  bias; (0, 0) = no bias
 y, dy       (N, F, OH, OW)       output and its gradient
 xt, dxt     (C, HP, WP, lanes)   padded, interleaved chunk of the batch
-dyt         (OH*OW, F, lanes)    a chunk's output gradient, one (F, lanes) matrix per position
 ==========  ===================  =============================================
 
 ``HP = (OH - 1) * SH + (KH - 1) * DH + 1`` (likewise ``WP``) covers exactly
@@ -113,18 +112,6 @@ def deinterleave(dxt, n0, pt, pl, dx):
                     dst[col] = src[col + pl, lane]
                 for col in range(inside, width):
                     dst[col] = 0
-
-
-@njit(parallel=True, cache=True, fastmath=FASTMATH)
-def interleave_dy(dy, n0, dyt):
-    """``dyt[i*OW + j, f, l] = dy[n0 + l, f, i, j]``: each position's output gradient as one (F, lanes) matrix."""
-    lanes = dyt.shape[2]
-    n_positions = dyt.shape[0]
-    for f in prange(dy.shape[1]):
-        for lane in range(lanes):
-            src = dy[n0 + lane, f].reshape(-1)
-            for p in range(n_positions):
-                dyt[p, f, lane] = src[p]
 
 
 @njit(cache=True, fastmath=FASTMATH)
@@ -227,9 +214,9 @@ def local_backward_weight_chunk(dy, xt, n0, kh, kw, sh, sw, dil_h, dil_w, groups
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
-def local_backward_input_chunk(dyt, w, ow, kh, kw, sh, sw, dil_h, dil_w, groups, row_edges, col_edges, tasks, bounds,
+def local_backward_input_chunk(dy, w, n0, kh, kw, sh, sw, dil_h, dil_w, groups, row_edges, col_edges, tasks, bounds,
                                dxt):
-    """``dxt += w[p].T @ dyt[p]`` for every position, added back along each patch (dxt comes zeroed).
+    """``dxt += w[p].T @ dy_p`` for every position, added back along each patch (dxt comes zeroed).
 
     Tile ``(r, c)`` holds the output rows ``row_edges[r]:row_edges[r + 1]`` and columns
     ``col_edges[c]:col_edges[c + 1]``; ``tasks`` and ``bounds`` come from
@@ -241,18 +228,21 @@ def local_backward_input_chunk(dyt, w, ow, kh, kw, sh, sw, dil_h, dil_w, groups,
     cg = dxt.shape[0] // groups
     n_filters, kg = w.shape[1], w.shape[2]
     fg = n_filters // groups
+    ow = dy.shape[3]
     n_workers = bounds.shape[1] - 1
     for phase in range(4):
         if bounds[phase, 0] == bounds[phase, n_workers]:
             continue  # a single row (column) of tiles: no tile of odd row (column)
         for worker in prange(n_workers):
             dpatch = np.empty((kg, lanes), dtype=dxt.dtype)
+            dyp = np.empty((fg, lanes), dtype=dxt.dtype)
             for t in range(bounds[phase, worker], bounds[phase, worker + 1]):
                 r, c, g = tasks[t, 0], tasks[t, 1], tasks[t, 2]
                 for i in range(row_edges[r], row_edges[r + 1]):
                     for j in range(col_edges[c], col_edges[c + 1]):
                         p = i * ow + j
-                        np.dot(w[p, g * fg:(g + 1) * fg].T, dyt[p, g * fg:(g + 1) * fg], dpatch)
+                        _gather_dy_position(dy, n0, g * fg, i, j, dyp)
+                        np.dot(w[p, g * fg:(g + 1) * fg].T, dyp, dpatch)
                         _scatter_patch_add(dpatch, g * cg, cg, i, j, kh, kw, sh, sw, dil_h, dil_w, dxt)
 
 
@@ -418,10 +408,8 @@ def backward_input(dy, w, kh, kw, sh, sw, pt, pl, dil_h, dil_w, groups, rows, n_
         lanes = min(LANES_PER_CHUNK, n_total - n0)
         # Zeroed here, not in a parallel loop: one parallel region fewer per chunk.
         dxt = np.zeros((n_channels, hp, wp, lanes), dtype=dx.dtype)
-        dyt = np.empty((w.shape[0], dy.shape[1], lanes), dtype=dy.dtype)
-        interleave_dy(dy, n0, dyt)
-        local_backward_input_chunk(dyt, w, dy.shape[3], kh, kw, sh, sw, dil_h, dil_w, groups, row_edges, col_edges,
-                                   tasks, bounds, dxt)
+        local_backward_input_chunk(dy, w, n0, kh, kw, sh, sw, dil_h, dil_w, groups, row_edges, col_edges, tasks, bounds,
+                                   dxt)
         deinterleave(dxt, n0, pt, pl, dx)
 
 
