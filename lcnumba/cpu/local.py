@@ -43,11 +43,12 @@ from numba import njit, prange
 
 from .. import cache
 from ..config import FASTMATH
-from . import runs, segments
+from . import lanes, runs, segments
+from .lanes import lane_width, matmul_lanes, matmul_lanes_t, matmul_t_lanes
 from .runs import add_run, copy_run
 from .segments import rows_per_phase_block
 
-COMPILES_IN = cache.sources("config.py", "cpu/local.py", runs.COMPILES_IN, segments.COMPILES_IN)
+COMPILES_IN = cache.sources("config.py", "cpu/local.py", lanes.COMPILES_IN, runs.COMPILES_IN, segments.COMPILES_IN)
 
 #: Samples per chunk: one chunk for the usual batch sizes, so the weights are
 #: read once per pass, while a patch matrix (Kg x lanes) stays within L2.
@@ -58,6 +59,13 @@ LANES_PER_CHUNK = 32
 def padded_extent(out_size, kernel, stride, dilation):
     """Input cells some window reads along one axis, padding included."""
     return (out_size - 1) * stride + (kernel - 1) * dilation + 1
+
+
+@njit(cache=True, inline="always")
+def padded_lanes(count, a):
+    """Lanes for ``count`` samples: rounded up to whole vectors of ``a``'s dtype (``lanes.lane_width``)."""
+    width = lane_width(a)
+    return (count + width - 1) // width * width
 
 
 @njit(cache=True)
@@ -73,8 +81,9 @@ def fits(oh, ow, kh, kw, sh, sw, dil_h, dil_w, height, width):
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
 def interleave(x, n0, pt, pl, xt):
-    """``xt[c, h + pt, w + pl, l] = x[n0 + l, c, h, w]``, zero elsewhere; parallel over channels."""
+    """``xt[c, h + pt, w + pl, l] = x[n0 + l, c, h, w]``, zero elsewhere (lanes past the batch too); parallel over channels."""
     lanes = xt.shape[3]
+    filled = min(lanes, x.shape[0] - n0)
     height = max(0, min(x.shape[2], xt.shape[1] - pt))
     width = max(0, min(x.shape[3], xt.shape[2] - pl))
     top = min(pt, xt.shape[1])
@@ -87,16 +96,19 @@ def interleave(x, n0, pt, pl, xt):
             dst = xt[c, h + pt]
             dst[:left] = 0
             dst[left + width:] = 0
-            for lane in range(lanes):
+            for lane in range(filled):
                 src = x[n0 + lane, c, h]
                 for col in range(width):
                     dst[col + pl, lane] = src[col]
+            for lane in range(filled, lanes):
+                for col in range(width):
+                    dst[col + pl, lane] = 0
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
 def deinterleave(dxt, n0, pt, pl, dx):
-    """``dx[n0 + l, c, h, w] = dxt[c, h + pt, w + pl, l]``; cells no window reads get 0."""
-    lanes = dxt.shape[3]
+    """``dx[n0 + l, c, h, w] = dxt[c, h + pt, w + pl, l]``; cells no window reads get 0, lanes past the batch are dropped."""
+    lanes = min(dxt.shape[3], dx.shape[0] - n0)
     height, width = dx.shape[2], dx.shape[3]
     for c in prange(dx.shape[1]):
         for lane in range(lanes):
@@ -152,10 +164,13 @@ def _scatter_patch_add(dpatch, c0, cg, i, j, kh, kw, sh, sw, dil_h, dil_w, dxt):
 
 @njit(cache=True, fastmath=FASTMATH, inline="always")
 def _gather_dy_position(dy, n0, f0, i, j, dyp):
-    """``dyp[f, l] = dy[n0 + l, f0 + f, i, j]``: one position's output gradient, samples as columns."""
+    """``dyp[f, l] = dy[n0 + l, f0 + f, i, j]``: one position's output gradient, samples as columns (0 past the batch)."""
+    filled = min(dyp.shape[1], dy.shape[0] - n0)
     for f in range(dyp.shape[0]):
-        for lane in range(dyp.shape[1]):
+        for lane in range(filled):
             dyp[f, lane] = dy[n0 + lane, f0 + f, i, j]
+        for lane in range(filled, dyp.shape[1]):
+            dyp[f, lane] = 0
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
@@ -169,6 +184,7 @@ def local_forward_chunk(xt, w, b, n0, kh, kw, sh, sw, dil_h, dil_w, groups, n_th
     n_positions = w.shape[0]
     has_bias = b.shape[0] > 0
     zero = np.zeros(1, dtype=y.dtype)[0]  # in y's precision: a float64 0.0 would widen every sum
+    filled = min(lanes, y.shape[0] - n0)
     n_workers = max(1, min(n_threads, n_positions))
     for worker in prange(n_workers):
         patch = np.empty((kg, lanes), dtype=xt.dtype)
@@ -178,10 +194,10 @@ def local_forward_chunk(xt, w, b, n0, kh, kw, sh, sw, dil_h, dil_w, groups, n_th
             j = p % ow
             for g in range(groups):
                 _gather_patch(xt, g * cg, cg, i, j, kh, kw, sh, sw, dil_h, dil_w, patch)
-                np.dot(w[p, g * fg:(g + 1) * fg], patch, res)
+                matmul_lanes(w[p, g * fg:(g + 1) * fg], patch, res)
                 for f in range(fg):
                     bias = b[g * fg + f, p] if has_bias else zero
-                    for lane in range(lanes):
+                    for lane in range(filled):
                         y[n0 + lane, g * fg + f, i, j] = res[f, lane] + bias
 
 
@@ -198,19 +214,13 @@ def local_backward_weight_chunk(dy, xt, n0, kh, kw, sh, sw, dil_h, dil_w, groups
     for worker in prange(n_workers):
         patch = np.empty((kg, lanes), dtype=xt.dtype)
         dyp = np.empty((fg, lanes), dtype=xt.dtype)
-        tmp = np.empty((fg, kg), dtype=xt.dtype)
         for p in range(worker * n_positions // n_workers, (worker + 1) * n_positions // n_workers):
             i = p // ow
             j = p % ow
             for g in range(groups):
                 _gather_patch(xt, g * cg, cg, i, j, kh, kw, sh, sw, dil_h, dil_w, patch)
                 _gather_dy_position(dy, n0, g * fg, i, j, dyp)
-                dst = out[p, g * fg:(g + 1) * fg]
-                if accumulate:
-                    np.dot(dyp, patch.T, tmp)
-                    dst += tmp
-                else:
-                    np.dot(dyp, patch.T, dst)
+                matmul_lanes_t(dyp, patch, accumulate, out[p, g * fg:(g + 1) * fg])
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
@@ -242,7 +252,7 @@ def local_backward_input_chunk(dy, w, n0, kh, kw, sh, sw, dil_h, dil_w, groups, 
                     for j in range(col_edges[c], col_edges[c + 1]):
                         p = i * ow + j
                         _gather_dy_position(dy, n0, g * fg, i, j, dyp)
-                        np.dot(w[p, g * fg:(g + 1) * fg].T, dyp, dpatch)
+                        matmul_t_lanes(w[p, g * fg:(g + 1) * fg], dyp, False, dpatch)
                         _scatter_patch_add(dpatch, g * cg, cg, i, j, kh, kw, sh, sw, dil_h, dil_w, dxt)
 
 
@@ -369,7 +379,7 @@ def forward(x, w, b, kh, kw, sh, sw, pt, pl, dil_h, dil_w, groups, n_threads, y)
     hp = padded_extent(y.shape[2], kh, sh, dil_h)
     wp = padded_extent(y.shape[3], kw, sw, dil_w)
     for n0 in range(0, n_total, LANES_PER_CHUNK):
-        lanes = min(LANES_PER_CHUNK, n_total - n0)
+        lanes = padded_lanes(min(LANES_PER_CHUNK, n_total - n0), x)
         xt = np.empty((n_channels, hp, wp, lanes), dtype=x.dtype)
         interleave(x, n0, pt, pl, xt)
         local_forward_chunk(xt, w, b, n0, kh, kw, sh, sw, dil_h, dil_w, groups, n_threads, y)
@@ -384,7 +394,7 @@ def backward_weight(dy, x, kh, kw, sh, sw, pt, pl, dil_h, dil_w, groups, n_threa
     hp = padded_extent(dy.shape[2], kh, sh, dil_h)
     wp = padded_extent(dy.shape[3], kw, sw, dil_w)
     for n0 in range(0, n_total, LANES_PER_CHUNK):
-        lanes = min(LANES_PER_CHUNK, n_total - n0)
+        lanes = padded_lanes(min(LANES_PER_CHUNK, n_total - n0), x)
         xt = np.empty((n_channels, hp, wp, lanes), dtype=x.dtype)
         interleave(x, n0, pt, pl, xt)
         local_backward_weight_chunk(dy, xt, n0, kh, kw, sh, sw, dil_h, dil_w, groups, n_threads,
@@ -405,7 +415,7 @@ def backward_input(dy, w, kh, kw, sh, sw, pt, pl, dil_h, dil_w, groups, rows, n_
     row_edges, col_edges = tile_edges(dy.shape[2], dy.shape[3], rows, rows_per_phase_block(kw, sw, dil_w))
     tasks, bounds = plan_input_tiles(row_edges, col_edges, groups, n_threads)
     for n0 in range(0, n_total, LANES_PER_CHUNK):
-        lanes = min(LANES_PER_CHUNK, n_total - n0)
+        lanes = padded_lanes(min(LANES_PER_CHUNK, n_total - n0), dx)
         # Zeroed here, not in a parallel loop: one parallel region fewer per chunk.
         dxt = np.zeros((n_channels, hp, wp, lanes), dtype=dx.dtype)
         local_backward_input_chunk(dy, w, n0, kh, kw, sh, sw, dil_h, dil_w, groups, row_edges, col_edges, tasks, bounds,
