@@ -574,17 +574,6 @@ def test_local_batch_spanning_several_chunks(fam, geo):
     assert_close(total, start + call(case, "backward_weight", dy, ref=True))
 
 
-def _tile_phases(oh, ow, rows, cols, groups, n_threads):
-    """``plan_input_tiles`` as a list over phases of lists over workers of ``(tile_row, tile_col, group)``."""
-    from lcnumba.cpu import local
-
-    tasks, bounds = local.plan_input_tiles(oh, ow, rows, cols, groups, n_threads)
-    assert bounds.shape[0] == 4 and 2 <= bounds.shape[1] <= n_threads + 1
-    assert bounds[0, 0] == 0 and bounds[3, -1] == len(tasks) and (np.diff(bounds.ravel()) >= 0).all()
-    return [[[tuple(t) for t in tasks[bounds[ph, k]:bounds[ph, k + 1]]] for k in range(bounds.shape[1] - 1)]
-            for ph in range(4)]
-
-
 @given(size=st.lists(st.integers(1, 30), max_size=8), n_runs=st.integers(1, 4))
 @settings(max_examples=200, deadline=None)
 def test_tile_runs_have_the_smallest_largest_sum(size, n_runs):
@@ -602,31 +591,41 @@ def test_tile_runs_have_the_smallest_largest_sum(size, n_runs):
     assert got == best
 
 
-@given(oh=st.integers(1, 40), ow=st.integers(1, 40), rows=st.integers(1, 8), cols=st.integers(1, 8),
-       groups=st.integers(1, 3), n_threads=st.integers(2, 6))
+@given(oh=st.integers(1, 60), kh=st.integers(1, 9), sh=st.integers(1, 3), dil_h=st.integers(1, 3),
+       n_threads=st.integers(1, 6))
 @settings(max_examples=200, deadline=None)
-def test_input_gradient_tiles_depend_on_the_shapes_only(oh, ow, rows, cols, groups, n_threads):
-    """The local input gradient's tiles and phases are those of one thread; only their owners change.
+def test_input_gradient_bands_cover_the_padded_rows(oh, kh, sh, dil_h, n_threads):
+    """The bands of the local input gradient are consecutive runs over every padded row, one per worker at most."""
+    from lcnumba.cpu import local
 
-    Each tile (times each group) comes once; the tiles of a phase are two apart along one axis at
-    least, so they add into disjoint cells; each worker takes a run of consecutive tiles, and no
-    worker gets more than its share plus one tile.
+    bounds = local.plan_input_rows(oh, kh, sh, dil_h, n_threads)
+    hp = (oh - 1) * sh + (kh - 1) * dil_h + 1
+    assert 2 <= len(bounds) <= n_threads + 1
+    assert bounds[0] == 0 and bounds[-1] == hp and (np.diff(bounds) >= 0).all()
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("geo", [(1, 1, 0, 1, 1), (2, 1, 1, 1, 2), (1, 2, 2, 3, 1), (3, 2, 1, 2, 3)],
+                         ids=["plain", "strided", "dilated", "mixed"])
+def test_local_input_gradient_bands_change_no_bit(dtype, geo):
+    """Every split of the input rows between workers gives the bits of one worker, and the reference's values.
+
+    ``n_threads`` only cuts the bands (prange runs them on however many threads there are), so
+    1 to 7 bands, windows straddling 1 to 6 band edges, must agree bit for bit.
     """
-    serial = _tile_phases(oh, ow, rows, cols, groups, 1)
-    split = _tile_phases(oh, ow, rows, cols, groups, n_threads)
-    n_tile_rows, n_tile_cols = -(-oh // rows), -(-ow // cols)
-    assert sorted(t for phase in serial for t in phase[0]) == [
-        (r, c, g) for r in range(n_tile_rows) for c in range(n_tile_cols) for g in range(groups)]
-    for ph, (one, many) in enumerate(zip(serial, split)):
-        assert [t for worker in many for t in worker] == one[0]
-        assert all((r % 2, c % 2) == (ph // 2, ph % 2) for r, c, _ in one[0])
-        for r1, c1, g1 in one[0]:
-            assert all(g1 != g2 or (r1, c1) == (r2, c2) or abs(r1 - r2) >= 2 or abs(c1 - c2) >= 2
-                       for r2, c2, g2 in one[0])
+    from lcnumba.cpu import local
 
-        def size(tile):
-            r, c, _ = tile
-            return (min(oh, (r + 1) * rows) - r * rows) * (min(ow, (c + 1) * cols) - c * cols)
-
-        loads = [sum(map(size, worker)) for worker in many]
-        assert max(loads) <= sum(loads) / len(many) + max(map(size, one[0]), default=0)
+    sh, dil_h, pad, groups, sw = geo
+    fam = next(fam for fam in FAMILIES if fam.sharing == "local" and fam.spatial == 2)
+    case = make_case(fam, n=9, c=2 * groups, f=3 * groups, size=(17, 11), kernel=(3, 2), stride=(sh, sw),
+                     padding=pad, dilation=(dil_h, 1), groups=groups, dtype=dtype)
+    dy = case.dy()
+    w = case.w.reshape(dy.shape[2] * dy.shape[3], dy.shape[1], -1)
+    results = []
+    for n_threads in range(1, 8):
+        dx = np.full(case.x.shape, np.nan, dtype)
+        local.backward_input(dy, w, 3, 2, sh, sw, pad, pad, dil_h, 1, groups, n_threads, dx)
+        results.append(dx)
+    for dx in results[1:]:
+        assert_bitwise(dx, results[0])
+    assert_close(results[0], call(case, "backward_input", dy, ref=True))

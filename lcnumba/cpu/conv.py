@@ -534,8 +534,7 @@ def forward(x, w, b, th, tw, periodic, kh, kw, sh, sw, pt, pl, dil_h, dil_w, gro
 def backward_input(dy, w, th, tw, periodic, kh, kw, sh, sw, pt, pl, dil_h, dil_w, groups, n_threads, dx):
     """``dx``, (N, C, H, W), from dy (N, F, OH, OW) and w (T, F, Kg)."""
     if _is_local(th, tw, dy, dx, kh, kw, sh, sw, dil_h, dil_w):
-        local.backward_input(dy, w, kh, kw, sh, sw, pt, pl, dil_h, dil_w, groups,
-                             rows_per_phase_block(kh, sh, dil_h), n_threads, dx)
+        local.backward_input(dy, w, kh, kw, sh, sw, pt, pl, dil_h, dil_w, groups, n_threads, dx)
         return
     _, _, by_row, row_ptr = segment_table(dy.shape[2], dy.shape[3], th, tw, periodic)
     n_chunk = batch_chunk(dy.shape[0], _max_count(by_row))

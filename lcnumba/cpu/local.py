@@ -5,14 +5,16 @@ bank ``w[p]`` (F, Kg), used once per sample, so each pass is ``OH * OW``
 small GEMMs whose cost is dominated by building their operands, not by the
 arithmetic. These kernels first copy a chunk of the batch into the
 *interleaved* layout ``xt[c, h, w, lane]`` (sample innermost, padding
-included as zeros). A position's patch matrix ``(Kg, lanes)`` is then
-``C * KH`` contiguous runs of ``KW * lanes`` values (``lanes`` runs when
-dilated), with no bounds tests, and every pass is one BLAS GEMM per
-position with the samples of the chunk as its columns:
+included as zeros, lanes padded to whole vectors). A position's patch matrix
+``(Kg, lanes)`` is then ``C * KH`` contiguous runs of ``KW * lanes`` values
+(``lanes`` runs when dilated), with no bounds tests, and every pass is one
+product per position with the samples of the chunk in vector lanes
+(``lcnumba.cpu.lanes``, which streams each filter row instead of packing it
+as BLAS would):
 
 * forward:          ``y_p = w[p] @ patch``                (F, lanes)
 * backward weight:  ``dw[p] (+)= dy_p @ patch.T``          (F, Kg)
-* backward input:   ``dpatch = w[p].T @ dy_p``, added back into ``dxt``
+* backward input:   ``dpatch = w[p].T @ dy_p``, added back into a band of ``dxt``
 
 Array layouts (all C-contiguous):
 
@@ -23,16 +25,16 @@ x, dx       (N, C, H, W)         input and its gradient
 w, dw       (OH*OW, F, Kg)       filter bank per position, k = (c*KH + a)*KW + b
 b           (F, OH*OW) or (0,0)  bias; (0, 0) = no bias
 y, dy       (N, F, OH, OW)       output and its gradient
-xt, dxt     (C, HP, WP, lanes)   padded, interleaved chunk of the batch
+xt, dxt     (C, HP, WP, lanes)   interleaved chunk, padded; dxt a band of rows
 ==========  ===================  =============================================
 
 ``HP = (OH - 1) * SH + (KH - 1) * DH + 1`` (likewise ``WP``) covers exactly
 the cells some window reads. The forward and the weight gradient write each
-position's output by one worker, split statically. The input gradient adds
-into ``dxt`` by tiles of output positions coloured in four phases
-(``plan_input_tiles``), so no two workers ever add to one cell at once, and
-every cell receives its terms in an order set by the shapes alone. Results
-are bitwise identical across runs and thread counts.
+position's output by one worker, split statically. The input gradient is
+split by bands of input rows (``plan_input_rows``): each worker adds into its
+own band every window row that reads it, positions in row-major order
+whatever the bands, so every cell receives its terms in an order set by the
+shapes alone. Results are bitwise identical across runs and thread counts.
 
 A batch chunk holds up to ``LANES_PER_CHUNK`` samples: the weights (by far
 the largest array) are streamed from memory once per chunk.
@@ -43,11 +45,11 @@ from numba import njit, prange
 
 from .. import cache
 from ..config import FASTMATH
-from . import runs, segments
+from . import lanes, runs, segments
+from .lanes import lane_width, matmul_lanes, matmul_lanes_t, matmul_t_lanes
 from .runs import add_run, copy_run
-from .segments import rows_per_phase_block
 
-COMPILES_IN = cache.sources("config.py", "cpu/local.py", runs.COMPILES_IN, segments.COMPILES_IN)
+COMPILES_IN = cache.sources("config.py", "cpu/local.py", lanes.COMPILES_IN, runs.COMPILES_IN, segments.COMPILES_IN)
 
 #: Samples per chunk: one chunk for the usual batch sizes, so the weights are
 #: read once per pass, while a patch matrix (Kg x lanes) stays within L2.
@@ -58,6 +60,13 @@ LANES_PER_CHUNK = 32
 def padded_extent(out_size, kernel, stride, dilation):
     """Input cells some window reads along one axis, padding included."""
     return (out_size - 1) * stride + (kernel - 1) * dilation + 1
+
+
+@njit(cache=True, inline="always")
+def padded_lanes(count, a):
+    """Lanes for ``count`` samples: rounded up to whole vectors of ``a``'s dtype (``lanes.lane_width``)."""
+    width = lane_width(a)
+    return (count + width - 1) // width * width
 
 
 @njit(cache=True)
@@ -73,8 +82,9 @@ def fits(oh, ow, kh, kw, sh, sw, dil_h, dil_w, height, width):
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
 def interleave(x, n0, pt, pl, xt):
-    """``xt[c, h + pt, w + pl, l] = x[n0 + l, c, h, w]``, zero elsewhere; parallel over channels."""
+    """``xt[c, h + pt, w + pl, l] = x[n0 + l, c, h, w]``, zero elsewhere (lanes past the batch too); parallel over channels."""
     lanes = xt.shape[3]
+    filled = min(lanes, x.shape[0] - n0)
     height = max(0, min(x.shape[2], xt.shape[1] - pt))
     width = max(0, min(x.shape[3], xt.shape[2] - pl))
     top = min(pt, xt.shape[1])
@@ -87,43 +97,37 @@ def interleave(x, n0, pt, pl, xt):
             dst = xt[c, h + pt]
             dst[:left] = 0
             dst[left + width:] = 0
-            for lane in range(lanes):
+            for lane in range(filled):
                 src = x[n0 + lane, c, h]
                 for col in range(width):
                     dst[col + pl, lane] = src[col]
+            for lane in range(filled, lanes):
+                for col in range(width):
+                    dst[col + pl, lane] = 0
 
 
-@njit(parallel=True, cache=True, fastmath=FASTMATH)
-def deinterleave(dxt, n0, pt, pl, dx):
-    """``dx[n0 + l, c, h, w] = dxt[c, h + pt, w + pl, l]``; cells no window reads get 0."""
-    lanes = dxt.shape[3]
+@njit(cache=True, fastmath=FASTMATH)
+def _deinterleave_rows(band, n0, h0, pt, pl, last, dx):
+    """``dx[n0 + l, c, h, w] = band[c, h + pt - h0, w + pl, l]`` for the rows the band holds; 0 where no window reads.
+
+    ``band`` holds the padded rows ``h0:h0 + band.shape[1]``; lanes past the batch
+    are dropped. The ``last`` band also zeroes the rows of dx below every window.
+    """
+    lanes = min(band.shape[3], dx.shape[0] - n0)
     height, width = dx.shape[2], dx.shape[3]
-    for c in prange(dx.shape[1]):
+    inside = max(0, min(width, band.shape[2] - pl))
+    for c in range(dx.shape[1]):
         for lane in range(lanes):
-            for h in range(height):
+            for h in range(max(0, h0 - pt), min(height, h0 + band.shape[1] - pt)):
                 dst = dx[n0 + lane, c, h]
-                hp = h + pt
-                if hp >= dxt.shape[1]:
-                    dst[:] = 0
-                    continue
-                src = dxt[c, hp]
-                inside = max(0, min(width, dxt.shape[2] - pl))
+                src = band[c, h + pt - h0]
                 for col in range(inside):
                     dst[col] = src[col + pl, lane]
                 for col in range(inside, width):
                     dst[col] = 0
-
-
-@njit(parallel=True, cache=True, fastmath=FASTMATH)
-def interleave_dy(dy, n0, dyt):
-    """``dyt[i*OW + j, f, l] = dy[n0 + l, f, i, j]``: each position's output gradient as one (F, lanes) matrix."""
-    lanes = dyt.shape[2]
-    n_positions = dyt.shape[0]
-    for f in prange(dy.shape[1]):
-        for lane in range(lanes):
-            src = dy[n0 + lane, f].reshape(-1)
-            for p in range(n_positions):
-                dyt[p, f, lane] = src[p]
+            if last:
+                for h in range(max(0, h0 + band.shape[1] - pt), height):
+                    dx[n0 + lane, c, h] = 0
 
 
 @njit(cache=True, fastmath=FASTMATH)
@@ -145,17 +149,20 @@ def _gather_patch(xt, c0, cg, i, j, kh, kw, sh, sw, dil_h, dil_w, patch):
 
 
 @njit(cache=True, fastmath=FASTMATH)
-def _scatter_patch_add(dpatch, c0, cg, i, j, kh, kw, sh, sw, dil_h, dil_w, dxt):
-    """``dxt[c0 + c, i*SH + a*DH, j*SW + b*DW, l] += dpatch[k, l]``: the transpose of ``_gather_patch``."""
+def _scatter_patch_add(dpatch, c0, cg, top, left, a_lo, a_hi, kh, kw, dil_h, dil_w, dxt):
+    """``dxt[c0 + c, top + a*DH, left + b*DW, l] += dpatch[k, l]`` for the taps ``a_lo <= a < a_hi``.
+
+    The transpose of ``_gather_patch`` on those rows of the window (``top``, ``left``: its corner in dxt).
+    """
     hp, wp, lanes = dxt.shape[1], dxt.shape[2], dxt.shape[3]
     flat = dxt.reshape(-1)
     src_all = dpatch.reshape(-1)
     runs_per_row = 1 if dil_w == 1 else kw
     run = kw * lanes if dil_w == 1 else lanes
-    r = 0
     for c in range(cg):
-        for a in range(kh):
-            row_start = (((c0 + c) * hp + i * sh + a * dil_h) * wp + j * sw) * lanes
+        for a in range(a_lo, a_hi):
+            r = (c * kh + a) * kw * lanes
+            row_start = (((c0 + c) * hp + top + a * dil_h) * wp + left) * lanes
             for b in range(runs_per_row):
                 start = row_start + b * dil_w * lanes
                 add_run(src_all[r:r + run], flat[start:start + run])
@@ -164,10 +171,13 @@ def _scatter_patch_add(dpatch, c0, cg, i, j, kh, kw, sh, sw, dil_h, dil_w, dxt):
 
 @njit(cache=True, fastmath=FASTMATH, inline="always")
 def _gather_dy_position(dy, n0, f0, i, j, dyp):
-    """``dyp[f, l] = dy[n0 + l, f0 + f, i, j]``: one position's output gradient, samples as columns."""
+    """``dyp[f, l] = dy[n0 + l, f0 + f, i, j]``: one position's output gradient, samples as columns (0 past the batch)."""
+    filled = min(dyp.shape[1], dy.shape[0] - n0)
     for f in range(dyp.shape[0]):
-        for lane in range(dyp.shape[1]):
+        for lane in range(filled):
             dyp[f, lane] = dy[n0 + lane, f0 + f, i, j]
+        for lane in range(filled, dyp.shape[1]):
+            dyp[f, lane] = 0
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
@@ -181,6 +191,7 @@ def local_forward_chunk(xt, w, b, n0, kh, kw, sh, sw, dil_h, dil_w, groups, n_th
     n_positions = w.shape[0]
     has_bias = b.shape[0] > 0
     zero = np.zeros(1, dtype=y.dtype)[0]  # in y's precision: a float64 0.0 would widen every sum
+    filled = min(lanes, y.shape[0] - n0)
     n_workers = max(1, min(n_threads, n_positions))
     for worker in prange(n_workers):
         patch = np.empty((kg, lanes), dtype=xt.dtype)
@@ -190,10 +201,10 @@ def local_forward_chunk(xt, w, b, n0, kh, kw, sh, sw, dil_h, dil_w, groups, n_th
             j = p % ow
             for g in range(groups):
                 _gather_patch(xt, g * cg, cg, i, j, kh, kw, sh, sw, dil_h, dil_w, patch)
-                np.dot(w[p, g * fg:(g + 1) * fg], patch, res)
+                matmul_lanes(w[p, g * fg:(g + 1) * fg], patch, res)
                 for f in range(fg):
                     bias = b[g * fg + f, p] if has_bias else zero
-                    for lane in range(lanes):
+                    for lane in range(filled):
                         y[n0 + lane, g * fg + f, i, j] = res[f, lane] + bias
 
 
@@ -210,91 +221,85 @@ def local_backward_weight_chunk(dy, xt, n0, kh, kw, sh, sw, dil_h, dil_w, groups
     for worker in prange(n_workers):
         patch = np.empty((kg, lanes), dtype=xt.dtype)
         dyp = np.empty((fg, lanes), dtype=xt.dtype)
-        tmp = np.empty((fg, kg), dtype=xt.dtype)
         for p in range(worker * n_positions // n_workers, (worker + 1) * n_positions // n_workers):
             i = p // ow
             j = p % ow
             for g in range(groups):
                 _gather_patch(xt, g * cg, cg, i, j, kh, kw, sh, sw, dil_h, dil_w, patch)
                 _gather_dy_position(dy, n0, g * fg, i, j, dyp)
-                dst = out[p, g * fg:(g + 1) * fg]
-                if accumulate:
-                    np.dot(dyp, patch.T, tmp)
-                    dst += tmp
-                else:
-                    np.dot(dyp, patch.T, dst)
+                matmul_lanes_t(dyp, patch, accumulate, out[p, g * fg:(g + 1) * fg])
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
-def local_backward_input_chunk(dyt, w, oh, ow, kh, kw, sh, sw, dil_h, dil_w, groups, rows, cols, tasks, bounds, dxt):
-    """``dxt += w[p].T @ dyt[p]`` for every position, added back along each patch (dxt comes zeroed).
+def local_backward_input_chunk(dy, w, n0, kh, kw, sh, sw, pt, pl, dil_h, dil_w, groups, wp, row_bounds, dx):
+    """``dx[n0:n0 + lanes]``: the chunk's input gradient; parallel over bands of padded input rows.
 
-    Output positions come in tiles of ``rows x cols``, ``tasks`` and ``bounds`` from
-    ``plan_input_tiles``: phase by phase, worker ``k`` adds the tiles
-    ``tasks[bounds[phase, k]:bounds[phase, k + 1]]``, each tile's positions in
-    row-major order. No two tiles of a phase add into one cell of ``dxt``.
+    Worker ``k`` owns the padded input rows ``row_bounds[k]:row_bounds[k + 1]``
+    (``plan_input_rows``). It adds ``w[p].T @ dy_p`` of every position whose
+    window reads its rows, those rows of the window only, into a zeroed
+    interleaved band of its own, then copies the band out to dx: one parallel
+    region, no worker writes where another does. Every band takes the
+    positions in row-major order and each product's entries do not depend on
+    which of its rows are wanted (``lanes.matmul_t_lanes`` sums each one alone),
+    so every cell of dx sums its terms in the same order whatever the bands:
+    the thread count changes no bit. A window that straddles two bands is
+    multiplied in parts, each part once.
     """
-    lanes = dxt.shape[3]
-    cg = dxt.shape[0] // groups
+    lanes = padded_lanes(min(LANES_PER_CHUNK, dy.shape[0] - n0), dx)
+    n_channels = dx.shape[1]
+    cg = n_channels // groups
     n_filters, kg = w.shape[1], w.shape[2]
     fg = n_filters // groups
-    n_workers = bounds.shape[1] - 1
-    for phase in range(4):
-        if bounds[phase, 0] == bounds[phase, n_workers]:
-            continue  # a single row (column) of tiles: no tile of odd row (column)
-        for worker in prange(n_workers):
-            dpatch = np.empty((kg, lanes), dtype=dxt.dtype)
-            for t in range(bounds[phase, worker], bounds[phase, worker + 1]):
-                tile_row, tile_col, g = tasks[t, 0], tasks[t, 1], tasks[t, 2]
-                for i in range(tile_row * rows, min(oh, (tile_row + 1) * rows)):
-                    for j in range(tile_col * cols, min(ow, (tile_col + 1) * cols)):
-                        p = i * ow + j
-                        np.dot(w[p, g * fg:(g + 1) * fg].T, dyt[p, g * fg:(g + 1) * fg], dpatch)
-                        _scatter_patch_add(dpatch, g * cg, cg, i, j, kh, kw, sh, sw, dil_h, dil_w, dxt)
+    oh, ow = dy.shape[2], dy.shape[3]
+    n_workers = row_bounds.shape[0] - 1
+    for worker in prange(n_workers):
+        h0, h1 = row_bounds[worker], row_bounds[worker + 1]
+        band = np.zeros((n_channels, h1 - h0, wp, lanes), dtype=dx.dtype)
+        dpatch = np.empty((kg, lanes), dtype=dx.dtype)
+        dyp = np.empty((fg, lanes), dtype=dx.dtype)
+        # Output rows whose windows reach into [h0, h1), and for each the taps that do (ceilings as -(-x // d)).
+        for i in range(max(0, -(((kh - 1) * dil_h - h0) // sh)), min(oh, (h1 - 1) // sh + 1)):
+            a_lo = max(0, -((i * sh - h0) // dil_h))
+            a_hi = min(kh, (h1 - 1 - i * sh) // dil_h + 1)
+            if a_lo >= a_hi:
+                continue  # dilation steps over the band
+            for j in range(ow):
+                p = i * ow + j
+                for g in range(groups):
+                    _gather_dy_position(dy, n0, g * fg, i, j, dyp)
+                    bank = w[p, g * fg:(g + 1) * fg]
+                    if a_lo == 0 and a_hi == kh:
+                        matmul_t_lanes(bank, dyp, False, dpatch)
+                    else:
+                        for c in range(cg):
+                            k_lo, k_hi = (c * kh + a_lo) * kw, (c * kh + a_hi) * kw
+                            matmul_t_lanes(bank[:, k_lo:k_hi], dyp, False, dpatch[k_lo:k_hi])
+                    _scatter_patch_add(dpatch, g * cg, cg, i * sh - h0, j * sw, a_lo, a_hi, kh, kw, dil_h, dil_w, band)
+        _deinterleave_rows(band, n0, h0, pt, pl, worker == n_workers - 1, dx)
 
 
 @njit(cache=True)
-def plan_input_tiles(oh, ow, rows, cols, groups, n_threads):
-    """The tiles of the input gradient in four phases, shared out between the workers.
+def plan_input_rows(oh, kh, sh, dil_h, n_threads):
+    """Bands of padded input rows for the input gradient's workers, cut for an even load.
 
-    Output positions are cut into tiles of ``rows x cols`` (the fewest that
-    keep tiles two apart from reading one input row, or column:
-    ``segments.rows_per_phase_block`` along each axis), and the tiles come in
-    four phases by the parity of their row and column, so the tiles of one
-    phase, times the groups, add into disjoint cells of the input gradient.
-    Each cell thus receives its terms in an order set by the tile shape,
-    that is by the shapes alone. The thread count only decides who adds
-    which tile: each worker takes a run of consecutive tiles of a phase
-    (row-major, so it stays in one band of the image, the same in every
-    phase), the runs cut so that the most positions any worker adds is as
-    small as it can be (``_runs``).
+    Row ``h`` costs the number of window rows that read it (one per output row
+    ``i`` and tap ``a`` with ``i*SH + a*DH == h``); the bands are runs of
+    consecutive rows whose largest cost is smallest (``_runs``). Only the
+    speed depends on them, never the result.
 
     Returns
     -------
-    tasks : int64 array (T, 3)
-        ``(tile_row, tile_col, group)``, by phase, then row-major.
-    bounds : int64 array (4, W + 1)
-        Worker ``k`` of phase ``ph`` adds ``tasks[bounds[ph, k]:bounds[ph, k + 1]]``.
+    row_bounds : int64 array (W + 1,)
+        Worker ``k`` owns the padded rows ``row_bounds[k]:row_bounds[k + 1]``.
     """
-    n_tile_rows = (oh + rows - 1) // rows
-    n_tile_cols = (ow + cols - 1) // cols
-    n_workers = max(1, min(n_threads, ((n_tile_rows + 1) // 2) * ((n_tile_cols + 1) // 2) * groups))
-    tasks = np.empty((n_tile_rows * n_tile_cols * groups, 3), dtype=np.int64)
-    bounds = np.empty((4, n_workers + 1), dtype=np.int64)
-    t0 = 0
-    for phase in range(4):
-        n_cols_phase = (n_tile_cols - phase % 2 + 1) // 2
-        n_tasks = (n_tile_rows - phase // 2 + 1) // 2 * n_cols_phase * groups
-        size = np.empty(n_tasks, dtype=np.int64)
-        for q in range(n_tasks):
-            r = 2 * (q // (n_cols_phase * groups)) + phase // 2
-            c = 2 * (q // groups % n_cols_phase) + phase % 2
-            tasks[t0 + q, 0], tasks[t0 + q, 1], tasks[t0 + q, 2] = r, c, q % groups
-            size[q] = (min(oh, (r + 1) * rows) - r * rows) * (min(ow, (c + 1) * cols) - c * cols)
-        _runs(size, bounds[phase])
-        bounds[phase] += t0
-        t0 += n_tasks
-    return tasks, bounds
+    hp = padded_extent(oh, kh, sh, dil_h)
+    cost = np.zeros(hp, dtype=np.int64)
+    for i in range(oh):
+        for a in range(kh):
+            cost[i * sh + a * dil_h] += 1
+    row_bounds = np.empty(max(1, min(n_threads, hp)) + 1, dtype=np.int64)
+    _runs(cost, row_bounds)
+    return row_bounds
 
 
 @njit(cache=True)
@@ -343,7 +348,7 @@ def forward(x, w, b, kh, kw, sh, sw, pt, pl, dil_h, dil_w, groups, n_threads, y)
     hp = padded_extent(y.shape[2], kh, sh, dil_h)
     wp = padded_extent(y.shape[3], kw, sw, dil_w)
     for n0 in range(0, n_total, LANES_PER_CHUNK):
-        lanes = min(LANES_PER_CHUNK, n_total - n0)
+        lanes = padded_lanes(min(LANES_PER_CHUNK, n_total - n0), x)
         xt = np.empty((n_channels, hp, wp, lanes), dtype=x.dtype)
         interleave(x, n0, pt, pl, xt)
         local_forward_chunk(xt, w, b, n0, kh, kw, sh, sw, dil_h, dil_w, groups, n_threads, y)
@@ -358,7 +363,7 @@ def backward_weight(dy, x, kh, kw, sh, sw, pt, pl, dil_h, dil_w, groups, n_threa
     hp = padded_extent(dy.shape[2], kh, sh, dil_h)
     wp = padded_extent(dy.shape[3], kw, sw, dil_w)
     for n0 in range(0, n_total, LANES_PER_CHUNK):
-        lanes = min(LANES_PER_CHUNK, n_total - n0)
+        lanes = padded_lanes(min(LANES_PER_CHUNK, n_total - n0), x)
         xt = np.empty((n_channels, hp, wp, lanes), dtype=x.dtype)
         interleave(x, n0, pt, pl, xt)
         local_backward_weight_chunk(dy, xt, n0, kh, kw, sh, sw, dil_h, dil_w, groups, n_threads,
@@ -366,27 +371,12 @@ def backward_weight(dy, x, kh, kw, sh, sw, pt, pl, dil_h, dil_w, groups, n_threa
 
 
 @njit(cache=True)
-def backward_input(dy, w, kh, kw, sh, sw, pt, pl, dil_h, dil_w, groups, rows, n_threads, dx):
-    """``dx``, (N, C, H, W), from dy (N, F, OH, OW) and w (OH*OW, F, Kg).
-
-    ``rows`` is ``segments.rows_per_phase_block(kh, sh, dil_h)``, the rows of a tile
-    (the caller's row blocks of the shared path); the columns of a tile are its
-    counterpart along the width.
-    """
-    n_total, n_channels = dx.shape[0], dx.shape[1]
-    hp = padded_extent(dy.shape[2], kh, sh, dil_h)
+def backward_input(dy, w, kh, kw, sh, sw, pt, pl, dil_h, dil_w, groups, n_threads, dx):
+    """``dx``, (N, C, H, W), from dy (N, F, OH, OW) and w (OH*OW, F, Kg)."""
     wp = padded_extent(dy.shape[3], kw, sw, dil_w)
-    cols = rows_per_phase_block(kw, sw, dil_w)
-    tasks, bounds = plan_input_tiles(dy.shape[2], dy.shape[3], rows, cols, groups, n_threads)
-    for n0 in range(0, n_total, LANES_PER_CHUNK):
-        lanes = min(LANES_PER_CHUNK, n_total - n0)
-        # Zeroed here, not in a parallel loop: one parallel region fewer per chunk.
-        dxt = np.zeros((n_channels, hp, wp, lanes), dtype=dx.dtype)
-        dyt = np.empty((w.shape[0], dy.shape[1], lanes), dtype=dy.dtype)
-        interleave_dy(dy, n0, dyt)
-        local_backward_input_chunk(dyt, w, dy.shape[2], dy.shape[3], kh, kw, sh, sw, dil_h, dil_w, groups, rows, cols,
-                                   tasks, bounds, dxt)
-        deinterleave(dxt, n0, pt, pl, dx)
+    row_bounds = plan_input_rows(dy.shape[2], kh, sh, dil_h, n_threads)
+    for n0 in range(0, dx.shape[0], LANES_PER_CHUNK):
+        local_backward_input_chunk(dy, w, n0, kh, kw, sh, sw, pt, pl, dil_h, dil_w, groups, wp, row_bounds, dx)
 
 
 cache.key_kernels(globals())
