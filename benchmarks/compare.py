@@ -23,7 +23,8 @@ For every workload and every implementation it
    (``peer time / lcnumba time``: above 1 lcnumba is faster).
 
 Implementations: lcnumba allocating its outputs, lcnumba writing into
-preallocated ``out=`` buffers, a NumPy baseline written the way one would
+preallocated ``out=`` buffers, lcnumba's NetVLAD with a ``mask=`` of valid
+descriptors (all valid: its cost next to the unmasked row), a NumPy baseline written the way one would
 without a kernel library (im2col by ``sliding_window_view`` plus BLAS
 ``matmul``), and PyTorch on the CPU when it is installed (the usual recipes:
 ``F.conv2d``, ``F.unfold`` + ``einsum`` for unshared weights, ``F.max_pool2d``,

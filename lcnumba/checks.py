@@ -457,7 +457,7 @@ def mask_array(value, name, x_shape):
     if not isinstance(value, np.ndarray):
         not_on_device(name, value, "a numpy.ndarray of bool or integers")
     mask_dtype_and_shape(name, value.dtype, value.shape, x_shape)
-    return np.ascontiguousarray(value != 0).view(np.uint8).reshape(x_shape[0], -1)
+    return np.ascontiguousarray(value != 0).view(np.uint8).reshape(x_shape[0], int(np.prod(x_shape[2:])))
 
 
 def assignment_shape(shape, x_shape, centroids_shape):
