@@ -1046,13 +1046,8 @@ def netvlad_pca_fit_call(draw, st):
     if draw(st.integers(0, 3)):
         sp = Spoilers(draw, st, call, {"vectors", "dim"})
         target = draw(st.sampled_from(["vectors", "dim", "whiten", "special"]))
-        if target == "vectors":
-            spoilt, label, allowed = sp.array(target, vectors)
-            allowed |= {"dim"}
-        elif target == "special":
-            spoilt = np.array(vectors)
-            spoilt.flat[0] = draw(st.sampled_from([np.nan, np.inf]))
-            target, label, allowed = "vectors", "vectors with NaN/inf", {"vectors"}
+        if target in ("vectors", "special"):
+            target, spoilt, label, allowed = _spoilt_samples(sp, draw, st, "vectors", vectors, target, "dim")
         elif target == "dim":
             spoilt = draw(st.sampled_from([0, -1, min(m - 1, p) + 1, 1.0, "2", None, True]))
             label, allowed = f"dim={spoilt!r}", {"dim"}
@@ -1061,6 +1056,17 @@ def netvlad_pca_fit_call(draw, st):
         call.set(target, spoilt)
         call.mutation, call.allowed = label, allowed
     return call
+
+
+def _spoilt_samples(sp, draw, st, name, value, target, count):
+    """Spoil the sample array ``name`` of a fit: as any array (``count``, the size asked for, may then be
+    named instead), or, for ``target == "special"``, with a NaN or inf cell. ``(name, value, label, allowed)``."""
+    if target == "special":
+        spoilt = np.array(value)
+        spoilt.flat[0] = draw(st.sampled_from([np.nan, np.inf]))
+        return name, spoilt, f"{name} with NaN/inf", {name}
+    spoilt, label, allowed = sp.array(name, value)
+    return name, spoilt, label, allowed | {count}
 
 
 def _pca_fit_result(call, result, expected):
@@ -1097,13 +1103,9 @@ def netvlad_init_call(draw, st):
     if draw(st.integers(0, 3)):
         sp = Spoilers(draw, st, call, {"descriptors", "num_clusters"})
         target = draw(st.sampled_from(["descriptors", "num_clusters", "num_ghost", "alpha", "seed", "special"]))
-        if target == "descriptors":
-            spoilt, label, allowed = sp.array(target, descriptors)
-            allowed |= {"num_clusters"}
-        elif target == "special":
-            spoilt = np.array(descriptors)
-            spoilt.flat[0] = draw(st.sampled_from([np.nan, np.inf]))
-            target, label, allowed = "descriptors", "descriptors with NaN/inf", {"descriptors"}
+        if target in ("descriptors", "special"):
+            target, spoilt, label, allowed = _spoilt_samples(sp, draw, st, "descriptors", descriptors, target,
+                                                             "num_clusters")
         elif target == "alpha":
             spoilt = draw(st.sampled_from([0.0, -1.0, float("nan"), "1", True]))
             label, allowed = f"alpha={spoilt!r}", {"alpha"}

@@ -63,14 +63,16 @@ def center_rows(v, mass, c, intra_normalize, eps, norms):
 
 
 @kernel
-def sample_norms(v, total):
-    """``total[n] = ||v[n]||`` over all of (K, D), rows in order."""
-    n_total, k_real, d_size = v.shape
+def sample_norms(norms, intra_normalize, eps, total):
+    """``total[n] = ||V[n]||`` from the row norms (each row divided by ``max(norm, eps)`` when intra-normalised)."""
+    n_total, k_real = norms.shape
     for n in range(cuda.grid(1), n_total, cuda.gridsize(1)):
-        acc = v.dtype.type(0)
+        acc = norms.dtype.type(0)
         for k in range(k_real):
-            for d in range(d_size):
-                acc += v[n, k, d] * v[n, k, d]
+            r = norms[n, k]
+            if intra_normalize:
+                r = r / max(r, eps)
+            acc += r * r
         total[n] = math.sqrt(acc)
 
 
@@ -126,7 +128,7 @@ def _chain(ar, x, mass, c, intra_normalize, final_normalize, eps, v, stream):
     norms = cuda.device_array((n, k), dtype=v.dtype, stream=stream)
     elementwise(center_rows, n * k, stream, v, mass, c, intra_normalize, eps, norms)
     total = cuda.device_array(n, dtype=v.dtype, stream=stream)
-    elementwise(sample_norms, n, stream, v, total)
+    elementwise(sample_norms, n, stream, norms, intra_normalize, eps, total)
     return norms, total
 
 
