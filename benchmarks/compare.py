@@ -23,7 +23,8 @@ For every workload and every implementation it
    (``peer time / lcnumba time``: above 1 lcnumba is faster).
 
 Implementations: lcnumba allocating its outputs, lcnumba writing into
-preallocated ``out=`` buffers, a NumPy baseline written the way one would
+preallocated ``out=`` buffers, lcnumba's NetVLAD with a ``mask=`` of valid
+descriptors (all valid: its cost next to the unmasked row), a NumPy baseline written the way one would
 without a kernel library (im2col by ``sliding_window_view`` plus BLAS
 ``matmul``), and PyTorch on the CPU when it is installed (the usual recipes:
 ``F.conv2d``, ``F.unfold`` + ``einsum`` for unshared weights, ``F.max_pool2d``,
@@ -290,10 +291,18 @@ def _pool_fwd_bwd(forward, backward, x, dy, wl, kw, buf):
     return {"y": y, "dx": backward(dy, indices, x.shape, out=buf.get("dx"))}
 
 
-def _lcnumba_netvlad(wl, inputs, device, prealloc):
+def _lcnumba_netvlad(wl, inputs, device, prealloc, masked=False):
     forward, backward = _lcnumba_functions("netvlad_forward", "netvlad_backward")
     x, w, b, c, dy = (device.put(inputs[k]) for k in ("x", "w", "b", "centroids", "dy"))
     kw = {"normalize_input": wl.normalize_input}
+    if masked:
+        # Every descriptor valid, so the output is checked against the other rows; the kernels do
+        # the same work whatever the mask holds (a masked column is zeroed, not skipped).
+        kw["mask"] = device.put(np.ones((wl.batch, int(np.prod(wl.input_shape[2:]))), bool))
+        return Impl("lcnumba mask=", lambda: forward(x, w, b, c, **kw),
+                    lambda: dict(zip(("y", "dx", "dw", "db", "dcentroids"),
+                                     (forward(x, w, b, c, **kw),) + tuple(backward(dy, x, w, b, c, **kw)))),
+                    device.host, device.sync)
     buf = {"y": device.empty(wl.output_shape, x.dtype)} if prealloc else {}
 
     def fwd():
@@ -316,6 +325,13 @@ def build_lcnumba(wl, inputs, device, prealloc=False):
     if wl.op == "max_pool2d":
         return _lcnumba_pool(wl, inputs, device, prealloc)
     return _lcnumba_netvlad(wl, inputs, device, prealloc)
+
+
+def build_lcnumba_masked(wl, inputs, device):
+    """NetVLAD with a ``mask`` of valid descriptors (all valid): its cost against the unmasked row."""
+    if wl.op != "netvlad":
+        raise Skip("mask= is a NetVLAD option")
+    return _lcnumba_netvlad(wl, inputs, device, False, masked=True)
 
 
 # ---------------------------------------------------------------------- NumPy baseline
@@ -748,6 +764,7 @@ def build_lcnumba_torch(wl, inputs, device):
 BUILDERS = {
     "lcnumba": lambda wl, inp, dev: build_lcnumba(wl, inp, dev, prealloc=False),
     "lcnumba out=": lambda wl, inp, dev: build_lcnumba(wl, inp, dev, prealloc=True),
+    "lcnumba mask=": build_lcnumba_masked,
     "numpy": build_numpy,
     "torch": build_torch,
     "torch bmm": build_torch,
@@ -759,7 +776,9 @@ BUILDERS = {
 def builders_for(wl):
     # lcnumba.torch right after lcnumba: the two rows compared for the bridge's cost get alike neighbours.
     names = ["lcnumba", "lcnumba.torch", "lcnumba out=", "numpy"]
-    return names + (["torch bmm", "torch loop"] if wl.op == "netvlad" else ["torch"])
+    if wl.op == "netvlad":
+        return names[:1] + ["lcnumba mask="] + names[1:] + ["torch bmm", "torch loop"]
+    return names + ["torch"]
 
 
 def build_all(wl, inputs, device):

@@ -16,6 +16,7 @@ from .geometry import (
     tiled_conv2d_output_shape,
 )
 from .init import fans, glorot_normal, glorot_uniform, he_normal, he_uniform, netvlad_init
+from .ops.netvlad_pca import netvlad_pca_fit
 from .ops.public import FUNCTIONS as _FUNCTIONS
 
 globals().update(_FUNCTIONS)
@@ -23,6 +24,6 @@ globals().update(_FUNCTIONS)
 __all__ = sorted(
     ["conv1d_output_shape", "conv2d_output_shape", "local_conv1d_output_shape", "local_conv2d_output_shape",
      "max_pool1d_output_shape", "max_pool2d_output_shape", "tiled_conv1d_output_shape", "tiled_conv2d_output_shape",
-     "fans", "glorot_normal", "glorot_uniform", "he_normal", "he_uniform", "netvlad_init"] + list(_FUNCTIONS))
+     "fans", "glorot_normal", "glorot_uniform", "he_normal", "he_uniform", "netvlad_init", "netvlad_pca_fit"] + list(_FUNCTIONS))
 
 __version__ = "0.1.0"

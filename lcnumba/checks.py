@@ -438,6 +438,65 @@ def netvlad_shapes(x_shape, w_shape, b_shape, centroids_shape):
                           f"shape {centroids_shape}")
 
 
+def mask_dtype_and_shape(name, dtype, shape, x_shape):
+    """A mask of valid descriptors: bool or integer, (N, M) or (N, H, W) for x of shape (N, D, ...)."""
+    if np.dtype(dtype).kind not in "biu":
+        raise type_error(name, "an array of bool or integers (0: masked descriptor, nonzero: valid)",
+                         f"dtype {np.dtype(dtype)}")
+    n, m = x_shape[0], int(np.prod(x_shape[2:]))
+    accepted = {(n, m), (n,) + tuple(x_shape[2:])}
+    if tuple(shape) not in accepted:
+        spatial = f" or {(n,) + tuple(x_shape[2:])}" if len(x_shape) == 4 else ""
+        raise value_error(name, f"shape {(n, m)}{spatial}: one entry per descriptor of x (shape {tuple(x_shape)})",
+                          f"shape {tuple(shape)}")
+
+
+def mask_array(value, name, x_shape):
+    """Check a mask of valid descriptors for x; return it as C-contiguous uint8 (N, M), 1 where valid."""
+    value = host_array(value)
+    if not isinstance(value, np.ndarray):
+        not_on_device(name, value, "a numpy.ndarray of bool or integers")
+    mask_dtype_and_shape(name, value.dtype, value.shape, x_shape)
+    return np.ascontiguousarray(value != 0).view(np.uint8).reshape(x_shape[0], int(np.prod(x_shape[2:])))
+
+
+def assignment_shape(shape, x_shape, centroids_shape):
+    """The soft-assignment of vlad_aggregate: (N, K, M) or (N, K, H, W) for x (N, D, ...) and K centroids."""
+    expected = (x_shape[0], centroids_shape[0]) + tuple(x_shape[2:])
+    if tuple(shape) != expected:
+        raise value_error("assignment", f"shape {expected}: (N, K) + the descriptor axes of x (shape "
+                          f"{tuple(x_shape)}), K the rows of centroids", f"shape {tuple(shape)}")
+
+
+def centroids_per_descriptor(centroids_shape, x_shape):
+    """Centroids (K, D) with K >= 1 and D >= 1 the descriptor size of x."""
+    if x_shape[1] < 1:
+        raise value_error("x", "descriptors of size D >= 1, (N, D, H, W) or (N, D, M)", f"shape {tuple(x_shape)}")
+    if centroids_shape[0] < 1 or centroids_shape[1] != x_shape[1]:
+        raise value_error("centroids", f"shape (K, {x_shape[1]}) with K >= 1 (D = {x_shape[1]}, the descriptor "
+                          f"size of x)", f"shape {tuple(centroids_shape)}")
+
+
+def pca_shapes(v_shape, projection_shape, bias_shape):
+    """PCA layer: v (N, P), projection (Q, P), bias (Q,) with Q >= 1."""
+    if projection_shape[0] < 1 or projection_shape[1] != v_shape[1]:
+        raise value_error("projection", f"shape (dim, {v_shape[1]}) with dim >= 1 (one row per output, one column "
+                          f"per entry of v, shape {tuple(v_shape)})", f"shape {tuple(projection_shape)}")
+    if tuple(bias_shape) != (projection_shape[0],):
+        raise value_error("bias", f"shape {(projection_shape[0],)} (one per row of projection)",
+                          f"shape {tuple(bias_shape)}")
+
+
+def pca_dim(dim, vectors_shape):
+    """``dim`` of a PCA fit: 1 <= dim <= min(vectors - 1, their size), the rank the centred vectors can have."""
+    dim = integer(dim, "dim", minimum=1)
+    limit = min(vectors_shape[0] - 1, vectors_shape[1])
+    if dim > limit:
+        raise value_error("dim", f"an int in [1, {limit}]: at most the number of vectors - 1 and their size, "
+                          f"for vectors of shape {tuple(vectors_shape)}", dim)
+    return dim
+
+
 def groups_divide(groups, channels, input_name, filters, weight_name):
     """``groups`` divides both the input channels and the filters (PyTorch's rule)."""
     if channels % groups:

@@ -131,8 +131,40 @@ NETVLAD_FAMILIES = (
     NetVLADFamily("netvlad", "NetVLAD pooling (Arandjelovic et al. 2016) with GhostVLAD ghost clusters"),
 )
 
+
+
+@dataclass(frozen=True)
+class NetVLADPart:
+    """A stage of NetVLAD as an op of its own, for callers who assemble their own pooling layer.
+
+    ``vlad_aggregate``: the aggregation and normalisation chain for a
+    soft-assignment the caller computes (a separate convolution, a Sinkhorn
+    dustbin). ``netvlad_pca``: the PCA-whitening layer on NetVLAD vectors
+    (projection, bias, L2 normalisation), fitted by ``lcnumba.netvlad_pca_fit``.
+    These rows make public functions and docstrings; they are not in
+    ``FAMILIES``, so the framework bridges, the C entry points and the
+    warmup list do not cover them.
+    """
+
+    name: str
+    summary: str
+
+    passes = NETVLAD_PASSES
+    has_tiles = False
+    twin = ""
+
+    @property
+    def kind(self):
+        return self.name
+
+
+NETVLAD_PART_FAMILIES = (
+    NetVLADPart("vlad_aggregate", "VLAD aggregation and normalisation of a given soft-assignment"),
+    NetVLADPart("netvlad_pca", "PCA-whitening of NetVLAD vectors (Arandjelovic et al. 2016, addPCA.m)"),
+)
+
 FAMILIES = CONV_FAMILIES + POOL_FAMILIES + NETVLAD_FAMILIES
-BY_NAME = {fam.name: fam for fam in FAMILIES}
+BY_NAME = {fam.name: fam for fam in FAMILIES + NETVLAD_PART_FAMILIES}
 
 
 def family(name):
@@ -142,7 +174,8 @@ def family(name):
 
 def functions():
     """``(public name, family, pass)`` of every public op function, in table order."""
-    return tuple((f"{fam.name}_{part}", fam, part) for fam in FAMILIES for part in fam.passes)
+    return tuple((f"{fam.name}_{part}", fam, part) for fam in FAMILIES + NETVLAD_PART_FAMILIES
+                 for part in fam.passes)
 
 
 def per_family(makers, module):

@@ -167,18 +167,32 @@ def _pool_calls(rng, dtype, label, x_shape, params, values):
 
 
 def _netvlad_calls(rng, dtype, label, x_shape, clusters, ghosts, normalize_input):
-    """Forward and backward of one NetVLAD geometry."""
+    """Forward and backward of one NetVLAD geometry: plain, masked without intra-normalisation, its aggregation
+    core on a random assignment and a PCA layer on its output."""
     d = x_shape[1]
+    n, m = x_shape[0], int(np.prod(x_shape[2:]))
     x = rng.standard_normal(x_shape).astype(dtype)
     w = rng.standard_normal((clusters + ghosts, d)).astype(dtype)
     b = rng.standard_normal(clusters + ghosts).astype(dtype)
     c = rng.standard_normal((clusters, d)).astype(dtype)
-    dy = rng.standard_normal((x_shape[0], clusters * d)).astype(dtype)
+    dy = rng.standard_normal((n, clusters * d)).astype(dtype)
+    options = dict(normalize_input=normalize_input, intra_normalize=False, mask=rng.random((n, m)) < 0.7)
+    a = rng.random((n, clusters) + x_shape[2:]).astype(dtype)
+    dim = min(16, clusters * d)
+    p = rng.standard_normal((dim, clusters * d)).astype(dtype)
+    bias = rng.standard_normal(dim).astype(dtype)
+    dz = rng.standard_normal((n, dim)).astype(dtype)
     return [
         (f"netvlad_forward[{label}]",
          lambda: (lcnumba.netvlad_forward(x, w, b, c, normalize_input=normalize_input),)),
         (f"netvlad_backward[{label}]",
          lambda: lcnumba.netvlad_backward(dy, x, w, b, c, normalize_input=normalize_input)),
+        (f"netvlad_forward[{label}] masked", lambda: (lcnumba.netvlad_forward(x, w, b, c, **options),)),
+        (f"netvlad_backward[{label}] masked", lambda: lcnumba.netvlad_backward(dy, x, w, b, c, **options)),
+        (f"vlad_aggregate_forward[{label}]", lambda: (lcnumba.vlad_aggregate_forward(x, a, c),)),
+        (f"vlad_aggregate_backward[{label}]", lambda: lcnumba.vlad_aggregate_backward(dy, x, a, c)),
+        (f"netvlad_pca_forward[{label}]", lambda: (lcnumba.netvlad_pca_forward(dy, p, bias),)),
+        (f"netvlad_pca_backward[{label}]", lambda: lcnumba.netvlad_pca_backward(dz, dy, p, bias)),
     ]
 
 

@@ -236,7 +236,7 @@ def _compare(call, result, expected, what="result"):
         assert np.array_equal(result, expected), f"{call!r}\n{what}: integer results differ"
         return
     nan_r, nan_e = np.isnan(result), np.isnan(expected)
-    if call.fn_name == "netvlad_backward" and _non_finite_inputs(call):
+    if call.fn_name.endswith("_backward") and "vlad" in call.fn_name and _non_finite_inputs(call):
         # NaN or inf inputs make the forward NaN; the reference's gradient then keeps some finite
         # values (its clamped-norm branch), the kernels' is NaN: NaN must cover the reference's
         assert not np.any(nan_e & ~nan_r), f"{call!r}\n{what}: finite where the reference is NaN"
@@ -864,11 +864,13 @@ def netvlad_call(draw, st, part):
         b[draw(st.integers(0, k + g - 1))] = -1e4  # a cluster that gets no mass
     b = _layout(draw, st, b)
     c = _layout(draw, st, _values(draw, st, (k, d), dtype))
-    keywords = {}
+    keywords = _vlad_switches(draw, st)
     if draw(st.booleans()):
         keywords["normalize_input"] = draw(st.booleans())
-    if draw(st.integers(0, 3)) == 0:
-        keywords["eps"] = draw(st.sampled_from([1e-6, 1e-3, 1.0, 1e-30]))
+    if draw(st.integers(0, 2)) == 0:
+        mask = np.random.default_rng(draw(st.integers(0, 99))).random((n,) + spatial) < 0.6
+        mask = mask.reshape(n, int(np.prod(spatial))) if draw(st.booleans()) else mask
+        keywords["mask"] = mask.astype(draw(st.sampled_from([np.bool_, np.int32, np.uint8, np.int64])))
     floats = ["x", "w", "b", "centroids"]
     if part == "forward":
         positional = [("x", x), ("w", w), ("b", b), ("centroids", c)]
@@ -888,31 +890,196 @@ def netvlad_call(draw, st, part):
         kwargs = {k: v for k, v in call.keywords.items() if k not in ("out", "stream")}
         if not all(isinstance(a, np.ndarray) and a.ndim for a in args) or args[0].shape[0]:
             return ref(*args, **kwargs)
-        # an empty batch, which the reference cannot reshape: check the shapes on one sample
-        one = [np.zeros((1,) + a.shape[1:], a.dtype) if i < len(args) - 3 else a for i, a in enumerate(args)]
-        result = ref(*one, **kwargs)
-        if part == "forward":
-            return result[:0]
-        return (result[0][:0],) + tuple(np.zeros_like(r) for r in result[1:])
+        if isinstance(kwargs.get("mask"), np.ndarray):
+            kwargs["mask"] = np.ones((1,) + kwargs["mask"].shape[1:], bool)
+        return _empty_batch_reference(ref, args, kwargs, len(args) - 3, part)
 
     call = Call(f"netvlad_{part}", positional, keywords, expect=expect, out_key=out_key)
     if draw(st.integers(0, 5)):
         related = set(floats)
         sp = Spoilers(draw, st, call, related)
-        targets = floats + ["normalize_input", "eps"] + (["out"] if part == "forward" else [])
+        targets = floats + ["normalize_input", "intra_normalize", "final_normalize", "mask", "eps"] + \
+            (["out"] if part == "forward" else [])
         target = draw(st.sampled_from(targets))
-        if target in floats:
-            spoilt, label, allowed = sp.array(target, call.get(target), floats=floats)
-        elif target == "normalize_input":
-            spoilt, label, allowed = sp.flag(target)
-        elif target == "eps":
-            spoilt = draw(st.sampled_from([0.0, -1e-12, float("nan"), float("inf"), "1e-12", None, True, 0]))
-            label, allowed = f"eps={spoilt!r}", {"eps"}
+        if target == "mask":
+            spoilt, label, allowed = _spoilt_mask(draw, st, n, spatial)
+            allowed |= {"x"}
         else:
-            spoilt, label, allowed = sp.out("out", (n, k * d), dtype, call.arrays())
+            spoilt, label, allowed = _spoil_vlad(sp, draw, st, call, target, floats, (n, k * d), dtype)
         call.set(target, spoilt)
         call.mutation, call.allowed = label, allowed
     return call
+
+
+def _vlad_switches(draw, st):
+    """Keywords of NetVLAD's normalisation switches, sometimes given, sometimes left to their defaults."""
+    keywords = {}
+    for name in ("intra_normalize", "final_normalize"):
+        if draw(st.integers(0, 2)) == 0:
+            keywords[name] = draw(st.booleans())
+    if draw(st.integers(0, 3)) == 0:
+        keywords["eps"] = draw(st.sampled_from([1e-6, 1e-3, 1.0, 1e-30]))
+    return keywords
+
+
+def _spoil_vlad(sp, draw, st, call, target, floats, out_shape, dtype):
+    """Spoil an array, a bool switch, ``eps`` or ``out`` of a NetVLAD-family call."""
+    if target in floats:
+        return sp.array(target, call.get(target), floats=floats)
+    if target in ("normalize_input", "intra_normalize", "final_normalize", "whiten"):
+        return sp.flag(target)
+    if target == "eps":
+        spoilt = draw(st.sampled_from([0.0, -1e-12, float("nan"), float("inf"), "1e-12", None, True, 0]))
+        return spoilt, f"eps={spoilt!r}", {"eps"}
+    return sp.out("out", out_shape, dtype, call.arrays())
+
+
+def _spoilt_mask(draw, st, n, spatial):
+    """A mask that is not one: of floats, of the wrong shape, or not an array."""
+    kind = draw(st.sampled_from(["float", "shape", "type"]))
+    if kind == "float":
+        return np.ones((n,) + spatial, np.float64), "mask of floats", {"mask"}
+    if kind == "shape":
+        return np.ones((n, int(np.prod(spatial)) + 1), bool), "mask shape off by one", {"mask"}
+    return [[1]] * n, "mask of type", {"mask"}
+
+
+def _empty_batch_reference(ref, args, kwargs, batched, part):
+    """The reference on an empty batch, which it cannot reshape: run on one zero sample, keep the shapes.
+
+    ``batched`` counts the leading arguments that carry the batch; the other results are parameter
+    gradients, zero for no samples.
+    """
+    one = [np.zeros((1,) + a.shape[1:], a.dtype) if i < batched else a for i, a in enumerate(args)]
+    result = ref(*one, **kwargs)
+    if part == "forward":
+        return result[:0]
+    return tuple(r[:0] for r in result[:batched - 1]) + tuple(np.zeros_like(r) for r in result[batched - 1:])
+
+
+def vlad_aggregate_call(draw, st, part):
+    from lcnumba import testing
+
+    dtype = draw(st.sampled_from(FLOATS))
+    n, d, k = draw(st.integers(0, 3)), draw(st.integers(1, 4)), draw(st.integers(1, 3))
+    spatial = draw(st.sampled_from([(draw(st.integers(1, 6)),), (draw(st.integers(1, 3)), draw(st.integers(1, 3)))]))
+    x = _layout(draw, st, _values(draw, st, (n, d) + spatial, dtype), readonly=True)
+    a = _layout(draw, st, _values(draw, st, (n, k) + spatial, dtype))
+    # halved: a centroid equal to a descriptor (the same drawn seed) leaves a residual of rounding errors,
+    # whose direction the normalisation makes O(1)
+    c = _layout(draw, st, _values(draw, st, (k, d), dtype) * dtype.type(0.5))
+    keywords = _vlad_switches(draw, st)
+    floats = ["x", "assignment", "centroids"]
+    positional = [("x", x), ("assignment", a), ("centroids", c)]
+    out_key = None
+    if part == "forward":
+        if draw(st.booleans()):
+            keywords["out"] = np.full((n, k * d), 7, dtype)
+            out_key = "out"
+    else:
+        positional.insert(0, ("dy", _layout(draw, st, _values(draw, st, (n, k * d), dtype))))
+        floats.insert(0, "dy")
+    ref = getattr(testing, f"vlad_aggregate_{part}")
+
+    def expect(call):
+        args = [v for _, v in call.positional]
+        kwargs = {k: v for k, v in call.keywords.items() if k not in ("out", "stream")}
+        if not all(isinstance(v, np.ndarray) and v.ndim for v in args) or args[0].shape[0]:
+            return ref(*args, **kwargs)
+        return _empty_batch_reference(ref, args, kwargs, len(args) - 1, part)
+
+    call = Call(f"vlad_aggregate_{part}", positional, keywords, expect=expect, out_key=out_key)
+    if draw(st.integers(0, 5)):
+        sp = Spoilers(draw, st, call, set(floats))
+        target = draw(st.sampled_from(floats + ["intra_normalize", "final_normalize", "eps"] +
+                                      (["out"] if part == "forward" else [])))
+        spoilt, label, allowed = _spoil_vlad(sp, draw, st, call, target, floats, (n, k * d), dtype)
+        call.set(target, spoilt)
+        call.mutation, call.allowed = label, allowed
+    return call
+
+
+def netvlad_pca_call(draw, st, part):
+    from lcnumba import testing
+
+    dtype = draw(st.sampled_from(FLOATS))
+    n, p, q = draw(st.integers(0, 3)), draw(st.integers(1, 6)), draw(st.integers(1, 3))
+    v = _layout(draw, st, _values(draw, st, (n, p), dtype), readonly=True)
+    proj = _layout(draw, st, _values(draw, st, (q, p), dtype))
+    bias = _layout(draw, st, _values(draw, st, (q,), dtype))
+    keywords = {}
+    if draw(st.integers(0, 3)) == 0:
+        keywords["eps"] = draw(st.sampled_from([1e-6, 1e-3, 1.0, 1e-30]))
+    floats = ["v", "projection", "bias"]
+    positional = [("v", v), ("projection", proj), ("bias", bias)]
+    out_key = None
+    if part == "forward":
+        if draw(st.booleans()):
+            keywords["out"] = np.full((n, q), 7, dtype)
+            out_key = "out"
+    else:
+        positional.insert(0, ("dy", _layout(draw, st, _values(draw, st, (n, q), dtype))))
+        floats.insert(0, "dy")
+    ref = getattr(testing, f"netvlad_pca_{part}")
+
+    def expect(call):
+        return ref(*[v for _, v in call.positional], **{k: v for k, v in call.keywords.items() if k != "out"})
+
+    call = Call(f"netvlad_pca_{part}", positional, keywords, expect=expect, out_key=out_key)
+    if draw(st.integers(0, 5)):
+        sp = Spoilers(draw, st, call, set(floats))
+        target = draw(st.sampled_from(floats + ["eps"] + (["out"] if part == "forward" else [])))
+        spoilt, label, allowed = _spoil_vlad(sp, draw, st, call, target, floats, (n, q), dtype)
+        call.set(target, spoilt)
+        call.mutation, call.allowed = label, allowed
+    return call
+
+
+def netvlad_pca_fit_call(draw, st):
+    dtype = draw(st.sampled_from(FLOATS))
+    m, p = draw(st.integers(2, 8)), draw(st.integers(1, 5))
+    vectors = _layout(draw, st, _values(draw, st, (m, p), dtype, special=False), readonly=True)
+    dim = draw(st.integers(1, min(m - 1, p)))
+    keywords = {"whiten": draw(st.booleans())} if draw(st.booleans()) else {}
+    call = Call("netvlad_pca_fit", [("vectors", vectors), ("dim", dim)], keywords,
+                expect=lambda call: ("pca", call.get("vectors"), call.get("dim")), compare=_pca_fit_result)
+    if draw(st.integers(0, 3)):
+        sp = Spoilers(draw, st, call, {"vectors", "dim"})
+        target = draw(st.sampled_from(["vectors", "dim", "whiten", "special"]))
+        if target in ("vectors", "special"):
+            target, spoilt, label, allowed = _spoilt_samples(sp, draw, st, "vectors", vectors, target, "dim")
+        elif target == "dim":
+            spoilt = draw(st.sampled_from([0, -1, min(m - 1, p) + 1, 1.0, "2", None, True]))
+            label, allowed = f"dim={spoilt!r}", {"dim"}
+        else:
+            spoilt, label, allowed = sp.flag(target)
+        call.set(target, spoilt)
+        call.mutation, call.allowed = label, allowed
+    return call
+
+
+def _spoilt_samples(sp, draw, st, name, value, target, count):
+    """Spoil the sample array ``name`` of a fit: as any array (``count``, the size asked for, may then be
+    named instead), or, for ``target == "special"``, with a NaN or inf cell. ``(name, value, label, allowed)``."""
+    if target == "special":
+        spoilt = np.array(value)
+        spoilt.flat[0] = draw(st.sampled_from([np.nan, np.inf]))
+        return name, spoilt, f"{name} with NaN/inf", {name}
+    spoilt, label, allowed = sp.array(name, value)
+    return name, spoilt, label, allowed | {count}
+
+
+def _pca_fit_result(call, result, expected):
+    """A PCA fit has no unique reference (eigenvectors of equal eigenvalues): shapes, dtypes, centring."""
+    _, vectors, dim = expected
+    assert isinstance(result, tuple) and len(result) == 2, f"{call!r}\n{type(result)}"
+    projection, bias = result
+    assert projection.shape == (dim, vectors.shape[1]) and bias.shape == (dim,), f"{call!r}\nshapes"
+    assert projection.dtype == vectors.dtype == bias.dtype, f"{call!r}\ndtypes"
+    assert np.all(np.isfinite(projection)) and np.all(np.isfinite(bias)), f"{call!r}\nnot finite"
+    z = vectors.astype(np.float64) @ projection.T.astype(np.float64) + bias
+    scale = max(1.0, float(np.abs(z).max()))
+    assert np.abs(z.mean(axis=0)).max() <= 1e-3 * scale, f"{call!r}\nthe projected vectors are not centred"
 
 
 def netvlad_init_call(draw, st):
@@ -936,13 +1103,9 @@ def netvlad_init_call(draw, st):
     if draw(st.integers(0, 3)):
         sp = Spoilers(draw, st, call, {"descriptors", "num_clusters"})
         target = draw(st.sampled_from(["descriptors", "num_clusters", "num_ghost", "alpha", "seed", "special"]))
-        if target == "descriptors":
-            spoilt, label, allowed = sp.array(target, descriptors)
-            allowed |= {"num_clusters"}
-        elif target == "special":
-            spoilt = np.array(descriptors)
-            spoilt.flat[0] = draw(st.sampled_from([np.nan, np.inf]))
-            target, label, allowed = "descriptors", "descriptors with NaN/inf", {"descriptors"}
+        if target in ("descriptors", "special"):
+            target, spoilt, label, allowed = _spoilt_samples(sp, draw, st, "descriptors", descriptors, target,
+                                                             "num_clusters")
         elif target == "alpha":
             spoilt = draw(st.sampled_from([0.0, -1.0, float("nan"), "1", True]))
             label, allowed = f"alpha={spoilt!r}", {"alpha"}
@@ -1034,6 +1197,10 @@ def specs():
     for part in ("forward", "backward"):
         out.append((f"netvlad_{part}", lambda d, s, p=part: netvlad_call(d, s, p)))
     out.append(("netvlad_init", netvlad_init_call))
+    for part in ("forward", "backward"):
+        out.append((f"vlad_aggregate_{part}", lambda d, s, p=part: vlad_aggregate_call(d, s, p)))
+        out.append((f"netvlad_pca_{part}", lambda d, s, p=part: netvlad_pca_call(d, s, p)))
+    out.append(("netvlad_pca_fit", netvlad_pca_fit_call))
     for name in ("fans", "he_normal", "he_uniform", "glorot_normal", "glorot_uniform"):
         out.append((name, lambda d, s, n=name: init_call(d, s, n)))
     return out

@@ -199,7 +199,7 @@ def test_backward_driver_sums_the_samples_in_order(dtype):
     dy = np.random.default_rng(3).standard_normal((4, 15)).astype(dtype)
     dx = np.empty_like(x)
     sums = [np.full_like(w, np.nan), np.full_like(b, np.nan), np.full_like(c, np.nan)]
-    netvlad.backward(dy, x, w, b, c, True, 1e-12, dx, *sums)
+    netvlad.backward(dy, x, w, b, c, True, True, True, 1e-12, np.empty((4, 0), np.uint8), dx, *sums)
     parts = [lc.netvlad_backward(dy[n:n + 1], x[n:n + 1], w, b, c) for n in range(4)]
     np.testing.assert_array_equal(dx, np.concatenate([part[0] for part in parts]))
     for which, got in enumerate(sums, start=1):
@@ -207,7 +207,7 @@ def test_backward_driver_sums_the_samples_in_order(dtype):
         for part in parts[1:]:
             want += part[which]
         np.testing.assert_array_equal(got, want)
-    netvlad.backward(dy[:0], x[:0], w, b, c, True, 1e-12, dx[:0], *sums)
+    netvlad.backward(dy[:0], x[:0], w, b, c, True, True, True, 1e-12, np.empty((0, 0), np.uint8), dx[:0], *sums)
     assert not any(part.any() for part in sums)
 
 

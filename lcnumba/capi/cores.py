@@ -373,7 +373,8 @@ def netvlad_forward(x, weight, bias, centroids, y, n, d, m, kg, k, normalize_inp
     if n == 0:
         return OK
     try:
-        netvlad_kernels.netvlad_fwd(xa, wa, ba, ca, normalize_input != 0, eps, ya)
+        netvlad_kernels.netvlad_fwd(xa, wa, ba, ca, normalize_input != 0, True, True, eps,
+                                    np.empty((n, 0), np.uint8), ya)  # C callers: no mask
     except Exception:  # noqa: BLE001
         return ERR_INTERNAL
     return OK
@@ -404,7 +405,8 @@ def netvlad_backward(dy, x, weight, bias, centroids, dx, dweight, dbias, dcentro
             or _overlap(dwa, dca) or _overlap(dba, dca):
         return ERR_OVERLAP
     try:
-        netvlad_kernels.backward(dya, xa, wa, ba, ca, normalize_input != 0, eps, dxa, dwa, dba, dca)
+        netvlad_kernels.backward(dya, xa, wa, ba, ca, normalize_input != 0, True, True, eps,
+                                 np.empty((n, 0), np.uint8), dxa, dwa, dba, dca)  # C callers: no mask
     except Exception:  # noqa: BLE001
         return ERR_INTERNAL
     return OK

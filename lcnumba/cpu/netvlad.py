@@ -117,12 +117,14 @@ def _exp_nonpositive(src, shift, dst, poly, bits):
 
 
 @njit(cache=True, fastmath=FASTMATH)
-def _encode(xs, w, b, c, normalize_input, eps, nrm, rinv, a, v, mass):
+def _encode(xs, w, b, c, normalize_input, eps, valid, nrm, rinv, a, v, mass):
     """Forward of one sample up to the unnormalised VLAD matrix.
 
-    xs (D, M); fills ``nrm`` (M,) descriptor norms, ``rinv`` (M,) their
-    clamped inverses, ``a`` (KG, M) the soft-assignment, ``mass`` (K,) its
-    row sums and ``v`` (K, D) = ``A_K Xn^T - mass c``.
+    xs (D, M); ``valid`` (M,) is 0 for a masked descriptor, or empty (no
+    mask). Fills ``nrm`` (M,) descriptor norms, ``rinv`` (M,) their clamped
+    inverses, ``a`` (KG, M) the soft-assignment (its columns 0 for masked
+    descriptors), ``mass`` (K,) its row sums and ``v`` (K, D) =
+    ``A_K Xn^T - mass c``.
     """
     d_size, m = xs.shape
     kg = w.shape[0]
@@ -167,6 +169,12 @@ def _encode(xs, w, b, c, normalize_input, eps, nrm, rinv, a, v, mass):
             row[i] = expd[i]
     for i in range(m):
         colsum[i] = 1.0 / colsum[i]
+    # a masked descriptor's column of A becomes 0 with the softmax's own scaling: the mask costs
+    # one pass over M, and every later step (mass, aggregation, gradients) sees an assignment of 0
+    if valid.shape[0]:
+        for i in range(m):
+            if valid[i] == 0:
+                colsum[i] = 0.0
     ar = np.empty((k_real, m), a.dtype)
     for k in range(kg):
         row = a[k]
@@ -184,8 +192,14 @@ def _encode(xs, w, b, c, normalize_input, eps, nrm, rinv, a, v, mass):
             for i in range(m):
                 dst[i] = row[i] * rinv[i]
     np.dot(ar, xs.T, v)
-    for k in range(k_real):
-        for d in range(d_size):
+    _subtract_centroids(v, mass, c)
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def _subtract_centroids(v, mass, c):
+    """``v[k] -= mass[k] c[k]``: the centroid term of ``V = A X^T - mass c``."""
+    for k in range(v.shape[0]):
+        for d in range(v.shape[1]):
             v[k, d] -= mass[k] * c[k, d]
 
 
@@ -212,7 +226,80 @@ def _frobenius(v):
 
 
 @njit(cache=True, fastmath=FASTMATH)
-def _forward_sample(xs, w, b, c, normalize_input, eps, yn):
+def _chain_forward(v, intra_normalize, final_normalize, eps, norms):
+    """The normalisation chain, in place on ``v`` (K, D); returns ``||v||`` before the final scaling.
+
+    With ``intra_normalize`` every row is divided by ``max(||v_k||, eps)``
+    (the unclamped row norms go to ``norms``); with ``final_normalize`` the
+    whole matrix is then divided by ``max(||v||, eps)``.
+    """
+    if intra_normalize:
+        _normalize_rows(v, eps, norms)
+    total = _frobenius(v)
+    if final_normalize:
+        scale = 1.0 / max(total, eps)
+        for k in range(v.shape[0]):
+            for d in range(v.shape[1]):
+                v[k, d] *= scale
+    return total
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def _chain_backward(dyk, vn, norms, total, intra_normalize, final_normalize, eps, dv):
+    """``dv`` (K, D), the gradient of the unnormalised ``v``, from ``dyk`` (K, D) through ``_chain_forward``.
+
+    ``vn``, ``norms`` and ``total`` are ``v``, its row norms and ``||v||``
+    after ``_chain_forward(v, intra_normalize, False, ...)``.
+    """
+    k_real, d_size = vn.shape
+    g = max(total, eps)
+    if final_normalize:
+        # y = vn / g: dvn = (dy - y (y . dy)) / g, the projection only if unclamped
+        proj = 0.0
+        if total >= eps:
+            for k in range(k_real):
+                for d in range(d_size):
+                    proj += vn[k, d] * dyk[k, d]
+            proj /= g * g
+        for k in range(k_real):
+            for d in range(d_size):
+                dv[k, d] = (dyk[k, d] - vn[k, d] * proj) / g
+    else:
+        dv[:] = dyk
+    if intra_normalize:
+        # vn_k = v_k / u_k: dv_k = (dvn_k - vn_k (vn_k . dvn_k)) / u_k
+        for k in range(k_real):
+            u = max(norms[k], eps)
+            along = 0.0
+            if norms[k] >= eps:
+                for d in range(d_size):
+                    along += vn[k, d] * dv[k, d]
+            for d in range(d_size):
+                dv[k, d] = (dv[k, d] - vn[k, d] * along) / u
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def _aggregation_backward(dv, xs, c, mass, rinv, da, dcn):
+    """Back through ``V = A (X diag(1/r))^T - mass c``: ``da`` (K, M) = ``(dV X) diag(1/r) - q 1^T`` and ``dcn``.
+
+    ``q_k = dv_k . c_k``; the centroid gradient is ``dcn = -mass dV``.
+    """
+    k_real, d_size = dv.shape
+    for k in range(k_real):
+        for d in range(d_size):
+            dcn[k, d] = -mass[k] * dv[k, d]
+    np.dot(dv, xs, da)
+    for k in range(k_real):
+        q = 0.0
+        for d in range(d_size):
+            q += dv[k, d] * c[k, d]
+        row = da[k]
+        for i in range(row.shape[0]):
+            row[i] = row[i] * rinv[i] - q
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def _forward_sample(xs, w, b, c, normalize_input, intra_normalize, final_normalize, eps, valid, yn):
     d_size, m = xs.shape
     kg = w.shape[0]
     k_real = c.shape[0]
@@ -221,16 +308,14 @@ def _forward_sample(xs, w, b, c, normalize_input, eps, yn):
     a = np.empty((kg, m), xs.dtype)
     mass = np.empty(k_real, xs.dtype)
     v = yn.reshape((k_real, d_size))
-    _encode(xs, w, b, c, normalize_input, eps, nrm, rinv, a, v, mass)
+    _encode(xs, w, b, c, normalize_input, eps, valid, nrm, rinv, a, v, mass)
     norms = np.empty(k_real, xs.dtype)
-    _normalize_rows(v, eps, norms)
-    scale = 1.0 / max(_frobenius(v), eps)
-    for t in range(yn.shape[0]):
-        yn[t] *= scale
+    _chain_forward(v, intra_normalize, final_normalize, eps, norms)
 
 
 @njit(cache=True, fastmath=FASTMATH)
-def _backward_sample(dyn, xs, w, b, c, normalize_input, eps, dxn, dwn, dbn, dcn):
+def _backward_sample(dyn, xs, w, b, c, normalize_input, intra_normalize, final_normalize, eps, valid, dxn, dwn,
+                     dbn, dcn):
     """Gradients of one sample: ``dxn`` (D, M) and its partials ``dwn`` (KG, D), ``dbn`` (KG,), ``dcn`` (K, D)."""
     d_size, m = xs.shape
     kg = w.shape[0]
@@ -246,51 +331,21 @@ def _backward_sample(dyn, xs, w, b, c, normalize_input, eps, dxn, dwn, dbn, dcn)
     # rows [0, K) of ``left`` hold dV, rows [K, K + KG) hold W
     left = np.empty((k_real + kg, d_size), xs.dtype)
     vn = np.empty((k_real, d_size), xs.dtype)
-    _encode(xs, w, b, c, normalize_input, eps, nrm, rinv, a, vn, mass)
+    _encode(xs, w, b, c, normalize_input, eps, valid, nrm, rinv, a, vn, mass)
     norms = np.empty(k_real, xs.dtype)
-    _normalize_rows(vn, eps, norms)
-    total = _frobenius(vn)
-    g = max(total, eps)
-    dyk = dyn.reshape((k_real, d_size))
-
-    # global normalisation y = vn / g: dvn = (dy - y (y . dy)) / g, the projection only if unclamped
-    proj = 0.0
-    if total >= eps:
-        for k in range(k_real):
-            for d in range(d_size):
-                proj += vn[k, d] * dyk[k, d]
-        proj /= g * g
+    total = _chain_forward(vn, intra_normalize, False, eps, norms)
     dv = left[:k_real]
-    for k in range(k_real):
-        for d in range(d_size):
-            dv[k, d] = (dyk[k, d] - vn[k, d] * proj) / g
-    # intra-normalisation vn_k = v_k / u_k: dv_k = (dvn_k - vn_k (vn_k . dvn_k)) / u_k
-    for k in range(k_real):
-        u = max(norms[k], eps)
-        along = 0.0
-        if norms[k] >= eps:
-            for d in range(d_size):
-                along += vn[k, d] * dv[k, d]
-        for d in range(d_size):
-            dv[k, d] = (dv[k, d] - vn[k, d] * along) / u
-    # aggregation v_k = sum_i a_ki (xn_i - c_k): the centroid gradient
-    for k in range(k_real):
-        for d in range(d_size):
-            dcn[k, d] = -mass[k] * dv[k, d]
+    _chain_backward(dyn.reshape((k_real, d_size)), vn, norms, total, intra_normalize, final_normalize, eps, dv)
     left[k_real:] = w
     # dA_ki = dv_k . xn_i - dv_k . c_k = (dv X)_ki / r_i - q_k
     da = np.empty((k_real, m), xs.dtype)
-    np.dot(dv, xs, da)
+    _aggregation_backward(dv, xs, c, mass, rinv, da, dcn)
     big[:k_real] = a[:k_real]
     t = np.zeros(m, xs.dtype)
     for k in range(k_real):
-        q = 0.0
-        for d in range(d_size):
-            q += dv[k, d] * c[k, d]
         row = da[k]
         ak = big[k]
         for i in range(m):
-            row[i] = row[i] * rinv[i] - q
             t[i] += ak[i] * row[i]
     # softmax over all KG rows (ghost rows have dA = 0): dS_ki = a_ki (dA_ki - t_i)
     for k in range(kg):
@@ -333,17 +388,19 @@ def _backward_sample(dyn, xs, w, b, c, normalize_input, eps, dxn, dwn, dbn, dcn)
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
-def netvlad_fwd(x, w, b, c, normalize_input, eps, y):
-    """NetVLAD forward of every sample, one sample per ``prange`` iteration."""
+def netvlad_fwd(x, w, b, c, normalize_input, intra_normalize, final_normalize, eps, mask, y):
+    """NetVLAD forward of every sample, one sample per ``prange`` iteration; ``mask`` (N, M) or (N, 0) for none."""
     for n in prange(x.shape[0]):
-        _forward_sample(x[n], w, b, c, normalize_input, eps, y[n])
+        _forward_sample(x[n], w, b, c, normalize_input, intra_normalize, final_normalize, eps, mask[n], y[n])
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
-def netvlad_bwd(dy, x, w, b, c, normalize_input, eps, dx, dw_part, db_part, dc_part):
+def netvlad_bwd(dy, x, w, b, c, normalize_input, intra_normalize, final_normalize, eps, mask, dx, dw_part, db_part,
+                dc_part):
     """NetVLAD backward of every sample into ``dx`` and the per-sample partials."""
     for n in prange(x.shape[0]):
-        _backward_sample(dy[n], x[n], w, b, c, normalize_input, eps, dx[n], dw_part[n], db_part[n], dc_part[n])
+        _backward_sample(dy[n], x[n], w, b, c, normalize_input, intra_normalize, final_normalize, eps, mask[n], dx[n],
+                         dw_part[n], db_part[n], dc_part[n])
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
@@ -358,12 +415,13 @@ def reduce_samples(part, out):
 
 
 @njit(cache=True)
-def backward(dy, x, w, b, c, normalize_input, eps, dx, dw, db, dc):
+def backward(dy, x, w, b, c, normalize_input, intra_normalize, final_normalize, eps, mask, dx, dw, db, dc):
     """NetVLAD backward: ``dx`` (N, D, M) and the sums over samples ``dw`` (KG, D), ``db`` (KG,), ``dc`` (K, D).
 
     The per-sample partials (O(N KG D) scratch, allocated here) are summed in
     sample order by ``reduce_samples``; with no samples the three sums are 0.
-    BLAS must be serial for the call (the module notes).
+    BLAS must be serial for the call (the module notes). ``mask`` is (N, M),
+    0 for a masked descriptor, or (N, 0) for none.
     """
     n = x.shape[0]
     kg, d = w.shape
@@ -376,9 +434,78 @@ def backward(dy, x, w, b, c, normalize_input, eps, dx, dw, db, dc):
     dw_part = np.empty((n, kg, d), x.dtype)
     db_part = np.empty((n, kg), x.dtype)
     dc_part = np.empty((n, k, d), x.dtype)
-    netvlad_bwd(dy, x, w, b, c, normalize_input, eps, dx, dw_part, db_part, dc_part)
+    netvlad_bwd(dy, x, w, b, c, normalize_input, intra_normalize, final_normalize, eps, mask, dx, dw_part, db_part,
+                dc_part)
     reduce_samples(dw_part.reshape((n, kg * d)), dw.reshape(kg * d))
     reduce_samples(db_part, db)
+    reduce_samples(dc_part.reshape((n, k * d)), dc.reshape(k * d))
+
+
+# ---------------------------------------------------------------- the aggregation core alone
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def _aggregate(xs, a, c, mass, v):
+    """``v`` (K, D) = ``A X^T - mass c`` for a given assignment ``a`` (K, M); ``mass`` (K,) its row sums."""
+    for k in range(a.shape[0]):
+        total = 0.0  # a loop of its own: the module's note in _encode
+        row = a[k]
+        for i in range(row.shape[0]):
+            total += row[i]
+        mass[k] = total
+    np.dot(a, xs.T, v)
+    _subtract_centroids(v, mass, c)
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def _aggregate_forward_sample(xs, a, c, intra_normalize, final_normalize, eps, yn):
+    k_real, d_size = c.shape
+    mass = np.empty(k_real, xs.dtype)
+    v = yn.reshape((k_real, d_size))
+    _aggregate(xs, a, c, mass, v)
+    norms = np.empty(k_real, xs.dtype)
+    _chain_forward(v, intra_normalize, final_normalize, eps, norms)
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def _aggregate_backward_sample(dyn, xs, a, c, intra_normalize, final_normalize, eps, dxn, dan, dcn):
+    """Gradients of one sample: ``dxn`` (D, M) = ``dV^T A``, ``dan`` (K, M) and the partial ``dcn`` (K, D)."""
+    k_real, d_size = c.shape
+    mass = np.empty(k_real, xs.dtype)
+    vn = np.empty((k_real, d_size), xs.dtype)
+    _aggregate(xs, a, c, mass, vn)
+    norms = np.empty(k_real, xs.dtype)
+    total = _chain_forward(vn, intra_normalize, False, eps, norms)
+    dv = np.empty((k_real, d_size), xs.dtype)
+    _chain_backward(dyn.reshape((k_real, d_size)), vn, norms, total, intra_normalize, final_normalize, eps, dv)
+    _aggregation_backward(dv, xs, c, mass, np.ones(xs.shape[1], xs.dtype), dan, dcn)
+    np.dot(dv.T, a, dxn)
+
+
+@njit(parallel=True, cache=True, fastmath=FASTMATH)
+def aggregate_fwd(x, a, c, intra_normalize, final_normalize, eps, y):
+    """VLAD aggregation of every sample: x (N, D, M), a (N, K, M) -> y (N, K * D)."""
+    for n in prange(x.shape[0]):
+        _aggregate_forward_sample(x[n], a[n], c, intra_normalize, final_normalize, eps, y[n])
+
+
+@njit(parallel=True, cache=True, fastmath=FASTMATH)
+def _aggregate_bwd(dy, x, a, c, intra_normalize, final_normalize, eps, dx, da, dc_part):
+    for n in prange(x.shape[0]):
+        _aggregate_backward_sample(dy[n], x[n], a[n], c, intra_normalize, final_normalize, eps, dx[n], da[n],
+                                   dc_part[n])
+
+
+@njit(cache=True)
+def aggregate_backward(dy, x, a, c, intra_normalize, final_normalize, eps, dx, da, dc):
+    """Gradients of ``aggregate_fwd``: ``dx`` (N, D, M), ``da`` (N, K, M) and ``dc`` (K, D), summed in sample order."""
+    n = x.shape[0]
+    k, d = c.shape
+    if n == 0:
+        dc[:] = 0
+        return
+    dc_part = np.empty((n, k, d), x.dtype)
+    _aggregate_bwd(dy, x, a, c, intra_normalize, final_normalize, eps, dx, da, dc_part)
     reduce_samples(dc_part.reshape((n, k * d)), dc.reshape(k * d))
 
 

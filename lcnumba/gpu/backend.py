@@ -14,10 +14,14 @@ Imported only when a call has CUDA arrays, so ``import lcnumba`` needs no
 numba-cuda.
 """
 
+import numpy as np
+
+from .. import checks
 from . import conv as conv_kernels
 from . import launch
 from . import netvlad as netvlad_kernels
 from . import pool as pool_kernels
+from . import vlad_options
 
 
 class DeviceBackend:
@@ -35,6 +39,12 @@ class DeviceBackend:
 
     def index_array(self, value, name, shape):
         return launch.index_array(value, name, shape, self.stream)
+
+    def mask_array(self, value, name, x_shape):
+        """The CUDA twin of ``checks.mask_array``: bool or integer (N, M) or (N, H, W), as a contiguous (N, M)."""
+        arr = launch.as_device(value, name)
+        checks.mask_dtype_and_shape(name, arr.dtype, tuple(arr.shape), x_shape)
+        return launch.contiguous(arr, self.stream).reshape(x_shape[0], int(np.prod(x_shape[2:])))
 
     def output(self, out, name, shape, dtype, inputs):
         return launch.output(out, name, shape, dtype, inputs, self.stream)
@@ -71,8 +81,28 @@ class DeviceBackend:
 
     # ------------------------------------------------------------ NetVLAD
 
-    def netvlad_forward(self, x, w, b, centroids, normalize_input, eps, y):
-        netvlad_kernels.forward(x, w, b, centroids, normalize_input, eps, y, self.stream)
+    def netvlad_forward(self, x, w, b, centroids, normalize_input, intra_normalize, final_normalize, eps, mask, y):
+        if intra_normalize and final_normalize and mask is None:
+            netvlad_kernels.forward(x, w, b, centroids, normalize_input, eps, y, self.stream)
+        else:
+            vlad_options.netvlad_forward(x, w, b, centroids, normalize_input, intra_normalize, final_normalize, eps,
+                                         mask, y, self.stream)
 
-    def netvlad_backward(self, dy, x, w, b, centroids, normalize_input, eps):
-        return netvlad_kernels.backward(dy, x, w, b, centroids, normalize_input, eps, self.stream)
+    def netvlad_backward(self, dy, x, w, b, centroids, normalize_input, intra_normalize, final_normalize, eps, mask):
+        if intra_normalize and final_normalize and mask is None:
+            return netvlad_kernels.backward(dy, x, w, b, centroids, normalize_input, eps, self.stream)
+        return vlad_options.netvlad_backward(dy, x, w, b, centroids, normalize_input, intra_normalize,
+                                             final_normalize, eps, mask, self.stream)
+
+    def vlad_aggregate_forward(self, x, a, centroids, intra_normalize, final_normalize, eps, y):
+        vlad_options.aggregate_forward(x, a, centroids, intra_normalize, final_normalize, eps, y, self.stream)
+
+    def vlad_aggregate_backward(self, dy, x, a, centroids, intra_normalize, final_normalize, eps):
+        return vlad_options.aggregate_backward(dy, x, a, centroids, intra_normalize, final_normalize, eps,
+                                               self.stream)
+
+    def netvlad_pca_forward(self, v, projection, bias, eps, y):
+        vlad_options.pca_forward(v, projection, bias, eps, y, self.stream)
+
+    def netvlad_pca_backward(self, dy, v, projection, bias, eps):
+        return vlad_options.pca_backward(dy, v, projection, bias, eps, self.stream)

@@ -20,6 +20,7 @@ import numpy as np
 from .. import checks
 from ..cpu import conv as conv_kernels
 from ..cpu import netvlad as netvlad_kernels
+from ..cpu import netvlad_pca as pca_kernels
 from ..cpu import pool as pool_kernels
 from ..cpu.blas import serial_blas
 from ..cpu.guard import kernel_guard
@@ -39,6 +40,10 @@ class HostBackend:
     @staticmethod
     def index_array(value, name, shape):
         return checks.index_array(value, name, shape)
+
+    @staticmethod
+    def mask_array(value, name, x_shape):
+        return checks.mask_array(value, name, x_shape)
 
     @staticmethod
     def output(out, name, shape, dtype, inputs):
@@ -94,12 +99,13 @@ class HostBackend:
     # ------------------------------------------------------------ NetVLAD
 
     @staticmethod
-    def netvlad_forward(x, w, b, centroids, normalize_input, eps, y):
+    def netvlad_forward(x, w, b, centroids, normalize_input, intra_normalize, final_normalize, eps, mask, y):
         with kernel_guard(), serial_blas():
-            netvlad_kernels.netvlad_fwd(x, w, b, centroids, normalize_input, eps, y)
+            netvlad_kernels.netvlad_fwd(x, w, b, centroids, normalize_input, intra_normalize, final_normalize, eps,
+                                        _mask_rows(mask, x), y)
 
     @staticmethod
-    def netvlad_backward(dy, x, w, b, centroids, normalize_input, eps):
+    def netvlad_backward(dy, x, w, b, centroids, normalize_input, intra_normalize, final_normalize, eps, mask):
         """``(dx (N, D, M), dw, db, dcentroids)``; the per-sample weight gradients are summed in sample order."""
         kg, d = w.shape
         dx = np.empty(x.shape, x.dtype)
@@ -107,8 +113,44 @@ class HostBackend:
         db = np.empty((kg,), x.dtype)
         dc = np.empty(centroids.shape, x.dtype)
         with kernel_guard(), serial_blas():
-            netvlad_kernels.backward(dy, x, w, b, centroids, normalize_input, eps, dx, dw, db, dc)
+            netvlad_kernels.backward(dy, x, w, b, centroids, normalize_input, intra_normalize, final_normalize, eps,
+                                     _mask_rows(mask, x), dx, dw, db, dc)
         return dx, dw, db, dc
+
+    @staticmethod
+    def vlad_aggregate_forward(x, a, centroids, intra_normalize, final_normalize, eps, y):
+        with kernel_guard(), serial_blas():
+            netvlad_kernels.aggregate_fwd(x, a, centroids, intra_normalize, final_normalize, eps, y)
+
+    @staticmethod
+    def vlad_aggregate_backward(dy, x, a, centroids, intra_normalize, final_normalize, eps):
+        """``(dx (N, D, M), dassignment (N, K, M), dcentroids)``."""
+        dx = np.empty(x.shape, x.dtype)
+        da = np.empty(a.shape, x.dtype)
+        dc = np.empty(centroids.shape, x.dtype)
+        with kernel_guard(), serial_blas():
+            netvlad_kernels.aggregate_backward(dy, x, a, centroids, intra_normalize, final_normalize, eps, dx, da, dc)
+        return dx, da, dc
+
+    @staticmethod
+    def netvlad_pca_forward(v, projection, bias, eps, y):
+        with kernel_guard(), serial_blas():
+            pca_kernels.pca_forward(v, projection, bias, eps, y)
+
+    @staticmethod
+    def netvlad_pca_backward(dy, v, projection, bias, eps):
+        """``(dv, dprojection, dbias)``."""
+        dv = np.empty(v.shape, v.dtype)
+        dp = np.empty(projection.shape, v.dtype)
+        db = np.empty(bias.shape, v.dtype)
+        with kernel_guard(), serial_blas():
+            pca_kernels.pca_backward(dy, v, projection, bias, eps, dv, dp, db)
+        return dv, dp, db
+
+
+def _mask_rows(mask, x):
+    """The kernels' mask: (N, M) uint8, or (N, 0) when every descriptor is valid."""
+    return np.empty((x.shape[0], 0), np.uint8) if mask is None else mask
 
 
 HOST = HostBackend()

@@ -358,8 +358,9 @@ _NETVLAD = {
 
     ``a_ik = softmax_k(w_k . x_i + b_k)`` over all K + G clusters,
     ``V_kd = sum_i a_ik (x_id - c_kd)`` over the K real clusters, each ``V_k``
-    L2-normalised, then the flattened ``V`` L2-normalised. The (N, K, D, M)
-    residuals are never formed: ``V = A^T X - (sum_i A) c`` as one GEMM per sample.
+    L2-normalised (``intra_normalize``), then the flattened ``V`` L2-normalised
+    (``final_normalize``). The (N, K, D, M) residuals are never formed:
+    ``V = A^T X - (sum_i A) c`` as one GEMM per sample.
 
     Parameters
     ----------
@@ -374,6 +375,15 @@ _NETVLAD = {
         Cluster centres of the real clusters; ``G = w.shape[0] - K``.
     normalize_input : bool
         L2-normalise every descriptor ``x_i`` (over D) first, as the paper does.
+    intra_normalize : bool
+        L2-normalise every cluster's row ``V_k`` (the paper's intra-normalisation).
+    final_normalize : bool
+        L2-normalise the flattened ``V`` last.
+    mask : ndarray of bool or integers, shape (N, M) or (N, H, W), optional
+        Valid descriptors (nonzero) of each sample, for samples of different sizes padded into one
+        batch: a masked descriptor gets no assignment (it is left out of the softmax's output and
+        of the aggregation) and a zero gradient. Masked entries of ``x`` must be finite (padding
+        is usually 0). None: every descriptor is valid.
     eps : float
         Every norm is ``max(||v||, eps)``.
     out : ndarray, shape (N, K * D), optional
@@ -384,17 +394,19 @@ _NETVLAD = {
     Returns
     -------
     y : ndarray, shape (N, K * D)
-        Cluster-major: ``y[n, k * D + d]``. Unit norm unless every residual is zero.
+        Cluster-major: ``y[n, k * D + d]``. Unit norm with ``final_normalize`` unless every
+        residual is zero.
 
     Raises
     ------
     TypeError
         An argument that is not a float32/float64 ndarray, arrays of mixed dtypes, a non-bool
-        ``normalize_input``, a non-float ``eps``, ``out`` of the wrong dtype.
+        switch, a ``mask`` that is not of bool or integers, a non-float ``eps``, ``out`` of the
+        wrong dtype.
     ValueError
         Wrong ranks or shapes (D of ``w`` and ``centroids`` must match ``x``; ``b`` one per row of
-        ``w``; 1 <= K <= rows of ``w``); ``eps`` not finite and > 0; ``out`` of the wrong shape,
-        not contiguous, read-only or overlapping an input.
+        ``w``; 1 <= K <= rows of ``w``; ``mask`` one entry per descriptor); ``eps`` not finite and
+        > 0; ``out`` of the wrong shape, not contiguous, read-only or overlapping an input.
 
     Notes
     -----
@@ -414,7 +426,7 @@ _NETVLAD = {
     ----------
     dy : ndarray, shape (N, K * D)
         Gradient of the output, float32 or float64.
-    x, w, b, centroids, normalize_input, eps
+    x, w, b, centroids, normalize_input, intra_normalize, final_normalize, mask, eps
         As passed to :func:`netvlad_forward`.
     stream : int
         CUDA stream (CUDA arrays only; ignored on the CPU).
@@ -439,6 +451,139 @@ _NETVLAD = {
 }
 
 
+# ---------------------------------------------------------------- NetVLAD's parts
+
+_VLAD_AGGREGATE = {
+    "forward": '''VLAD aggregation of a soft-assignment the caller computes, and NetVLAD's normalisations.
+
+    ``V_kd = sum_m a_km (x_dm - c_kd)``, then each ``V_k`` L2-normalised (``intra_normalize``),
+    then the flattened ``V`` (``final_normalize``): :func:`netvlad_forward` from its aggregation
+    on, for an assignment from elsewhere (a separate convolution, a Sinkhorn dustbin as in
+    SALAD). The descriptors are used as given (no input normalisation).
+
+    Parameters
+    ----------
+    x : ndarray, shape (N, D, H, W) or (N, D, M)
+        Local descriptors, float32 or float64. Never written.
+    assignment : ndarray, shape (N, K, H, W) or (N, K, M)
+        ``a_km``, the weight of descriptor m in cluster k (any real values; rows need not sum to 1).
+    centroids : ndarray, shape (K, D)
+    intra_normalize : bool
+        L2-normalise every row ``V_k``.
+    final_normalize : bool
+        L2-normalise the flattened ``V`` last.
+    eps : float
+        Every norm is ``max(||v||, eps)``.
+    out : ndarray, shape (N, K * D), optional
+        C-contiguous buffer of the input dtype; returned.
+    stream : int
+        CUDA stream (CUDA arrays only; ignored on the CPU).
+
+    Returns
+    -------
+    y : ndarray, shape (N, K * D)
+        Cluster-major: ``y[n, k * D + d]``.
+
+    Raises
+    ------
+    TypeError
+        An argument that is not a float32/float64 ndarray, arrays of mixed dtypes, a non-bool
+        switch, a non-float ``eps``, ``out`` of the wrong dtype.
+    ValueError
+        Wrong ranks or shapes (``centroids`` (K, D) with D of ``x``; ``assignment`` (N, K) + the
+        descriptor axes of ``x``); ``eps`` not finite and > 0; ``out`` of the wrong shape, not
+        contiguous, read-only or overlapping an input.
+''',
+    "backward": '''Gradients of :func:`vlad_aggregate_forward` with respect to ``x``, the assignment and the centroids.
+
+    ``dx = dV^T A``, ``dA = dV X - (dV_k . c_k)`` and ``dc = -(sum_m a_km) dV`` after the
+    normalisations' gradients (``docs/derivations/netvlad.md``); the centroid gradient is summed
+    over samples in sample order.
+
+    Parameters
+    ----------
+    dy : ndarray, shape (N, K * D)
+        Gradient of the output, float32 or float64.
+    x, assignment, centroids, intra_normalize, final_normalize, eps
+        As passed to :func:`vlad_aggregate_forward`.
+    stream : int
+        CUDA stream (CUDA arrays only; ignored on the CPU).
+
+    Returns
+    -------
+    dx : ndarray, shape of x
+    dassignment : ndarray, shape of assignment
+    dcentroids : ndarray, shape (K, D)
+
+    Raises
+    ------
+    TypeError, ValueError
+        As :func:`vlad_aggregate_forward`; ``dy`` must be (N, K * D) of the same dtype.
+''',
+}
+
+_NETVLAD_PCA = {
+    "forward": '''The PCA-whitening layer on NetVLAD vectors: ``y = (projection v + bias) / max(||.||, eps)``.
+
+    As ``addPCA.m`` of the NetVLAD authors appends it (a 1x1 convolution and an L2
+    normalisation); :func:`netvlad_pca_fit` learns ``projection`` and ``bias``.
+
+    Parameters
+    ----------
+    v : ndarray, shape (N, P)
+        NetVLAD vectors (P = K * D), float32 or float64. Never written.
+    projection : ndarray, shape (dim, P)
+        One row per output dimension.
+    bias : ndarray, shape (dim,)
+    eps : float
+        The norm is ``max(||.||, eps)``.
+    out : ndarray, shape (N, dim), optional
+        C-contiguous buffer of the input dtype; returned.
+    stream : int
+        CUDA stream (CUDA arrays only; ignored on the CPU).
+
+    Returns
+    -------
+    y : ndarray, shape (N, dim)
+
+    Raises
+    ------
+    TypeError
+        An argument that is not a float32/float64 ndarray, arrays of mixed dtypes, a non-float
+        ``eps``, ``out`` of the wrong dtype.
+    ValueError
+        Wrong ranks or shapes (``projection`` (dim, P) with P of ``v``; ``bias`` one per row of
+        ``projection``); ``eps`` not finite and > 0; ``out`` of the wrong shape, not contiguous,
+        read-only or overlapping an input.
+''',
+    "backward": '''Gradients of :func:`netvlad_pca_forward`, to fine-tune the layer.
+
+    Parameters
+    ----------
+    dy : ndarray, shape (N, dim)
+        Gradient of the output, float32 or float64.
+    v, projection, bias, eps
+        As passed to :func:`netvlad_pca_forward`.
+    stream : int
+        CUDA stream (CUDA arrays only; ignored on the CPU).
+
+    Returns
+    -------
+    dv : ndarray, shape (N, P)
+    dprojection : ndarray, shape (dim, P)
+    dbias : ndarray, shape (dim,)
+        Both summed over samples.
+
+    Raises
+    ------
+    TypeError, ValueError
+        As :func:`netvlad_pca_forward`; ``dy`` must be (N, dim) of the same dtype.
+''',
+}
+
+_NETVLAD_PARTS = {"vlad_aggregate": _VLAD_AGGREGATE, "netvlad_pca": _NETVLAD_PCA}
+
+
 def docstring(fam, part):
     """The numpydoc docstring of the public function ``{fam.name}_{part}``."""
     if fam.kind == "conv":
@@ -448,5 +593,7 @@ def docstring(fam, part):
                                             backward_out=_POOL_BACKWARD_OUT)
     if fam.kind == "netvlad":
         return _NETVLAD[part]
+    if fam.kind in _NETVLAD_PARTS:
+        return _NETVLAD_PARTS[fam.kind][part]
     raise KeyError(f"no docstring template for the {fam.kind} family {fam.name}")
 

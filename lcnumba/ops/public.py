@@ -14,13 +14,15 @@ them.
 import linecache
 
 from .. import checks, table
-from . import conv, netvlad, pool
+from . import conv, netvlad, netvlad_pca, pool, vlad_aggregate
 from .backend import HOST
 from .docs import docstring
 
-_CORES = {"conv": conv, "pool": pool, "netvlad": netvlad}
+_CORES = {"conv": conv, "pool": pool, "netvlad": netvlad, "vlad_aggregate": vlad_aggregate,
+          "netvlad_pca": netvlad_pca}
 
 _CONV_GEOMETRY = "stride=1, padding=0, dilation=1, groups=1"
+_VLAD_OPTIONS = "intra_normalize=True, final_normalize=True"
 
 #: Parameters of each pass after the positional arrays, as source. ``{tile}`` becomes
 #: ``tile_mode="periodic", `` for the tiled families.
@@ -34,12 +36,20 @@ _SIGNATURES = {
     ("pool", "forward"): "x, kernel_size, *, stride=None, padding=0, dilation=1, ceil_mode=False, "
                          "return_indices=False, out=None, indices_out=None, stream=0",
     ("pool", "backward"): "dy, indices, input_shape, *, out=None, stream=0",
-    ("netvlad", "forward"): "x, w, b, centroids, *, normalize_input=True, eps=1e-12, out=None, stream=0",
-    ("netvlad", "backward"): "dy, x, w, b, centroids, *, normalize_input=True, eps=1e-12, stream=0",
+    ("netvlad", "forward"): f"x, w, b, centroids, *, normalize_input=True, {_VLAD_OPTIONS}, mask=None, eps=1e-12, "
+                            "out=None, stream=0",
+    ("netvlad", "backward"): f"dy, x, w, b, centroids, *, normalize_input=True, {_VLAD_OPTIONS}, mask=None, "
+                             "eps=1e-12, stream=0",
+    # NetVLAD's parts for callers who assemble their own (lcnumba.table.NETVLAD_PART_FAMILIES)
+    ("vlad_aggregate", "forward"): f"x, assignment, centroids, *, {_VLAD_OPTIONS}, eps=1e-12, out=None, stream=0",
+    ("vlad_aggregate", "backward"): f"dy, x, assignment, centroids, *, {_VLAD_OPTIONS}, eps=1e-12, stream=0",
+    ("netvlad_pca", "forward"): "v, projection, bias, *, eps=1e-12, out=None, stream=0",
+    ("netvlad_pca", "backward"): "dy, v, projection, bias, *, eps=1e-12, stream=0",
 }
 
 #: Parameters that hold arrays: they decide the device of a call.
-_ARRAYS = ("x", "w", "b", "dy", "centroids", "indices", "out", "indices_out")
+_ARRAYS = ("x", "w", "b", "dy", "centroids", "indices", "out", "indices_out", "mask", "assignment", "v",
+           "projection", "bias")
 
 
 def _backend(stream, named_arrays):

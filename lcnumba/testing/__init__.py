@@ -10,7 +10,8 @@ checking layers of their own:
   and their 1-D forms, ``*_forward``, ``*_backward_input``,
   ``*_backward_weight``, ``*_backward_bias`` and ``*_backward``;
 - ``lcnumba.testing.pool``: ``max_pool2d`` and ``max_pool1d``;
-- ``lcnumba.testing.netvlad``: ``netvlad_forward`` and ``netvlad_backward``;
+- ``lcnumba.testing.netvlad``: ``netvlad_forward`` and ``netvlad_backward``,
+  ``vlad_aggregate_*``, ``netvlad_pca_*`` and ``netvlad_pca_fit``;
 - :func:`gradcheck`: analytic gradients against float64 central differences.
 
 Every function is also here, as ``lcnumba.testing.<name>``, with the
@@ -21,7 +22,8 @@ and ``stream=``.
 from . import conv, netvlad, pool
 from .conv import *  # noqa: F403 - the generated references, listed in conv.__all__
 from .gradcheck import gradcheck  # the function: it hides the module of the same name here
-from .netvlad import netvlad_backward, netvlad_forward
+from .netvlad import (netvlad_backward, netvlad_forward, netvlad_pca_backward, netvlad_pca_fit, netvlad_pca_forward,
+                      vlad_aggregate_backward, vlad_aggregate_forward)
 from .pool import max_pool1d_backward, max_pool1d_forward, max_pool2d_backward, max_pool2d_forward
 
 __all__ = conv.__all__ + pool.__all__ + netvlad.__all__ + ["gradcheck"]

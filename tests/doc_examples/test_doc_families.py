@@ -130,6 +130,39 @@ def test_netvlad():
     assert dcentroids.shape == centroids.shape
 
 
+def test_netvlad_options():
+    # magictoken.netvlad_options.begin
+    import numpy as np
+    import lcnumba
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((4, 32, 50)).astype(np.float32)  # (N, D, M): up to 50 frames per video
+    lengths = np.array([50, 31, 12, 40])
+    mask = np.arange(50) < lengths[:, None]                  # (N, M): True for a real frame
+    x *= mask[:, None, :]                                    # padded frames are 0
+    w, b, centroids = lcnumba.netvlad_init(x[:1], 8, seed=0)  # k-means on the first video's frames
+
+    # padded frames get no assignment and no gradient; intra-normalisation switched off
+    y = lcnumba.netvlad_forward(x, w, b, centroids, mask=mask, intra_normalize=False)       # (4, 8 * 32)
+    dx, dw, db, dc = lcnumba.netvlad_backward(np.ones_like(y), x, w, b, centroids, mask=mask,
+                                              intra_normalize=False)
+
+    # the aggregation core for an assignment computed elsewhere (here: uniform over 8 clusters)
+    assignment = np.full((4, 8, 50), 1 / 8, np.float32) * mask[:, None, :]
+    v = lcnumba.vlad_aggregate_forward(x, assignment, centroids)                            # (4, 256)
+    dx2, dassignment, dc2 = lcnumba.vlad_aggregate_backward(np.ones_like(v), x, assignment, centroids)
+
+    # PCA-whitening to 3 dimensions (addPCA.m), then the layer and its gradients for fine-tuning
+    projection, bias = lcnumba.netvlad_pca_fit(y, 3)                                        # (3, 256), (3,)
+    z = lcnumba.netvlad_pca_forward(y, projection, bias)                                    # (4, 3), unit rows
+    dy, dprojection, dbias = lcnumba.netvlad_pca_backward(np.ones_like(z), y, projection, bias)
+    # magictoken.netvlad_options.end
+    assert y.shape == (4, 256) and v.shape == (4, 256) and z.shape == (4, 3)
+    assert not dx[1][:, 31:].any() and not dx[2][:, 12:].any()
+    np.testing.assert_allclose(np.linalg.norm(z, axis=1), 1, rtol=1e-5)
+    assert dassignment.shape == assignment.shape and dprojection.shape == projection.shape
+
+
 def test_initialisers():
     # magictoken.initialisers.begin
     import numpy as np
