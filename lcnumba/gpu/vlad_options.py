@@ -21,7 +21,7 @@ import math
 from . import netvlad as nv
 from .jit import cuda, kernel
 from .kernels import reduce_splits
-from .launch import elementwise, fill
+from .launch import block_threads, blockwise, elementwise, fill
 
 
 @kernel
@@ -136,7 +136,7 @@ def _chain_backward(dy, vn, norms, total, mass, c, intra_normalize, final_normal
     """``(dv, q, dc_part)`` from ``dy`` back through the normalisations and the centroid term."""
     n, k, d = vn.shape
     proj = cuda.device_array(n, dtype=vn.dtype, stream=stream)
-    elementwise(nv.projection, n, stream, vn, dy, total, eps, proj)
+    blockwise(nv.projection, n, block_threads(nv.LANES), stream, vn.reshape(n, k * d), dy, total, eps, proj)
     dv = cuda.device_array((n, k, d), dtype=vn.dtype, stream=stream)
     q = cuda.device_array((n, k), dtype=vn.dtype, stream=stream)
     dc_part = cuda.device_array((n, k, d), dtype=vn.dtype, stream=stream)
@@ -151,7 +151,11 @@ def _sum_samples(part, out, stream):
 
 
 def _encode(x, w, b, c, normalize_input, eps, mask, stream):
-    nrm, rinv, a, ar, mass = nv._encode(x, w, b, c, normalize_input, eps, stream)
+    n, d, m = x.shape
+    buffers = [cuda.device_array(shape, dtype=x.dtype, stream=stream)
+               for shape in nv._encode_shapes(n, d, m, w.shape[0], c.shape[0])]
+    nrm, rinv, a, ar, mass = buffers
+    nv._encode(x, w, b, c, normalize_input, eps, *buffers, stream)
     if mask is not None:
         n, m = mask.shape
         k = c.shape[0]
