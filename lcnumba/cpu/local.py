@@ -292,7 +292,8 @@ def plan_input_tiles(oh, ow, rows, cols, groups, n_threads):
             tasks[t0 + q, 0], tasks[t0 + q, 1], tasks[t0 + q, 2] = r, c, q % groups
             size[q] = (min(oh, (r + 1) * rows) - r * rows) * (min(ow, (c + 1) * cols) - c * cols)
         _runs(size, bounds[phase])
-        bounds[phase] += t0
+        for k in range(n_workers + 1):  # not "bounds[phase] += t0": that compiles NumPy's shape-mismatch message
+            bounds[phase, k] += t0
         t0 += n_tasks
     return tasks, bounds
 
@@ -334,10 +335,14 @@ def _runs(size, bounds):
 
 
 # ---------------------------------------------------------------- drivers
+#
+# Plain functions that allocate the chunk buffers and call the kernels.
+# Python runs them as they are (``host_forward``, ...), so a first call
+# compiles each kernel once, on its own; the C entry points call them
+# compiled (``forward``, ...), with the kernels compiled in.
 
 
-@njit(cache=True)
-def forward(x, w, b, kh, kw, sh, sw, pt, pl, dil_h, dil_w, groups, n_threads, y):
+def host_forward(x, w, b, kh, kw, sh, sw, pt, pl, dil_h, dil_w, groups, n_threads, y):
     """``y = local_conv(x, w) + b``; x (N, C, H, W), w (OH*OW, F, Kg), b (F, OH*OW) or (0, 0)."""
     n_total, n_channels = x.shape[0], x.shape[1]
     hp = padded_extent(y.shape[2], kh, sh, dil_h)
@@ -349,8 +354,7 @@ def forward(x, w, b, kh, kw, sh, sw, pt, pl, dil_h, dil_w, groups, n_threads, y)
         local_forward_chunk(xt, w, b, n0, kh, kw, sh, sw, dil_h, dil_w, groups, n_threads, y)
 
 
-@njit(cache=True)
-def backward_weight(dy, x, kh, kw, sh, sw, pt, pl, dil_h, dil_w, groups, n_threads, accumulate, out):
+def host_backward_weight(dy, x, kh, kw, sh, sw, pt, pl, dil_h, dil_w, groups, n_threads, accumulate, out):
     """``out (+)= dW``, (OH*OW, F, Kg), from dy (N, F, OH, OW) and x (N, C, H, W)."""
     n_total, n_channels = x.shape[0], x.shape[1]
     if n_total == 0 and not accumulate:
@@ -365,8 +369,7 @@ def backward_weight(dy, x, kh, kw, sh, sw, pt, pl, dil_h, dil_w, groups, n_threa
                                     accumulate or n0 > 0, out)
 
 
-@njit(cache=True)
-def backward_input(dy, w, kh, kw, sh, sw, pt, pl, dil_h, dil_w, groups, rows, n_threads, dx):
+def host_backward_input(dy, w, kh, kw, sh, sw, pt, pl, dil_h, dil_w, groups, rows, n_threads, dx):
     """``dx``, (N, C, H, W), from dy (N, F, OH, OW) and w (OH*OW, F, Kg).
 
     ``rows`` is ``segments.rows_per_phase_block(kh, sh, dil_h)``, the rows of a tile
@@ -388,5 +391,9 @@ def backward_input(dy, w, kh, kw, sh, sw, pt, pl, dil_h, dil_w, groups, rows, n_
                                    tasks, bounds, dxt)
         deinterleave(dxt, n0, pt, pl, dx)
 
+
+forward = njit(cache=True)(host_forward)
+backward_weight = njit(cache=True)(host_backward_weight)
+backward_input = njit(cache=True)(host_backward_input)
 
 cache.key_kernels(globals())

@@ -54,19 +54,19 @@ class HostBackend:
     def conv_forward(x, w, b, plan, y):
         bias = b if b is not None else np.zeros((0, 0), dtype=x.dtype)
         with kernel_guard(), serial_blas():
-            conv_kernels.forward(x, w, bias, *plan.tiling, *plan.kernel_args, plan.geo.groups,
+            conv_kernels.host_forward(x, w, bias, *plan.tiling, *plan.kernel_args, plan.geo.groups,
                                  numba.get_num_threads(), y)
 
     @staticmethod
     def conv_backward_input(dy, w, plan, dx):
         with kernel_guard(), serial_blas():
-            conv_kernels.backward_input(dy, w, *plan.tiling, *plan.kernel_args, plan.geo.groups,
+            conv_kernels.host_backward_input(dy, w, *plan.tiling, *plan.kernel_args, plan.geo.groups,
                                         numba.get_num_threads(), dx)
 
     @staticmethod
     def conv_backward_weight(dy, x, plan, accumulate, dw):
         with kernel_guard(), serial_blas():
-            conv_kernels.backward_weight(dy, x, *plan.tiling, *plan.kernel_args, plan.geo.groups,
+            conv_kernels.host_backward_weight(dy, x, *plan.tiling, *plan.kernel_args, plan.geo.groups,
                                          numba.get_num_threads(), accumulate, dw)
 
     @staticmethod
