@@ -48,5 +48,5 @@ def test_warmup_in_two_processes_compiles_what_the_process_then_runs(tmp_path, m
     out = capsys.readouterr().out
     assert "max_pool2d float32" in out and "max_pool2d float64" in out
     assert "compiled max_pool2d for float32 and float64" in out
-    for kernel in ("max_pool2d_fwd", "max_pool2d_fwd_indices", "backward"):
+    for kernel in ("max_pool2d_fwd", "max_pool2d_fwd_indices", "max_pool2d_bwd"):
         assert len(list(tmp_path.rglob(f"pool.{kernel}-*.nbc"))) == 2, f"{kernel}: not cached for both dtypes"

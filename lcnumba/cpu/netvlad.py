@@ -357,8 +357,7 @@ def reduce_samples(part, out):
         out[j] = total
 
 
-@njit(cache=True)
-def backward(dy, x, w, b, c, normalize_input, eps, dx, dw, db, dc):
+def host_backward(dy, x, w, b, c, normalize_input, eps, dx, dw, db, dc):
     """NetVLAD backward: ``dx`` (N, D, M) and the sums over samples ``dw`` (KG, D), ``db`` (KG,), ``dc`` (K, D).
 
     The per-sample partials (O(N KG D) scratch, allocated here) are summed in
@@ -381,5 +380,10 @@ def backward(dy, x, w, b, c, normalize_input, eps, dx, dw, db, dc):
     reduce_samples(db_part, db)
     reduce_samples(dc_part.reshape((n, k * d)), dc.reshape(k * d))
 
+
+#: ``host_backward`` compiled, for the C entry points. Python runs the plain
+#: function, so a first call compiles each kernel once, on its own (a compiled
+#: driver compiles its kernels again into its own machine code).
+backward = njit(cache=True)(host_backward)
 
 cache.key_kernels(globals())

@@ -88,7 +88,7 @@ class HostBackend:
     def pool_backward(dy, indices, dx):
         """Scatter ``dy`` (planes, OH*OW) into ``dx`` (planes, H*W); the first bad index, or None (``dx`` untouched)."""
         with kernel_guard():
-            valid, bad = pool_kernels.backward(dy, indices, dx)
+            valid, bad = pool_kernels.host_backward(dy, indices, dx)
         return None if valid else int(bad)
 
     # ------------------------------------------------------------ NetVLAD
@@ -107,7 +107,7 @@ class HostBackend:
         db = np.empty((kg,), x.dtype)
         dc = np.empty(centroids.shape, x.dtype)
         with kernel_guard(), serial_blas():
-            netvlad_kernels.backward(dy, x, w, b, centroids, normalize_input, eps, dx, dw, db, dc)
+            netvlad_kernels.host_backward(dy, x, w, b, centroids, normalize_input, eps, dx, dw, db, dc)
         return dx, dw, db, dc
 
 
