@@ -128,7 +128,7 @@ def run_job(families_, dtype):
 
 
 def _progress(total):
-    """A progress bar over ``total`` jobs: tqdm's when it is installed, else one line per job on stderr."""
+    """A progress bar over ``total`` jobs: tqdm's (a dependency), or one line per job on stderr where it is missing."""
     try:
         from tqdm import tqdm
     except ImportError:
