@@ -79,6 +79,8 @@ def _select(values, known, what):
     if values is None:
         return list(known)
     unknown = [v for v in values if v not in known]
+    if not values:
+        raise ValueError(f"no {what} given; choose from {', '.join(known)}")
     if unknown:
         raise ValueError(f"unknown {what} {', '.join(map(repr, unknown))}; choose from {', '.join(known)}")
     return list(dict.fromkeys(values))

@@ -32,7 +32,8 @@ def test_largest_kernel_sets_start_first():
 
 
 @pytest.mark.parametrize("argv, unknown", [(["--ops", "conv2d,conv3d"], "'conv3d'"),
-                                           (["--dtype", "float16"], "'float16'")])
+                                           (["--dtype", "float16"], "'float16'"),
+                                           (["--ops", ","], "no op given")])
 def test_unknown_names_are_an_error_that_lists_the_choices(argv, unknown, capsys):
     assert cli.main(["warmup", "--quiet"] + argv) == 2
     err = capsys.readouterr().err
