@@ -8,13 +8,18 @@ Two measurements, one Markdown report:
    round by round in one process, so both counts see the same machine.
    The speedup column is ``time(1 thread) / time(n threads)``.
 2. **First call.** For every operation family a fresh Python process
-   imports lcnumba and makes its first call on small inputs; the process
-   reports both durations. Run ``python -m lcnumba warmup`` first to measure
-   a warm cache (the default here runs it for you), or pass ``--cold-cache``
-   to measure compilation into an empty cache instead.
+   imports lcnumba and makes its first forward+backward on small inputs; the
+   process reports both durations and its CPU time (user+sys: compiling is
+   single-threaded, so on a busy machine CPU time is the steadier figure).
+   By default the cache is warmed first (``python -m lcnumba warmup``).
+   ``--cold-cache`` reports the three first-use figures instead: each
+   family's first call compiling into an empty cache (a new one per family),
+   ``python -m lcnumba warmup`` (every op, both dtypes) into an empty cache,
+   and then import plus first call in a new process on that warm cache.
 
     python benchmarks/scaling.py                  # both, all workloads
     python benchmarks/scaling.py --workloads deepface_l4,vgg_conv3 --skip-first-call
+    python benchmarks/scaling.py --cold-cache --skip-threads  # the first-use figures alone
 """
 
 import os
@@ -25,6 +30,7 @@ if __name__ == "__main__":
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse
+import resource
 import shutil
 import statistics
 import subprocess
@@ -44,6 +50,8 @@ except ImportError:  # run as a script: benchmarks/ is sys.path[0]
 FIRST_CALLS = (
     ("conv2d fwd+bwd", "x = np.ones((1, 2, 6, 6), np.float32); w = np.ones((2, 2, 3, 3), np.float32); "
                        "lcnumba.conv2d_backward(lcnumba.conv2d_forward(x, w), x, w)"),
+    ("tiled_conv2d fwd+bwd", "x = np.ones((1, 2, 6, 6), np.float32); w = np.ones((2, 2, 2, 2, 3, 3), np.float32); "
+                             "lcnumba.tiled_conv2d_backward(lcnumba.tiled_conv2d_forward(x, w), x, w)"),
     ("local_conv2d fwd+bwd", "x = np.ones((1, 2, 6, 6), np.float32); w = np.ones((4, 4, 2, 2, 3, 3), np.float32); "
                              "lcnumba.local_conv2d_backward(lcnumba.local_conv2d_forward(x, w), x, w)"),
     ("max_pool2d fwd+bwd", "x = np.ones((1, 2, 6, 6), np.float32); "
@@ -62,7 +70,7 @@ import lcnumba
 t1 = time.perf_counter()
 {statement}
 t2 = time.perf_counter()
-print(t1 - t0, t2 - t1)
+print(t1 - t0, t2 - t1, time.process_time())
 """
 
 
@@ -92,30 +100,55 @@ def time_threads(names, threads, budget, min_repeat):
     return rows
 
 
+def _first_call(statement, env):
+    """``(import s, first-call s, CPU s)`` of ``statement`` in a fresh process."""
+    done = subprocess.run([sys.executable, "-c", _CHILD.format(statement=statement)], check=True, env=env,
+                          capture_output=True, text=True)
+    imported, called, cpu = (float(v) for v in done.stdout.split())
+    return imported, called, cpu
+
+
+def _warmup(env):
+    """``(wall s, CPU s of every process)`` of ``python -m lcnumba warmup`` (every op, both dtypes)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "lcnumba", "warmup", "--quiet"], check=True, env=env,
+                   stdout=subprocess.DEVNULL)
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+
+
 def first_calls(cold_cache):
-    """Rows ``(label, import seconds, first-call seconds)``, each from a fresh process."""
+    """First-call rows ``(label, import s, first-call s, CPU s)`` and the warmup ``(wall s, CPU s)`` or None.
+
+    Warm (default): warm the cache, then one fresh process per family.
+    Cold: one fresh process per family, each on a new empty cache; then the
+    warmup into an empty cache; then the warm rows again, on that cache.
+    """
     env = dict(os.environ)
-    scratch = None
-    if cold_cache:
-        scratch = tempfile.TemporaryDirectory()
-        env["NUMBA_CACHE_DIR"] = scratch.name
-    else:
-        subprocess.run([sys.executable, "-m", "lcnumba", "warmup"], check=True, env=env,
-                       stdout=subprocess.DEVNULL)
-    rows = []
-    try:
+    if not cold_cache:
+        _warmup(env)
+        return [(label,) + _first_call(statement, env) for label, statement in FIRST_CALLS], None, None
+    with tempfile.TemporaryDirectory() as scratch:
+        env["NUMBA_CACHE_DIR"] = scratch
+        cold = []
         for label, statement in FIRST_CALLS:
-            if cold_cache:  # every family compiles from nothing, not from its predecessor's cache
-                shutil.rmtree(scratch.name)
-                os.mkdir(scratch.name)
-            done = subprocess.run([sys.executable, "-c", _CHILD.format(statement=statement)], check=True,
-                                  env=env, capture_output=True, text=True)
-            imported, called = (float(v) for v in done.stdout.split())
-            rows.append((label, imported, called))
-    finally:
-        if scratch is not None:
-            scratch.cleanup()
-    return rows
+            shutil.rmtree(scratch)  # every family compiles from nothing, not from its predecessor's cache
+            os.mkdir(scratch)
+            cold.append((label,) + _first_call(statement, env))
+        shutil.rmtree(scratch)
+        os.mkdir(scratch)
+        warmup = _warmup(env)
+        warm = [(label,) + _first_call(statement, env) for label, statement in FIRST_CALLS]
+    return cold, warmup, warm
+
+
+def _first_call_table(title, rows):
+    lines = ["", title, "", "| operation | import lcnumba s | first call s | total s | CPU s |", "|---|---|---|---|---|"]
+    for label, imported, called, cpu in rows:
+        lines.append(f"| {label} | {imported:.2f} | {called:.2f} | {imported + called:.2f} | {cpu:.2f} |")
+    return lines
 
 
 def main(argv=None):
@@ -126,6 +159,7 @@ def main(argv=None):
     parser.add_argument("--budget", type=float, default=3.0, help="seconds of timing per workload")
     parser.add_argument("--min-repeat", type=int, default=3, help="fewest rounds per thread count")
     parser.add_argument("--skip-first-call", action="store_true", help="only the thread scaling")
+    parser.add_argument("--skip-threads", action="store_true", help="only the first calls")
     parser.add_argument("--cold-cache", action="store_true", help="first calls compile into an empty cache")
     args = parser.parse_args(argv)
     names = list(WORKLOADS) if args.workloads == "all" else args.workloads.split(",")
@@ -133,16 +167,24 @@ def main(argv=None):
     if unknown:
         parser.error(f"unknown workloads {unknown}; choose from {', '.join(WORKLOADS)}")
 
-    lines = [f"## Thread scaling, float32 fwd+bwd with out= buffers (load average {os.getloadavg()[0]:.1f})", "",
-             f"| workload | 1 thread ms | {args.threads} threads ms | speedup |", "|---|---|---|---|"]
-    for name, one, many in time_threads(names, args.threads, args.budget, args.min_repeat):
-        lines.append(f"| {name} | {one:.3g} | {many:.3g} | {one / many:.2f}x |")
+    lines = []
+    if not args.skip_threads:
+        lines += [f"## Thread scaling, float32 fwd+bwd with out= buffers (load average {os.getloadavg()[0]:.1f})", "",
+                  f"| workload | 1 thread ms | {args.threads} threads ms | speedup |", "|---|---|---|---|"]
+        for name, one, many in time_threads(names, args.threads, args.budget, args.min_repeat):
+            lines.append(f"| {name} | {one:.3g} | {many:.3g} | {one / many:.2f}x |")
     if not args.skip_first_call:
-        cache = "empty cache" if args.cold_cache else "warm cache (after `python -m lcnumba warmup`)"
-        lines += ["", f"## First call in a new process, {cache}", "",
-                  "| operation | import lcnumba s | first call s | total s |", "|---|---|---|---|"]
-        for label, imported, called in first_calls(args.cold_cache):
-            lines.append(f"| {label} | {imported:.2f} | {called:.2f} | {imported + called:.2f} |")
+        first, warmup, warm = first_calls(args.cold_cache)
+        if not args.cold_cache:
+            lines += _first_call_table("## First call in a new process, warm cache (after `python -m lcnumba warmup`)",
+                                       first)
+        else:
+            lines += _first_call_table(f"## First use: first fwd+bwd in a new process, empty cache "
+                                       f"(load average {os.getloadavg()[0]:.1f})", first)
+            lines += ["", f"`python -m lcnumba warmup` (every op, float32 and float64) into an empty cache: "
+                          f"{warmup[0]:.1f} s wall, {warmup[1]:.1f} s CPU ({os.cpu_count()} cores)"]
+            lines += _first_call_table("## First use: import and first fwd+bwd in a new process, after that warmup",
+                                       warm)
     print("\n".join(lines))
     return 0
 

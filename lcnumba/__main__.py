@@ -1,8 +1,9 @@
 """Command line: ``python -m lcnumba [layer|warmup|demo]``.
 
 ``layer`` (the default) runs one forward and backward of DeepFace's local
-layer L4 and prints shapes and times; ``warmup`` compiles every kernel for
-both dtypes into Numba's on-disk cache and reports how long that took;
+layer L4 and prints shapes and times; ``warmup`` compiles the kernels
+(every op and both dtypes unless ``--ops``/``--dtype`` choose) into Numba's
+on-disk cache, one process per core, and reports how long that took;
 ``demo`` trains a small DeepFace-style network (needs the ``demo`` extra).
 """
 
@@ -39,12 +40,28 @@ def _layer(args):
     return 0
 
 
+def _names(text):
+    """A comma-separated list of names, or None (all) for None."""
+    return None if text is None else [name.strip() for name in text.split(",") if name.strip()]
+
+
 def _warmup(args):
     from . import warmup
 
     start = time.perf_counter()
-    names = warmup.compile_all(verbose=args.verbose)
-    print(f"compiled {len(names)} operations for float32 and float64 in {time.perf_counter() - start:.1f} s")
+    try:
+        done = warmup.compile_all(_names(args.ops), _names(args.dtype), args.processes, progress=not args.quiet)
+    except ValueError as error:  # an unknown op or dtype
+        print(f"python -m lcnumba warmup: {error}", file=sys.stderr)
+        return 2
+    wall = time.perf_counter() - start
+    if args.verbose:
+        for label, dtype, seconds in done:
+            print(f"  {label} {dtype}: {seconds:.1f} s CPU")
+    dtypes = sorted({dtype for _, dtype, _ in done})
+    families = sorted({name for label, _, _ in done for name in label.split("+")})
+    print(f"compiled {', '.join(families)} for {' and '.join(dtypes)} in {wall:.1f} s "
+          f"({sum(s for _, _, s in done):.1f} s CPU in {len(done)} jobs)")
     return 0
 
 
@@ -62,8 +79,13 @@ def main(argv=None):
     sub = parser.add_subparsers(dest="command")
     layer = sub.add_parser("layer", help="one forward+backward of DeepFace's L4 local layer (default)")
     layer.add_argument("--batch", type=int, default=8)
-    warm = sub.add_parser("warmup", help="compile every kernel into the on-disk cache")
-    warm.add_argument("--verbose", action="store_true")
+    warm = sub.add_parser("warmup", help="compile the kernels into the on-disk cache, one process per core")
+    warm.add_argument("--ops", help="comma-separated op families (conv2d, tiled_conv2d, local_conv2d, max_pool2d, "
+                                    "netvlad, or a 1-D form); default all")
+    warm.add_argument("--dtype", help="comma-separated dtypes (float32, float64); default both")
+    warm.add_argument("--processes", type=int, help="worker processes; default one per core")
+    warm.add_argument("--quiet", action="store_true", help="no progress bar")
+    warm.add_argument("--verbose", action="store_true", help="CPU seconds per job")
     demo = sub.add_parser("demo", help="train a DeepFace-style network (needs the demo extra)")
     demo.add_argument("rest", nargs=argparse.REMAINDER)
     argv = list(sys.argv[1:] if argv is None else argv)

@@ -17,6 +17,13 @@ family's forward and backward come from one interpreter) and reported per
   (convolutions: ``*_backward_input``, ``*_backward_weight``,
   ``*_backward_bias``).
 
+``Warmup.track_seconds("warmup")`` is the wall time of ``python -m lcnumba
+warmup`` (every op, float32 and float64, one process per core) into an empty
+cache, and ``Warmup.track_seconds`` for an op then what a new
+process on that warm cache pays for ``import lcnumba`` plus its first
+forward and backward: the three first-use figures of
+``benchmarks/scaling.py --cold-cache``.
+
 ``Import.timeraw_import`` times ``import lcnumba`` in a fresh interpreter,
 which must stay cheap (no eager signatures, no CUDA initialisation).
 """
@@ -26,6 +33,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 
 OPS = ("conv2d", "tiled_conv2d", "local_conv2d", "max_pool2d", "netvlad")
 PASSES = ("forward", "backward")
@@ -33,8 +41,10 @@ PASSES = ("forward", "backward")
 # Run as ``python -c _PROBE <op>``; prints one JSON object on its last line.
 _PROBE = r"""
 import json, sys, time
+t0 = time.perf_counter()
 import numpy as np
 import lcnumba
+imported = time.perf_counter() - t0
 
 op = sys.argv[1]
 f32 = np.float32
@@ -90,27 +100,43 @@ y = run_forward()
 middle = time.perf_counter()
 run_backward(y)
 end = time.perf_counter()
-print(json.dumps({"forward": middle - start, "backward": end - middle}))
+print(json.dumps({"forward": middle - start, "backward": end - middle, "import": imported}))
 """
 
 
-def cold_compile(op):
-    """Seconds of the first forward and backward calls of ``op`` with an empty Numba cache.
-
-    Returns ``{"forward": s, "backward": s}``, ``{"missing": name}`` when this
-    build lacks a function, or ``{"error": text}`` when the probe failed.
-    """
-    with tempfile.TemporaryDirectory(prefix="lcnumba-cold-cache-") as cache_dir:
-        env = dict(os.environ, NUMBA_CACHE_DIR=cache_dir)
-        proc = subprocess.run(
-            [sys.executable, "-c", _PROBE, op], env=env, capture_output=True, text=True, timeout=600
-        )
+def _probe(op, env):
+    proc = subprocess.run([sys.executable, "-c", _PROBE, op], env=env, capture_output=True, text=True, timeout=600)
     if proc.returncode != 0:
         return {"error": f"exit status {proc.returncode}: {proc.stderr.strip()[-2000:]}"}
     try:
         return json.loads(proc.stdout.strip().splitlines()[-1])
     except (IndexError, ValueError):
         return {"error": f"unreadable probe output: {proc.stdout[-2000:]!r}"}
+
+
+def cold_compile(op):
+    """Seconds of the first forward and backward calls of ``op`` with an empty Numba cache.
+
+    Returns ``{"forward": s, "backward": s, "import": s}``, ``{"missing": name}``
+    when this build lacks a function, or ``{"error": text}`` when the probe failed.
+    """
+    with tempfile.TemporaryDirectory(prefix="lcnumba-cold-cache-") as cache_dir:
+        return _probe(op, dict(os.environ, NUMBA_CACHE_DIR=cache_dir))
+
+
+def warmup_then_first_calls():
+    """``{"warmup": s or error text, op: probe result}``: the warmup into an empty cache, then each op on it."""
+    with tempfile.TemporaryDirectory(prefix="lcnumba-warmup-cache-") as cache_dir:
+        env = dict(os.environ, NUMBA_CACHE_DIR=cache_dir)
+        start = time.perf_counter()
+        proc = subprocess.run([sys.executable, "-m", "lcnumba", "warmup", "--quiet"], env=env, capture_output=True,
+                              text=True, timeout=1200)
+        wall = time.perf_counter() - start
+        if proc.returncode != 0:
+            return {"warmup": f"exit status {proc.returncode}: {proc.stderr.strip()[-2000:]}"}
+        results = {"warmup": wall}
+        results.update({op: _probe(op, env) for op in OPS})
+    return results
 
 
 class Compile:
@@ -133,6 +159,34 @@ class Compile:
         if "error" in result:
             raise RuntimeError(f"cold compile of {op} failed: {result['error']}")
         return result[step]
+
+
+class Warmup:
+    """``what``: "warmup" (its wall time), or an op (import plus first fwd+bwd in a new process after it)."""
+
+    params = [["warmup"] + list(OPS)]
+    param_names = ["what"]
+    unit = "seconds"
+    timeout = 900
+
+    def setup_cache(self):
+        return warmup_then_first_calls()
+
+    setup_cache.timeout = 1800
+
+    def setup(self, results, what):
+        if isinstance(results["warmup"], str):
+            raise RuntimeError(f"python -m lcnumba warmup failed: {results['warmup']}")
+        if what != "warmup" and "missing" in results[what]:
+            raise NotImplementedError(f"{results[what]['missing']} does not exist in this build")
+
+    def track_seconds(self, results, what):
+        if what == "warmup":
+            return results["warmup"]
+        result = results[what]
+        if "error" in result:
+            raise RuntimeError(f"warm first call of {what} failed: {result['error']}")
+        return result["import"] + result["forward"] + result["backward"]
 
 
 class Import:

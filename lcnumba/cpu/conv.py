@@ -40,6 +40,8 @@ Workspaces (column buffers) are sized by one segment and one batch chunk, a
 few hundred KiB per worker, never the whole batch.
 """
 
+import types
+
 import numpy as np
 from numba import njit, prange
 
@@ -513,29 +515,37 @@ def conv_backward_input(dy, w, segs, row_ptr, rows_per_block, n_chunk, kh, kw, s
 
 # ---------------------------------------------------------------- drivers
 #
-# One call per public operation, compiled, so that the Python functions and
-# the C entry points (lcnumba.capi) run exactly the same code. ``th, tw`` are
-# the tiles per axis (1, 1 for conv2d; OH, OW for local) and ``periodic`` the
-# tile mode. Arguments are trusted: the callers check them.
+# One call per public operation. ``th, tw`` are the tiles per axis (1, 1 for
+# conv2d; OH, OW for local) and ``periodic`` the tile mode. Arguments are
+# trusted: the callers check them.
+#
+# Each driver chooses the local kernels of ``lcnumba.cpu.local`` or the
+# segment kernels of this module (``uses_local``). The C entry points
+# (``lcnumba.capi``) call the compiled drivers (``forward``, ...), both paths
+# compiled in. Python calls plain ones (``host_forward``, ...) that make the
+# same choice and call the same kernels from Python: a first call compiles
+# only the kernels of its own path, each once, on its own (a compiled driver
+# would compile them again into its own machine code).
 
 
 @njit(cache=True)
-def forward(x, w, b, th, tw, periodic, kh, kw, sh, sw, pt, pl, dil_h, dil_w, groups, n_threads, y):
-    """``y = conv(x, w) + b``; w (T, F, Kg), b (F, T) or (0, 0), y (N, F, OH, OW)."""
-    if _is_local(th, tw, y, x, kh, kw, sh, sw, dil_h, dil_w):
-        local.forward(x, w, b, kh, kw, sh, sw, pt, pl, dil_h, dil_w, groups, n_threads, y)
-        return
+def uses_local(th, tw, oh, ow, kh, kw, sh, sw, dil_h, dil_w, height, width):
+    """One tile per output position and a sane padding of the input: ``lcnumba.cpu.local`` applies.
+
+    ``oh, ow`` is the output (y or dy), ``height, width`` the input (x or dx).
+    """
+    return th == oh and tw == ow and local.fits(oh, ow, kh, kw, sh, sw, dil_h, dil_w, height, width)
+
+
+def host_shared_forward(x, w, b, th, tw, periodic, kh, kw, sh, sw, pt, pl, dil_h, dil_w, groups, n_threads, y):
+    """``forward`` by segments (every family)."""
     by_tile, _, _, _ = segment_table(y.shape[2], y.shape[3], th, tw, periodic)
     n_chunk = batch_chunk(x.shape[0], _max_count(by_tile))
     conv_forward(x, w, b, by_tile, n_chunk, kh, kw, sh, sw, pt, pl, dil_h, dil_w, groups, n_threads, y)
 
 
-@njit(cache=True)
-def backward_input(dy, w, th, tw, periodic, kh, kw, sh, sw, pt, pl, dil_h, dil_w, groups, n_threads, dx):
-    """``dx``, (N, C, H, W), from dy (N, F, OH, OW) and w (T, F, Kg)."""
-    if _is_local(th, tw, dy, dx, kh, kw, sh, sw, dil_h, dil_w):
-        local.backward_input(dy, w, kh, kw, sh, sw, pt, pl, dil_h, dil_w, groups, n_threads, dx)
-        return
+def host_shared_backward_input(dy, w, th, tw, periodic, kh, kw, sh, sw, pt, pl, dil_h, dil_w, groups, n_threads, dx):
+    """``backward_input`` by segments (every family)."""
     _, _, by_row, row_ptr = segment_table(dy.shape[2], dy.shape[3], th, tw, periodic)
     n_chunk = batch_chunk(dy.shape[0], _max_count(by_row))
     rows = rows_per_phase_block(kh, sh, dil_h)
@@ -543,12 +553,9 @@ def backward_input(dy, w, th, tw, periodic, kh, kw, sh, sw, pt, pl, dil_h, dil_w
                         n_threads, dx)
 
 
-@njit(cache=True)
-def backward_weight(dy, x, th, tw, periodic, kh, kw, sh, sw, pt, pl, dil_h, dil_w, groups, n_threads, accumulate, out):
-    """``out (+)= dW``, (T, F, Kg), from dy (N, F, OH, OW) and x (N, C, H, W)."""
-    if _is_local(th, tw, dy, x, kh, kw, sh, sw, dil_h, dil_w):
-        local.backward_weight(dy, x, kh, kw, sh, sw, pt, pl, dil_h, dil_w, groups, n_threads, accumulate, out)
-        return
+def host_shared_backward_weight(dy, x, th, tw, periodic, kh, kw, sh, sw, pt, pl, dil_h, dil_w, groups, n_threads,
+                                accumulate, out):
+    """``backward_weight`` by segments (every family)."""
     by_tile, tile_ptr, _, _ = segment_table(dy.shape[2], dy.shape[3], th, tw, periodic)
     chunks, reductions, n_slots = plan_weight_chunks(tile_ptr)
     partial = np.empty((n_slots, out.shape[1], out.shape[2]), dtype=out.dtype)
@@ -559,18 +566,66 @@ def backward_weight(dy, x, th, tw, periodic, kh, kw, sh, sw, pt, pl, dil_h, dil_
         reduce_weight_partials(partial, reductions, accumulate, out)
 
 
+def host_forward(x, w, b, th, tw, periodic, kh, kw, sh, sw, pt, pl, dil_h, dil_w, groups, n_threads, y):
+    """``y = conv(x, w) + b``; w (T, F, Kg), b (F, T) or (0, 0), y (N, F, OH, OW)."""
+    if uses_local(th, tw, y.shape[2], y.shape[3], kh, kw, sh, sw, dil_h, dil_w, x.shape[2], x.shape[3]):
+        _local_forward(x, w, b, kh, kw, sh, sw, pt, pl, dil_h, dil_w, groups, n_threads, y)
+    else:
+        _shared_forward(x, w, b, th, tw, periodic, kh, kw, sh, sw, pt, pl, dil_h, dil_w, groups, n_threads, y)
+
+
+def host_backward_input(dy, w, th, tw, periodic, kh, kw, sh, sw, pt, pl, dil_h, dil_w, groups, n_threads, dx):
+    """``dx``, (N, C, H, W), from dy (N, F, OH, OW) and w (T, F, Kg)."""
+    if uses_local(th, tw, dy.shape[2], dy.shape[3], kh, kw, sh, sw, dil_h, dil_w, dx.shape[2], dx.shape[3]):
+        _local_backward_input(dy, w, kh, kw, sh, sw, pt, pl, dil_h, dil_w, groups, n_threads, dx)
+    else:
+        _shared_backward_input(dy, w, th, tw, periodic, kh, kw, sh, sw, pt, pl, dil_h, dil_w, groups, n_threads, dx)
+
+
+def host_backward_weight(dy, x, th, tw, periodic, kh, kw, sh, sw, pt, pl, dil_h, dil_w, groups, n_threads,
+                         accumulate, out):
+    """``out (+)= dW``, (T, F, Kg), from dy (N, F, OH, OW) and x (N, C, H, W)."""
+    if uses_local(th, tw, dy.shape[2], dy.shape[3], kh, kw, sh, sw, dil_h, dil_w, x.shape[2], x.shape[3]):
+        _local_backward_weight(dy, x, kh, kw, sh, sw, pt, pl, dil_h, dil_w, groups, n_threads, accumulate, out)
+    else:
+        _shared_backward_weight(dy, x, th, tw, periodic, kh, kw, sh, sw, pt, pl, dil_h, dil_w, groups, n_threads,
+                                accumulate, out)
+
+
+#: The paths of the plain drivers: plain drivers too, run by Python.
+_local_forward = local.host_forward
+_local_backward_input = local.host_backward_input
+_local_backward_weight = local.host_backward_weight
+_shared_forward = host_shared_forward
+_shared_backward_input = host_shared_backward_input
+_shared_backward_weight = host_shared_backward_weight
+
+shared_forward = njit(cache=True)(host_shared_forward)
+shared_backward_input = njit(cache=True)(host_shared_backward_input)
+shared_backward_weight = njit(cache=True)(host_shared_backward_weight)
+
+
+def _compiled(driver):
+    """``njit(cache=True)`` of the plain ``driver`` with its paths compiled too.
+
+    The compiled function runs the driver's own code (Numba compiles it from
+    the code object) in a copy of this module's namespace where the path
+    names (``_local_forward``, ...) are the compiled drivers. Its on-disk
+    cache is the driver's: same file, name and line.
+    """
+    namespace = dict(globals(), _local_forward=local.forward, _local_backward_input=local.backward_input,
+                     _local_backward_weight=local.backward_weight, _shared_forward=shared_forward,
+                     _shared_backward_input=shared_backward_input, _shared_backward_weight=shared_backward_weight)
+    twin = types.FunctionType(driver.__code__, namespace, driver.__name__, driver.__defaults__, driver.__closure__)
+    twin.__qualname__, twin.__module__, twin.__doc__ = driver.__qualname__, driver.__module__, driver.__doc__
+    return njit(cache=True)(twin)
+
+
 @njit(cache=True)
 def backward_bias(dy, th, tw, periodic, accumulate, out):
     """``out (+)= db``, (F, T), from dy (N, F, OH, OW)."""
     by_tile, tile_ptr, _, _ = segment_table(dy.shape[2], dy.shape[3], th, tw, periodic)
     conv_backward_bias(dy, by_tile, tile_ptr, accumulate, out)
-
-
-@njit(cache=True, inline="always")
-def _is_local(th, tw, y, x, kh, kw, sh, sw, dil_h, dil_w):
-    """One tile per output position (y or dy) and a sane padding of x (or dx): ``lcnumba.cpu.local`` applies."""
-    oh, ow = y.shape[2], y.shape[3]
-    return th == oh and tw == ow and local.fits(oh, ow, kh, kw, sh, sw, dil_h, dil_w, x.shape[2], x.shape[3])
 
 
 @njit(cache=True, inline="always")
@@ -581,5 +636,10 @@ def _max_count(segs):
         most = max(most, segs[s, 4])
     return most
 
+
+#: The drivers compiled, both paths compiled in: for the C entry points.
+forward = _compiled(host_forward)
+backward_input = _compiled(host_backward_input)
+backward_weight = _compiled(host_backward_weight)
 
 cache.key_kernels(globals())

@@ -339,10 +339,14 @@ def _runs(size, bounds):
 
 
 # ---------------------------------------------------------------- drivers
+#
+# Plain functions that allocate the chunk buffers and call the kernels.
+# Python runs them as they are (``host_forward``, ...), so a first call
+# compiles each kernel once, on its own; the C entry points call them
+# compiled (``forward``, ...), with the kernels compiled in.
 
 
-@njit(cache=True)
-def forward(x, w, b, kh, kw, sh, sw, pt, pl, dil_h, dil_w, groups, n_threads, y):
+def host_forward(x, w, b, kh, kw, sh, sw, pt, pl, dil_h, dil_w, groups, n_threads, y):
     """``y = local_conv(x, w) + b``; x (N, C, H, W), w (OH*OW, F, Kg), b (F, OH*OW) or (0, 0)."""
     n_total, n_channels = x.shape[0], x.shape[1]
     hp = padded_extent(y.shape[2], kh, sh, dil_h)
@@ -354,8 +358,7 @@ def forward(x, w, b, kh, kw, sh, sw, pt, pl, dil_h, dil_w, groups, n_threads, y)
         local_forward_chunk(xt, w, b, n0, kh, kw, sh, sw, dil_h, dil_w, groups, n_threads, y)
 
 
-@njit(cache=True)
-def backward_weight(dy, x, kh, kw, sh, sw, pt, pl, dil_h, dil_w, groups, n_threads, accumulate, out):
+def host_backward_weight(dy, x, kh, kw, sh, sw, pt, pl, dil_h, dil_w, groups, n_threads, accumulate, out):
     """``out (+)= dW``, (OH*OW, F, Kg), from dy (N, F, OH, OW) and x (N, C, H, W)."""
     n_total, n_channels = x.shape[0], x.shape[1]
     if n_total == 0 and not accumulate:
@@ -370,13 +373,16 @@ def backward_weight(dy, x, kh, kw, sh, sw, pt, pl, dil_h, dil_w, groups, n_threa
                                     accumulate or n0 > 0, out)
 
 
-@njit(cache=True)
-def backward_input(dy, w, kh, kw, sh, sw, pt, pl, dil_h, dil_w, groups, n_threads, dx):
+def host_backward_input(dy, w, kh, kw, sh, sw, pt, pl, dil_h, dil_w, groups, n_threads, dx):
     """``dx``, (N, C, H, W), from dy (N, F, OH, OW) and w (OH*OW, F, Kg)."""
     wp = padded_extent(dy.shape[3], kw, sw, dil_w)
     row_bounds = plan_input_rows(dy.shape[2], kh, sh, dil_h, n_threads)
     for n0 in range(0, dx.shape[0], LANES_PER_CHUNK):
         local_backward_input_chunk(dy, w, n0, kh, kw, sh, sw, pt, pl, dil_h, dil_w, groups, wp, row_bounds, dx)
 
+
+forward = njit(cache=True)(host_forward)
+backward_weight = njit(cache=True)(host_backward_weight)
+backward_input = njit(cache=True)(host_backward_input)
 
 cache.key_kernels(globals())

@@ -414,8 +414,7 @@ def reduce_samples(part, out):
         out[j] = total
 
 
-@njit(cache=True)
-def backward(dy, x, w, b, c, normalize_input, intra_normalize, final_normalize, eps, mask, dx, dw, db, dc):
+def host_backward(dy, x, w, b, c, normalize_input, intra_normalize, final_normalize, eps, mask, dx, dw, db, dc):
     """NetVLAD backward: ``dx`` (N, D, M) and the sums over samples ``dw`` (KG, D), ``db`` (KG,), ``dc`` (K, D).
 
     The per-sample partials (O(N KG D) scratch, allocated here) are summed in
@@ -508,5 +507,10 @@ def aggregate_backward(dy, x, a, c, intra_normalize, final_normalize, eps, dx, d
     _aggregate_bwd(dy, x, a, c, intra_normalize, final_normalize, eps, dx, da, dc_part)
     reduce_samples(dc_part.reshape((n, k * d)), dc.reshape(k * d))
 
+
+#: ``host_backward`` compiled, for the C entry points. Python runs the plain
+#: function, so a first call compiles each kernel once, on its own (a compiled
+#: driver compiles its kernels again into its own machine code).
+backward = njit(cache=True)(host_backward)
 
 cache.key_kernels(globals())

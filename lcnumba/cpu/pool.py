@@ -308,8 +308,7 @@ def check_indices(indices, plane_size):
     return True, np.int64(-1)
 
 
-@njit(cache=True)
-def backward(dy, indices, dx):
+def host_backward(dy, indices, dx):
     """Max-pooling backward with its index check: ``(valid, bad)`` of ``check_indices``.
 
     dy (P, OH * OW), indices (P, OH * OW), dx (P, H * W). Every index is
@@ -325,5 +324,10 @@ def backward(dy, indices, dx):
     max_pool2d_bwd(dy, indices, dx)
     return True, np.int64(-1)
 
+
+#: ``host_backward`` compiled, for the C entry points. Python runs the plain
+#: function, so a first call compiles each kernel once, on its own (a compiled
+#: driver compiles its kernels again into its own machine code).
+backward = njit(cache=True)(host_backward)
 
 cache.key_kernels(globals())

@@ -59,19 +59,19 @@ class HostBackend:
     def conv_forward(x, w, b, plan, y):
         bias = b if b is not None else np.zeros((0, 0), dtype=x.dtype)
         with kernel_guard(), serial_blas():
-            conv_kernels.forward(x, w, bias, *plan.tiling, *plan.kernel_args, plan.geo.groups,
+            conv_kernels.host_forward(x, w, bias, *plan.tiling, *plan.kernel_args, plan.geo.groups,
                                  numba.get_num_threads(), y)
 
     @staticmethod
     def conv_backward_input(dy, w, plan, dx):
         with kernel_guard(), serial_blas():
-            conv_kernels.backward_input(dy, w, *plan.tiling, *plan.kernel_args, plan.geo.groups,
+            conv_kernels.host_backward_input(dy, w, *plan.tiling, *plan.kernel_args, plan.geo.groups,
                                         numba.get_num_threads(), dx)
 
     @staticmethod
     def conv_backward_weight(dy, x, plan, accumulate, dw):
         with kernel_guard(), serial_blas():
-            conv_kernels.backward_weight(dy, x, *plan.tiling, *plan.kernel_args, plan.geo.groups,
+            conv_kernels.host_backward_weight(dy, x, *plan.tiling, *plan.kernel_args, plan.geo.groups,
                                          numba.get_num_threads(), accumulate, dw)
 
     @staticmethod
@@ -93,7 +93,7 @@ class HostBackend:
     def pool_backward(dy, indices, dx):
         """Scatter ``dy`` (planes, OH*OW) into ``dx`` (planes, H*W); the first bad index, or None (``dx`` untouched)."""
         with kernel_guard():
-            valid, bad = pool_kernels.backward(dy, indices, dx)
+            valid, bad = pool_kernels.host_backward(dy, indices, dx)
         return None if valid else int(bad)
 
     # ------------------------------------------------------------ NetVLAD
@@ -113,8 +113,8 @@ class HostBackend:
         db = np.empty((kg,), x.dtype)
         dc = np.empty(centroids.shape, x.dtype)
         with kernel_guard(), serial_blas():
-            netvlad_kernels.backward(dy, x, w, b, centroids, normalize_input, intra_normalize, final_normalize, eps,
-                                     _mask_rows(mask, x), dx, dw, db, dc)
+            netvlad_kernels.host_backward(dy, x, w, b, centroids, normalize_input, intra_normalize, final_normalize,
+                                          eps, _mask_rows(mask, x), dx, dw, db, dc)
         return dx, dw, db, dc
 
     @staticmethod
