@@ -41,6 +41,9 @@ class DeviceBackend:
     def zero(self, array):
         launch.fill(array, 0, self.stream)
 
+    def fill(self, array, value):
+        launch.fill(array, value, self.stream)
+
     # ------------------------------------------------------------ convolution family
 
     def conv_forward(self, x, w, b, plan, y):

@@ -8,7 +8,7 @@ calls with the same messages.
 
 Array methods: ``float_array``, ``index_array`` (check an input, return it
 C-contiguous), ``output`` (check a caller's ``out`` or allocate one),
-``zero``. Kernel methods take C-contiguous arrays in the kernels' layouts
+``zero``, ``fill``. Kernel methods take C-contiguous arrays in the kernels' layouts
 (images (N, C, H, W), flat weights (tiles, F, C/groups * KH * KW), flat biases
 (F, tiles), pooling planes, NetVLAD descriptors (N, D, M)) plus the call's
 ``Plan`` or ``PoolGeometry``.
@@ -47,6 +47,10 @@ class HostBackend:
     @staticmethod
     def zero(array):
         array[...] = 0
+
+    @staticmethod
+    def fill(array, value):
+        array[...] = value
 
     # ------------------------------------------------------------ convolution family
 
