@@ -20,14 +20,13 @@ Parameters are normalised and output sizes computed here; everything runs
 in float64 and is cast to the inputs' dtype at the end.
 """
 
-import linecache
 from typing import NamedTuple
 
 import numpy as np
 
 from .. import table
 from ._arguments import float_result_dtype, ints, require_ndim, require_shape
-from .conv import Family, _padding, split_weight
+from .conv import Family, _padding, generated, split_weight
 
 TILE_MODES = ("periodic", "block")
 
@@ -239,19 +238,9 @@ _WHAT = {"forward": "forward", "backward_input": "input gradient", "backward_wei
 
 def _public(family, part):
     """The public reference ``{family.name}_{part}``, with the public function's signature less buffers."""
-    _, positional, geometric = PASSES[part]
-    keywords = [_GEOMETRY] if geometric else []
-    keywords += ['tile_mode="periodic"'] if family.sharing == "tiled" else []
-    parameters = ", ".join([positional] + (["*"] + keywords if keywords else []))
-    names = [item.split("=")[0].strip() for item in ", ".join([positional] + keywords).split(",")]
-    name = f"{family.name}_{part}"
-    source = f"def {name}({parameters}):\n    return _pass(_family, {', '.join(f'{n}={n}' for n in names)})\n"
-    filename = f"<{__name__}.{name}>"
-    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)  # tracebacks show the line
-    namespace = {"_pass": PASSES[part][0], "_family": family}
-    exec(compile(source, filename, "exec"), namespace)
-    function = namespace[name]
-    function.__module__ = __name__
+    function = generated(family, part, PASSES, __name__, _GEOMETRY)
+    code = function.__code__
+    names = code.co_varnames[: code.co_argcount + code.co_kwonlyargcount]
     function.__doc__ = _DOC.format(what=_WHAT[part], sharing=family.sharing, d=family.d, name=family.name, part=part,
                                    parameters=", ".join(names), returns=_RETURNS[part])
     return function
