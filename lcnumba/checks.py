@@ -353,7 +353,7 @@ def output_padding_below(output_padding, stride, dilation):
     """PyTorch's rule: each ``output_padding`` is smaller than the stride or the dilation of its axis."""
     if any(p >= max(s, d) for p, s, d in zip(output_padding, stride, dilation)):
         limit = tuple(max(s, d) for s, d in zip(stride, dilation))
-        raise value_error("output_padding", f"ints smaller than the stride or the dilation ({_one_or_tuple(limit)})",
+        raise value_error("output_padding", f"each smaller than the stride or the dilation (< {_one_or_tuple(limit)})",
                           _one_or_tuple(tuple(output_padding)))
 
 
