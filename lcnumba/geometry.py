@@ -384,7 +384,7 @@ def local_conv1d_output_shape(input_shape, kernel_size, filters, *, stride=1, pa
 
 
 def _transpose_query(name, input_shape, weight_shape, stride, padding, output_padding, dilation, groups):
-    """Output shape of the forward of the transposed family ``name``, with its checks of the weight against the input."""
+    """Output shape of the forward of the transposed family ``name``, with its checks of the weight and input."""
     fam = table.family(name)
     x_shape = checks.shape_tuple(input_shape, "input_shape", fam.x_ndim)
     w_shape = checks.shape_tuple(weight_shape, "weight_shape", fam.weight_ndim)

@@ -252,7 +252,8 @@ def _errors(fam):
     case = make_case(fam, GEOMETRIES["stride2-pad1-outpad1"])
     x, w, b, p = case.x, case.w, case.b, case.params
     forward, dy = op(case, "forward"), case.dy()
-    wrong_channels = np.zeros(w.shape[:-2 - fam.spatial] + (w.shape[-2 - fam.spatial] + 1,) + w.shape[-1 - fam.spatial:])
+    c_axis = w.ndim - 2 - fam.spatial
+    wrong_channels = np.zeros(w.shape[:c_axis] + (w.shape[c_axis] + 1,) + w.shape[c_axis + 1:])
     rows = [
         ("output_padding-at-stride", lambda: forward(x, w, **dict(p, output_padding=2)), ValueError,
          r"output_padding: expected each smaller than the stride or the dilation \(< "),

@@ -341,7 +341,8 @@ def _conv_transpose_docstring(fam, part):
         fields.update(
             geometry_list="stride, padding, output_padding, dilation, groups",
             dx_formula=f"``dx = {fam.forward}_forward(dy, w)``",
-            dx_says="The forward of the op this one transposes (its kernel runs); see\n    ``docs/derivations/conv.md``.",
+            dx_says="The forward of the op this one transposes (its kernel runs); see\n"
+                    "    ``docs/derivations/conv.md``.",
             dw_formula=f"``{fam.forward}_backward_weight`` with its arrays exchanged: ``x`` in the place of the\n"
                        f"    output gradient, ``dy`` in the place of the input.",
             db_formula=": ``dy`` summed per bias entry",
