@@ -5,7 +5,7 @@ input cell ``x[n, c, i]`` adds ``w[bank of i][c, f, a] * x[n, c, i]`` to the
 output cell ``i*S - P + a*D`` of every output channel ``f`` of its group and
 every tap ``a``. Cells that land in the padding or past the output are
 dropped. The backward passes are the same loop read the other way (a gather
-from the output gradient); none of them calls the forward references of
+from the output gradient, reading zeros outside the output); none of them calls the forward references of
 ``lcnumba.testing.conv`` or any kernel, so the identity "the transposed
 forward is the forward op's input gradient" is tested, not assumed.
 
@@ -90,14 +90,19 @@ def _bank(index, size, tiles, periodic):
 
 
 def _links(geo):
-    """Every ``(input position, its bank, tap, output position)`` whose output position is inside the output."""
+    """Every ``(input position, its bank, tap, output position, inside)``; ``inside``: the output cell exists."""
     for position in np.ndindex(*geo.size):
         bank = _bank(position, geo.size, geo.grid, geo.periodic)
         for tap in np.ndindex(*geo.kernel):
             target = tuple(i * s - before + a * dil
                            for i, s, before, a, dil in zip(position, geo.stride, geo.before, tap, geo.dilation))
-            if all(0 <= t < o for t, o in zip(target, geo.out)):
-                yield position, bank, tap, target
+            yield position, bank, tap, target, all(0 <= t < o for t, o in zip(target, geo.out))
+
+
+def _read(dy, fs, target, inside):
+    """``dy[:, fs, target]``, zeros for a cell outside the output (so that ``0 * inf`` is NaN there, as a
+    convolution over a zero-padded input has it)."""
+    return dy[(slice(None), fs) + target] if inside else np.zeros((dy.shape[0], fs.stop - fs.start))
 
 
 def _bias_grid(family, geo):
@@ -127,8 +132,8 @@ def forward(family, x, w, b, stride, padding, output_padding, dilation, groups, 
     geo = geometry(family, x.shape, w.shape, stride, padding, output_padding, dilation, groups, tile_mode)
     x, banks = np.asarray(x, np.float64), _banks(family, np.asarray(w, np.float64))
     y = np.zeros(geo.output_shape)
-    for position, bank, tap, target in _links(geo):
-        for cs, fs in _groups(geo):
+    for position, bank, tap, target, inside in _links(geo):
+        for cs, fs in _groups(geo) if inside else ():
             # y[:, f, target] += sum_c x[:, c, position] w[bank][c, f, tap]
             y[(slice(None), fs) + target] += x[(slice(None), cs) + position] @ banks[bank][(cs, slice(None)) + tap]
     if b is not None:
@@ -156,9 +161,9 @@ def backward_input(family, dy, w, input_shape, stride, padding, output_padding, 
     require_shape(dy.shape, geo.output_shape, "dy")
     dy, banks = np.asarray(dy, np.float64), _banks(family, np.asarray(w, np.float64))
     dx = np.zeros((geo.n, geo.c) + geo.size)
-    for position, bank, tap, target in _links(geo):
+    for position, bank, tap, target, inside in _links(geo):
         for cs, fs in _groups(geo):
-            dx[(slice(None), cs) + position] += dy[(slice(None), fs) + target] @ banks[bank][(cs, slice(None)) + tap].T
+            dx[(slice(None), cs) + position] += _read(dy, fs, target, inside) @ banks[bank][(cs, slice(None)) + tap].T
     return dx.astype(dtype)
 
 
@@ -174,9 +179,9 @@ def backward_weight(family, dy, x, weight_shape, stride, padding, output_padding
     dy, x = np.asarray(dy, np.float64), np.asarray(x, np.float64)
     dw = np.zeros(weight_shape)
     banks = _banks(family, dw)  # a view: the sums land in dw
-    for position, bank, tap, target in _links(geo):
+    for position, bank, tap, target, inside in _links(geo):
         for cs, fs in _groups(geo):
-            banks[bank][(cs, slice(None)) + tap] += x[(slice(None), cs) + position].T @ dy[(slice(None), fs) + target]
+            banks[bank][(cs, slice(None)) + tap] += x[(slice(None), cs) + position].T @ _read(dy, fs, target, inside)
     return dw.astype(dtype)
 
 
