@@ -8,7 +8,7 @@ calls with the same messages.
 
 Array methods: ``float_array``, ``index_array`` (check an input, return it
 C-contiguous), ``output`` (check a caller's ``out`` or allocate one),
-``zero``, ``fill``. Kernel methods take C-contiguous arrays in the kernels' layouts
+``zero``. Kernel methods take C-contiguous arrays in the kernels' layouts
 (images (N, C, H, W), flat weights (tiles, F, C/groups * KH * KW), flat biases
 (F, tiles), pooling planes, NetVLAD descriptors (N, D, M)) plus the call's
 ``Plan`` or ``PoolGeometry``.
@@ -17,7 +17,7 @@ C-contiguous), ``output`` (check a caller's ``out`` or allocate one),
 import numba
 import numpy as np
 
-from .. import checks
+from .. import checks, indexing
 from ..cpu import conv as conv_kernels
 from ..cpu import netvlad as netvlad_kernels
 from ..cpu import pool as pool_kernels
@@ -48,9 +48,6 @@ class HostBackend:
     def zero(array):
         array[...] = 0
 
-    @staticmethod
-    def fill(array, value):
-        array[...] = value
 
     # ------------------------------------------------------------ convolution family
 
@@ -77,6 +74,15 @@ class HostBackend:
     def conv_backward_bias(dy, tiling, accumulate, db):
         with kernel_guard():
             conv_kernels.backward_bias(dy, *tiling, accumulate, db)
+
+    @staticmethod
+    def conv_add_bias(z, b, tiling, y):
+        """``y = z + b[:, tile of the position]``: z, y (N, F, OH, OW), b (F, TH * TW), tiling (TH, TW, periodic)."""
+        th, tw, periodic = tiling
+        _, f, oh, ow = y.shape
+        rows = [indexing.tile_of(i, oh, th, periodic) for i in range(oh)]
+        cols = [indexing.tile_of(j, ow, tw, periodic) for j in range(ow)]
+        np.add(z, b.reshape(f, th, tw)[:, rows][:, :, cols], out=y)
 
     # ------------------------------------------------------------ max-pooling
 

@@ -20,7 +20,7 @@ layout, so no array is copied or transposed.
 """
 
 from .. import checks
-from ..geometry import ConvGeometry, ConvPlan, conv_transpose_plan
+from ..geometry import conv_transpose_plan
 from . import conv
 
 
@@ -34,22 +34,6 @@ def _check_bias(fam, tp, b):
         why = {"shared": "one bias per filter", "tiled": "one bias per filter and tile",
                "local": "one bias per filter and output position"}[fam.sharing]
         checks.shape_equal(b, "b", tp.bias_shape, why)
-
-
-def _add_bias(be, tp, z, b, y):
-    """``y = z + b`` over the output positions, as the forward kernel of a 1x1 depthwise convolution of ones.
-
-    ``1 * z + b`` rounds as ``z + b`` does, so this is exactly the sum; it runs on either device
-    with the kernels the family already has.
-    """
-    g = tp.geo
-    th, tw, periodic = tp.bias_tiling
-    f = g.c
-    geo = ConvGeometry(g.n, f, g.h, g.w, f, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1, f, g.h, g.w)
-    plan = ConvPlan(tp.forward.fam, geo, th, tw, periodic)
-    ones = be.output(None, "ones", (th * tw, f, 1), y.dtype, {})
-    be.fill(ones, 1)
-    be.conv_forward(tp.forward.image(z), ones, tp.flat_bias(b), plan, tp.forward.image(y))
 
 
 # ---------------------------------------------------------------- passes
@@ -67,7 +51,7 @@ def forward(fam, be, x, w, b, stride, padding, output_padding, dilation, groups,
         z = y if b is None else be.output(None, "y", tp.output_shape, dtype, {})
         be.conv_backward_input(p.image(x), p.flat_weight(w), p, p.image(z))
         if b is not None:
-            _add_bias(be, tp, z, b, y)
+            be.conv_add_bias(p.image(z), tp.flat_bias(b), tp.bias_tiling, p.image(y))
     return y
 
 
