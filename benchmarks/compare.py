@@ -31,7 +31,10 @@ without a kernel library (im2col by ``sliding_window_view`` plus BLAS
 and NetVLAD both in batched-matmul form and as the per-cluster loop of the
 widely used pytorch-NetVlad module), and lcnumba's own PyTorch bridge
 (``lcnumba.torch``: the family's nn module, or its functional form), through
-autograd as a PyTorch user calls it. PyTorch is optional: without it its rows
+autograd as a PyTorch user calls it. The transposed local layer
+(``deepface_l4_transpose``) is compared with the passes of ``local_conv2d``
+that compute the same thing (its forward is ``local_conv2d_backward_input``
+on the same shapes). PyTorch is optional: without it its rows
 are skipped with a note. lcnumba functions that do not exist yet are skipped
 the same way.
 
@@ -116,9 +119,9 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 try:  # part of the benchmarks package (asv imports it that way)
-    from .workloads import CONV_OPS, WORKLOADS, Workload
+    from .workloads import CONV_OPS, TRANSPOSE_OP, WORKLOADS, Workload
 except ImportError:  # run as a script: benchmarks/ is sys.path[0]
-    from workloads import CONV_OPS, WORKLOADS, Workload
+    from workloads import CONV_OPS, TRANSPOSE_OP, WORKLOADS, Workload
 
 BATCH_SIZES = (1, 2, 4, 8, 16, 32)
 # A layer so small that the time of a call is its fixed cost: N = 1, a 4x4 output (--overhead).
@@ -320,7 +323,7 @@ def _lcnumba_netvlad(wl, inputs, device, prealloc, masked=False):
 
 
 def build_lcnumba(wl, inputs, device, prealloc=False):
-    if wl.op in CONV_OPS:
+    if wl.op in CONV_OPS + (TRANSPOSE_OP,):
         return _lcnumba_conv(wl, inputs, device, prealloc)
     if wl.op == "max_pool2d":
         return _lcnumba_pool(wl, inputs, device, prealloc)
@@ -761,6 +764,32 @@ def build_lcnumba_torch(wl, inputs, device):
 
 
 # Short names (used by --memory) -> builders, in table order.
+def build_transpose_by_local_passes(wl, inputs, device):
+    """The transposed local layer without the transposed functions: the passes of ``local_conv2d``.
+
+    Its forward is ``local_conv2d_backward_input`` on the same shapes plus the bias (what the transposed
+    forward runs, and the time it must stay within 1.2x of); its gradients ``local_conv2d_forward`` and
+    ``local_conv2d_backward_weight`` with the arrays exchanged, and a sum over the batch.
+    """
+    if device.name == "cuda":
+        raise Skip("adds the bias with NumPy: host arrays only")
+    forward, backward_input, backward_weight = _lcnumba_functions(
+        "local_conv2d_forward", "local_conv2d_backward_input", "local_conv2d_backward_weight")
+    kw = wl.conv_kwargs()
+    x, w, b, dy = (inputs[k] for k in ("x", "w", "b", "dy"))
+
+    def fwd():
+        y = backward_input(x, w, wl.output_shape, **kw)
+        y += b
+        return y
+
+    def fwd_bwd():
+        return {"y": fwd(), "dx": forward(dy, w, **kw), "dw": backward_weight(x, dy, w.shape, **kw),
+                "db": dy.sum(axis=0)}
+
+    return Impl("local_conv2d_backward_input", fwd, fwd_bwd)
+
+
 BUILDERS = {
     "lcnumba": lambda wl, inp, dev: build_lcnumba(wl, inp, dev, prealloc=False),
     "lcnumba out=": lambda wl, inp, dev: build_lcnumba(wl, inp, dev, prealloc=True),
@@ -770,10 +799,13 @@ BUILDERS = {
     "torch bmm": build_torch,
     "torch loop": lambda wl, inp, dev: build_torch(wl, inp, dev, variant="loop"),
     "lcnumba.torch": build_lcnumba_torch,
+    "local_conv2d_backward_input": build_transpose_by_local_passes,
 }
 
 
 def builders_for(wl):
+    if wl.op == TRANSPOSE_OP:
+        return ["lcnumba", "lcnumba out=", "local_conv2d_backward_input"]
     # lcnumba.torch right after lcnumba: the two rows compared for the bridge's cost get alike neighbours.
     names = ["lcnumba", "lcnumba.torch", "lcnumba out=", "numpy"]
     if wl.op == "netvlad":

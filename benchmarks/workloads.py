@@ -21,7 +21,9 @@ from typing import Optional
 import numpy as np
 
 CONV_OPS = ("conv2d", "tiled_conv2d", "local_conv2d")
-OPS = CONV_OPS + ("max_pool2d", "netvlad")
+#: The transposed locally connected layer: input (N, C, H, W) -> (N, F, OH, OW), a bank per input position.
+TRANSPOSE_OP = "local_conv2d_transpose"
+OPS = CONV_OPS + ("max_pool2d", "netvlad", TRANSPOSE_OP)
 
 
 def _pair(value):
@@ -41,7 +43,8 @@ class Workload:
     name : str
         The name used on the command line and in asv ``params``.
     op : str
-        One of ``conv2d``, ``tiled_conv2d``, ``local_conv2d``, ``max_pool2d``, ``netvlad``.
+        One of ``conv2d``, ``tiled_conv2d``, ``local_conv2d``, ``max_pool2d``, ``netvlad``,
+        ``local_conv2d_transpose`` (whose input is the output of the ``local_conv2d`` it transposes).
     input_shape : tuple of ints
         ``(N, C, H, W)``; for NetVLAD ``(N, D, H, W)``.
     filters : int, optional
@@ -100,8 +103,11 @@ class Workload:
 
     @property
     def output_hw(self):
-        """``(OH, OW)`` of the convolution or pooling (floor mode)."""
+        """``(OH, OW)`` of the convolution or pooling (floor mode), or of the transposed convolution."""
         _, _, h, w = self.input_shape
+        if self.op == TRANSPOSE_OP:
+            return tuple((size - 1) * s - 2 * p + d * (k - 1) + 1
+                         for size, k, s, d, p in zip((h, w), self.kernel, self.stride, self.dilation, self.padding))
         return tuple(
             _out_size(size, k, s, d, p)
             for size, k, s, d, p in zip((h, w), self.kernel, self.stride, self.dilation, self.padding)
@@ -126,6 +132,8 @@ class Workload:
             return self.tile + (self.filters, c) + self.kernel
         if self.op == "local_conv2d":
             return self.output_hw + (self.filters, c) + self.kernel
+        if self.op == TRANSPOSE_OP:
+            return self.input_shape[2:] + (c, self.filters) + self.kernel
         if self.op == "netvlad":
             return (self.clusters + self.ghosts, c)
         return None
@@ -136,7 +144,7 @@ class Workload:
             return (self.filters,)
         if self.op == "tiled_conv2d":
             return (self.filters,) + self.tile
-        if self.op == "local_conv2d":
+        if self.op in ("local_conv2d", TRANSPOSE_OP):
             return (self.filters,) + self.output_hw
         if self.op == "netvlad":
             return (self.clusters + self.ghosts,)
@@ -168,6 +176,9 @@ class Workload:
             kh, kw = self.kernel
             oh, ow = self.output_hw
             forward = 2 * n * self.filters * oh * ow * c * kh * kw
+        elif self.op == TRANSPOSE_OP:  # every input position scatters C x F x KH x KW products
+            kh, kw = self.kernel
+            forward = 2 * n * c * h * w * self.filters * kh * kw
         elif self.op == "netvlad":
             forward = 2 * n * h * w * c * (2 * self.clusters + self.ghosts)
         else:
@@ -198,7 +209,7 @@ class Workload:
 
         inputs = {"x": normal(self.input_shape)}
         c = self.input_shape[1]
-        if self.op in CONV_OPS:
+        if self.op in CONV_OPS + (TRANSPOSE_OP,):
             fan_in = c * self.kernel[0] * self.kernel[1]
             inputs["w"] = normal(self.weight_shape, np.sqrt(2.0 / fan_in))
             inputs["b"] = normal(self.bias_shape, 0.1)
@@ -224,6 +235,8 @@ WORKLOADS = {
         Workload("deepface_l4", "local_conv2d", (8, 16, 63, 63), filters=16, kernel=9, roofline_ms=14),
         Workload("deepface_l5", "local_conv2d", (8, 16, 55, 55), filters=16, kernel=7, stride=2, roofline_ms=1.7),
         Workload("deepface_l6", "local_conv2d", (8, 16, 25, 25), filters=16, kernel=5, roofline_ms=0.6),
+        # L4 reversed: its 55x55 output back to its 63x63 input, with its weight (55, 55, 16, 16, 9, 9).
+        Workload("deepface_l4_transpose", TRANSPOSE_OP, (8, 16, 55, 55), filters=16, kernel=9),
         Workload("tiled_k2", "tiled_conv2d", (8, 32, 32, 32), filters=32, kernel=5, padding=2, tile=2,
                  roofline_ms=5.8),
         Workload("vgg_conv3", "conv2d", (8, 64, 56, 56), filters=64, kernel=3, padding=1, roofline_ms=26),

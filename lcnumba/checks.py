@@ -335,12 +335,32 @@ def channels_per_group(name, w_shape, axis, c, groups):
                           f"(dimension {axis})", f"shape {tuple(w_shape)}")
 
 
-def bank_per_position(name, w_shape, expected, positions):
-    """A local weight holds one filter bank per output position: ``expected`` for ``positions`` outputs."""
+def bank_per_position(name, w_shape, expected, positions, where="output"):
+    """A local weight holds one filter bank per output (transposed: input) position: ``expected`` for ``positions``."""
     if tuple(w_shape) != tuple(expected):
         size = "x".join(str(p) for p in positions)
-        raise value_error(name, f"a filter bank per output position, shape {tuple(expected)} for the {size} output",
+        raise value_error(name, f"a filter bank per {where} position, shape {tuple(expected)} for the {size} {where}",
                           f"shape {tuple(w_shape)}")
+
+
+def input_channels(name, w_shape, axis, c):
+    """A transposed op's weight holds one bank row per input channel: its axis ``axis`` must be ``c``."""
+    if w_shape[axis] != c:
+        raise value_error(name, f"C = {c} input channels (dimension {axis})", f"shape {tuple(w_shape)}")
+
+
+def output_padding_below(output_padding, stride, dilation):
+    """PyTorch's rule: each ``output_padding`` is smaller than the stride or the dilation of its axis."""
+    if any(p >= max(s, d) for p, s, d in zip(output_padding, stride, dilation)):
+        limit = tuple(max(s, d) for s, d in zip(stride, dilation))
+        raise value_error("output_padding", f"each smaller than the stride or the dilation (< {_one_or_tuple(limit)})",
+                          _one_or_tuple(tuple(output_padding)))
+
+
+def transpose_output_positive(size, input_shape):
+    """A transposed op whose padding exceeds what its kernel adds has no output position."""
+    raise value_error("padding", f"at most what the dilated kernel and output_padding add to the {tuple(input_shape)} "
+                      "input", f"an output size of {'x'.join(map(str, size))}")
 
 
 def accumulate_needs_out(accumulate, out):

@@ -228,6 +228,104 @@ def conv_plan(fam, x_shape, w_shape, stride, padding, dilation, groups, tile_mod
     return ConvPlan(fam, geo, w2[0], w2[1], mode == "periodic")
 
 
+# ---------------------------------------------------------------- one call of a transposed family
+
+
+def transpose_output_size(size, kernel, stride, dilation, pad_before, pad_after, output_padding):
+    """``(size - 1)*stride - pads + dilation*(kernel-1) + output_padding + 1``: PyTorch's ``conv_transpose2d`` size.
+
+    The forward op of this input size maps back onto ``size`` positions (for ``output_padding < stride``).
+    """
+    return (size - 1) * stride - pad_before - pad_after + dilation * (kernel - 1) + output_padding + 1
+
+
+class ConvTransposePlan(NamedTuple):
+    """One call of a transposed family: the plan of its forward op, whose input is this op's output.
+
+    The kernels run on ``forward``: the transposed op's input is the forward op's output and its
+    output the forward op's input; ``bias_tiling`` maps this op's output positions to its bias.
+    """
+
+    fam: table.ConvTransposeFamily
+    forward: ConvPlan
+
+    @property
+    def geo(self):
+        return self.forward.geo
+
+    @property
+    def output_shape(self):
+        return self.forward.input_shape
+
+    @property
+    def bias_tiling(self):
+        """``(TH, TW, periodic)`` of the bias over the output positions: one tile per position if local."""
+        g = self.geo
+        if self.fam.sharing == "local":
+            return (g.h, g.w, True)
+        return self.forward.tiling
+
+    @property
+    def bias_shape(self):
+        th, tw, _ = self.bias_tiling
+        shape2 = (self.geo.c,) if self.fam.sharing == "shared" else (self.geo.c, th, tw)
+        return without_axes(shape2, self.fam.bias_unit_axes)
+
+    def flat_bias(self, b):
+        """b or db as (F, bias tiles)."""
+        th, tw, _ = self.bias_tiling
+        return b.reshape(self.geo.c, th * tw)
+
+
+def _output_padding_2d(fam, output_padding):
+    if fam.spatial == 2:
+        return checks.int_tuple(output_padding, "output_padding", 2, minimum=0)
+    return (0, checks.one_int(output_padding, "output_padding", minimum=0))
+
+
+def conv_transpose_plan(fam, x_shape, w_shape, stride, padding, output_padding, dilation, groups, tile_mode, *,
+                        x_name, w_name):
+    """Normalise the geometry of a call of a transposed family and check the weight against the input.
+
+    The input ``(N, C, H, W)`` and the weight ``(*grid, C, F/groups, KH, KW)`` give the output
+    ``(N, F, OH, OW)``, ``OH = (H-1)*SH - PT - PB + DH*(KH-1) + output_padding + 1``; the plan is that of
+    the forward op from ``(N, F, OH, OW)`` onto the ``H x W`` positions of the input. ``x_shape`` and
+    ``w_shape`` are the caller's (the family's rank); messages show them.
+    """
+    checks.positive_dims(w_shape, w_name)
+    x2 = with_unit_axes(x_shape, fam.x_unit_axes)
+    w2 = with_unit_axes(w_shape, fam.weight_unit_axes)
+    c_in, fg, kh, kw = w2[-4:]
+    stride, padding, dilation = _params_2d(fam, stride, padding, dilation)
+    stride_hw = checks.int_tuple(stride, "stride", 2, minimum=1)
+    dilation_hw = checks.int_tuple(dilation, "dilation", 2, minimum=1)
+    groups = checks.integer(groups, "groups", minimum=1)
+    pads = padding4(padding, (kh, kw), stride_hw, dilation_hw, spatial=fam.spatial)
+    extra = _output_padding_2d(fam, output_padding)
+    shown = slice(2 - fam.spatial, 2)
+    checks.at_most(stride_hw[shown], "stride")
+    checks.at_most(dilation_hw[shown], "dilation")
+    checks.at_most((kh, kw)[shown], w_name)
+    checks.at_most(pads, "padding")
+    checks.output_padding_below(extra[shown], stride_hw[shown], dilation_hw[shown])
+    n, c, h, w = x2
+    checks.input_channels(w_name, w_shape, fam.weight_dims.index("c"), c)
+    checks.groups_divide(groups, c, x_name, fg * groups, w_name)
+    oh = transpose_output_size(h, kh, stride_hw[0], dilation_hw[0], pads[0], pads[2], extra[0])
+    ow = transpose_output_size(w, kw, stride_hw[1], dilation_hw[1], pads[1], pads[3], extra[1])
+    if oh < 1 or ow < 1:
+        checks.transpose_output_positive((oh, ow)[shown], x_shape)
+    geo = ConvGeometry(n, fg * groups, oh, ow, c, kh, kw, *stride_hw, *pads, *dilation_hw, groups, h, w)
+    forward = table.family(fam.forward)
+    mode = tile_mode_of(fam, tile_mode)
+    if fam.sharing == "shared":
+        return ConvTransposePlan(fam, ConvPlan(forward, geo, 1, 1, True))
+    if fam.sharing == "local":
+        expected = without_axes((h, w) + tuple(w2[2:]), fam.weight_unit_axes)
+        checks.bank_per_position(w_name, w_shape, expected, (h, w)[shown], where="input")
+    return ConvTransposePlan(fam, ConvPlan(forward, geo, w2[0], w2[1], mode == "periodic"))
+
+
 # ---------------------------------------------------------------- shape queries
 
 
@@ -283,6 +381,65 @@ def local_conv1d_output_shape(input_shape, kernel_size, filters, *, stride=1, pa
         dilation=(1, stride1d(dilation, "dilation")), groups=groups,
     )
     return (n, f, ol)
+
+
+def _transpose_query(name, input_shape, weight_shape, stride, padding, output_padding, dilation, groups):
+    """Output shape of the forward of the transposed family ``name``, with its checks of the weight and input."""
+    fam = table.family(name)
+    x_shape = checks.shape_tuple(input_shape, "input_shape", fam.x_ndim)
+    w_shape = checks.shape_tuple(weight_shape, "weight_shape", fam.weight_ndim)
+    return conv_transpose_plan(fam, x_shape, w_shape, stride, padding, output_padding, dilation, groups, "periodic",
+                               x_name="input_shape", w_name="weight_shape").output_shape
+
+
+def conv2d_transpose_output_shape(input_shape, weight_shape, *, stride=1, padding=0, output_padding=0, dilation=1,
+                                  groups=1):
+    """Output shape ``(N, F, OH, OW)`` of ``conv2d_transpose_forward`` for a weight of ``(C, F/groups, KH, KW)``.
+
+    ``OH = (H-1)*SH - PT - PB + DH*(KH-1) + output_padding + 1``, likewise OW: the input size of the
+    ``conv2d_forward`` that maps ``(N, F, OH, OW)`` onto the ``H x W`` positions of the input.
+    """
+    return _transpose_query("conv2d_transpose", input_shape, weight_shape, stride, padding, output_padding, dilation,
+                            groups)
+
+
+def tiled_conv2d_transpose_output_shape(input_shape, weight_shape, *, stride=1, padding=0, output_padding=0,
+                                        dilation=1, groups=1):
+    """Output shape of ``tiled_conv2d_transpose_forward`` for a weight of ``(TH, TW, C, F/groups, KH, KW)``."""
+    return _transpose_query("tiled_conv2d_transpose", input_shape, weight_shape, stride, padding, output_padding,
+                            dilation, groups)
+
+
+def local_conv2d_transpose_output_shape(input_shape, weight_shape, *, stride=1, padding=0, output_padding=0,
+                                        dilation=1, groups=1):
+    """Output shape of ``local_conv2d_transpose_forward`` for a weight of ``(H, W, C, F/groups, KH, KW)``.
+
+    The weight holds a filter bank per *input* position, so its leading axes are the input's ``H, W``;
+    the bias ``(F, OH, OW)`` has one entry per filter and output position of this shape.
+    """
+    return _transpose_query("local_conv2d_transpose", input_shape, weight_shape, stride, padding, output_padding,
+                            dilation, groups)
+
+
+def conv1d_transpose_output_shape(input_shape, weight_shape, *, stride=1, padding=0, output_padding=0, dilation=1,
+                                  groups=1):
+    """Output shape ``(N, F, OL)`` of ``conv1d_transpose_forward`` for a weight of ``(C, F/groups, K)``."""
+    return _transpose_query("conv1d_transpose", input_shape, weight_shape, stride, padding, output_padding, dilation,
+                            groups)
+
+
+def tiled_conv1d_transpose_output_shape(input_shape, weight_shape, *, stride=1, padding=0, output_padding=0,
+                                        dilation=1, groups=1):
+    """Output shape ``(N, F, OL)`` of ``tiled_conv1d_transpose_forward`` for a weight of ``(T, C, F/groups, K)``."""
+    return _transpose_query("tiled_conv1d_transpose", input_shape, weight_shape, stride, padding, output_padding,
+                            dilation, groups)
+
+
+def local_conv1d_transpose_output_shape(input_shape, weight_shape, *, stride=1, padding=0, output_padding=0,
+                                        dilation=1, groups=1):
+    """Output shape ``(N, F, OL)`` of ``local_conv1d_transpose_forward`` for a weight of ``(L, C, F/groups, K)``."""
+    return _transpose_query("local_conv1d_transpose", input_shape, weight_shape, stride, padding, output_padding,
+                            dilation, groups)
 
 
 # ---------------------------------------------------------------- 1-D forms as 2-D

@@ -13,7 +13,8 @@ the public layer or a kernel.
 
 Dimension names (lower case, as in the C header): ``n`` batch, ``c`` input
 channels, ``f`` filters, ``cg = c / groups``, ``kh, kw`` (``k`` in 1-D) kernel,
-``th, tw`` (``t``) tiles, ``oh, ow`` (``ol``) output positions.
+``th, tw`` (``t``) tiles, ``oh, ow`` (``ol``) output positions; a transposed family's weight has ``h, w``
+(``l``) input positions and ``fg = f / groups``.
 """
 
 from dataclasses import dataclass
@@ -71,7 +72,24 @@ class ConvFamily:
     @staticmethod
     def layout(dims):
         """Dimension names as a shape in the docs: ``("oh", "ow", "f", "cg")`` -> ``"(OH, OW, F, C/groups)"``."""
-        return "(" + ", ".join("C/groups" if d == "cg" else d.upper() for d in dims) + (",)" if len(dims) == 1 else ")")
+        spelled = {"cg": "C/groups", "fg": "F/groups"}
+        return "(" + ", ".join(spelled.get(d, d.upper()) for d in dims) + (",)" if len(dims) == 1 else ")")
+
+
+@dataclass(frozen=True)
+class ConvTransposeFamily(ConvFamily):
+    """The transpose of a convolution family member (``forward``), as PyTorch's ``conv_transpose2d``.
+
+    Its input is the forward op's output and its output the forward op's input: a weight of the
+    forward op's layout, read as ``(*grid, C, F/groups, *kernel)`` with ``C`` the transposed op's input
+    channels and ``F`` its output channels (PyTorch's ``(in_channels, out_channels/groups, *kernel)``).
+    A local weight has a bank per *input* position; a bias is laid out as the forward op's, over the
+    transposed op's *output* positions.
+    """
+
+    forward: str = ""  # the forward family whose kernels it runs
+
+    kind = "conv_transpose"
 
 
 @dataclass(frozen=True)
@@ -122,6 +140,25 @@ CONV_FAMILIES = (
                "local_conv2d", (2,), (0, 4), (1,)),
 )
 
+#: The transposed families: their passes run the kernels of ``forward`` (DESIGN §4, docs/derivations/conv.md).
+TRANSPOSE_FAMILIES = (
+    ConvTransposeFamily("conv2d_transpose", "shared", 2, ("c", "fg", "kh", "kw"), ("f",),
+                        "transposed shared 2-D convolution (one filter bank)", forward="conv2d"),
+    ConvTransposeFamily("tiled_conv2d_transpose", "tiled", 2, ("th", "tw", "c", "fg", "kh", "kw"), ("f", "th", "tw"),
+                        "transposed tiled 2-D convolution (th x tw filter banks)", forward="tiled_conv2d"),
+    ConvTransposeFamily("local_conv2d_transpose", "local", 2, ("h", "w", "c", "fg", "kh", "kw"), ("f", "oh", "ow"),
+                        "transposed locally connected 2-D convolution (one filter bank per input position)",
+                        forward="local_conv2d"),
+    ConvTransposeFamily("conv1d_transpose", "shared", 1, ("c", "fg", "k"), ("f",),
+                        "transposed shared 1-D convolution", "conv2d_transpose", (2,), (2,), (), forward="conv1d"),
+    ConvTransposeFamily("tiled_conv1d_transpose", "tiled", 1, ("t", "c", "fg", "k"), ("f", "t"),
+                        "transposed tiled 1-D convolution (t filter banks)", "tiled_conv2d_transpose", (2,), (0, 4),
+                        (1,), forward="tiled_conv1d"),
+    ConvTransposeFamily("local_conv1d_transpose", "local", 1, ("l", "c", "fg", "k"), ("f", "ol"),
+                        "transposed locally connected 1-D convolution (one filter bank per input position)",
+                        "local_conv2d_transpose", (2,), (0, 4), (1,), forward="local_conv1d"),
+)
+
 POOL_FAMILIES = (
     PoolFamily("max_pool2d", 2, "2-D max-pooling, as PyTorch's F.max_pool2d"),
     PoolFamily("max_pool1d", 1, "1-D max-pooling, as PyTorch's F.max_pool1d", "max_pool2d", (2,)),
@@ -163,8 +200,12 @@ NETVLAD_PART_FAMILIES = (
     NetVLADPart("netvlad_pca", "PCA-whitening of NetVLAD vectors (Arandjelovic et al. 2016, addPCA.m)"),
 )
 
+#: The families with kernels of their own: the framework bridges, the warmup and the C ABI list these.
 FAMILIES = CONV_FAMILIES + POOL_FAMILIES + NETVLAD_FAMILIES
-BY_NAME = {fam.name: fam for fam in FAMILIES + NETVLAD_PART_FAMILIES}
+#: Every family with public functions: the transposed ones run the kernels of their forward families,
+#: NetVLAD's parts those of NetVLAD.
+PUBLIC_FAMILIES = CONV_FAMILIES + TRANSPOSE_FAMILIES + POOL_FAMILIES + NETVLAD_FAMILIES + NETVLAD_PART_FAMILIES
+BY_NAME = {fam.name: fam for fam in PUBLIC_FAMILIES}
 
 
 def family(name):
@@ -174,8 +215,7 @@ def family(name):
 
 def functions():
     """``(public name, family, pass)`` of every public op function, in table order."""
-    return tuple((f"{fam.name}_{part}", fam, part) for fam in FAMILIES + NETVLAD_PART_FAMILIES
-                 for part in fam.passes)
+    return tuple((f"{fam.name}_{part}", fam, part) for fam in PUBLIC_FAMILIES for part in fam.passes)
 
 
 def per_family(makers, module):

@@ -40,12 +40,19 @@ class Family:
         return {} if self.tile_mode is None else {"tile_mode": self.tile_mode}
 
 
-FAMILIES = [Family(fam.name, fam.sharing, fam.spatial, mode)
-            for fam in table.CONV_FAMILIES
+def _rows(rows):
+    return [Family(fam.name, fam.sharing, fam.spatial, mode)
+            for fam in rows
             for mode in (table.TILE_MODES if fam.has_tiles else (None,))]
+
+
+FAMILIES = _rows(table.CONV_FAMILIES)
+#: The transposed families (``lcnumba.table.TRANSPOSE_FAMILIES``), tested by their own modules.
+TRANSPOSED = _rows(table.TRANSPOSE_FAMILIES)
 CONV_NAMES = tuple(fam.name for fam in table.CONV_FAMILIES)
 PARTS = table.CONV_PASSES
 TILED = [fam for fam in FAMILIES if fam.sharing == "tiled"]
 LOCAL = [fam for fam in FAMILIES if fam.sharing == "local"]
 FAMILIES_2D = [fam for fam in FAMILIES if fam.spatial == 2]
 families = pytest.mark.parametrize("fam", FAMILIES, ids=str)
+transposed = pytest.mark.parametrize("fam", TRANSPOSED, ids=str)

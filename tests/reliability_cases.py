@@ -79,6 +79,19 @@ CONV_SMALL = (
     ("local_conv1d", "plain", (3, 4, 17), (15, 4, 4, 3), {}),
 )
 
+#: The transposed families' small set: (family, label, x shape, w shape, params, b shape).
+TRANSPOSE_SMALL = (
+    ("conv2d_transpose", "grouped", (3, 4, 5, 6), (4, 3, 3, 3), dict(stride=2, padding=1, output_padding=1, groups=2),
+     (6,)),
+    ("tiled_conv2d_transpose", "block", (3, 4, 5, 6), (2, 3, 4, 2, 3, 2),
+     dict(stride=(2, 1), dilation=(1, 2), output_padding=1, tile_mode="block"), (2, 2, 3)),
+    ("local_conv2d_transpose", "plain", (3, 4, 5, 6), (5, 6, 4, 2, 3, 3), dict(stride=2), (2, 11, 13)),
+    ("conv1d_transpose", "padded", (3, 4, 17), (4, 5, 3), dict(padding=1), (5,)),
+    ("tiled_conv1d_transpose", "periodic", (3, 4, 17), (3, 4, 2, 3), dict(stride=2, groups=2, tile_mode="periodic"),
+     (4, 3)),
+    ("local_conv1d_transpose", "plain", (3, 4, 9), (9, 4, 2, 3), dict(stride=2), (2, 19)),
+)
+
 #: label: (x shape, params, values); values "nan" puts a NaN in, "ties" rounds to integers.
 POOL_SMALL = {
     "k3-s2-p1": ((3, 5, 11, 12), dict(kernel_size=3, stride=2, padding=1), "nan"),
@@ -122,10 +135,14 @@ def _conv_weight_shape(family, x_shape, filters, kernel, params):
     return query(x_shape, kernel if spatial == 2 else kernel[0], filters, **geometry)[2:] + bank
 
 
-def _conv_calls(rng, dtype, family, label, x_shape, w_shape, params):
-    """Forward, the three gradients, the weight gradient accumulated and the whole backward of one geometry."""
+def _conv_calls(rng, dtype, family, label, x_shape, w_shape, params, b_shape=None):
+    """Forward, the three gradients, the weight gradient accumulated and the whole backward of one geometry.
+
+    ``b_shape`` defaults to the forward families' (one bias per filter and tile or output position).
+    """
     tile_dims = 0 if family.startswith("conv") else len(x_shape) - 2
-    b_shape = (w_shape[tile_dims],) + tuple(w_shape[:tile_dims])
+    if b_shape is None:
+        b_shape = (w_shape[tile_dims],) + tuple(w_shape[:tile_dims])
     x = rng.standard_normal(x_shape).astype(dtype)
     w = rng.standard_normal(w_shape).astype(dtype)
     b = rng.standard_normal(b_shape).astype(dtype)
@@ -204,7 +221,7 @@ def calls(dtype=np.float64):
     """``(name, thunk)`` for every CPU function of the public API on one or two geometries, for one dtype."""
     out = []
     rng = _rng(0)
-    for spec in CONV_SMALL:
+    for spec in CONV_SMALL + TRANSPOSE_SMALL:
         out += _conv_calls(rng, dtype, *spec)
     rng = _rng(1)
     for label, spec in POOL_SMALL.items():

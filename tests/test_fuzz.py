@@ -90,9 +90,11 @@ FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 BAD_DTYPES = (np.int32, np.int64, np.bool_, np.float16, np.complex128, np.object_)
 TOL = {np.dtype(np.float32): 2e-4, np.dtype(np.float64): 1e-9}
 
-FAMILIES = {fam.name: (fam.sharing, fam.spatial) for fam in table.CONV_FAMILIES}  # name: (sharing, spatial)
+#: name: (sharing, spatial), the transposed families too
+FAMILIES = {fam.name: (fam.sharing, fam.spatial) for fam in table.CONV_FAMILIES + table.TRANSPOSE_FAMILIES}
+TRANSPOSED = {fam.name for fam in table.TRANSPOSE_FAMILIES}
 PARTS = table.CONV_PASSES
-INIT_FAMILIES = tuple(FAMILIES) + ("linear",)
+INIT_FAMILIES = tuple(fam.name for fam in table.CONV_FAMILIES) + ("linear",)
 
 
 class Call:
@@ -461,30 +463,48 @@ def conv_call(draw, st, family, part, spoil=True):
     dtype = draw(st.sampled_from(FLOATS))
     pad2 = geometry.padding1d(padding) if spatial == 1 else padding
     pt, pl, pb, pr = geometry.padding4(pad2, (kh, kw), (sh, sw), (dh, dw))
-    need_h = max(0, dh * (kh - 1) + 1 - pt - pb)
-    need_w = max(0, dw * (kw - 1) + 1 - pl - pr)
-    h = 1 if spatial == 1 else draw(st.integers(max(need_h, 1 if need_h == 0 and draw(st.booleans()) else 0), need_h + 4))
-    w = draw(st.integers(need_w, need_w + 5))
-    oh = (h + pt + pb - dh * (kh - 1) - 1) // sh + 1
-    ow = (w + pl + pr - dw * (kw - 1) - 1) // sw + 1
     tile_mode = draw(st.sampled_from(["periodic", "block"])) if sharing == "tiled" else None
-    if sharing == "shared":
-        grid = ()
-    elif sharing == "tiled":
-        grid = (draw(st.integers(1, 3)), draw(st.integers(1, 3))) if spatial == 2 else (draw(st.integers(1, 4)),)
+    tile_grid = None
+    if sharing == "tiled":
+        tile_grid = (draw(st.integers(1, 3)), draw(st.integers(1, 3))) if spatial == 2 else (draw(st.integers(1, 4)),)
+    params = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
+    if family in TRANSPOSED:
+        # (N, C, H, W) -> (N, F, OH, OW), OH = (H-1)*SH - PT - PB + DH*(KH-1) + output_padding + 1 >= 1
+        eh = 0 if spatial == 1 else draw(st.integers(0, max(sh, dh) - 1))
+        ew = draw(st.integers(0, max(sw, dw) - 1))
+        spellings = [ew] if spatial == 1 else [(eh, ew)] + ([eh] if eh == ew else [])
+        params["output_padding"] = draw(st.sampled_from(spellings))
+        need_h = max(1, -(-(pt + pb - dh * (kh - 1) - eh) // sh) + 1)
+        need_w = max(1, -(-(pl + pr - dw * (kw - 1) - ew) // sw) + 1)
+        h = 1 if spatial == 1 else draw(st.integers(need_h, need_h + 3))
+        w = draw(st.integers(need_w, need_w + 4))
+        oh = 1 if spatial == 1 else (h - 1) * sh - pt - pb + dh * (kh - 1) + eh + 1
+        ow = (w - 1) * sw - pl - pr + dw * (kw - 1) + ew + 1
+        inputs, outputs = (h, w), (oh, ow)
+        c, f = groups * cg, groups * fg
+        bank = (c, fg, kh, kw) if spatial == 2 else (c, fg, kw)
     else:
-        grid = (oh, ow) if spatial == 2 else (ow,)
-    bank = (f, cg, kh, kw) if spatial == 2 else (f, cg, kw)
+        need_h = max(0, dh * (kh - 1) + 1 - pt - pb)
+        need_w = max(0, dw * (kw - 1) + 1 - pl - pr)
+        h = 1 if spatial == 1 else draw(st.integers(max(need_h, 1 if need_h == 0 and draw(st.booleans()) else 0),
+                                                    need_h + 4))
+        w = draw(st.integers(need_w, need_w + 5))
+        oh = (h + pt + pb - dh * (kh - 1) - 1) // sh + 1
+        ow = (w + pl + pr - dw * (kw - 1) - 1) // sw + 1
+        inputs = outputs = (oh, ow)  # a local weight and bias are both per output position
+        bank = (f, cg, kh, kw) if spatial == 2 else (f, cg, kw)
+    axes = slice(2 - spatial, 2)
+    grid = {"shared": (), "tiled": tile_grid, "local": inputs[axes]}[sharing]
+    b_grid = {"shared": (), "tiled": tile_grid, "local": outputs[axes]}[sharing]
     x_shape = (n, c, h, w) if spatial == 2 else (n, c, w)
     y_shape = (n, f, oh, ow) if spatial == 2 else (n, f, ow)
-    w_shape, b_shape = grid + bank, (f,) + grid
+    w_shape, b_shape = grid + bank, (f,) + b_grid
 
     x = _layout(draw, st, _values(draw, st, x_shape, dtype), readonly=True)
     wt = _layout(draw, st, _values(draw, st, w_shape, dtype))
     has_bias = draw(st.booleans())
     b = _layout(draw, st, _values(draw, st, b_shape, dtype)) if has_bias else None
     dy = _layout(draw, st, _values(draw, st, y_shape, dtype))
-    params = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
     if tile_mode is not None and (tile_mode == "block" or draw(st.booleans())):
         params["tile_mode"] = tile_mode
     fn = f"{family}_{part}"
@@ -561,6 +581,9 @@ def _spoil_conv(draw, st, call, part, related, out_shape, dtype, spatial, sh, sw
             options.append("same")
         spoilt = draw(st.sampled_from(options))
         label, allowed = f"padding={spoilt!r}", {"padding", "out"} | related
+    elif name == "output_padding":
+        spoilt = draw(st.sampled_from([-1, 1.5, None, "1", (1, 2, 3), True, 7, 2**62]))
+        label, allowed = f"output_padding={spoilt!r}", {"output_padding", "out"} | related
     elif name == "tile_mode":
         spoilt, label, allowed = sp.choice(name)
     elif name == "accumulate":
@@ -594,9 +617,11 @@ def conv_query_call(draw, st, family):
     probe = conv_call(draw, st, family, "forward", spoil=False)
     x, w = probe.get("x"), probe.get("w")
     sharing, spatial = FAMILIES[family]
-    params = {k: v for k, v in probe.keywords.items() if k in ("stride", "padding", "dilation", "groups")}
+    params = {k: v for k, v in probe.keywords.items()
+              if k in ("stride", "padding", "output_padding", "dilation", "groups")}
     fn = f"{family}_output_shape"
-    if sharing == "local":
+    by_kernel = sharing == "local" and family not in TRANSPOSED  # local_conv*d_output_shape takes the kernel
+    if by_kernel:
         bank = w.shape[-4:] if spatial == 2 else w.shape[-3:]
         kernel = tuple(bank[2:]) if spatial == 2 else bank[2]
         positional = [("input_shape", x.shape), ("kernel_size", kernel), ("filters", bank[0])]
@@ -605,7 +630,7 @@ def conv_query_call(draw, st, family):
 
     def expect(call):
         shape = call.get("input_shape")
-        if sharing == "local":
+        if by_kernel:
             kernel = call.get("kernel_size")
             kernel = (kernel,) if spatial == 1 else tuple(kernel)
             w_shape = (call.get("filters"), shape[1] // call.keywords["groups"]) + kernel
@@ -644,6 +669,9 @@ def conv_query_call(draw, st, family):
         elif name == "groups":
             spoilt = draw(st.sampled_from([0, -1, 2.0, True, 7]))
             label, allowed = f"groups={spoilt!r}", {"groups"} | related
+        elif name == "output_padding":
+            spoilt = draw(st.sampled_from([-1, 1.5, None, (1, 2, 3), 7]))
+            label, allowed = f"output_padding={spoilt!r}", {"output_padding"} | related
         else:  # padding
             spoilt = draw(st.sampled_from([-1, "bogus", 1.5, None, (1, 2, 3)]))
             label, allowed = f"padding={spoilt!r}", {"padding"}

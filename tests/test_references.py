@@ -25,9 +25,11 @@ from lcnumba import testing
 SHARINGS = ("shared", "tiled", "local")
 PREFIX = {"shared": "", "tiled": "tiled_", "local": "local_"}
 PASSES = ("forward", "backward_input", "backward_weight", "backward_bias", "backward")
-PUBLIC = {f"{PREFIX[s]}conv{d}d_{p}" for s in SHARINGS for d in (1, 2) for p in PASSES} | {
+PUBLIC = {f"{PREFIX[s]}conv{d}d{t}_{p}" for s in SHARINGS for d in (1, 2) for t in ("", "_transpose")
+          for p in PASSES} | {
     "max_pool2d_forward", "max_pool2d_backward", "max_pool1d_forward", "max_pool1d_backward",
-    "netvlad_forward", "netvlad_backward", "gradcheck"}
+    "netvlad_forward", "netvlad_backward", "vlad_aggregate_forward", "vlad_aggregate_backward",
+    "netvlad_pca_forward", "netvlad_pca_backward", "netvlad_pca_fit", "gradcheck"}
 
 
 def _random(shape, seed):

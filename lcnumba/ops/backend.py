@@ -17,7 +17,7 @@ C-contiguous), ``output`` (check a caller's ``out`` or allocate one),
 import numba
 import numpy as np
 
-from .. import checks
+from .. import checks, indexing
 from ..cpu import conv as conv_kernels
 from ..cpu import netvlad as netvlad_kernels
 from ..cpu import netvlad_pca as pca_kernels
@@ -53,6 +53,7 @@ class HostBackend:
     def zero(array):
         array[...] = 0
 
+
     # ------------------------------------------------------------ convolution family
 
     @staticmethod
@@ -78,6 +79,15 @@ class HostBackend:
     def conv_backward_bias(dy, tiling, accumulate, db):
         with kernel_guard():
             conv_kernels.backward_bias(dy, *tiling, accumulate, db)
+
+    @staticmethod
+    def conv_add_bias(z, b, tiling, y):
+        """``y = z + b[:, tile of the position]``: z, y (N, F, OH, OW), b (F, TH * TW), tiling (TH, TW, periodic)."""
+        th, tw, periodic = tiling
+        _, f, oh, ow = y.shape
+        rows = [indexing.tile_of(i, oh, th, periodic) for i in range(oh)]
+        cols = [indexing.tile_of(j, ow, tw, periodic) for j in range(ow)]
+        np.add(z, b.reshape(f, th, tw)[:, rows][:, :, cols], out=y)
 
     # ------------------------------------------------------------ max-pooling
 

@@ -1,6 +1,6 @@
 """Docstrings of the public functions, built from templates and the op table.
 
-The convolution family's 30 docstrings differ only in a few phrases per
+The convolution family's 30 docstrings (and the transposed family's 30) differ only in a few phrases per
 family (the formula, what the weight and bias hold) and in the shapes, which
 come from the table's dimension names; pooling and NetVLAD have one text per
 function. ``docstring(fam, part)`` returns the numpydoc text of one public
@@ -122,10 +122,9 @@ _TEMPLATES = {
         {y_says}
 {raises}
 ''',
-    "backward_input": '''Gradient of :func:`{name}_forward` with respect to ``x``: ``dx = {name}_forward^T(dy)``.
+    "backward_input": '''Gradient of :func:`{name}_forward` with respect to ``x``: {dx_formula}.
 
-    Each input element gathers the output positions that read it; see
-    ``docs/derivations/conv.md``.
+    {dx_says}
 
     Parameters
     ----------
@@ -134,7 +133,7 @@ _TEMPLATES = {
     w : ndarray, shape {w}
     input_shape : tuple of ints
         Shape of ``x``, {x}.
-    stride, padding, dilation, groups{tile_list}
+    {geometry_list}{tile_list}
         As given to the forward.
     out : ndarray, shape {x}, optional
         Buffer to write ``dx`` into; returned.{stream}
@@ -153,7 +152,7 @@ _TEMPLATES = {
     x : ndarray, shape {x}
     weight_shape : tuple of ints
         Shape of ``w``, {w}.
-    stride, padding, dilation, groups{tile_list}
+    {geometry_list}{tile_list}
         As given to the forward.
     out : ndarray, shape {w}, optional
         Buffer for ``dw``; returned.{accumulate_long}{stream}
@@ -187,7 +186,7 @@ _TEMPLATES = {
     w : ndarray, shape {w}
     b : ndarray, shape {b}, optional
         Only its shape is used; ``db`` is None when ``b`` is None.
-    stride, padding, dilation, groups{tile_list}
+    {geometry_list}{tile_list}
         As given to the forward.{stream}
 
     Returns
@@ -207,16 +206,149 @@ def _conv_docstring(fam, part):
         name=fam.name, title=title, formula=formula, x=x, y=y, stride=stride, padding=padding, same=same,
         w=fam.layout(fam.weight_dims), b=fam.layout(fam.bias_dims),
         w_says="\n".join("        " + line for line in w_says.split("\n")), b_says=b_says, y_says=y_says,
-        dw_formula=dw_formula, db_formula=db_formula,
-        tile_param='\n    tile_mode : {"periodic", "block"}\n        How output positions map to tiles.' if tiled else "",
-        tile_list=", tile_mode" if tiled else "",
-        tile_given='\n    tile_mode : {"periodic", "block"}\n        As given to the forward.' if tiled else "",
+        dw_formula=dw_formula, db_formula=db_formula, geometry_list="stride, padding, dilation, groups",
+        dx_formula=f"``dx = {fam.name}_forward^T(dy)``",
+        dx_says="Each input element gathers the output positions that read it; see\n    ``docs/derivations/conv.md``.",
+        **_tile_fields(tiled),
         accumulate_long=_ACCUMULATE_LONG,
         stream=_STREAM.format(where="ignored on the CPU"),
         stream_cuda=_STREAM.format(where="CUDA arrays only; ignored on the CPU"),
         raises=_RAISES,
     )
     return _TEMPLATES[part].format(**fields)
+
+
+# ---------------------------------------------------------------- the transposed convolution family
+
+_SCATTER_2D = "y[n, g*Fg + f, i*SH - PT + a*DH, j*SW - PL + b*DW] += {w} x[n, c, i, j]"
+_SCATTER_1D = "y[n, g*Fg + f, l*S - P + k*D] += {w} x[n, c, l]"
+
+_TRANSPOSE_PHRASES = {
+    # family: (title, scatter formula, w says, b says)
+    "conv2d_transpose": (
+        "Transposed shared 2-D convolution, as PyTorch's ``conv_transpose2d``",
+        _SCATTER_2D.format(w="w[c, f, a, b]"),
+        "PyTorch's ``(in_channels, out_channels/groups, KH, KW)``: the layout of the ``conv2d`` weight\n"
+        "whose input gradient this is (its F is this op's C).",
+        "One bias per output channel.",
+    ),
+    "tiled_conv2d_transpose": (
+        "Transposed tiled 2-D convolution",
+        _SCATTER_2D.format(w="w[ti, tj, c, f, a, b]"),
+        "TH x TW filter banks (the ``tiled_conv2d`` layout); input position (i, j) uses bank (ti, tj) as\n"
+        "``tiled_conv2d`` maps its output positions (``tile_mode``).",
+        "One bias per output channel and tile; output position (p, q) uses tile (p % TH, q % TW)\n"
+        '        (``"periodic"``) or (p * TH // OH, q * TW // OW) (``"block"``).',
+    ),
+    "local_conv2d_transpose": (
+        "Transposed locally connected (unshared) 2-D convolution",
+        _SCATTER_2D.format(w="w[i, j, c, f, a, b]"),
+        "A filter bank per *input* position: the ``local_conv2d`` weight of the op from\n"
+        "(N, F, OH, OW) to (N, C, H, W), whose input gradient this op is.",
+        "One bias per output channel and output position.",
+    ),
+    "conv1d_transpose": (
+        "Transposed shared 1-D convolution, as PyTorch's ``conv_transpose1d``",
+        _SCATTER_1D.format(w="w[c, f, k]"),
+        "PyTorch's ``(in_channels, out_channels/groups, K)``, the ``conv1d`` layout.",
+        "One bias per output channel.",
+    ),
+    "tiled_conv1d_transpose": (
+        "Transposed tiled 1-D convolution",
+        _SCATTER_1D.format(w="w[t, c, f, k]"),
+        'T filter banks; input position l uses bank l % T (``"periodic"``) or l * T // L (``"block"``).',
+        'One bias per output channel and tile, over the output positions as the weight over the input.',
+    ),
+    "local_conv1d_transpose": (
+        "Transposed locally connected (unshared) 1-D convolution",
+        _SCATTER_1D.format(w="w[l, c, f, k]"),
+        "A filter bank per input position (the ``local_conv1d`` layout).",
+        "One bias per output channel and output position.",
+    ),
+}
+
+_TRANSPOSE_SPATIAL = {
+    # spatial rank: (x shape, y shape, output size)
+    2: ("(N, C, H, W)", "(N, F, OH, OW)",
+        "``OH = (H-1)*SH - PT - PB + DH*(KH-1) + output_padding + 1``, likewise OW"),
+    1: ("(N, C, L)", "(N, F, OL)", "``OL = (L-1)*S - P_left - P_right + D*(K-1) + output_padding + 1``"),
+}
+
+_TRANSPOSE_GEOMETRY = """
+    stride, dilation : {stride}
+        Stride and dilation of the forward op whose input gradient this is.
+    padding : {padding}
+        The forward op's padding: cells cut from each side of the output.
+    output_padding : {stride}
+        Cells added after the last output row/column (each smaller than the stride or the
+        dilation, as in PyTorch); they pick one of the input sizes that the forward op maps
+        onto the input's size.
+    groups : int
+        Input channels split into groups: output channel ``g*Fg + f`` sees the input channels of
+        group ``g``, ``Fg = F/groups``."""
+
+_TRANSPOSE_TEMPLATE = '''{title} forward.
+
+    ``{formula}``
+
+    summed over the input channels ``c`` of group ``g``, the input positions and the taps, plus
+    the bias; output positions outside the output are dropped. This is
+    ``{forward}_backward_input`` of ``x`` as the output gradient (the same kernel runs).
+
+    Parameters
+    ----------
+    x : ndarray, shape {x}
+        Input, float32 or float64.
+    w : ndarray, shape {w}
+{w_says}
+    b : ndarray, shape {b}, optional
+        {b_says}{geometry}{tile_param}
+    out : ndarray, shape {y}, optional
+        C-contiguous buffer of the input dtype to write into; returned.{stream_cuda}
+
+    Returns
+    -------
+    y : ndarray, shape {y}
+        {size} (see :func:`lcnumba.geometry.{name}_output_shape`).
+{raises}
+'''
+
+
+def _tile_fields(tiled, positions="output positions"):
+    return dict(
+        tile_param=f'\n    tile_mode : {{"periodic", "block"}}\n        How {positions} map to tiles.' if tiled else "",
+        tile_list=", tile_mode" if tiled else "",
+        tile_given='\n    tile_mode : {"periodic", "block"}\n        As given to the forward.' if tiled else "",
+    )
+
+
+def _conv_transpose_docstring(fam, part):
+    title, formula, w_says, b_says = _TRANSPOSE_PHRASES[fam.name]
+    x, y, size = _TRANSPOSE_SPATIAL[fam.spatial]
+    _, _, stride, padding, _ = _SPATIAL[fam.spatial]
+    padding = padding.replace(', "valid" or "same"', ' or "valid"')
+    fields = dict(
+        name=fam.name, forward=fam.forward, title=title, formula=formula, x=x, y=y, size=size,
+        w=fam.layout(fam.weight_dims), b=fam.layout(fam.bias_dims),
+        w_says="\n".join("        " + line for line in w_says.split("\n")), b_says=b_says,
+        geometry=_TRANSPOSE_GEOMETRY.format(stride=stride, padding=padding),
+        accumulate_long=_ACCUMULATE_LONG,
+        stream=_STREAM.format(where="ignored on the CPU"),
+        stream_cuda=_STREAM.format(where="CUDA arrays only; ignored on the CPU"),
+        raises=_RAISES, **_tile_fields(fam.has_tiles, "input positions (weight) and output positions (bias)"),
+    )
+    if part != "forward":
+        fields.update(
+            geometry_list="stride, padding, output_padding, dilation, groups",
+            dx_formula=f"``dx = {fam.forward}_forward(dy, w)``",
+            dx_says="The forward of the op this one transposes (its kernel runs); see\n"
+                    "    ``docs/derivations/conv.md``.",
+            dw_formula=f"``{fam.forward}_backward_weight`` with its arrays exchanged: ``x`` in the place of the\n"
+                       f"    output gradient, ``dy`` in the place of the input.",
+            db_formula=": ``dy`` summed per bias entry",
+        )
+        return _TEMPLATES[part].format(**fields)
+    return _TRANSPOSE_TEMPLATE.format(**fields)
 
 
 # ---------------------------------------------------------------- max-pooling
@@ -588,6 +720,8 @@ def docstring(fam, part):
     """The numpydoc docstring of the public function ``{fam.name}_{part}``."""
     if fam.kind == "conv":
         return _conv_docstring(fam, part)
+    if fam.kind == "conv_transpose":
+        return _conv_transpose_docstring(fam, part)
     if fam.kind == "pool":
         return _POOL[fam.name, part].format(stream=_STREAM.format(where="CUDA arrays only; ignored on the CPU"),
                                             backward_out=_POOL_BACKWARD_OUT)

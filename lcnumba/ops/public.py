@@ -5,7 +5,7 @@ signature (so ``inspect.signature``, ``help()``, IDEs and Sphinx show the
 parameters), its numpydoc docstring (``lcnumba.ops.docs``) and a body of two
 lines: choose the backend from where the arrays live (``_backend``), then run
 the pass's core with every argument. The cores (``ops.conv``, ``ops.pool``,
-``ops.netvlad``) do the rest on either device.
+``ops.netvlad``, ``ops.conv_transpose``) do the rest on either device.
 
 ``FUNCTIONS`` maps every public name to its function; ``lcnumba`` re-exports
 them.
@@ -14,14 +14,15 @@ them.
 import linecache
 
 from .. import checks, table
-from . import conv, netvlad, netvlad_pca, pool, vlad_aggregate
+from . import conv, conv_transpose, netvlad, netvlad_pca, pool, vlad_aggregate
 from .backend import HOST
 from .docs import docstring
 
-_CORES = {"conv": conv, "pool": pool, "netvlad": netvlad, "vlad_aggregate": vlad_aggregate,
-          "netvlad_pca": netvlad_pca}
+_CORES = {"conv": conv, "conv_transpose": conv_transpose, "pool": pool, "netvlad": netvlad,
+          "vlad_aggregate": vlad_aggregate, "netvlad_pca": netvlad_pca}
 
 _CONV_GEOMETRY = "stride=1, padding=0, dilation=1, groups=1"
+_TRANSPOSE_GEOMETRY = "stride=1, padding=0, output_padding=0, dilation=1, groups=1"
 _VLAD_OPTIONS = "intra_normalize=True, final_normalize=True"
 
 #: Parameters of each pass after the positional arrays, as source. ``{tile}`` becomes
@@ -33,6 +34,12 @@ _SIGNATURES = {
                                  f"stream=0",
     ("conv", "backward_bias"): "dy, bias_shape, *, {tile}out=None, accumulate=False, stream=0",
     ("conv", "backward"): f"dy, x, w, b=None, *, {_CONV_GEOMETRY}, {{tile}}stream=0",
+    ("conv_transpose", "forward"): f"x, w, b=None, *, {_TRANSPOSE_GEOMETRY}, {{tile}}out=None, stream=0",
+    ("conv_transpose", "backward_input"): f"dy, w, input_shape, *, {_TRANSPOSE_GEOMETRY}, {{tile}}out=None, stream=0",
+    ("conv_transpose", "backward_weight"): f"dy, x, weight_shape, *, {_TRANSPOSE_GEOMETRY}, {{tile}}out=None, "
+                                           f"accumulate=False, stream=0",
+    ("conv_transpose", "backward_bias"): "dy, bias_shape, *, {tile}out=None, accumulate=False, stream=0",
+    ("conv_transpose", "backward"): f"dy, x, w, b=None, *, {_TRANSPOSE_GEOMETRY}, {{tile}}stream=0",
     ("pool", "forward"): "x, kernel_size, *, stride=None, padding=0, dilation=1, ceil_mode=False, "
                          "return_indices=False, out=None, indices_out=None, stream=0",
     ("pool", "backward"): "dy, indices, input_shape, *, out=None, stream=0",

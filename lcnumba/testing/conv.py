@@ -350,10 +350,10 @@ PASSES = {
 }
 
 
-def _source(family, part):
+def _source(family, part, passes, geometry):
     """The text of the public function ``{family.name}_{part}``."""
-    _, positional, geometric = PASSES[part]
-    keywords = ["stride=1, padding=0, dilation=1, groups=1"] if geometric else []
+    _, positional, geometric = passes[part]
+    keywords = [geometry] if geometric else []
     keywords += ['tile_mode="periodic"'] if family.sharing == "tiled" else []
     parameters = ", ".join([positional] + (["*"] + keywords if keywords else []))
     names = [item.split("=")[0].strip() for item in ", ".join([positional] + keywords).split(",")]
@@ -515,17 +515,23 @@ db : ndarray {b} or None
 }
 
 
-def _public(family, part):
-    """The public reference ``{family.name}_{part}``."""
+def generated(family, part, passes, module, geometry="stride=1, padding=0, dilation=1, groups=1"):
+    """The public reference ``{family.name}_{part}`` of ``module``, calling ``passes[part]``; no docstring yet."""
     name = f"{family.name}_{part}"
-    source = _source(family, part)
-    filename = f"<{__name__}.{name}>"
+    source = _source(family, part, passes, geometry)
+    filename = f"<{module}.{name}>"
     # Registered with linecache so that tracebacks and inspect.getsource show the generated line.
     linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
-    namespace = {"_pass": PASSES[part][0], "_family": family}
+    namespace = {"_pass": passes[part][0], "_family": family}
     exec(compile(source, filename, "exec"), namespace)
     function = namespace[name]
-    function.__module__ = __name__
+    function.__module__ = module
+    return function
+
+
+def _public(family, part):
+    """The public reference ``{family.name}_{part}``."""
+    function = generated(family, part, PASSES, __name__)
     function.__doc__ = _DOCSTRINGS[part].format(**_words(family))
     return function
 

@@ -183,7 +183,20 @@ def vlad_aggregate_forward(x, assignment, centroids, *, intra_normalize=True, fi
 
 
 def vlad_aggregate_backward(dy, x, assignment, centroids, *, intra_normalize=True, final_normalize=True, eps=1e-12):
-    """Reference gradients of ``vlad_aggregate_forward``: ``(dx, dassignment, dcentroids)`` in the dtype of ``x``."""
+    """Reference gradients of ``vlad_aggregate_forward``.
+
+    Parameters
+    ----------
+    dy : ndarray (N, K * D)
+        Gradient of the loss with respect to ``y``.
+    x, assignment, centroids, intra_normalize, final_normalize, eps
+        As given to the forward.
+
+    Returns
+    -------
+    dx, dassignment, dcentroids : ndarray
+        Shaped as ``x``, ``assignment`` and ``centroids``, in the dtype of ``x``.
+    """
     xs, a, c = _aggregate_inputs(x, assignment, centroids)
     s = _aggregate_stages(xs, a, c, intra_normalize, final_normalize, eps)
     dx, da, dc = _aggregate_backward(dy, s, a, intra_normalize, final_normalize, eps)
@@ -226,13 +239,41 @@ def netvlad_pca_fit(vectors, dim, whiten=True):
 
 
 def netvlad_pca_forward(v, projection, bias, *, eps=1e-12):
-    """Reference PCA layer: ``y_n = (projection v_n + bias) / max(||.||, eps)``, (N, dim) in the dtype of ``v``."""
+    """Reference PCA layer: ``y_n = (projection v_n + bias) / max(||.||, eps)``.
+
+    Parameters
+    ----------
+    v : ndarray (N, P)
+        NetVLAD vectors.
+    projection : ndarray (dim, P)
+    bias : ndarray (dim,)
+    eps : float
+        Floor of the norm divided by.
+
+    Returns
+    -------
+    y : ndarray (N, dim)
+        In the dtype of ``v``.
+    """
     z = np.asarray(v, dtype=np.float64) @ np.asarray(projection, dtype=np.float64).T + np.asarray(bias, np.float64)
     return _l2_normalize(z, 1, eps)[0].astype(np.asarray(v).dtype)
 
 
 def netvlad_pca_backward(dy, v, projection, bias, *, eps=1e-12):
-    """Reference gradients of ``netvlad_pca_forward``: ``(dv, dprojection, dbias)`` in the dtype of ``v``."""
+    """Reference gradients of ``netvlad_pca_forward``.
+
+    Parameters
+    ----------
+    dy : ndarray (N, dim)
+        Gradient of the loss with respect to ``y``.
+    v, projection, bias, eps
+        As given to the forward.
+
+    Returns
+    -------
+    dv, dprojection, dbias : ndarray
+        Shaped as ``v``, ``projection`` and ``bias``, in the dtype of ``v``.
+    """
     v64 = np.asarray(v, dtype=np.float64)
     p = np.asarray(projection, dtype=np.float64)
     z = v64 @ p.T + np.asarray(bias, np.float64)

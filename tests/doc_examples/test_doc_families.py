@@ -197,3 +197,68 @@ def test_gradcheck_own_layer():
     testing.gradcheck(lcnumba.local_conv2d_forward, [x, w, b],
                       lambda dy, x, w, b: lcnumba.local_conv2d_backward(dy, x, w, b))
     # magictoken.gradcheck.end
+
+
+def test_conv2d_transpose():
+    # magictoken.conv2d_transpose.begin
+    import numpy as np
+    import lcnumba
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((4, 16, 8, 8))                 # (N, C, H, W)
+    w = rng.standard_normal((16, 8, 4, 4))                 # (C, F/groups, KH, KW), PyTorch's layout
+    b = np.zeros(8)
+    # a DCGAN upsampling step: (8 - 1)*2 - 2*1 + (4 - 1) + 0 + 1 = 16
+    y = lcnumba.conv2d_transpose_forward(x, w, b, stride=2, padding=1)
+    assert y.shape == lcnumba.conv2d_transpose_output_shape(x.shape, w.shape, stride=2, padding=1) == (4, 8, 16, 16)
+
+    # its input gradient is conv2d_forward, and its forward conv2d's input gradient
+    dy = rng.standard_normal(y.shape)
+    dx, dw, db = lcnumba.conv2d_transpose_backward(dy, x, w, b, stride=2, padding=1)
+    np.testing.assert_allclose(dx, lcnumba.conv2d_forward(dy, w, stride=2, padding=1))
+    np.testing.assert_allclose(y, lcnumba.conv2d_backward_input(x, w, y.shape, stride=2, padding=1))
+    # output_padding picks the other input size that conv2d maps onto 8 x 8
+    assert lcnumba.conv2d_transpose_forward(x, w, stride=2, padding=1, output_padding=1).shape == (4, 8, 17, 17)
+    # magictoken.conv2d_transpose.end
+    assert dw.shape == w.shape and db.shape == b.shape
+
+
+def test_tiled_conv2d_transpose():
+    # magictoken.tiled_conv2d_transpose.begin
+    import numpy as np
+    import lcnumba
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((4, 16, 8, 8))
+    w = rng.standard_normal((2, 2, 16, 8, 3, 3))           # (TH, TW, C, F/groups, KH, KW): banks by input position
+    b = np.zeros((8, 2, 2))                                # (F, TH, TW): tiles of the output positions
+    y = lcnumba.tiled_conv2d_transpose_forward(x, w, b, stride=2, padding=1, output_padding=1)
+    dy = np.ones_like(y)
+    dx, dw, db = lcnumba.tiled_conv2d_transpose_backward(dy, x, w, b, stride=2, padding=1, output_padding=1)
+    # the 16 x 16 output positions fall a quarter on each bias tile, for each of the 4 images
+    np.testing.assert_allclose(db, np.full((8, 2, 2), 4 * 8 * 8))
+    # magictoken.tiled_conv2d_transpose.end
+    assert y.shape == (4, 8, 16, 16) and dx.shape == x.shape and dw.shape == w.shape
+
+
+def test_local_conv2d_transpose():
+    # magictoken.local_conv2d_transpose.begin
+    import numpy as np
+    import lcnumba
+
+    # A decoder layer undoing a local_conv2d of 3x3 stride 2: (N, 16, 11, 11) -> (N, 8, 23, 23).
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((4, 16, 11, 11), dtype=np.float32)
+    w = rng.standard_normal((11, 11, 16, 8, 3, 3), dtype=np.float32)  # (H, W, C, F, KH, KW): a bank per input cell
+    out_shape = lcnumba.local_conv2d_transpose_output_shape(x.shape, w.shape, stride=2)  # (4, 8, 23, 23)
+    b = np.zeros((8,) + out_shape[2:], np.float32)                    # (F, OH, OW): a bias per output cell
+
+    y = lcnumba.local_conv2d_transpose_forward(x, w, b, stride=2)
+    dy = rng.standard_normal(y.shape, dtype=np.float32)
+    dx = lcnumba.local_conv2d_transpose_backward_input(dy, w, x.shape, stride=2)
+    dw = lcnumba.local_conv2d_transpose_backward_weight(dy, x, w.shape, stride=2)
+    db = lcnumba.local_conv2d_transpose_backward_bias(dy, b.shape)
+    # the same weight is the weight of local_conv2d from (4, 8, 23, 23) to (4, 16, 11, 11)
+    np.testing.assert_allclose(dx, lcnumba.local_conv2d_forward(dy, w, stride=2), rtol=1e-5)
+    # magictoken.local_conv2d_transpose.end
+    assert y.shape == out_shape == (4, 8, 23, 23) and dw.shape == w.shape and db.shape == b.shape
