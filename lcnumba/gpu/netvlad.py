@@ -402,6 +402,21 @@ def forward(x, w, b, c, normalize_input, eps, y, stream):
     elementwise(scale_rows, n * k * d, stream, y, total, eps)
 
 
+def gradient_outputs(x, w, c, stream):
+    """The backward's outputs ``(dx (N, D, M), dw (KG, D), db (KG,), dc (K, D))``; the sums zeroed when N = 0."""
+    n, d, m = x.shape
+    kg = w.shape[0]
+    dtype = x.dtype
+    dx = cuda.device_array((n, d, m), dtype=dtype, stream=stream)
+    dw = cuda.device_array((kg, d), dtype=dtype, stream=stream)
+    db = cuda.device_array(kg, dtype=dtype, stream=stream)
+    dc = cuda.device_array(c.shape, dtype=dtype, stream=stream)
+    if n == 0:
+        for array in (dw, db, dc):
+            fill(array, 0, stream)
+    return dx, dw, db, dc
+
+
 def backward(dy, x, w, b, c, normalize_input, eps, stream):
     """``(dx (N, D, M), dw, db, dcentroids)`` from dy (N, K * D)."""
     eps = x.dtype.type(eps)  # keep float32 kernels in float32
@@ -409,13 +424,8 @@ def backward(dy, x, w, b, c, normalize_input, eps, stream):
     kg = w.shape[0]
     k = c.shape[0]
     dtype = x.dtype
-    dx = cuda.device_array((n, d, m), dtype=dtype, stream=stream)
-    dw = cuda.device_array((kg, d), dtype=dtype, stream=stream)
-    db = cuda.device_array(kg, dtype=dtype, stream=stream)
-    dc = cuda.device_array((k, d), dtype=dtype, stream=stream)
+    dx, dw, db, dc = gradient_outputs(x, w, c, stream)
     if n == 0:
-        for array in (dw, db, dc):
-            fill(array, 0, stream)
         return dx, dw, db, dc
     shapes = _encode_shapes(n, d, m, kg, k) + [
         (n, k, d), (n, k), (n,), (n,),  # vn, norms, total, proj

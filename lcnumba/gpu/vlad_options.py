@@ -182,13 +182,8 @@ def netvlad_backward(dy, x, w, b, c, normalize_input, intra_normalize, final_nor
     kg = w.shape[0]
     k = c.shape[0]
     dtype = x.dtype
-    dx = cuda.device_array((n, d, m), dtype=dtype, stream=stream)
-    dw = cuda.device_array((kg, d), dtype=dtype, stream=stream)
-    db = cuda.device_array(kg, dtype=dtype, stream=stream)
-    dc = cuda.device_array((k, d), dtype=dtype, stream=stream)
+    dx, dw, db, dc = nv.gradient_outputs(x, w, c, stream)
     if n == 0:
-        for array in (dw, db, dc):
-            fill(array, 0, stream)
         return dx, dw, db, dc
     nrm, rinv, a, ar, mass = _encode(x, w, b, c, normalize_input, eps, mask, stream)
     vn = cuda.device_array((n, k, d), dtype=dtype, stream=stream)

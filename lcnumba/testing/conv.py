@@ -340,14 +340,18 @@ def backward(family, dy, x, w, b=None, *, stride=1, padding=0, dilation=1, group
 # pass, so that it has the real signature of the public op (without out=,
 # accumulate= and stream=) and a docstring that names its shapes.
 
-#: pass -> (implementation, positional parameters, whether it takes stride, padding, dilation and groups)
-PASSES = {
-    "forward": (forward, "x, w, b=None", True),
-    "backward_input": (backward_input, "dy, w, input_shape", True),
-    "backward_weight": (backward_weight, "dy, x, weight_shape", True),
-    "backward_bias": (backward_bias, "dy, bias_shape", False),
-    "backward": (backward, "dy, x, w, b=None", True),
-}
+def pass_table(forward, backward_input, backward_weight, backward_bias, backward):
+    """pass -> (implementation, positional parameters, whether it takes the geometry): one per public reference."""
+    return {
+        "forward": (forward, "x, w, b=None", True),
+        "backward_input": (backward_input, "dy, w, input_shape", True),
+        "backward_weight": (backward_weight, "dy, x, weight_shape", True),
+        "backward_bias": (backward_bias, "dy, bias_shape", False),
+        "backward": (backward, "dy, x, w, b=None", True),
+    }
+
+
+PASSES = pass_table(forward, backward_input, backward_weight, backward_bias, backward)
 
 
 def _source(family, part, passes, geometry):

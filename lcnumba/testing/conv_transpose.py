@@ -26,7 +26,7 @@ import numpy as np
 
 from .. import table
 from ._arguments import float_result_dtype, ints, require_ndim, require_shape
-from .conv import Family, _padding, generated, split_weight
+from .conv import Family, _padding, generated, pass_table, split_weight
 
 TILE_MODES = ("periodic", "block")
 
@@ -211,14 +211,7 @@ def backward(family, dy, x, w, b, stride, padding, output_padding, dilation, gro
 
 # ================================================================ the public references
 
-#: pass -> (function, positional parameters, takes the geometry)
-PASSES = {
-    "forward": (forward, "x, w, b=None", True),
-    "backward_input": (backward_input, "dy, w, input_shape", True),
-    "backward_weight": (backward_weight, "dy, x, weight_shape", True),
-    "backward_bias": (backward_bias, "dy, bias_shape", False),
-    "backward": (backward, "dy, x, w, b=None", True),
-}
+PASSES = pass_table(forward, backward_input, backward_weight, backward_bias, backward)
 
 _GEOMETRY = "stride=1, padding=0, output_padding=0, dilation=1, groups=1"
 
