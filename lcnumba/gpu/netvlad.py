@@ -177,9 +177,12 @@ def row_sums(a, rows, out):
         out[n, k] = total
 
 
-@kernel("void({f}[:, :, ::1], {f}[:, ::1], {f}[:, ::1], {f}, {f}[:, ::1])")
-def center_and_normalize(v, mass, c, eps, norms):
-    """``v[n, k] = (v[n, k] - mass[n, k] c[k]) / max(||.||, eps)``; the unclamped norm to ``norms[n, k]``."""
+@kernel("void({f}[:, :, ::1], {f}[:, ::1], {f}[:, ::1], boolean, {f}, {f}[:, ::1])")
+def center_and_normalize(v, mass, c, intra_normalize, eps, norms):
+    """``v[n, k] -= mass[n, k] c[k]``, its norm to ``norms[n, k]``; ``intra_normalize``: divided by ``max(norm, eps)``.
+
+    NetVLAD's intra-normalisation; with it off (an option, and the PCA layer's bias) the centring alone.
+    """
     n_total, k_real, d_size = v.shape
     one = v.dtype.type(1)
     for e in range(cuda.grid(1), n_total * k_real, cuda.gridsize(1)):
@@ -192,9 +195,10 @@ def center_and_normalize(v, mass, c, eps, norms):
             total += val * val
         r = math.sqrt(total)
         norms[n, k] = r
-        scale = one / max(r, eps)
-        for d in range(d_size):
-            v[n, k, d] *= scale
+        if intra_normalize:
+            scale = one / max(r, eps)
+            for d in range(d_size):
+                v[n, k, d] *= scale
 
 
 #: Fixed partial sums of a block reduction: lane ``l`` sums terms ``l, l + LANES, ...`` in order, then the
@@ -397,7 +401,7 @@ def forward(x, w, b, c, normalize_input, eps, y, stream):
     _encode(x, w, b, c, normalize_input, eps, nrm, rinv, a, ar, mass, stream)
     v = y.reshape(n, k, d)
     _gemm(ar, False, x, True, m, False, v, stream)
-    elementwise(center_and_normalize, n * k, stream, v, mass, c, eps, norms)
+    elementwise(center_and_normalize, n * k, stream, v, mass, c, True, eps, norms)
     blockwise(global_norms, n, block_threads(LANES), stream, norms, eps, total)
     elementwise(scale_rows, n * k * d, stream, y, total, eps)
 
@@ -436,7 +440,7 @@ def backward(dy, x, w, b, c, normalize_input, eps, stream):
      dw_part) = scratch(shapes, dtype, stream)
     _encode(x, w, b, c, normalize_input, eps, nrm, rinv, a, ar, mass, stream)
     _gemm(ar, False, x, True, m, False, vn, stream)
-    elementwise(center_and_normalize, n * k, stream, vn, mass, c, eps, norms)
+    elementwise(center_and_normalize, n * k, stream, vn, mass, c, True, eps, norms)
     blockwise(global_norms, n, block_threads(LANES), stream, norms, eps, total)
     # global and intra-normalisation, aggregation: dv, q_k = dv_k . c_k, and the centroid gradient
     blockwise(projection, n, block_threads(LANES), stream, vn.reshape(n, k * d), dy, total, eps, proj)

@@ -41,28 +41,6 @@ def mask_columns(a, ar, mask):
 
 
 @kernel
-def center_rows(v, mass, c, intra_normalize, eps, norms):
-    """``v[n, k] -= mass[n, k] c[k]``; the row norm to ``norms[n, k]``; with ``intra_normalize`` the row divided by it."""
-    n_total, k_real, d_size = v.shape
-    one = v.dtype.type(1)
-    for e in range(cuda.grid(1), n_total * k_real, cuda.gridsize(1)):
-        n = e // k_real
-        k = e - n * k_real
-        s = mass[n, k]
-        total = v.dtype.type(0)
-        for d in range(d_size):
-            val = v[n, k, d] - s * c[k, d]
-            v[n, k, d] = val
-            total += val * val
-        r = math.sqrt(total)
-        norms[n, k] = r
-        if intra_normalize:
-            scale = one / max(r, eps)
-            for d in range(d_size):
-                v[n, k, d] *= scale
-
-
-@kernel
 def sample_norms(norms, intra_normalize, eps, total):
     """``total[n] = ||V[n]||`` from the row norms (each row divided by ``max(norm, eps)`` when intra-normalised)."""
     n_total, k_real = norms.shape
@@ -126,7 +104,7 @@ def _chain(ar, x, mass, c, intra_normalize, final_normalize, eps, v, stream):
     n, k, d = v.shape
     nv._gemm(ar, False, x, True, x.shape[2], False, v, stream)
     norms = cuda.device_array((n, k), dtype=v.dtype, stream=stream)
-    elementwise(center_rows, n * k, stream, v, mass, c, intra_normalize, eps, norms)
+    elementwise(nv.center_and_normalize, n * k, stream, v, mass, c, intra_normalize, eps, norms)
     total = cuda.device_array(n, dtype=v.dtype, stream=stream)
     elementwise(sample_norms, n, stream, norms, intra_normalize, eps, total)
     return norms, total
@@ -250,7 +228,7 @@ def aggregate_backward(dy, x, a, c, intra_normalize, final_normalize, eps, strea
 def _pca_project(v, projection, bias, eps, z, stream):
     """``z`` (N, Q) = rows of ``v projection^T + bias`` divided by their norms; returns ``(norms, mass)``.
 
-    The bias and the row normalisation are ``center_rows`` on one "cluster"
+    The bias and the row normalisation are ``gpu.netvlad.center_and_normalize`` on one "cluster"
     per sample with mass -1 and centroid ``bias``: ``z - (-1) bias`` is
     ``z + bias`` exactly.
     """
@@ -260,7 +238,7 @@ def _pca_project(v, projection, bias, eps, z, stream):
     mass = cuda.device_array((n, 1), dtype=v.dtype, stream=stream)
     fill(mass, -1, stream)
     norms = cuda.device_array((n, 1), dtype=v.dtype, stream=stream)
-    elementwise(center_rows, n, stream, z.reshape(n, 1, q), mass, bias.reshape(1, q), True, eps, norms)
+    elementwise(nv.center_and_normalize, n, stream, z.reshape(n, 1, q), mass, bias.reshape(1, q), True, eps, norms)
     return norms, mass
 
 

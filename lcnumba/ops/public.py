@@ -25,21 +25,24 @@ _CONV_GEOMETRY = "stride=1, padding=0, dilation=1, groups=1"
 _TRANSPOSE_GEOMETRY = "stride=1, padding=0, output_padding=0, dilation=1, groups=1"
 _VLAD_OPTIONS = "intra_normalize=True, final_normalize=True"
 
+
+def _conv_signatures(kind, geometry):
+    """The five passes of a convolution kind whose geometry parameters are ``geometry`` (source)."""
+    return {
+        (kind, "forward"): f"x, w, b=None, *, {geometry}, {{tile}}out=None, stream=0",
+        (kind, "backward_input"): f"dy, w, input_shape, *, {geometry}, {{tile}}out=None, stream=0",
+        (kind, "backward_weight"): f"dy, x, weight_shape, *, {geometry}, {{tile}}out=None, accumulate=False, "
+                                   f"stream=0",
+        (kind, "backward_bias"): "dy, bias_shape, *, {tile}out=None, accumulate=False, stream=0",
+        (kind, "backward"): f"dy, x, w, b=None, *, {geometry}, {{tile}}stream=0",
+    }
+
+
 #: Parameters of each pass after the positional arrays, as source. ``{tile}`` becomes
 #: ``tile_mode="periodic", `` for the tiled families.
 _SIGNATURES = {
-    ("conv", "forward"): f"x, w, b=None, *, {_CONV_GEOMETRY}, {{tile}}out=None, stream=0",
-    ("conv", "backward_input"): f"dy, w, input_shape, *, {_CONV_GEOMETRY}, {{tile}}out=None, stream=0",
-    ("conv", "backward_weight"): f"dy, x, weight_shape, *, {_CONV_GEOMETRY}, {{tile}}out=None, accumulate=False, "
-                                 f"stream=0",
-    ("conv", "backward_bias"): "dy, bias_shape, *, {tile}out=None, accumulate=False, stream=0",
-    ("conv", "backward"): f"dy, x, w, b=None, *, {_CONV_GEOMETRY}, {{tile}}stream=0",
-    ("conv_transpose", "forward"): f"x, w, b=None, *, {_TRANSPOSE_GEOMETRY}, {{tile}}out=None, stream=0",
-    ("conv_transpose", "backward_input"): f"dy, w, input_shape, *, {_TRANSPOSE_GEOMETRY}, {{tile}}out=None, stream=0",
-    ("conv_transpose", "backward_weight"): f"dy, x, weight_shape, *, {_TRANSPOSE_GEOMETRY}, {{tile}}out=None, "
-                                           f"accumulate=False, stream=0",
-    ("conv_transpose", "backward_bias"): "dy, bias_shape, *, {tile}out=None, accumulate=False, stream=0",
-    ("conv_transpose", "backward"): f"dy, x, w, b=None, *, {_TRANSPOSE_GEOMETRY}, {{tile}}stream=0",
+    **_conv_signatures("conv", _CONV_GEOMETRY),
+    **_conv_signatures("conv_transpose", _TRANSPOSE_GEOMETRY),
     ("pool", "forward"): "x, kernel_size, *, stride=None, padding=0, dilation=1, ceil_mode=False, "
                          "return_indices=False, out=None, indices_out=None, stream=0",
     ("pool", "backward"): "dy, indices, input_shape, *, out=None, stream=0",
