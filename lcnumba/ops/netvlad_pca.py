@@ -11,7 +11,6 @@ of their covariance and ``lambda`` its eigenvalues, ``P = U^T`` (or
 """
 
 import numpy as np
-import scipy.linalg
 
 from .. import checks
 from ..cpu.blas import serial_blas
@@ -55,6 +54,8 @@ def netvlad_pca_fit(vectors, dim, whiten=True):
     matrix of the centred vectors and are mapped back, as the authors' ``relja_PCA`` does. Runs on
     the CPU (SciPy's ``eigh``), with BLAS serial so the result does not depend on thread counts.
     """
+    import scipy.linalg  # here, not at the top: importing it costs about 0.25 s, and only the fit needs it
+
     vectors = checks.float_array(vectors, "vectors", 2)
     dim = checks.pca_dim(dim, vectors.shape)
     whiten = checks.flag(whiten, "whiten")
