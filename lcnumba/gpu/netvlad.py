@@ -290,9 +290,13 @@ def projection(vn, dy, total, eps, proj):
         cuda.syncthreads()  # the next sample overwrites the lanes
 
 
-@kernel("void({f}[:, :, ::1], {f}[:, ::1], {f}[:, ::1], {f}[::1], {f}[::1], {f}[:, ::1], {f}[:, ::1], {f}, {f}[:, :, ::1], {f}[:, ::1], {f}[:, :, ::1])")
-def cluster_gradient(vn, dy, norms, total, proj, mass, c, eps, dv, q, dc_part):
-    """Back through both normalisations to ``dv`` (N, K, D); ``q[n, k] = dv_k . c_k``; ``dc_part = -mass dv``."""
+@kernel("void({f}[:, :, ::1], {f}[:, ::1], {f}[:, ::1], {f}[::1], {f}[::1], {f}[:, ::1], {f}[:, ::1], "
+        "boolean, boolean, {f}, {f}[:, :, ::1], {f}[:, ::1], {f}[:, :, ::1])")
+def cluster_gradient(vn, dy, norms, total, proj, mass, c, intra_normalize, final_normalize, eps, dv, q, dc_part):
+    """Back through the normalisations switched on, to ``dv`` (N, K, D); ``q[n, k] = dv_k . c_k``.
+
+    ``dc_part = -mass dv``: the centroid gradient (the bias gradient of the PCA layer).
+    """
     n_total, k_real, d_size = vn.shape
     one = vn.dtype.type(1)
     for e in range(cuda.grid(1), n_total * k_real, cuda.gridsize(1)):
@@ -301,7 +305,9 @@ def cluster_gradient(vn, dy, norms, total, proj, mass, c, eps, dv, q, dc_part):
         pr = proj[n]
         along = vn.dtype.type(0)
         for d in range(d_size):
-            val = (dy[n, k * d_size + d] - vn[n, k, d] * pr) / g
+            val = dy[n, k * d_size + d]
+            if final_normalize:
+                val = (val - vn[n, k, d] * pr) / g
             dv[n, k, d] = val
             along += vn[n, k, d] * val
         if norms[n, k] < eps:
@@ -310,7 +316,9 @@ def cluster_gradient(vn, dy, norms, total, proj, mass, c, eps, dv, q, dc_part):
         qk = vn.dtype.type(0)
         s = mass[n, k]
         for d in range(d_size):
-            val = (dv[n, k, d] - vn[n, k, d] * along) * u
+            val = dv[n, k, d]
+            if intra_normalize:
+                val = (val - vn[n, k, d] * along) * u
             dv[n, k, d] = val
             qk += val * c[k, d]
             dc_part[n, k, d] = -s * val
@@ -444,7 +452,8 @@ def backward(dy, x, w, b, c, normalize_input, eps, stream):
     blockwise(global_norms, n, block_threads(LANES), stream, norms, eps, total)
     # global and intra-normalisation, aggregation: dv, q_k = dv_k . c_k, and the centroid gradient
     blockwise(projection, n, block_threads(LANES), stream, vn.reshape(n, k * d), dy, total, eps, proj)
-    elementwise(cluster_gradient, n * k, stream, vn, dy, norms, total, proj, mass, c, eps, dv, q, dc_part)
+    elementwise(cluster_gradient, n * k, stream, vn, dy, norms, total, proj, mass, c, True, True, eps, dv, q,
+                dc_part)
     # soft-assignment: dA = (dv X) diag(1/r) - q 1^T, then through the softmax to dS
     _gemm(dv, False, x, False, d, False, da, stream)
     elementwise(logit_gradient, n * m, stream, a, da, rinv, q, k, ds)

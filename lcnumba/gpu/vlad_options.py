@@ -55,38 +55,6 @@ def sample_norms(norms, intra_normalize, eps, total):
 
 
 @kernel
-def chain_gradient(vn, dy, norms, total, proj, mass, c, intra_normalize, final_normalize, eps, dv, q, dc_part):
-    """Back through the optional normalisations to ``dv``; ``q[n, k] = dv_k . c_k``; ``dc_part = -mass dv``."""
-    n_total, k_real, d_size = vn.shape
-    one = vn.dtype.type(1)
-    for e in range(cuda.grid(1), n_total * k_real, cuda.gridsize(1)):
-        n = e // k_real
-        k = e - n * k_real
-        g = max(total[n], eps)
-        pr = proj[n]
-        along = vn.dtype.type(0)
-        for d in range(d_size):
-            val = dy[n, k * d_size + d]
-            if final_normalize:
-                val = (val - vn[n, k, d] * pr) / g
-            dv[n, k, d] = val
-            along += vn[n, k, d] * val
-        if norms[n, k] < eps:
-            along = vn.dtype.type(0)
-        u = one / max(norms[n, k], eps)
-        qk = vn.dtype.type(0)
-        s = mass[n, k]
-        for d in range(d_size):
-            val = dv[n, k, d]
-            if intra_normalize:
-                val = (val - vn[n, k, d] * along) * u
-            dv[n, k, d] = val
-            qk += val * c[k, d]
-            dc_part[n, k, d] = -s * val
-        q[n, k] = qk
-
-
-@kernel
 def subtract_rows(da, q):
     """``da[n, k, i] -= q[n, k]``."""
     n_total, k_real, m = da.shape
@@ -118,8 +86,8 @@ def _chain_backward(dy, vn, norms, total, mass, c, intra_normalize, final_normal
     dv = cuda.device_array((n, k, d), dtype=vn.dtype, stream=stream)
     q = cuda.device_array((n, k), dtype=vn.dtype, stream=stream)
     dc_part = cuda.device_array((n, k, d), dtype=vn.dtype, stream=stream)
-    elementwise(chain_gradient, n * k, stream, vn, dy, norms, total, proj, mass, c, intra_normalize, final_normalize,
-                eps, dv, q, dc_part)
+    elementwise(nv.cluster_gradient, n * k, stream, vn, dy, norms, total, proj, mass, c, intra_normalize,
+                final_normalize, eps, dv, q, dc_part)
     return dv, q, dc_part
 
 
@@ -248,7 +216,8 @@ def pca_forward(v, projection, bias, eps, y, stream):
 
 
 def pca_backward(dy, v, projection, bias, eps, stream):
-    """``(dv (N, P), dprojection (Q, P), dbias (Q,))``; the bias gradient is ``chain_gradient``'s centroid term."""
+    """``(dv (N, P), dprojection (Q, P), dbias (Q,))``; the bias gradient is the centroid term of
+    ``gpu.netvlad.cluster_gradient``."""
     eps = v.dtype.type(eps)
     n, p = v.shape
     q = projection.shape[0]
@@ -267,8 +236,8 @@ def pca_backward(dy, v, projection, bias, eps, stream):
     dz = cuda.device_array((n, 1, q), dtype=dtype, stream=stream)
     scratch = cuda.device_array((n, 1), dtype=dtype, stream=stream)
     db_part = cuda.device_array((n, 1, q), dtype=dtype, stream=stream)  # -mass dz = dz
-    elementwise(chain_gradient, n, stream, z.reshape(n, 1, q), dy, norms, zero, zero, mass, bias.reshape(1, q), True,
-                False, eps, dz, scratch, db_part)
+    elementwise(nv.cluster_gradient, n, stream, z.reshape(n, 1, q), dy, norms, zero, zero, mass, bias.reshape(1, q),
+                True, False, eps, dz, scratch, db_part)
     nv._gemm(dz.reshape(1, n, q), False, projection.reshape(1, q, p), False, q, False, dv.reshape(1, n, p), stream)
     nv._gemm(dz.reshape(1, n, q), True, v.reshape(1, n, p), False, n, False, dp.reshape(1, q, p), stream)
     _sum_samples(db_part, db, stream)
