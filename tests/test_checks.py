@@ -579,3 +579,17 @@ def test_segments_of_shared_and_local_weights(oh, ow):
         by_tile, tile_ptr, _, _ = segments.segments(oh, ow, oh, ow, mode)
         assert len(by_tile) == oh * ow and (by_tile[:, 4] == 1).all()
         assert (np.diff(tile_ptr) == 1).all()
+
+
+def test_remembered_plans_accept_and_refuse_as_before():
+    """A plan remembered for ``stride=1`` must not answer for ``True`` or ``1.0`` (equal, and hashed alike)."""
+    x = np.ones((1, 2, 5, 5))
+    w = np.ones((3, 2, 3, 3))
+    expected = lcnumba.conv2d_forward(x, w, stride=1, padding=(1, 1))
+    for stride in (True, 1.0, (1, True), (1.0, 1)):
+        with pytest.raises(TypeError, match=named("stride")):
+            lcnumba.conv2d_forward(x, w, stride=stride, padding=(1, 1))
+    with pytest.raises(TypeError, match=named("padding")):
+        lcnumba.conv2d_forward(x, w, stride=1, padding=(1, True))
+    for stride in (np.int64(1), [1, 1], (1, np.int32(1))):  # accepted spellings outside the memo
+        np.testing.assert_array_equal(lcnumba.conv2d_forward(x, w, stride=stride, padding=(1, 1)), expected)

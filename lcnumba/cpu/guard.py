@@ -48,14 +48,13 @@ def serialised():
     return threading_layer() == "workqueue"
 
 
-@contextlib.contextmanager
+_FREE = contextlib.nullcontext()
+
+
 def kernel_guard():
     """Context for one call of the parallel CPU kernels: a lock on ``workqueue``, nothing otherwise.
 
-    The threading layer is running inside it.
+    The threading layer is running inside it. A plain context object, not a generator: a tiny call
+    pays for this on every kernel.
     """
-    if serialised():
-        with _lock:
-            yield
-    else:
-        yield
+    return _lock if serialised() else _FREE

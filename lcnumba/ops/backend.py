@@ -14,6 +14,8 @@ C-contiguous), ``output`` (check a caller's ``out`` or allocate one),
 ``Plan`` or ``PoolGeometry``.
 """
 
+import contextlib
+
 import numba
 import numpy as np
 
@@ -24,6 +26,21 @@ from ..cpu import netvlad_pca as pca_kernels
 from ..cpu import pool as pool_kernels
 from ..cpu.blas import serial_blas
 from ..cpu.guard import kernel_guard
+
+
+_NO_BLAS = contextlib.nullcontext()
+
+
+def _blas_guard(plan):
+    """``serial_blas()`` where the conv drivers take the BLAS path; the local kernels call no BLAS.
+
+    Setting and restoring the BLAS thread count costs microseconds, most of a tiny layer's call.
+    """
+    g = plan.geo
+    if conv_kernels.uses_local(plan.th, plan.tw, g.oh, g.ow, g.kh, g.kw, g.stride_h, g.stride_w, g.dilation_h,
+                               g.dilation_w, g.h, g.w):
+        return _NO_BLAS
+    return serial_blas()
 
 
 class HostBackend:
@@ -59,19 +76,19 @@ class HostBackend:
     @staticmethod
     def conv_forward(x, w, b, plan, y):
         bias = b if b is not None else np.zeros((0, 0), dtype=x.dtype)
-        with kernel_guard(), serial_blas():
+        with kernel_guard(), _blas_guard(plan):
             conv_kernels.host_forward(x, w, bias, *plan.tiling, *plan.kernel_args, plan.geo.groups,
                                  numba.get_num_threads(), y)
 
     @staticmethod
     def conv_backward_input(dy, w, plan, dx):
-        with kernel_guard(), serial_blas():
+        with kernel_guard(), _blas_guard(plan):
             conv_kernels.host_backward_input(dy, w, *plan.tiling, *plan.kernel_args, plan.geo.groups,
                                         numba.get_num_threads(), dx)
 
     @staticmethod
     def conv_backward_weight(dy, x, plan, accumulate, dw):
-        with kernel_guard(), serial_blas():
+        with kernel_guard(), _blas_guard(plan):
             conv_kernels.host_backward_weight(dy, x, *plan.tiling, *plan.kernel_args, plan.geo.groups,
                                          numba.get_num_threads(), accumulate, dw)
 
