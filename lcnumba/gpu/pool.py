@@ -17,9 +17,21 @@ cells (``-inf``) are never read. A window with no in-image cell (only with
 dilation) gives ``-inf`` and index ``-1``. The index is computed as the
 scan goes and stored only when asked for.
 
-Backward (``max_pool2d_bwd``) takes no geometry (only ``dy``, ``indices``
-and the input size, as on the CPU), and the indices may be any flat
-positions of the plane, so it cannot gather over windows. A block owns a
+Backward with the geometry (``max_pool2d_bwd_gather``): a thread per input
+cell ``(p, h, w)``, ``w`` fastest, visits the windows that contain the
+cell, exactly (``indexing.tap_range`` per axis: at most ``ceil(KH/SH) *
+ceil(KW/SW)`` windows without dilation), in output order, and adds
+``dy[p, i, j]`` where ``indices[p, i, j]`` is this cell. Each cell is
+written once by its own thread (no zeroing pass, no atomics) and its sum
+runs in output order, as the scatter's: the same ``dx``, bitwise, for
+indices the forward returned. An index outside its window adds nothing;
+one outside ``[-1, H*W)`` of a window the gather visits is also reported
+as below. A window made of padding only is visited by no cell, so its
+index is never read. Work: ``O(cells x windows per cell)``.
+
+Backward without the geometry (``max_pool2d_bwd``) has only ``dy``,
+``indices`` and the input size, as on the CPU, and the indices may be any
+flat positions of the plane, so it cannot gather over windows. A block owns a
 plane: it stages a chunk of ``(dy, index)`` pairs in shared memory, and
 each thread adds the pairs whose index is one of *its* cells (a
 contiguous run of ``ceil(H*W / blockDim)`` cells, so ownership is two
@@ -47,13 +59,15 @@ import math
 
 import numpy as np
 
-from .. import checks
-from .intmath import divmod32
-from .jit import SIMULATOR, cuda, kernel
+from .. import checks, indexing
+from .intmath import div32, divmod32
+from .jit import SIMULATOR, cuda, device_function, kernel
 from .launch import block_threads, blockwise, elementwise, empty_view
 
 #: (dy, index) pairs staged per step of the backward.
 CHUNK = 256
+
+tap_range = device_function(indexing.tap_range)
 
 
 @kernel("void({f}[:, :, ::1], UniTuple(int32, 9), {f}[:, :, ::1], int64[:, :, ::1])")
@@ -136,6 +150,58 @@ def max_pool2d_bwd(dy, indices, dx, error):
             q0 += CHUNK
 
 
+@device_function
+def _windows(pos, pad, kernel, stride, dilation, out_size):
+    """The windows that contain cell ``pos`` along one axis, in increasing order: ``(first, step, count)``.
+
+    ``tap_range`` gives the taps that read ``pos`` in increasing order, so their windows
+    ``(pos + pad - tap * dilation) / stride`` decrease: start from the last tap. One tap step
+    moves ``tap_step * dilation / stride`` windows, an integer (``tap_step = stride / gcd``).
+    """
+    lo, hi, tap_step = tap_range(pos, pad, kernel, stride, dilation, out_size)
+    if lo >= hi:
+        return 0, 0, 0
+    count = div32(hi - 1 - lo, tap_step) + 1
+    last = lo + (count - 1) * tap_step
+    return div32(pos + pad - last * dilation, stride), div32(tap_step * dilation, stride), count
+
+
+@kernel("void({f}[:, :, ::1], int64[:, :, ::1], UniTuple(int32, 8), {f}[:, :, ::1], int64[::1])")
+def max_pool2d_bwd_gather(dy, indices, geo, dx, error):
+    """``dx[p, h, w]`` = sum of ``dy[p, i, j]`` over the windows ``(i, j)`` containing ``(h, w)`` whose index is it.
+
+    ``geo = (kh, kw, sh, sw, ph, pw, dil_h, dil_w)``; windows in output order. A visited index outside
+    ``[-1, H*W)`` is written, with ``H*W``, to ``error``.
+    """
+    kh, kw, sh, sw, ph, pw, dil_h, dil_w = geo
+    planes = dx.shape[0]
+    height = dx.shape[1]
+    width = dx.shape[2]
+    oh = dy.shape[1]
+    ow = dy.shape[2]
+    size = height * width
+    zero = dx.dtype.type(0)
+    for e in range(cuda.grid(1), planes * size, cuda.gridsize(1)):
+        p, cell = divmod32(e, size)
+        h, w = divmod32(cell, width)
+        i0, di, ni = _windows(h, ph, kh, sh, dil_h, oh)
+        j0, dj, nj = _windows(w, pw, kw, sw, dil_w, ow)
+        acc = zero
+        i = i0
+        for _u in range(ni):
+            j = j0
+            for _v in range(nj):
+                k = indices[p, i, j]
+                if k == cell:
+                    acc += dy[p, i, j]
+                elif k < -1 or k >= size:
+                    error[0] = k  # any bad index will do here; the host finds the first one
+                    error[1] = size
+                j += dj
+            i += di
+        dx[p, h, w] = acc
+
+
 # ---------------------------------------------------------------- error buffer
 
 _ERROR_SLOTS = {}
@@ -191,19 +257,25 @@ def forward(x3, kargs, y3, indices3, stream):
     elementwise(max_pool2d_fwd, size, stream, x3, (*kargs, with_indices), y3, indices3)
 
 
-def backward(dy2, indices2, dx2, stream):
-    """``dx2`` (P, H*W) from ``dy2`` and ``indices2`` (P, OH*OW); the first bad index if this call's is known, or None.
+def backward(dy3, indices3, geo, dx3, stream):
+    """``dx3`` (P, H, W) from ``dy3`` and ``indices3`` (P, OH, OW); the first bad index if this call's is known, or None.
 
-    Raises for a bad index of an earlier call (see the module docstring).
+    With the geometry ``geo`` (a ``PoolGeometry``; None without) the gather kernel runs, else the
+    scatter. Raises for a bad index of an earlier call (see the module docstring).
     """
     raise_earlier_error()
-    planes, size = dx2.shape
+    planes, height, width = dx3.shape
+    size = height * width
     slot = error_slot()
-    blockwise(max_pool2d_bwd, planes, block_threads(size), stream, dy2, indices2, dx2, slot)
+    if geo is None:
+        blockwise(max_pool2d_bwd, planes, block_threads(size), stream, dy3.reshape(planes, -1),
+                  indices3.reshape(planes, -1), dx3.reshape(planes, size), slot)
+    else:
+        elementwise(max_pool2d_bwd_gather, planes * size, stream, dy3, indices3, geo.kernel_args, dx3, slot)
     stored = _take_error(slot)
     if stored is None:
         return None
-    bad = _first_bad(indices2, size)
+    bad = _first_bad(indices3, size)
     if bad is None:  # the error came from another stream's call: report it as stored
         checks.pool_index_valid(*stored)
     return bad
