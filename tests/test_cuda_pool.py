@@ -101,6 +101,28 @@ def test_backward_accepts_any_index_of_the_plane():
     np.testing.assert_array_equal(dx.copy_to_host(), lcnumba.max_pool2d_backward(dy, idx, (2, 2, 6, 7)))
 
 
+def test_windows_of_a_cell_are_those_that_read_it():
+    """The gather's window range per axis (32-bit on a GPU) against enumeration and against indexing.tap_range."""
+    import itertools
+    import math
+
+    from lcnumba import indexing
+    from lcnumba.gpu.pool import windows
+
+    for size, kernel, stride, dilation, ceil_mode in itertools.product(range(1, 8), range(1, 5), range(1, 4),
+                                                                       range(1, 4), (False, True)):
+        step = dilation // math.gcd(stride, dilation)
+        for pad in range(kernel // 2 + 1):
+            out = indexing.pool_output_size(size, kernel, stride, pad, dilation, ceil_mode)
+            for pos in range(size):
+                want = [i for i in range(max(out, 0)) if any(i * stride - pad + a * dilation == pos
+                                                              for a in range(kernel))]
+                lo, hi, tap_step = indexing.tap_range(pos, pad, kernel, stride, dilation, max(out, 0))
+                assert sorted((pos + pad - a * dilation) // stride for a in range(lo, hi, tap_step)) == want
+                first, count = windows(pos, pad, kernel, stride, dilation, step, max(out, 0))
+                assert [first + u * step for u in range(count)] == want, (size, kernel, stride, dilation, pad, pos)
+
+
 def _in_window(k, i, j, height, width, params):
     """Whether flat cell ``k`` is one of window ``(i, j)``'s cells inside the plane, by listing them."""
     kh, kw = params["kernel_size"]

@@ -19,8 +19,9 @@ scan goes and stored only when asked for.
 
 Backward with the geometry (``max_pool2d_bwd_gather``): a thread per input
 cell ``(p, h, w)``, ``w`` fastest, visits the windows that contain the
-cell, exactly (``indexing.tap_range`` per axis: at most ``ceil(KH/SH) *
-ceil(KW/SW)`` windows without dilation), in output order, and adds
+cell, exactly (``windows`` per axis, the windows of ``indexing.tap_range``'s
+taps in 32-bit arithmetic: at most ``ceil(KH/SH) * ceil(KW/SW)`` windows
+without dilation), in output order, and adds
 ``dy[p, i, j]`` where ``indices[p, i, j]`` is this cell. Each cell is
 written once by its own thread (no zeroing pass, no atomics) and its sum
 runs in output order, as the scatter's: the same ``dx``, bitwise, for
@@ -59,7 +60,7 @@ import math
 
 import numpy as np
 
-from .. import checks, indexing
+from .. import checks
 from .intmath import div32, divmod32
 from .jit import SIMULATOR, cuda, device_function, kernel
 from .launch import block_threads, blockwise, elementwise, empty_view
@@ -67,7 +68,6 @@ from .launch import block_threads, blockwise, elementwise, empty_view
 #: (dy, index) pairs staged per step of the backward.
 CHUNK = 256
 
-tap_range = device_function(indexing.tap_range)
 
 
 @kernel("void({f}[:, :, ::1], UniTuple(int32, 9), {f}[:, :, ::1], int64[:, :, ::1])")
@@ -151,29 +151,42 @@ def max_pool2d_bwd(dy, indices, dx, error):
 
 
 @device_function
-def _windows(pos, pad, kernel, stride, dilation, out_size):
-    """The windows that contain cell ``pos`` along one axis, in increasing order: ``(first, step, count)``.
+def windows(pos, pad, kernel, stride, dilation, window_step, out_size):
+    """The windows along one axis that contain cell ``pos``, in increasing order: ``(first, count)``.
 
-    ``tap_range`` gives the taps that read ``pos`` in increasing order, so their windows
-    ``(pos + pad - tap * dilation) / stride`` decrease: start from the last tap. One tap step
-    moves ``tap_step * dilation / stride`` windows, an integer (``tap_step = stride / gcd``).
+    The windows of the taps ``indexing.tap_range`` gives, computed in window space with 32-bit
+    divisions: window ``i`` reads ``pos`` with tap ``(pos + pad - i * stride) / dilation`` when that
+    is an integer in ``[0, kernel)``. Those windows lie in ``[lo, hi]`` (the tap bounds) and are
+    ``window_step = dilation / gcd(stride, dilation)`` apart (the host computes it), so after the
+    first one, found among at most ``window_step`` candidates, none is visited that reads nothing.
     """
-    lo, hi, tap_step = tap_range(pos, pad, kernel, stride, dilation, out_size)
-    if lo >= hi:
-        return 0, 0, 0
-    count = div32(hi - 1 - lo, tap_step) + 1
-    last = lo + (count - 1) * tap_step
-    return div32(pos + pad - last * dilation, stride), div32(tap_step * dilation, stride), count
+    t = pos + pad
+    hi = min(div32(t, stride), out_size - 1)
+    reach = t - (kernel - 1) * dilation  # the window whose last tap reads pos, if it starts there
+    lo = 0
+    if reach > 0:
+        lo = div32(reach + stride - 1, stride)
+    if dilation > 1:
+        first = hi + 1  # none: without a window among the first window_step, no window reads pos
+        for i in range(lo, min(hi + 1, lo + window_step)):
+            if divmod32(t - i * stride, dilation)[1] == 0:
+                first = i
+                break
+        lo = first
+    if lo > hi:
+        return 0, 0
+    return lo, div32(hi - lo, window_step) + 1
 
 
-@kernel("void({f}[:, :, ::1], int64[:, :, ::1], UniTuple(int32, 8), {f}[:, :, ::1], int64[::1])")
+@kernel("void({f}[:, :, ::1], int64[:, :, ::1], UniTuple(int32, 10), {f}[:, :, ::1], int64[::1])")
 def max_pool2d_bwd_gather(dy, indices, geo, dx, error):
     """``dx[p, h, w]`` = sum of ``dy[p, i, j]`` over the windows ``(i, j)`` containing ``(h, w)`` whose index is it.
 
-    ``geo = (kh, kw, sh, sw, ph, pw, dil_h, dil_w)``; windows in output order. A visited index outside
-    ``[-1, H*W)`` is written, with ``H*W``, to ``error``.
+    ``geo = (kh, kw, sh, sw, ph, pw, dil_h, dil_w, step_h, step_w)``, ``step_*`` the windows'
+    steps of ``windows``; windows in output order. A visited index outside ``[-1, H*W)`` is
+    written, with ``H*W``, to ``error``.
     """
-    kh, kw, sh, sw, ph, pw, dil_h, dil_w = geo
+    kh, kw, sh, sw, ph, pw, dil_h, dil_w, step_h, step_w = geo
     planes = dx.shape[0]
     height = dx.shape[1]
     width = dx.shape[2]
@@ -184,8 +197,8 @@ def max_pool2d_bwd_gather(dy, indices, geo, dx, error):
     for e in range(cuda.grid(1), planes * size, cuda.gridsize(1)):
         p, cell = divmod32(e, size)
         h, w = divmod32(cell, width)
-        i0, di, ni = _windows(h, ph, kh, sh, dil_h, oh)
-        j0, dj, nj = _windows(w, pw, kw, sw, dil_w, ow)
+        i0, ni = windows(h, ph, kh, sh, dil_h, step_h, oh)
+        j0, nj = windows(w, pw, kw, sw, dil_w, step_w, ow)
         acc = zero
         i = i0
         for _u in range(ni):
@@ -197,8 +210,8 @@ def max_pool2d_bwd_gather(dy, indices, geo, dx, error):
                 elif k < -1 or k >= size:
                     error[0] = k  # any bad index will do here; the host finds the first one
                     error[1] = size
-                j += dj
-            i += di
+                j += step_w
+            i += step_h
         dx[p, h, w] = acc
 
 
@@ -271,7 +284,10 @@ def backward(dy3, indices3, geo, dx3, stream):
         blockwise(max_pool2d_bwd, planes, block_threads(size), stream, dy3.reshape(planes, -1),
                   indices3.reshape(planes, -1), dx3.reshape(planes, size), slot)
     else:
-        elementwise(max_pool2d_bwd_gather, planes * size, stream, dy3, indices3, geo.kernel_args, dx3, slot)
+        steps = (geo.dilation_h // math.gcd(geo.stride_h, geo.dilation_h),
+                 geo.dilation_w // math.gcd(geo.stride_w, geo.dilation_w))
+        elementwise(max_pool2d_bwd_gather, planes * size, stream, dy3, indices3, (*geo.kernel_args, *steps), dx3,
+                    slot)
     stored = _take_error(slot)
     if stored is None:
         return None

@@ -19,8 +19,9 @@ The backward takes the pooling geometry optionally. Without it the indices
 may be any flat positions of the plane and the kernels scatter. With it the
 core checks that ``dy`` and ``indices`` have the shape the forward gives
 for that geometry, and a CUDA call gathers: one thread per input cell over
-the windows that contain it (``indexing.tap_range``), with no zeroing pass
-and no scan of a plane's outputs per thread. The CPU scatters either way.
+the windows that contain it (``gpu.pool.windows``, the windows of
+``indexing.tap_range``'s taps), with no zeroing pass and no scan of a
+plane's outputs per thread. The CPU scatters either way.
 
 Each core normalises its parameters (``geometry.pool_geometry``), checks its
 arguments in signature order, allocates or checks its outputs and hands
