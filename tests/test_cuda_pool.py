@@ -148,6 +148,7 @@ def test_gather_adds_an_index_only_in_its_window():
     assert 0 < (kept >= 0).sum() < (idx >= 0).sum()
     got = lcnumba.max_pool2d_backward(dev(dy), dev(idx), x_shape, **params).copy_to_host()
     np.testing.assert_array_equal(got, testing.max_pool2d_backward(dy, kept, x_shape))
+    np.testing.assert_array_equal(got, testing.max_pool2d_backward(dy, idx, x_shape, **params))
 
 
 def test_gather_reports_an_index_outside_the_plane():

@@ -63,8 +63,10 @@ def test_backward_matches_reference(geometry):
     dx = lc.max_pool2d_backward(dy, i, x.shape)
     # the reference adds in the same (output) order, so even float32 is bitwise equal
     np.testing.assert_array_equal(dx, testing.max_pool2d_backward(dy, i, x.shape))
-    # given the geometry, the backward checks dy against it; the result is the same, bitwise
+    # given the geometry, the backward checks dy against it; the result is the same, bitwise, and so is the
+    # reference's with the gather's rule (the forward's indices all lie in their windows)
     np.testing.assert_array_equal(lc.max_pool2d_backward(dy, i, x.shape, **kw), dx)
+    np.testing.assert_array_equal(testing.max_pool2d_backward(dy, i, x.shape, **kw), dx)
 
 
 def test_known_values():
@@ -257,8 +259,9 @@ def test_1d_matches_reference(k, s, p, d, ceil, dtype):
     dy = _random(y.shape, dtype, seed=2)
     dx_ref = testing.max_pool1d_backward(dy, i, x.shape)
     np.testing.assert_array_equal(lc.max_pool1d_backward(dy, i, x.shape), dx_ref)
-    np.testing.assert_array_equal(lc.max_pool1d_backward(dy, i, x.shape, kernel_size=k, stride=s, padding=p,
-                                                         dilation=d, ceil_mode=ceil), dx_ref)
+    geometry = dict(kernel_size=k, stride=s, padding=p, dilation=d, ceil_mode=ceil)
+    np.testing.assert_array_equal(lc.max_pool1d_backward(dy, i, x.shape, **geometry), dx_ref)
+    np.testing.assert_array_equal(testing.max_pool1d_backward(dy, i, x.shape, **geometry), dx_ref)
 
 
 def test_1d_out_buffers_are_returned():
