@@ -69,7 +69,6 @@ from .launch import block_threads, blockwise, elementwise, empty_view
 CHUNK = 256
 
 
-
 @kernel("void({f}[:, :, ::1], UniTuple(int32, 9), {f}[:, :, ::1], int64[:, :, ::1])")
 def max_pool2d_fwd(x, geo, y, indices):
     """``geo = (kh, kw, sh, sw, ph, pw, dil_h, dil_w, with_indices)``."""
