@@ -131,6 +131,8 @@ def _host_path_counts():
                                                            return_indices=True, out=y, indices_out=idx_out,
                                                            stream=stream)),
         ("max_pool2d_backward(out=)", partial(lcnumba.max_pool2d_backward, dy, idx, xs, out=dx, stream=stream)),
+        ("max_pool2d_backward(geometry, out=)", partial(lcnumba.max_pool2d_backward, dy, idx, xs, **pool, out=dx,
+                                                        stream=stream)),
     ]
     n, d, m, k, g = 2, 8, 6, 3, 1
     x, w, b, c, dy, y = dev(n, d, m), dev(k + g, d), dev(k + g), dev(k, d), dev(n, k * d), empty((n, k * d))

@@ -427,6 +427,21 @@ def pool_index_valid(bad, plane_size):
                           f"index {bad}")
 
 
+def none_without_kernel_size(name, value):
+    """The backward's geometry is given by ``kernel_size``: its other parameters need it."""
+    if value is not None:
+        raise value_error(name, "None when kernel_size is None (the backward's geometry starts with kernel_size)",
+                          describe(value))
+
+
+def pool_gradient_shape(dy_shape, expected, input_shape):
+    """``dy`` (and ``indices``, of ``dy``'s shape) must be the forward's output for this geometry."""
+    if tuple(dy_shape) != tuple(expected):
+        raise value_error("dy", f"shape {tuple(expected)}, the output of the forward on input_shape "
+                          f"{tuple(input_shape)} with this kernel_size, stride, padding, dilation and ceil_mode "
+                          f"(indices has the shape of dy)", f"shape {tuple(dy_shape)}")
+
+
 def input_batch_and_channels(input_shape, dy_shape):
     if tuple(input_shape[:2]) != tuple(dy_shape[:2]):
         rest = "H, W" if len(dy_shape) == 4 else "L"

@@ -63,7 +63,12 @@ def test_forward_and_backward_2d_equal_the_cpu(params, dtype):
     np.testing.assert_array_equal(idxd.copy_to_host(), ref_idx)
     dy = np.random.default_rng(1).standard_normal(y.shape).astype(dtype)
     dx = lcnumba.max_pool2d_backward(dev(dy), idxd, x.shape)
-    np.testing.assert_array_equal(dx.copy_to_host(), lcnumba.max_pool2d_backward(dy, idx, x.shape))
+    dx_cpu = lcnumba.max_pool2d_backward(dy, idx, x.shape)
+    np.testing.assert_array_equal(dx.copy_to_host(), dx_cpu)
+    # the gather (a thread per input cell) adds in output order too: bitwise the scatter and the reference
+    gathered = lcnumba.max_pool2d_backward(dev(dy), idxd, x.shape, **params).copy_to_host()
+    np.testing.assert_array_equal(gathered, dx_cpu)
+    np.testing.assert_array_equal(gathered, testing.max_pool2d_backward(dy, ref_idx, x.shape))
 
 
 @dtypes
@@ -79,7 +84,11 @@ def test_1d_equal_the_cpu(dtype):
         dy = np.random.default_rng(2).standard_normal(y.shape).astype(dtype)
         dx = lcnumba.max_pool1d_backward(dev(dy), idxd, x.shape)
         assert dx.shape == x.shape
-        np.testing.assert_array_equal(dx.copy_to_host(), lcnumba.max_pool1d_backward(dy, idx, x.shape))
+        dx_cpu = lcnumba.max_pool1d_backward(dy, idx, x.shape)
+        np.testing.assert_array_equal(dx.copy_to_host(), dx_cpu)
+        gathered = lcnumba.max_pool1d_backward(dev(dy), idxd, x.shape, **params)
+        assert gathered.shape == x.shape
+        np.testing.assert_array_equal(gathered.copy_to_host(), dx_cpu)
 
 
 def test_backward_accepts_any_index_of_the_plane():
@@ -90,6 +99,66 @@ def test_backward_accepts_any_index_of_the_plane():
     idx[0, 0, :, :] = 5  # every output of a plane onto one cell
     dx = lcnumba.max_pool2d_backward(dev(dy), dev(idx), (2, 2, 6, 7))
     np.testing.assert_array_equal(dx.copy_to_host(), lcnumba.max_pool2d_backward(dy, idx, (2, 2, 6, 7)))
+
+
+def test_windows_of_a_cell_are_those_that_read_it():
+    """The gather's window range per axis (32-bit on a GPU) against enumeration and against indexing.tap_range."""
+    import itertools
+    import math
+
+    from lcnumba import indexing
+    from lcnumba.gpu.pool import windows
+
+    for size, kernel, stride, dilation, ceil_mode in itertools.product(range(1, 8), range(1, 5), range(1, 4),
+                                                                       range(1, 4), (False, True)):
+        step = dilation // math.gcd(stride, dilation)
+        for pad in range(kernel // 2 + 1):
+            out = indexing.pool_output_size(size, kernel, stride, pad, dilation, ceil_mode)
+            for pos in range(size):
+                want = [i for i in range(max(out, 0)) if any(i * stride - pad + a * dilation == pos
+                                                              for a in range(kernel))]
+                lo, hi, tap_step = indexing.tap_range(pos, pad, kernel, stride, dilation, max(out, 0))
+                assert sorted((pos + pad - a * dilation) // stride for a in range(lo, hi, tap_step)) == want
+                first, count = windows(pos, pad, kernel, stride, dilation, step, max(out, 0))
+                assert [first + u * step for u in range(count)] == want, (size, kernel, stride, dilation, pad, pos)
+
+
+def _in_window(k, i, j, height, width, params):
+    """Whether flat cell ``k`` is one of window ``(i, j)``'s cells inside the plane, by listing them."""
+    kh, kw = params["kernel_size"]
+    (sh, sw), (ph, pw), (dh, dw) = params["stride"], params["padding"], params["dilation"]
+    rows = [r for r in (i * sh - ph + a * dh for a in range(kh)) if 0 <= r < height]
+    cols = [c for c in (j * sw - pw + b * dw for b in range(kw)) if 0 <= c < width]
+    return k in {r * width + c for r in rows for c in cols}
+
+
+def test_gather_adds_an_index_only_in_its_window():
+    """With the geometry an index counts only where its window can read it: -1, or cells of other windows (inside
+    the plane), add nothing; the rest add as the reference's scatter does."""
+    params = dict(kernel_size=(3, 2), stride=(2, 1), padding=(1, 1), dilation=(1, 2))
+    rng = np.random.default_rng(5)
+    x_shape = (2, 2, 7, 6)
+    dy_shape = lcnumba.max_pool2d_output_shape(x_shape, **params)
+    dy = rng.standard_normal(dy_shape)
+    idx = rng.integers(-1, 7 * 6, size=dy_shape)  # any cell of the plane: most outside their window
+    kept = idx.copy()
+    for n, c, i, j in np.ndindex(dy_shape):
+        if not _in_window(idx[n, c, i, j], i, j, 7, 6, params):
+            kept[n, c, i, j] = -1
+    assert 0 < (kept >= 0).sum() < (idx >= 0).sum()
+    got = lcnumba.max_pool2d_backward(dev(dy), dev(idx), x_shape, **params).copy_to_host()
+    np.testing.assert_array_equal(got, testing.max_pool2d_backward(dy, kept, x_shape))
+    np.testing.assert_array_equal(got, testing.max_pool2d_backward(dy, idx, x_shape, **params))
+
+
+def test_gather_reports_an_index_outside_the_plane():
+    x = tricky_input((1, 2, 6, 6), np.float64)
+    y, idx = lcnumba.max_pool2d_forward(x, 2, return_indices=True)
+    idx[0, 1, 2, 0] = 36
+    with pytest.raises(ValueError, match=r"^indices: expected flat positions in \[0, 36\).*got index 36$"):
+        lcnumba.max_pool2d_backward(dev(np.ones_like(y)), dev(idx), x.shape, kernel_size=2)
+    with pytest.raises(ValueError, match="got index 36$"):  # the CPU refuses it alike
+        lcnumba.max_pool2d_backward(np.ones_like(y), idx, x.shape, kernel_size=2)
 
 
 @pytest.mark.parametrize("where", [(0, 0, 0, 0), (2, 1, 8, 10), (1, 0, 4, 5)])
@@ -132,8 +201,8 @@ def test_an_earlier_calls_bad_index_surfaces_at_the_next_backward():
 
 
 def test_no_allocation_and_no_synchronisation_with_out_buffers(monkeypatch):
-    """Forward with ``out=`` (with or without indices) and backward with ``out=``: one launch, nothing allocated
-    or copied back, the stream never waited for."""
+    """Forward with ``out=`` (with or without indices) and backward with ``out=`` (scatter or gather): one launch,
+    nothing allocated or copied back, the stream never waited for."""
     x = tricky_input((2, 3, 7, 7), np.float32)
     y, idx = lcnumba.max_pool2d_forward(x, 3, stride=2, padding=1, return_indices=True)
     stream = cuda.stream()
@@ -144,6 +213,8 @@ def test_no_allocation_and_no_synchronisation_with_out_buffers(monkeypatch):
         lambda: lcnumba.max_pool2d_forward(xd, 3, stride=2, padding=1, return_indices=True, out=out,
                                            indices_out=idx_out, stream=stream),
         lambda: lcnumba.max_pool2d_backward(dyd, idxd, x.shape, out=dx, stream=stream),
+        lambda: lcnumba.max_pool2d_backward(dyd, idxd, x.shape, kernel_size=3, stride=2, padding=1, out=dx,
+                                            stream=stream),
     ]
     for call in calls:
         call()  # the first backward makes the device's error buffer, once
@@ -171,6 +242,11 @@ def test_out_buffers_and_stream():
     np.testing.assert_array_equal(out.copy_to_host(), y)
     np.testing.assert_array_equal(indices_out.copy_to_host(), idx)
     np.testing.assert_array_equal(dx_out.copy_to_host(), lcnumba.max_pool2d_backward(dy, idx, x.shape))
+    gather_out = cuda.to_device(np.full(x.shape, np.nan))  # every cell written, none read
+    assert lcnumba.max_pool2d_backward(dev(dy), indices_out, x.shape, kernel_size=3, stride=2, padding=1,
+                                       out=gather_out, stream=stream) is gather_out
+    stream.synchronize()
+    np.testing.assert_array_equal(gather_out.copy_to_host(), dx_out.copy_to_host())
     x1 = x[:, :, 0, :]
     out1 = cuda.device_array((2, 2, 3), np.float64)
     assert lcnumba.max_pool1d_forward(dev(x1), 2, out=out1) is out1
@@ -182,6 +258,12 @@ def test_empty_batch_and_errors():
     assert y.shape == (0, 3, 2, 2)
     dx = lcnumba.max_pool2d_backward(dev(np.zeros((0, 3, 2, 2))), dev(np.zeros((0, 3, 2, 2), np.int64)), (0, 3, 4, 4))
     assert dx.shape == (0, 3, 4, 4)
+    dx = lcnumba.max_pool2d_backward(dev(np.zeros((0, 3, 2, 2))), dev(np.zeros((0, 3, 2, 2), np.int64)), (0, 3, 4, 4),
+                                     kernel_size=2)
+    assert dx.shape == (0, 3, 4, 4)
+    with pytest.raises(ValueError, match=r"^dy: expected shape \(1, 1, 1, 1\), the output of the forward"):
+        lcnumba.max_pool2d_backward(dev(np.zeros((1, 1, 2, 2))), dev(np.zeros((1, 1, 2, 2), np.int64)), (1, 1, 4, 4),
+                                    kernel_size=3)
     x = dev(np.zeros((1, 1, 4, 4)))
     with pytest.raises(ValueError, match="^padding: expected at most half the kernel size"):
         lcnumba.max_pool2d_forward(x, 2, padding=2)

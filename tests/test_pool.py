@@ -63,6 +63,10 @@ def test_backward_matches_reference(geometry):
     dx = lc.max_pool2d_backward(dy, i, x.shape)
     # the reference adds in the same (output) order, so even float32 is bitwise equal
     np.testing.assert_array_equal(dx, testing.max_pool2d_backward(dy, i, x.shape))
+    # given the geometry, the backward checks dy against it; the result is the same, bitwise, and so is the
+    # reference's with the gather's rule (the forward's indices all lie in their windows)
+    np.testing.assert_array_equal(lc.max_pool2d_backward(dy, i, x.shape, **kw), dx)
+    np.testing.assert_array_equal(testing.max_pool2d_backward(dy, i, x.shape, **kw), dx)
 
 
 def test_known_values():
@@ -253,8 +257,11 @@ def test_1d_matches_reference(k, s, p, d, ceil, dtype):
     np.testing.assert_array_equal(y, y_ref)
     np.testing.assert_array_equal(i, i_ref)
     dy = _random(y.shape, dtype, seed=2)
-    np.testing.assert_array_equal(lc.max_pool1d_backward(dy, i, x.shape),
-                                  testing.max_pool1d_backward(dy, i, x.shape))
+    dx_ref = testing.max_pool1d_backward(dy, i, x.shape)
+    np.testing.assert_array_equal(lc.max_pool1d_backward(dy, i, x.shape), dx_ref)
+    geometry = dict(kernel_size=k, stride=s, padding=p, dilation=d, ceil_mode=ceil)
+    np.testing.assert_array_equal(lc.max_pool1d_backward(dy, i, x.shape, **geometry), dx_ref)
+    np.testing.assert_array_equal(testing.max_pool1d_backward(dy, i, x.shape, **geometry), dx_ref)
 
 
 def test_1d_out_buffers_are_returned():
@@ -280,6 +287,9 @@ def test_out_buffers_are_written_and_returned():
     assert lc.max_pool2d_forward(x, 2, out=out) is out
     dx_out = np.full(x.shape, np.nan)
     assert lc.max_pool2d_backward(np.ones_like(y), i, x.shape, out=dx_out) is dx_out
+    assert dx_out.sum() == y.size
+    dx_out[:] = np.nan
+    assert lc.max_pool2d_backward(np.ones_like(y), i, x.shape, kernel_size=2, out=dx_out) is dx_out
     assert dx_out.sum() == y.size
 
 
@@ -307,8 +317,10 @@ def test_empty_batch():
     assert y.shape == (0, 3, 4, 4) and i.shape == (0, 3, 4, 4) and i.dtype == np.int64
     dx = lc.max_pool2d_backward(y, i, x.shape)
     assert dx.shape == x.shape
+    assert lc.max_pool2d_backward(y, i, x.shape, kernel_size=2).shape == x.shape
     y1 = lc.max_pool1d_forward(np.empty((0, 2, 9)), 3)
     assert y1.shape == (0, 2, 3)
+    assert lc.max_pool1d_backward(y1, np.empty(y1.shape, np.int64), (0, 2, 9), kernel_size=3).shape == (0, 2, 9)
 
 
 # ---------------------------------------------------------------- errors
@@ -402,10 +414,36 @@ def _ind():
      "indices"),
     (lambda: lc.max_pool1d_backward(np.ones((1, 2, 3)), np.zeros((1, 2, 4), np.int64), (1, 2, 6)), ValueError,
      "indices"),
+    # the geometry: checked after input_shape, against dy's shape (1, 2, 3, 3)
+    (lambda: lc.max_pool2d_backward(_dy(), _ind(), (1, 2, 6, 6), stride=2), ValueError, "stride"),
+    (lambda: lc.max_pool2d_backward(_dy(), _ind(), (1, 2, 6, 6), ceil_mode=False), ValueError, "ceil_mode"),
+    (lambda: lc.max_pool2d_backward(_dy(), _ind(), (1, 2, 6, 6), kernel_size=2.0), TypeError, "kernel_size"),
+    (lambda: lc.max_pool2d_backward(_dy(), _ind(), (1, 2, 6, 6), kernel_size=3, padding=2), ValueError, "padding"),
+    (lambda: lc.max_pool2d_backward(_dy(), _ind(), (1, 2, 6, 6), kernel_size=2, dilation=0), ValueError,
+     "dilation"),
+    (lambda: lc.max_pool2d_backward(_dy(), _ind(), (1, 2, 6, 6), kernel_size=2, ceil_mode=1), TypeError,
+     "ceil_mode"),
+    (lambda: lc.max_pool2d_backward(_dy(), _ind(), (1, 2, 6, 6), kernel_size=3), ValueError, "dy"),
+    (lambda: lc.max_pool2d_backward(_dy(), _ind(), (1, 2, 6, 6), kernel_size=2, stride=2, padding=1,
+                                    dilation=1, ceil_mode=True), ValueError, "dy"),
+    (lambda: lc.max_pool2d_backward(_dy(), _ind(), (1, 2, 0, 6), kernel_size=2), ValueError, "input_shape"),
+    (lambda: lc.max_pool1d_backward(np.ones((1, 2, 3)), np.zeros((1, 2, 3), np.int64), (1, 2, 6), kernel_size=3),
+     ValueError, "dy"),
+    (lambda: lc.max_pool1d_backward(np.ones((1, 2, 3)), np.zeros((1, 2, 3), np.int64), (1, 2, 6), kernel_size=2,
+                                    stride=(2, 2)), ValueError, "stride"),
 ])
 def test_backward_errors(call, error, name):
     with pytest.raises(error, match=f"^{name}:"):
         call()
+
+
+def test_backward_geometry_messages():
+    """A dy that does not fit the geometry is refused naming both shapes; a parameter without kernel_size says so."""
+    with pytest.raises(ValueError, match=r"^dy: expected shape \(1, 2, 2, 2\), the output of the forward on "
+                                         r"input_shape \(1, 2, 6, 6\).*got shape \(1, 2, 3, 3\)$"):
+        lc.max_pool2d_backward(_dy(), _ind(), (1, 2, 6, 6), kernel_size=3)
+    with pytest.raises(ValueError, match="^padding: expected None when kernel_size is None.*got int 1$"):
+        lc.max_pool2d_backward(_dy(), _ind(), (1, 2, 6, 6), padding=1)
 
 
 def test_backward_out_overlapping_dy_is_refused():

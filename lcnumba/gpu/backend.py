@@ -84,12 +84,13 @@ class DeviceBackend:
     def pool_forward(self, x, geo, y, indices):
         pool_kernels.forward(x, geo.kernel_args, y, indices, self.stream)
 
-    def pool_backward(self, dy, indices, dx):
-        """Scatter ``dy`` into ``dx``; the first bad index when it is known without waiting, else None.
+    def pool_backward(self, dy, indices, geo, dx):
+        """``dy`` (planes, OH, OW) into ``dx`` (planes, H, W): gathered with the geometry ``geo``, else scattered;
+        the first bad index when it is known without waiting, else None.
 
         Never synchronises: a bad index may surface at a later max-pooling backward (``lcnumba.gpu.pool``).
         """
-        return pool_kernels.backward(dy, indices, dx, self.stream)
+        return pool_kernels.backward(dy, indices, geo, dx, self.stream)
 
     # ------------------------------------------------------------ NetVLAD
 

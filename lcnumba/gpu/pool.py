@@ -17,9 +17,22 @@ cells (``-inf``) are never read. A window with no in-image cell (only with
 dilation) gives ``-inf`` and index ``-1``. The index is computed as the
 scan goes and stored only when asked for.
 
-Backward (``max_pool2d_bwd``) takes no geometry (only ``dy``, ``indices``
-and the input size, as on the CPU), and the indices may be any flat
-positions of the plane, so it cannot gather over windows. A block owns a
+Backward with the geometry (``max_pool2d_bwd_gather``): a thread per input
+cell ``(p, h, w)``, ``w`` fastest, visits the windows that contain the
+cell, exactly (``windows`` per axis, the windows of ``indexing.tap_range``'s
+taps in 32-bit arithmetic: at most ``ceil(KH/SH) * ceil(KW/SW)`` windows
+without dilation), in output order, and adds
+``dy[p, i, j]`` where ``indices[p, i, j]`` is this cell. Each cell is
+written once by its own thread (no zeroing pass, no atomics) and its sum
+runs in output order, as the scatter's: the same ``dx``, bitwise, for
+indices the forward returned. An index outside its window adds nothing;
+one outside ``[-1, H*W)`` of a window the gather visits is also reported
+as below. A window made of padding only is visited by no cell, so its
+index is never read. Work: ``O(cells x windows per cell)``.
+
+Backward without the geometry (``max_pool2d_bwd``) has only ``dy``,
+``indices`` and the input size, as on the CPU, and the indices may be any
+flat positions of the plane, so it cannot gather over windows. A block owns a
 plane: it stages a chunk of ``(dy, index)`` pairs in shared memory, and
 each thread adds the pairs whose index is one of *its* cells (a
 contiguous run of ``ceil(H*W / blockDim)`` cells, so ownership is two
@@ -48,8 +61,8 @@ import math
 import numpy as np
 
 from .. import checks
-from .intmath import divmod32
-from .jit import SIMULATOR, cuda, kernel
+from .intmath import div32, divmod32
+from .jit import SIMULATOR, cuda, device_function, kernel
 from .launch import block_threads, blockwise, elementwise, empty_view
 
 #: (dy, index) pairs staged per step of the backward.
@@ -136,6 +149,71 @@ def max_pool2d_bwd(dy, indices, dx, error):
             q0 += CHUNK
 
 
+@device_function
+def windows(pos, pad, kernel, stride, dilation, window_step, out_size):
+    """The windows along one axis that contain cell ``pos``, in increasing order: ``(first, count)``.
+
+    The windows of the taps ``indexing.tap_range`` gives, computed in window space with 32-bit
+    divisions: window ``i`` reads ``pos`` with tap ``(pos + pad - i * stride) / dilation`` when that
+    is an integer in ``[0, kernel)``. Those windows lie in ``[lo, hi]`` (the tap bounds) and are
+    ``window_step = dilation / gcd(stride, dilation)`` apart (the host computes it), so after the
+    first one, found among at most ``window_step`` candidates, none is visited that reads nothing.
+    """
+    t = pos + pad
+    hi = min(div32(t, stride), out_size - 1)
+    reach = t - (kernel - 1) * dilation  # the window whose last tap reads pos, if it starts there
+    lo = 0
+    if reach > 0:
+        lo = div32(reach + stride - 1, stride)
+    if dilation > 1:
+        first = hi + 1  # none: without a window among the first window_step, no window reads pos
+        for i in range(lo, min(hi + 1, lo + window_step)):
+            if divmod32(t - i * stride, dilation)[1] == 0:
+                first = i
+                break
+        lo = first
+    if lo > hi:
+        return 0, 0
+    return lo, div32(hi - lo, window_step) + 1
+
+
+@kernel("void({f}[:, :, ::1], int64[:, :, ::1], UniTuple(int32, 10), {f}[:, :, ::1], int64[::1])")
+def max_pool2d_bwd_gather(dy, indices, geo, dx, error):
+    """``dx[p, h, w]`` = sum of ``dy[p, i, j]`` over the windows ``(i, j)`` containing ``(h, w)`` whose index is it.
+
+    ``geo = (kh, kw, sh, sw, ph, pw, dil_h, dil_w, step_h, step_w)``, ``step_*`` the windows'
+    steps of ``windows``; windows in output order. A visited index outside ``[-1, H*W)`` is
+    written, with ``H*W``, to ``error``.
+    """
+    kh, kw, sh, sw, ph, pw, dil_h, dil_w, step_h, step_w = geo
+    planes = dx.shape[0]
+    height = dx.shape[1]
+    width = dx.shape[2]
+    oh = dy.shape[1]
+    ow = dy.shape[2]
+    size = height * width
+    zero = dx.dtype.type(0)
+    for e in range(cuda.grid(1), planes * size, cuda.gridsize(1)):
+        p, cell = divmod32(e, size)
+        h, w = divmod32(cell, width)
+        i0, ni = windows(h, ph, kh, sh, dil_h, step_h, oh)
+        j0, nj = windows(w, pw, kw, sw, dil_w, step_w, ow)
+        acc = zero
+        i = i0
+        for _u in range(ni):
+            j = j0
+            for _v in range(nj):
+                k = indices[p, i, j]
+                if k == cell:
+                    acc += dy[p, i, j]
+                elif k < -1 or k >= size:
+                    error[0] = k  # any bad index will do here; the host finds the first one
+                    error[1] = size
+                j += step_w
+            i += step_h
+        dx[p, h, w] = acc
+
+
 # ---------------------------------------------------------------- error buffer
 
 _ERROR_SLOTS = {}
@@ -191,19 +269,28 @@ def forward(x3, kargs, y3, indices3, stream):
     elementwise(max_pool2d_fwd, size, stream, x3, (*kargs, with_indices), y3, indices3)
 
 
-def backward(dy2, indices2, dx2, stream):
-    """``dx2`` (P, H*W) from ``dy2`` and ``indices2`` (P, OH*OW); the first bad index if this call's is known, or None.
+def backward(dy3, indices3, geo, dx3, stream):
+    """``dx3`` (P, H, W) from ``dy3`` and ``indices3`` (P, OH, OW); the first bad index if this call's is known, or None.
 
-    Raises for a bad index of an earlier call (see the module docstring).
+    With the geometry ``geo`` (a ``PoolGeometry``; None without) the gather kernel runs, else the
+    scatter. Raises for a bad index of an earlier call (see the module docstring).
     """
     raise_earlier_error()
-    planes, size = dx2.shape
+    planes, height, width = dx3.shape
+    size = height * width
     slot = error_slot()
-    blockwise(max_pool2d_bwd, planes, block_threads(size), stream, dy2, indices2, dx2, slot)
+    if geo is None:
+        blockwise(max_pool2d_bwd, planes, block_threads(size), stream, dy3.reshape(planes, -1),
+                  indices3.reshape(planes, -1), dx3.reshape(planes, size), slot)
+    else:
+        steps = (geo.dilation_h // math.gcd(geo.stride_h, geo.dilation_h),
+                 geo.dilation_w // math.gcd(geo.stride_w, geo.dilation_w))
+        elementwise(max_pool2d_bwd_gather, planes * size, stream, dy3, indices3, (*geo.kernel_args, *steps), dx3,
+                    slot)
     stored = _take_error(slot)
     if stored is None:
         return None
-    bad = _first_bad(indices2, size)
+    bad = _first_bad(indices3, size)
     if bad is None:  # the error came from another stream's call: report it as stored
         checks.pool_index_valid(*stored)
     return bad

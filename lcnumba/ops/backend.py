@@ -117,10 +117,17 @@ class HostBackend:
                 pool_kernels.max_pool2d_fwd_indices(x, y, indices, *geo.kernel_args)
 
     @staticmethod
-    def pool_backward(dy, indices, dx):
-        """Scatter ``dy`` (planes, OH*OW) into ``dx`` (planes, H*W); the first bad index, or None (``dx`` untouched)."""
+    def pool_backward(dy, indices, geo, dx):
+        """Scatter ``dy`` (planes, OH, OW) into ``dx`` (planes, H, W); the first bad index, or None (``dx`` untouched).
+
+        The CPU scatters whether or not the geometry ``geo`` was given (None if not): its scatter
+        runs in output order per plane, which is also the gather's order per cell, so both forms
+        give the same ``dx``.
+        """
+        planes = dx.shape[0]
         with kernel_guard():
-            valid, bad = pool_kernels.host_backward(dy, indices, dx)
+            valid, bad = pool_kernels.host_backward(dy.reshape(planes, -1), indices.reshape(planes, -1),
+                                                    dx.reshape(planes, -1))
         return None if valid else int(bad)
 
     # ------------------------------------------------------------ NetVLAD

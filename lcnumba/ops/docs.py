@@ -357,6 +357,18 @@ _POOL_BACKWARD_OUT = """
     out : ndarray, shape input_shape, optional
         C-contiguous buffer of the dtype of ``dy``; overwritten and returned."""
 
+_POOL_BACKWARD_GEOMETRY = """
+    kernel_size, stride, padding, dilation, ceil_mode : optional
+        The forward's geometry, as passed to :func:`{forward}` (``stride`` defaults to
+        ``kernel_size``, the others to the forward's defaults). All None (the default): the indices
+        may be any positions of the plane and ``dx`` is a scatter. With ``kernel_size``, ``dy`` must
+        have the forward's output shape for that geometry, and a CUDA call gathers: a thread per
+        input cell visits the windows that contain it, in output order (``O(H*W)`` work per plane
+        instead of a scan of the plane's outputs per thread). The indices must then be the
+        forward's: the gather adds nothing for an index outside its window (the CPU scatters
+        either way and adds it where it points). For the forward's indices both forms give the
+        same ``dx``, bitwise."""
+
 _POOL = {
     ("max_pool2d", "forward"): '''2-D max-pooling forward, as PyTorch's ``F.max_pool2d``.
 
@@ -409,8 +421,8 @@ _POOL = {
     ("max_pool2d", "backward"): '''Gradient of :func:`max_pool2d_forward` with respect to ``x``.
 
     ``dx[n, c].flat[k] = sum of dy[n, c, i, j] over the windows (i, j) with indices[n, c, i, j] == k``.
-    Each (n, c) plane is owned by one thread and its sum runs in output order, so the result is
-    deterministic and race-free even when windows overlap. See ``docs/derivations/max_pool.md``.
+    Every cell's sum runs in output order, so the result is deterministic and race-free even
+    when windows overlap. See ``docs/derivations/max_pool.md``.
 
     Parameters
     ----------
@@ -420,7 +432,7 @@ _POOL = {
         The indices returned by the forward. Any flat position of the plane is accepted
         (validated before the kernel runs); -1 contributes nothing.
     input_shape : tuple of 4 ints
-        ``(N, C, H, W)`` of the forward input.{backward_out}{stream}
+        ``(N, C, H, W)`` of the forward input.{geometry}{backward_out}{stream}
 
     Returns
     -------
@@ -429,9 +441,11 @@ _POOL = {
     Raises
     ------
     TypeError
-        ``dy`` not float32/float64, ``indices`` not int64, ``out`` of the wrong dtype.
+        ``dy`` not float32/float64, ``indices`` not int64, ``out`` of the wrong dtype; a geometry
+        parameter of the wrong type.
     ValueError
-        Wrong shapes; ``input_shape`` whose N, C differ from ``dy``; an index outside
+        Wrong shapes; ``input_shape`` whose N, C differ from ``dy``; a geometry parameter out of
+        range, given without ``kernel_size``, or whose output shape is not ``dy``'s; an index outside
         ``[-1, H*W)``; ``out`` of the wrong shape, not contiguous, read-only or overlapping an input.
 ''',
     ("max_pool1d", "forward"): '''1-D max-pooling forward, as PyTorch's ``F.max_pool1d``.
@@ -470,7 +484,7 @@ _POOL = {
     indices : ndarray of int64, shape (N, C, OL)
         The indices returned by the forward (positions in L, -1 for none).
     input_shape : tuple of 3 ints
-        ``(N, C, L)`` of the forward input.{backward_out}{stream}
+        ``(N, C, L)`` of the forward input.{geometry}{backward_out}{stream}
 
     Returns
     -------
@@ -724,7 +738,8 @@ def docstring(fam, part):
         return _conv_transpose_docstring(fam, part)
     if fam.kind == "pool":
         return _POOL[fam.name, part].format(stream=_STREAM.format(where="CUDA arrays only; ignored on the CPU"),
-                                            backward_out=_POOL_BACKWARD_OUT)
+                                            backward_out=_POOL_BACKWARD_OUT,
+                                            geometry=_POOL_BACKWARD_GEOMETRY.format(forward=f"{fam.name}_forward"))
     if fam.kind == "netvlad":
         return _NETVLAD[part]
     if fam.kind in _NETVLAD_PARTS:

@@ -15,6 +15,14 @@ can cover padding only, no input cell. Its output is ``-inf`` and its index
 ``-1`` (PyTorch reports an index outside that window, possibly outside the
 plane); the backward skips index ``-1``, as PyTorch's backward does.
 
+The backward takes the pooling geometry optionally. Without it the indices
+may be any flat positions of the plane and the kernels scatter. With it the
+core checks that ``dy`` and ``indices`` have the shape the forward gives
+for that geometry, and a CUDA call gathers: one thread per input cell over
+the windows that contain it (``gpu.pool.windows``, the windows of
+``indexing.tap_range``'s taps), with no zeroing pass and no scan of a
+plane's outputs per thread. The CPU scatters either way.
+
 Each core normalises its parameters (``geometry.pool_geometry``), checks its
 arguments in signature order, allocates or checks its outputs and hands
 (planes, rows, columns) views to the backend's kernels. A 1-D pooling is a
@@ -26,14 +34,24 @@ import numpy as np
 from .. import checks, geometry
 
 
+def _geometry(fam, x_shape, kernel_size, stride, padding, dilation, ceil_mode, input_name):
+    """The ``PoolGeometry`` of a call whose input has the caller's shape ``x_shape`` (a 1-D one as height 1)."""
+    x4 = (x_shape[0], x_shape[1], 1, x_shape[2]) if fam.spatial == 1 else tuple(x_shape)
+    params = geometry.pool_params_2d(fam.spatial, kernel_size, stride, padding, dilation)
+    return geometry.pool_geometry(x4, *params, ceil_mode, input_name=input_name, spatial=fam.spatial)
+
+
+def _output_shape(fam, geo):
+    """``y``'s shape at the caller's rank."""
+    return geo.output_shape if fam.spatial == 2 else (geo.n, geo.c, geo.ow)
+
+
 def forward(fam, be, x, kernel_size, stride, padding, dilation, ceil_mode, return_indices, out, indices_out):
     given = {"x": x}
     x = be.float_array(x, "x", fam.x_ndim)
-    x4 = (x.shape[0], x.shape[1], 1, x.shape[2]) if fam.spatial == 1 else tuple(x.shape)
-    params = geometry.pool_params_2d(fam.spatial, kernel_size, stride, padding, dilation)
-    geo = geometry.pool_geometry(x4, *params, ceil_mode, spatial=fam.spatial)
+    geo = _geometry(fam, tuple(x.shape), kernel_size, stride, padding, dilation, ceil_mode, "x")
     return_indices = checks.flag(return_indices, "return_indices")
-    shape = geo.output_shape if fam.spatial == 2 else (geo.n, geo.c, geo.ow)
+    shape = _output_shape(fam, geo)
     y = be.output(out, "out", shape, x.dtype, given)
     planes = geo.n * geo.c
     if not return_indices:
@@ -48,19 +66,38 @@ def forward(fam, be, x, kernel_size, stride, padding, dilation, ceil_mode, retur
     return y, indices
 
 
-def backward(fam, be, dy, indices, input_shape, out):
+def _backward_geometry(fam, input_shape, dy_shape, kernel_size, stride, padding, dilation, ceil_mode):
+    """The backward's ``PoolGeometry``, checked against ``dy``'s shape; None when no geometry was given.
+
+    ``kernel_size`` decides: without it every other parameter must be None too; with it the others
+    default as the forward's do (``stride`` to ``kernel_size``, no padding or dilation, no ceil_mode).
+    """
+    rest = {"stride": stride, "padding": padding, "dilation": dilation, "ceil_mode": ceil_mode}
+    if kernel_size is None:
+        for name, value in rest.items():
+            checks.none_without_kernel_size(name, value)
+        return None
+    geo = _geometry(fam, input_shape, kernel_size, stride, 0 if padding is None else padding,
+                    1 if dilation is None else dilation, False if ceil_mode is None else ceil_mode, "input_shape")
+    checks.pool_gradient_shape(dy_shape, _output_shape(fam, geo), tuple(input_shape))
+    return geo
+
+
+def backward(fam, be, dy, indices, input_shape, kernel_size, stride, padding, dilation, ceil_mode, out):
     given = {"dy": dy, "indices": indices}
     dy = be.float_array(dy, "dy", fam.x_ndim)
     indices = be.index_array(indices, "indices", tuple(dy.shape))
     input_shape = checks.shape_tuple(input_shape, "input_shape", fam.x_ndim)
     checks.input_batch_and_channels(input_shape, tuple(dy.shape))
+    geo = _backward_geometry(fam, input_shape, tuple(dy.shape), kernel_size, stride, padding, dilation, ceil_mode)
     dx = be.output(out, "out", input_shape, dy.dtype, given)
     planes = input_shape[0] * input_shape[1]
-    per_plane = int(np.prod(dy.shape[2:]))
-    plane_size = int(np.prod(input_shape[2:]))
     if not planes:
         return dx
-    bad = be.pool_backward(dy.reshape(planes, per_plane), indices.reshape(planes, per_plane),
-                           dx.reshape(planes, plane_size))
-    checks.pool_index_valid(bad, plane_size)
+    # (planes, rows, columns) at rank 3; a 1-D pooling has one row
+    per_plane = (1,) * (4 - dy.ndim) + tuple(dy.shape[2:])
+    plane = (1,) * (4 - dy.ndim) + tuple(input_shape[2:])
+    bad = be.pool_backward(dy.reshape(planes, *per_plane), indices.reshape(planes, *per_plane),
+                           geo, dx.reshape(planes, *plane))
+    checks.pool_index_valid(bad, plane[0] * plane[1])
     return dx

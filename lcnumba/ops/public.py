@@ -45,7 +45,8 @@ _SIGNATURES = {
     **_conv_signatures("conv_transpose", _TRANSPOSE_GEOMETRY),
     ("pool", "forward"): "x, kernel_size, *, stride=None, padding=0, dilation=1, ceil_mode=False, "
                          "return_indices=False, out=None, indices_out=None, stream=0",
-    ("pool", "backward"): "dy, indices, input_shape, *, out=None, stream=0",
+    ("pool", "backward"): "dy, indices, input_shape, *, kernel_size=None, stride=None, padding=None, dilation=None, "
+                          "ceil_mode=None, out=None, stream=0",
     ("netvlad", "forward"): f"x, w, b, centroids, *, normalize_input=True, {_VLAD_OPTIONS}, mask=None, eps=1e-12, "
                             "out=None, stream=0",
     ("netvlad", "backward"): f"dy, x, w, b, centroids, *, normalize_input=True, {_VLAD_OPTIONS}, mask=None, "

@@ -27,6 +27,36 @@ def output_size(size, kernel, stride, pad, dilation, ceil_mode):
     return out
 
 
+def _windows(h, w, kernel_size, stride, padding, dilation, ceil_mode):
+    """Kernel, stride, padding, dilation and output size, each ``(rows, columns)``, of a pooling of an H x W plane."""
+    kh, kw = ints(kernel_size, "kernel_size", 2, minimum=1)
+    sh, sw = (kh, kw) if stride is None else ints(stride, "stride", 2, minimum=1)
+    ph, pw = ints(padding, "padding", 2, minimum=0)
+    dh, dw = ints(dilation, "dilation", 2, minimum=1)
+    if 2 * ph > kh or 2 * pw > kw:
+        raise ValueError(f"padding: expected at most half the kernel size, got {(ph, pw)} for {(kh, kw)}")
+    oh = output_size(h, kh, sh, ph, dh, ceil_mode)
+    ow = output_size(w, kw, sw, pw, dw, ceil_mode)
+    if oh < 1 or ow < 1:
+        raise ValueError(f"kernel_size: expected an output size of at least 1, got ({oh}, {ow})")
+    return (kh, kw), (sh, sw), (ph, pw), (dh, dw), (oh, ow)
+
+
+def _tap(cells, windows, kernel, stride, pad, dilation):
+    """Along one axis, whether input position ``cells`` is read by window ``windows`` (arrays of one shape)."""
+    t = cells + pad - windows * stride
+    return (t >= 0) & (t % dilation == 0) & (t < kernel * dilation)
+
+
+def _own_window(indices, w, geometry):
+    """Whether each index of ``indices`` (N, C, OH, OW) names a cell of its own window (never for -1)."""
+    (kh, kw), (sh, sw), (ph, pw), (dh, dw), (oh, ow) = geometry
+    i = np.arange(oh)[:, None]
+    j = np.arange(ow)[None, :]
+    cell = np.maximum(indices, 0)
+    return (indices >= 0) & _tap(cell // w, i, kh, sh, ph, dh) & _tap(cell % w, j, kw, sw, pw, dw)
+
+
 def max_pool2d_forward(x, kernel_size, *, stride=None, padding=0, dilation=1, ceil_mode=False,
                        return_indices=False):
     """Reference 2-D max-pooling; PyTorch's ``F.max_pool2d``.
@@ -54,17 +84,9 @@ def max_pool2d_forward(x, kernel_size, *, stride=None, padding=0, dilation=1, ce
         the unpadded plane, -1 for a window without an in-image cell.
     """
     x = require_ndim(x, "x", 4)
-    kh, kw = ints(kernel_size, "kernel_size", 2, minimum=1)
-    sh, sw = (kh, kw) if stride is None else ints(stride, "stride", 2, minimum=1)
-    ph, pw = ints(padding, "padding", 2, minimum=0)
-    dh, dw = ints(dilation, "dilation", 2, minimum=1)
-    if 2 * ph > kh or 2 * pw > kw:
-        raise ValueError(f"padding: expected at most half the kernel size, got {(ph, pw)} for {(kh, kw)}")
     n, c, h, w = x.shape
-    oh = output_size(h, kh, sh, ph, dh, ceil_mode)
-    ow = output_size(w, kw, sw, pw, dw, ceil_mode)
-    if oh < 1 or ow < 1:
-        raise ValueError(f"kernel_size: expected an output size of at least 1, got ({oh}, {ow})")
+    (kh, kw), (sh, sw), (ph, pw), (dh, dw), (oh, ow) = _windows(h, w, kernel_size, stride, padding, dilation,
+                                                                ceil_mode)
     y = np.full((n, c, oh, ow), -np.inf, dtype=x.dtype)
     index = np.full((n, c, oh, ow), -1, dtype=np.int64)
     for r in range(kh):
@@ -80,7 +102,8 @@ def max_pool2d_forward(x, kernel_size, *, stride=None, padding=0, dilation=1, ce
     return (y, index) if return_indices else y
 
 
-def max_pool2d_backward(dy, indices, input_shape):
+def max_pool2d_backward(dy, indices, input_shape, *, kernel_size=None, stride=None, padding=None, dilation=None,
+                        ceil_mode=None):
     """Reference gradient of 2-D max-pooling: ``dx[n, c].flat[indices[n, c]] += dy[n, c]``.
 
     Parameters
@@ -89,6 +112,10 @@ def max_pool2d_backward(dy, indices, input_shape):
     indices : int64 ndarray (N, C, OH, OW)
         As returned by ``max_pool2d_forward``; -1 adds nothing.
     input_shape : tuple (N, C, H, W)
+    kernel_size, stride, padding, dilation, ceil_mode : optional
+        The forward's geometry (None: not given; with ``kernel_size`` the others default as the
+        forward's). Given, ``dy`` must have the forward's output shape, and an index adds only when
+        it names a cell of its own window: the gather's rule.
 
     Returns
     -------
@@ -103,11 +130,20 @@ def max_pool2d_backward(dy, indices, input_shape):
         raise ValueError(f"input_shape: expected N, C of dy {dy.shape[:2]}, got {(n, c)}")
     if indices.size and (indices.min() < -1 or indices.max() >= h * w):
         raise ValueError(f"indices: expected values in [-1, {h * w}), got [{indices.min()}, {indices.max()}]")
+    keep = indices >= 0
+    if kernel_size is None:
+        if (stride, padding, dilation, ceil_mode) != (None,) * 4:
+            raise ValueError("kernel_size: expected the pooling geometry to start with kernel_size, got None")
+    else:
+        geometry = _windows(h, w, kernel_size, stride, 0 if padding is None else padding,
+                            1 if dilation is None else dilation, bool(ceil_mode))
+        require_shape(dy.shape, (n, c, *geometry[-1]), "dy")
+        keep = _own_window(indices, w, geometry)
     dx = np.zeros((n * c, h * w), dtype=dy.dtype)
     flat_dy = dy.reshape(n * c, -1)
     flat_index = indices.reshape(n * c, -1)
     planes = np.broadcast_to(np.arange(n * c)[:, None], flat_index.shape)
-    keep = flat_index >= 0
+    keep = keep.reshape(n * c, -1)
     np.add.at(dx, (planes[keep], flat_index[keep]), flat_dy[keep])
     return dx.reshape(n, c, h, w)
 
@@ -147,7 +183,8 @@ def max_pool1d_forward(x, kernel_size, *, stride=None, padding=0, dilation=1, ce
     return result[:, :, 0, :]
 
 
-def max_pool1d_backward(dy, indices, input_shape):
+def max_pool1d_backward(dy, indices, input_shape, *, kernel_size=None, stride=None, padding=None, dilation=None,
+                        ceil_mode=None):
     """Reference gradient of 1-D max-pooling.
 
     Parameters
@@ -155,6 +192,8 @@ def max_pool1d_backward(dy, indices, input_shape):
     dy : ndarray (N, C, OL)
     indices : int64 ndarray (N, C, OL)
     input_shape : tuple (N, C, L)
+    kernel_size, stride, padding, dilation, ceil_mode : optional
+        As in ``max_pool2d_backward``, along L (ints or 1-tuples).
 
     Returns
     -------
@@ -162,4 +201,14 @@ def max_pool1d_backward(dy, indices, input_shape):
     """
     dy = require_ndim(dy, "dy", 3)
     n, c, length = (int(v) for v in input_shape)
-    return max_pool2d_backward(dy[:, :, None, :], np.asarray(indices)[:, :, None, :], (n, c, 1, length))[:, :, 0, :]
+    geometry = {}
+    if kernel_size is not None:
+        geometry = dict(kernel_size=(1,) + ints(kernel_size, "kernel_size", 1, 1),
+                        stride=None if stride is None else (1,) + ints(stride, "stride", 1, 1),
+                        padding=(0,) + ints(0 if padding is None else padding, "padding", 1, 0),
+                        dilation=(1,) + ints(1 if dilation is None else dilation, "dilation", 1, 1),
+                        ceil_mode=ceil_mode)
+    else:  # the 2-D reference refuses any of them without kernel_size
+        geometry = dict(stride=stride, padding=padding, dilation=dilation, ceil_mode=ceil_mode)
+    return max_pool2d_backward(dy[:, :, None, :], np.asarray(indices)[:, :, None, :], (n, c, 1, length),
+                               **geometry)[:, :, 0, :]
