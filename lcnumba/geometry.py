@@ -439,54 +439,28 @@ def _transpose_query(name, input_shape, weight_shape, stride, padding, output_pa
                                x_name="input_shape", w_name="weight_shape").output_shape
 
 
-def conv2d_transpose_output_shape(input_shape, weight_shape, *, stride=1, padding=0, output_padding=0, dilation=1,
-                                  groups=1):
-    """Output shape ``(N, F, OH, OW)`` of ``conv2d_transpose_forward`` for a weight of ``(C, F/groups, KH, KW)``.
+def _transpose_shape_query(fam):
+    """The public ``<family>_output_shape`` query of the transposed family ``fam`` (one per table row)."""
 
-    ``OH = (H-1)*SH - PT - PB + DH*(KH-1) + output_padding + 1``, likewise OW: the input size of the
-    ``conv2d_forward`` that maps ``(N, F, OH, OW)`` onto the ``H x W`` positions of the input.
-    """
-    return _transpose_query("conv2d_transpose", input_shape, weight_shape, stride, padding, output_padding, dilation,
-                            groups)
+    def query(input_shape, weight_shape, *, stride=1, padding=0, output_padding=0, dilation=1, groups=1):
+        return _transpose_query(fam.name, input_shape, weight_shape, stride, padding, output_padding, dilation,
+                                groups)
 
-
-def tiled_conv2d_transpose_output_shape(input_shape, weight_shape, *, stride=1, padding=0, output_padding=0,
-                                        dilation=1, groups=1):
-    """Output shape of ``tiled_conv2d_transpose_forward`` for a weight of ``(TH, TW, C, F/groups, KH, KW)``."""
-    return _transpose_query("tiled_conv2d_transpose", input_shape, weight_shape, stride, padding, output_padding,
-                            dilation, groups)
-
-
-def local_conv2d_transpose_output_shape(input_shape, weight_shape, *, stride=1, padding=0, output_padding=0,
-                                        dilation=1, groups=1):
-    """Output shape of ``local_conv2d_transpose_forward`` for a weight of ``(H, W, C, F/groups, KH, KW)``.
-
-    The weight holds a filter bank per *input* position, so its leading axes are the input's ``H, W``;
-    the bias ``(F, OH, OW)`` has one entry per filter and output position of this shape.
-    """
-    return _transpose_query("local_conv2d_transpose", input_shape, weight_shape, stride, padding, output_padding,
-                            dilation, groups)
+    y = "(N, F, OH, OW)" if fam.spatial == 2 else "(N, F, OL)"
+    size = ("\n\n``OH = (H-1)*SH - PT - PB + DH*(KH-1) + output_padding + 1``, likewise OW: the input size of the\n"
+            f"``{fam.forward}_forward`` that maps ``{y}`` onto the positions of the input."
+            if fam.spatial == 2 else "")
+    local = ("\n\nThe weight holds a filter bank per *input* position, so its leading axes are the input's;\n"
+             "the bias has one entry per filter and output position of this shape." if fam.sharing == "local" else "")
+    query.__name__ = query.__qualname__ = f"{fam.name}_output_shape"
+    query.__doc__ = (f"Output shape ``{y}`` of ``{fam.name}_forward`` for a weight of "
+                     f"``{table.ConvFamily.layout(fam.weight_dims)}``.{size}{local}")
+    return query
 
 
-def conv1d_transpose_output_shape(input_shape, weight_shape, *, stride=1, padding=0, output_padding=0, dilation=1,
-                                  groups=1):
-    """Output shape ``(N, F, OL)`` of ``conv1d_transpose_forward`` for a weight of ``(C, F/groups, K)``."""
-    return _transpose_query("conv1d_transpose", input_shape, weight_shape, stride, padding, output_padding, dilation,
-                            groups)
-
-
-def tiled_conv1d_transpose_output_shape(input_shape, weight_shape, *, stride=1, padding=0, output_padding=0,
-                                        dilation=1, groups=1):
-    """Output shape ``(N, F, OL)`` of ``tiled_conv1d_transpose_forward`` for a weight of ``(T, C, F/groups, K)``."""
-    return _transpose_query("tiled_conv1d_transpose", input_shape, weight_shape, stride, padding, output_padding,
-                            dilation, groups)
-
-
-def local_conv1d_transpose_output_shape(input_shape, weight_shape, *, stride=1, padding=0, output_padding=0,
-                                        dilation=1, groups=1):
-    """Output shape ``(N, F, OL)`` of ``local_conv1d_transpose_forward`` for a weight of ``(L, C, F/groups, K)``."""
-    return _transpose_query("local_conv1d_transpose", input_shape, weight_shape, stride, padding, output_padding,
-                            dilation, groups)
+for _fam in table.TRANSPOSE_FAMILIES:
+    globals()[f"{_fam.name}_output_shape"] = _transpose_shape_query(_fam)
+del _fam
 
 
 # ---------------------------------------------------------------- 1-D forms as 2-D

@@ -481,9 +481,7 @@ from_locally_connected1d = _from_function(1, """Keras ``LocallyConnected1D`` wei
 
     Raises
     ------
-    TypeError
-        As :func:`from_locally_connected2d`.
-    ValueError
+    TypeError, ValueError
         As :func:`from_locally_connected2d`.
     """)
 
@@ -507,9 +505,7 @@ to_locally_connected1d = _to_function(1, """lcnumba ``local_conv1d`` weights as 
 
     Raises
     ------
-    TypeError
-        As :func:`to_locally_connected2d`.
-    ValueError
+    TypeError, ValueError
         As :func:`to_locally_connected2d`.
     """)
 
@@ -716,9 +712,7 @@ def from_conv1d(kernel, bias=None, *, input_shape=None, strides=1, padding="vali
 
     Raises
     ------
-    TypeError
-        As :func:`from_conv2d`.
-    ValueError
+    TypeError, ValueError
         As :func:`from_conv2d`.
     """
     return _from_conv(kernel, bias, input_shape, strides, padding, dilation_rate, groups, data_format, 1,

@@ -96,17 +96,20 @@ _ACCUMULATE_LONG = """
         Add into ``out`` instead of overwriting it (cuDNN's beta = 1), for
         gradient accumulation over micro-batches; needs ``out``."""
 
-_TEMPLATES = {
-    "forward": '''{title} forward: ``{formula}``.
-
-    Parameters
+# The forward's arrays, as both forward templates (ordinary and transposed) list them.
+_FORWARD_ARRAYS = '''    Parameters
     ----------
     x : ndarray, shape {x}
         Input, float32 or float64.
     w : ndarray, shape {w}
 {w_says}
     b : ndarray, shape {b}, optional
-        {b_says}
+        {b_says}'''
+
+_TEMPLATES = {
+    "forward": '''{title} forward: ``{formula}``.
+
+''' + _FORWARD_ARRAYS + '''
     stride, dilation : {stride}
         Step between output positions and between kernel taps.
     padding : {padding}
@@ -295,14 +298,7 @@ _TRANSPOSE_TEMPLATE = '''{title} forward.
     the bias; output positions outside the output are dropped. This is
     ``{forward}_backward_input`` of ``x`` as the output gradient (the same kernel runs).
 
-    Parameters
-    ----------
-    x : ndarray, shape {x}
-        Input, float32 or float64.
-    w : ndarray, shape {w}
-{w_says}
-    b : ndarray, shape {b}, optional
-        {b_says}{geometry}{tile_param}
+''' + _FORWARD_ARRAYS + '''{geometry}{tile_param}
     out : ndarray, shape {y}, optional
         C-contiguous buffer of the input dtype to write into; returned.{stream_cuda}
 
@@ -521,22 +517,12 @@ _NETVLAD = {
         Cluster centres of the real clusters; ``G = w.shape[0] - K``.
     normalize_input : bool
         L2-normalise every descriptor ``x_i`` (over D) first, as the paper does.
-    intra_normalize : bool
-        L2-normalise every cluster's row ``V_k`` (the paper's intra-normalisation).
-    final_normalize : bool
-        L2-normalise the flattened ``V`` last.
-    mask : ndarray of bool or integers, shape (N, M) or (N, H, W), optional
+{switches}    mask : ndarray of bool or integers, shape (N, M) or (N, H, W), optional
         Valid descriptors (nonzero) of each sample, for samples of different sizes padded into one
         batch: a masked descriptor gets no assignment (it is left out of the softmax's output and
         of the aggregation) and a zero gradient. Masked entries of ``x`` must be finite (padding
         is usually 0). None: every descriptor is valid.
-    eps : float
-        Every norm is ``max(||v||, eps)``.
-    out : ndarray, shape (N, K * D), optional
-        C-contiguous buffer of the input dtype; returned.
-    stream : int
-        CUDA stream (CUDA arrays only; ignored on the CPU).
-
+{eps_out}
     Returns
     -------
     y : ndarray, shape (N, K * D)
@@ -570,13 +556,9 @@ _NETVLAD = {
 
     Parameters
     ----------
-    dy : ndarray, shape (N, K * D)
-        Gradient of the output, float32 or float64.
-    x, w, b, centroids, normalize_input, intra_normalize, final_normalize, mask, eps
+{dy}    x, w, b, centroids, normalize_input, intra_normalize, final_normalize, mask, eps
         As passed to :func:`netvlad_forward`.
-    stream : int
-        CUDA stream (CUDA arrays only; ignored on the CPU).
-
+{stream}
     Returns
     -------
     dx : ndarray, shape of x
@@ -614,17 +596,7 @@ _VLAD_AGGREGATE = {
     assignment : ndarray, shape (N, K, H, W) or (N, K, M)
         ``a_km``, the weight of descriptor m in cluster k (any real values; rows need not sum to 1).
     centroids : ndarray, shape (K, D)
-    intra_normalize : bool
-        L2-normalise every row ``V_k``.
-    final_normalize : bool
-        L2-normalise the flattened ``V`` last.
-    eps : float
-        Every norm is ``max(||v||, eps)``.
-    out : ndarray, shape (N, K * D), optional
-        C-contiguous buffer of the input dtype; returned.
-    stream : int
-        CUDA stream (CUDA arrays only; ignored on the CPU).
-
+{switches}{eps_out}
     Returns
     -------
     y : ndarray, shape (N, K * D)
@@ -648,13 +620,9 @@ _VLAD_AGGREGATE = {
 
     Parameters
     ----------
-    dy : ndarray, shape (N, K * D)
-        Gradient of the output, float32 or float64.
-    x, assignment, centroids, intra_normalize, final_normalize, eps
+{dy}    x, assignment, centroids, intra_normalize, final_normalize, eps
         As passed to :func:`vlad_aggregate_forward`.
-    stream : int
-        CUDA stream (CUDA arrays only; ignored on the CPU).
-
+{stream}
     Returns
     -------
     dx : ndarray, shape of x
@@ -729,6 +697,28 @@ _NETVLAD_PCA = {
 
 _NETVLAD_PARTS = {"vlad_aggregate": _VLAD_AGGREGATE, "netvlad_pca": _NETVLAD_PCA}
 
+# Parameter entries shared by NetVLAD and its aggregation part.
+_VLAD_ENTRIES = {
+    "dy": """    dy : ndarray, shape (N, K * D)
+        Gradient of the output, float32 or float64.
+""",
+    "stream": """    stream : int
+        CUDA stream (CUDA arrays only; ignored on the CPU).
+""",
+    "switches": """    intra_normalize : bool
+        L2-normalise every cluster's row ``V_k`` (the paper's intra-normalisation).
+    final_normalize : bool
+        L2-normalise the flattened ``V`` last.
+""",
+    "eps_out": """    eps : float
+        Every norm is ``max(||v||, eps)``.
+    out : ndarray, shape (N, K * D), optional
+        C-contiguous buffer of the input dtype; returned.
+    stream : int
+        CUDA stream (CUDA arrays only; ignored on the CPU).
+""",
+}
+
 
 def docstring(fam, part):
     """The numpydoc docstring of the public function ``{fam.name}_{part}``."""
@@ -741,8 +731,8 @@ def docstring(fam, part):
                                             backward_out=_POOL_BACKWARD_OUT,
                                             geometry=_POOL_BACKWARD_GEOMETRY.format(forward=f"{fam.name}_forward"))
     if fam.kind == "netvlad":
-        return _NETVLAD[part]
+        return _NETVLAD[part].format(**_VLAD_ENTRIES)
     if fam.kind in _NETVLAD_PARTS:
-        return _NETVLAD_PARTS[fam.kind][part]
+        return _NETVLAD_PARTS[fam.kind][part].format(**_VLAD_ENTRIES)
     raise KeyError(f"no docstring template for the {fam.kind} family {fam.name}")
 

@@ -43,6 +43,48 @@ def _per_axis(fam, value, name):
     return (checks.one_int(value, name, minimum=1),)
 
 
+def _documented(cls):
+    """Append the Parameters, Attributes and Shape sections of ``cls``'s family (its table row) to its docstring."""
+    fam = table.family(cls._family)
+    two = fam.spatial == 2
+    if fam.sharing == "local":
+        banks = ("input_size : int or (H, W)\n        The spatial size of the inputs: the number of output positions, "
+                 "and so of filter banks,\n        follows from it." if two else
+                 "input_size : int\n        The input length L: the number of output positions follows from it.")
+        per, extra = "output position", f"\n    output_size : {'(OH, OW)' if two else '(OL,)'}"
+    else:
+        banks = "tiles : int or (TH, TW)" if two else "tiles : int"
+        per, extra = "tile", ""
+    tile_mode = '\n    tile_mode : {"periodic", "block"}' if fam.has_tiles else ""
+    x, y = ("(N, C, H, W)", "(N, F, OH, OW)") if two else ("(N, C, L)", "(N, F, OL)")
+    any_size = ", any input size" if fam.sharing == "tiled" else ""
+    cls.__doc__ = cls.__doc__.rstrip() + f"""
+
+    Parameters
+    ----------
+    in_channels, out_channels : int
+        C and F.
+    kernel_size : {'int or (KH, KW)' if two else 'int'}
+    {banks}
+    stride, dilation : {'int or pair' if two else 'int'}
+    padding : {'int, pair, ((top, bottom), (left, right))' if two else 'int, (left, right)'}, "valid" or "same"
+    groups : int
+        Input channels and filters are split into this many groups.
+    bias : bool
+        Learn a bias per filter and {per}.{tile_mode}
+    device, dtype
+        Of the parameters (float32 or float64 for the kernels).
+
+    Attributes
+    ----------
+    weight : Parameter, shape {fam.layout(fam.weight_dims)}
+    bias : Parameter, shape {fam.layout(fam.bias_dims)}, or None{extra}
+
+    Shape: ``x`` {x} -> {y}{any_size}.
+    """
+    return cls
+
+
 class _Conv(torch.nn.Module):
     """A member of the convolution family with its weight (and bias) as parameters.
 
@@ -132,67 +174,21 @@ class _Local(_Conv):
                          device, dtype)
 
 
+@_documented
 class LocallyConnected2d(_Local):
     """Locally connected (unshared) 2-D convolution, as in DeepFace: a filter bank per output position.
 
     ``y[n, f, i, j] = bias[f, i, j] + sum_{c,a,b} weight[i, j, f, c, a, b] x[n, g*Cg + c, i*SH - PT + a*DH,
     j*SW - PL + b*DW]``, computed by :func:`lcnumba.local_conv2d_forward` and differentiated by its
     backward passes.
-
-    Parameters
-    ----------
-    in_channels, out_channels : int
-        C and F.
-    kernel_size : int or (KH, KW)
-    input_size : int or (H, W)
-        The spatial size of the inputs: the number of output positions, and so of filter banks,
-        follows from it.
-    stride, dilation : int or pair
-    padding : int, pair, ((top, bottom), (left, right)), "valid" or "same"
-    groups : int
-        Input channels and filters are split into this many groups.
-    bias : bool
-        Learn a bias per filter and output position.
-    device, dtype
-        Of the parameters (float32 or float64 for the kernels).
-
-    Attributes
-    ----------
-    weight : Parameter, shape (OH, OW, F, C/groups, KH, KW)
-    bias : Parameter, shape (F, OH, OW), or None
-    output_size : (OH, OW)
-
-    Shape: ``x`` (N, C, H, W) -> (N, F, OH, OW).
     """
 
     _family = "local_conv2d"
 
 
+@_documented
 class LocallyConnected1d(_Local):
     """Locally connected (unshared) 1-D convolution: a filter bank per output position.
-
-    Parameters
-    ----------
-    in_channels, out_channels : int
-        C and F.
-    kernel_size : int
-    input_size : int
-        The input length L: the number of output positions follows from it.
-    stride, dilation : int
-    padding : int, (left, right), "valid" or "same"
-    groups : int
-    bias : bool
-        Learn a bias per filter and output position.
-    device, dtype
-        Of the parameters.
-
-    Attributes
-    ----------
-    weight : Parameter, shape (OL, F, C/groups, K)
-    bias : Parameter, shape (F, OL), or None
-    output_size : (OL,)
-
-    Shape: ``x`` (N, C, L) -> (N, F, OL).
     """
 
     _family = "local_conv1d"
@@ -208,63 +204,21 @@ class _Tiled(_Conv):
                          device, dtype)
 
 
+@_documented
 class TiledConv2d(_Tiled):
     """Tiled 2-D convolution (Ngiam et al. 2010): TH x TW filter banks over the output positions.
 
     Output position (i, j) uses bank ``(i % TH, j % TW)`` (``tile_mode="periodic"``) or
     ``(i * TH // OH, j * TW // OW)`` (``"block"``); a 1 x 1 tile is an ordinary convolution.
     Computed by :func:`lcnumba.tiled_conv2d_forward` and its backward passes.
-
-    Parameters
-    ----------
-    in_channels, out_channels : int
-        C and F.
-    kernel_size : int or (KH, KW)
-    tiles : int or (TH, TW)
-    stride, dilation : int or pair
-    padding : int, pair, ((top, bottom), (left, right)), "valid" or "same"
-    groups : int
-    bias : bool
-        Learn a bias per filter and tile.
-    tile_mode : {"periodic", "block"}
-    device, dtype
-        Of the parameters.
-
-    Attributes
-    ----------
-    weight : Parameter, shape (TH, TW, F, C/groups, KH, KW)
-    bias : Parameter, shape (F, TH, TW), or None
-
-    Shape: ``x`` (N, C, H, W) -> (N, F, OH, OW), any input size.
     """
 
     _family = "tiled_conv2d"
 
 
+@_documented
 class TiledConv1d(_Tiled):
     """Tiled 1-D convolution: T filter banks; position l uses bank ``l % T`` or ``l * T // OL``.
-
-    Parameters
-    ----------
-    in_channels, out_channels : int
-        C and F.
-    kernel_size : int
-    tiles : int
-    stride, dilation : int
-    padding : int, (left, right), "valid" or "same"
-    groups : int
-    bias : bool
-        Learn a bias per filter and tile.
-    tile_mode : {"periodic", "block"}
-    device, dtype
-        Of the parameters.
-
-    Attributes
-    ----------
-    weight : Parameter, shape (T, F, C/groups, K)
-    bias : Parameter, shape (F, T), or None
-
-    Shape: ``x`` (N, C, L) -> (N, F, OL).
     """
 
     _family = "tiled_conv1d"
