@@ -314,6 +314,17 @@ def _forward_sample(xs, w, b, c, normalize_input, intra_normalize, final_normali
 
 
 @njit(cache=True, fastmath=FASTMATH)
+def _column_dots(p, q, out):
+    """``out[i] = sum_r p[r, i] q[r, i]``, added row by row: a fixed order, contiguous rows."""
+    out[:] = 0
+    for r in range(p.shape[0]):
+        pr = p[r]
+        qr = q[r]
+        for i in range(out.shape[0]):
+            out[i] += pr[i] * qr[i]
+
+
+@njit(cache=True, fastmath=FASTMATH)
 def _backward_sample(dyn, xs, w, b, c, normalize_input, intra_normalize, final_normalize, eps, valid, dxn, dwn,
                      dbn, dcn):
     """Gradients of one sample: ``dxn`` (D, M) and its partials ``dwn`` (KG, D), ``dbn`` (KG,), ``dcn`` (K, D)."""
@@ -341,12 +352,8 @@ def _backward_sample(dyn, xs, w, b, c, normalize_input, intra_normalize, final_n
     da = np.empty((k_real, m), xs.dtype)
     _aggregation_backward(dv, xs, c, mass, rinv, da, dcn)
     big[:k_real] = a[:k_real]
-    t = np.zeros(m, xs.dtype)
-    for k in range(k_real):
-        row = da[k]
-        ak = big[k]
-        for i in range(m):
-            t[i] += ak[i] * row[i]
+    t = np.empty(m, xs.dtype)
+    _column_dots(big[:k_real], da, t)
     # softmax over all KG rows (ghost rows have dA = 0): dS_ki = a_ki (dA_ki - t_i)
     for k in range(kg):
         row = a[k]
@@ -371,12 +378,8 @@ def _backward_sample(dyn, xs, w, b, c, normalize_input, intra_normalize, final_n
     np.dot(a, xs.T, dwn)
     if normalize_input:
         # xn_i = x_i / r_i: dx_i = dxn_i / r_i - x_i (x_i . dxn_i) / r_i^3, the projection only if unclamped
-        dots = np.zeros(m, xs.dtype)
-        for d in range(d_size):
-            gx = dxn[d]
-            xr = xs[d]
-            for i in range(m):
-                dots[i] += xr[i] * gx[i]
+        dots = np.empty(m, xs.dtype)
+        _column_dots(xs, dxn, dots)
         # as (dxn_i - xn_i (xn_i . dxn_i)) / r_i: r_i^-3 would underflow for large descriptors
         for i in range(m):
             dots[i] = dots[i] * rinv[i] if nrm[i] >= eps else 0.0
