@@ -42,14 +42,12 @@ def forward(fam, be, x, w, b, stride, padding, dilation, groups, out, tile_mode=
     if b is not None:
         checks.shape_equal(b, "b", p.bias_shape, "one bias per filter" + ("" if fam.sharing == "shared" else " and tile"))
     y = be.output(out, "out", p.output_shape, dtype, given)
-    if p.geo.n:
-        run = conv_padded.forward if p.mode else _forward
-        run(be, p, p.image(x), p.flat_weight(w), None if b is None else p.flat_bias(b), p.image(y))
+    bias = None if b is None else p.flat_bias(b)
+    if p.geo.n and p.mode:
+        conv_padded.forward(be, p, p.image(x), p.flat_weight(w), bias, p.image(y))
+    elif p.geo.n:
+        be.conv_forward(p.image(x), p.flat_weight(w), bias, p, p.image(y))
     return y
-
-
-def _forward(be, p, x, w, b, y):
-    be.conv_forward(x, w, b, p, y)
 
 
 def backward_input(fam, be, dy, w, input_shape, stride, padding, dilation, groups, out, tile_mode=None,
