@@ -394,6 +394,25 @@ def kernel_too_large(name, padded, extent):
                       f"a dilated kernel of {'x'.join(map(str, extent))}")
 
 
+def padding_fits_mode(padding_mode, pads, size, spatial):
+    """PyTorch's bounds on the padding of a mode: reflect ``< size``, circular ``<= size``, replicate a cell to copy.
+
+    ``pads`` is ``(top, bottom, left, right)`` and ``size`` ``(H, W)`` of the 2-D form; a 1-D call
+    (``spatial`` 1) is reported along L only. A side without padding copies nothing and is always fine.
+    """
+    sides = ((pads[0], size[0]), (pads[1], size[0]), (pads[2], size[1]), (pads[3], size[1]))
+    fits = {"reflect": lambda p, n: p < n, "circular": lambda p, n: p <= n, "replicate": lambda p, n: n >= 1}
+    if padding_mode not in fits or all(p == 0 or fits[padding_mode](p, n) for p, n in sides):
+        return
+    expected = {"reflect": "padding smaller than the input size on each side",
+                "circular": "padding at most the input size on each side",
+                "replicate": "an input cell to copy on each padded side"}[padding_mode]
+    given = ((pads[0], pads[1]), (pads[2], pads[3]))[2 - spatial:]
+    where = f"input size {size[0]}x{size[1]}" if spatial == 2 else f"input length {size[1]}"
+    raise value_error("padding", f"{expected} with padding_mode={padding_mode!r}",
+                      f"padding {given[0] if spatial == 1 else given} for the {where}")
+
+
 def same_needs_stride_1(name, stride):
     raise value_error(name, '"same" only with stride 1', f"stride {_one_or_tuple(stride)}")
 

@@ -191,6 +191,16 @@ class ConvPlan(NamedTuple):
     th: int
     tw: int
     periodic: bool
+    mode: int = 0  # the padding mode, an index into table.PADDING_MODES
+
+    @property
+    def padded(self):
+        """The same call on the input padded by ``mode`` (its padding then 0, its mode zeros): what the kernels run
+        for a padding mode other than zeros, on a padded copy of the input."""
+        g = self.geo
+        geo = g._replace(h=g.h + g.pad_top + g.pad_bottom, w=g.w + g.pad_left + g.pad_right,
+                         pad_top=0, pad_left=0, pad_bottom=0, pad_right=0)
+        return self._replace(geo=geo, mode=0)
 
     @property
     def kernel_args(self):
@@ -251,10 +261,13 @@ def tile_mode_of(fam, tile_mode):
 
 
 @memoised
-def conv_plan(fam, x_shape, w_shape, stride, padding, dilation, groups, tile_mode, *, x_name, w_name):
+def conv_plan(fam, x_shape, w_shape, stride, padding, dilation, groups, tile_mode, *, x_name, w_name,
+              padding_mode="zeros"):
     """Normalise the geometry of a call and check the weight's shape against the input's.
 
     ``x_shape`` and ``w_shape`` are the caller's (the family's rank); messages show them.
+    ``padding_mode`` is checked after ``groups`` and before ``tile_mode``, in signature order, and
+    against the padding and the input size (PyTorch's bounds, ``checks.padding_fits_mode``).
     """
     checks.positive_dims(w_shape, w_name)
     x2 = with_unit_axes(x_shape, fam.x_unit_axes)
@@ -264,14 +277,18 @@ def conv_plan(fam, x_shape, w_shape, stride, padding, dilation, groups, tile_mod
     geo = conv_geometry(x2, f, (kh, kw), stride, padding, dilation, groups, input_name=x_name,
                                  weight_name=w_name, spatial=fam.spatial)
     checks.channels_per_group(w_name, w_shape, fam.weight_dims.index("cg"), geo.c, geo.groups)
+    padding_mode = checks.choice(padding_mode, "padding_mode", table.PADDING_MODES)
+    checks.padding_fits_mode(padding_mode, (geo.pad_top, geo.pad_bottom, geo.pad_left, geo.pad_right),
+                             (geo.h, geo.w), fam.spatial)
+    pad_index = table.PADDING_MODES.index(padding_mode)
     mode = tile_mode_of(fam, tile_mode)
     if fam.sharing == "shared":
-        return ConvPlan(fam, geo, 1, 1, True)
+        return ConvPlan(fam, geo, 1, 1, True, pad_index)
     if fam.sharing == "local":
         expected = without_axes((geo.oh, geo.ow) + tuple(w2[2:]), fam.weight_unit_axes)
         positions = (geo.oh, geo.ow) if fam.spatial == 2 else (geo.ow,)
         checks.bank_per_position(w_name, w_shape, expected, positions)
-    return ConvPlan(fam, geo, w2[0], w2[1], mode == "periodic")
+    return ConvPlan(fam, geo, w2[0], w2[1], mode == "periodic", pad_index)
 
 
 # ---------------------------------------------------------------- one call of a transposed family

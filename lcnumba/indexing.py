@@ -141,3 +141,76 @@ def tap_range(pos, pad, kernel, stride, dilation, out_size):
     if lo > hi:
         lo = hi
     return lo, hi, step
+
+
+# ---------------------------------------------------------------- padding modes
+#
+# ``mode`` is an index into ``lcnumba.table.PADDING_MODES``: 0 zeros, 1 reflect,
+# 2 replicate, 3 circular. Along one axis of ``size`` cells with ``before``
+# cells of padding in front, padded index ``p`` stands for input cell
+# ``t = p - before``; the padded input is PyTorch's ``F.pad(x, mode)``. The
+# callers guarantee PyTorch's bounds (reflect: ``before, after < size``;
+# circular: ``before, after <= size``; replicate: ``size >= 1``), so no cell
+# is reflected or wrapped twice.
+
+
+def pad_source(p, size, before, mode):
+    """The input cell that padded index ``p`` copies, or -1 for a zero (``mode`` 0 outside the input).
+
+    Reflect mirrors about the edge cells without repeating them (``x2 x1 | x0 x1 x2``), replicate
+    repeats the edge cell (``x0 x0 | x0 x1``), circular wraps around (``x1 x2 | x0 x1 x2``).
+    """
+    t = p - before
+    if t >= 0 and t < size:
+        return t
+    if mode == 1:
+        if t < 0:
+            return -t
+        return 2 * (size - 1) - t
+    if mode == 2:
+        if t < 0:
+            return 0
+        return size - 1
+    if mode == 3:
+        if t < 0:
+            return t + size
+        return t - size
+    return -1
+
+
+def fold_runs(s, size, before, after, mode):
+    """The padded indices that copy input cell ``s``, as two runs around ``s + before``: the inverse of
+    :func:`pad_source`.
+
+    Returns ``(lo, lo_count, hi, hi_count)``: the ``lo_count`` indices ``lo, lo + 1, ...`` in the front
+    padding and the ``hi_count`` indices ``hi, hi + 1, ...`` in the back padding that copy ``s``
+    (besides ``s + before`` itself). Reflect and circular give at most one of each, replicate the whole
+    front padding to cell 0 and the whole back padding to cell ``size - 1``.
+    """
+    lo, lo_count, hi, hi_count = 0, 0, 0, 0
+    if mode == 1:
+        if s >= 1 and s <= before:
+            lo, lo_count = before - s, 1
+        if s >= size - 1 - after and s <= size - 2:
+            hi, hi_count = before + 2 * size - 2 - s, 1
+    elif mode == 2:
+        if s == 0:
+            lo, lo_count = 0, before
+        if s == size - 1:
+            hi, hi_count = before + size, after
+    elif mode == 3:
+        if s >= size - before:
+            lo, lo_count = s - size + before, 1
+        if s < after:
+            hi, hi_count = before + size + s, 1
+    return lo, lo_count, hi, hi_count
+
+
+def fold_index(r, s, before, lo, lo_count, hi):
+    """The ``r``-th padded index that copies cell ``s``, in increasing order, for ``r < lo_count + 1 + hi_count``
+    (the runs of :func:`fold_runs`): the front run, then ``s + before``, then the back run."""
+    if r < lo_count:
+        return lo + r
+    if r == lo_count:
+        return s + before
+    return hi + r - lo_count - 1

@@ -28,6 +28,9 @@ NETVLAD_PASSES = ("forward", "backward")
 SHARINGS = ("shared", "tiled", "local")
 #: How output positions map onto the tiles of a tiled convolution.
 TILE_MODES = ("periodic", "block")
+#: What the convolution family reads outside the input (PyTorch's ``padding_mode``); a kernel gets the
+#: index of its mode here (``lcnumba.indexing.pad_source``).
+PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
 
 
 @dataclass(frozen=True)

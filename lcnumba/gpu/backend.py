@@ -20,6 +20,7 @@ from .. import checks
 from . import conv as conv_kernels
 from . import launch
 from . import netvlad as netvlad_kernels
+from . import padding as padding_kernels
 from . import pool as pool_kernels
 from . import vlad_options
 
@@ -64,6 +65,12 @@ class DeviceBackend:
     def conv_backward_weight(self, dy, x, plan, accumulate, dw):
         conv_kernels.backward_weight(dy, x, *plan.tiling, plan.kernel_args, plan.geo.groups, accumulate, dw,
                                      self.stream)
+
+    def conv_pad(self, x, pads, mode, xp):
+        padding_kernels.pad(x, pads, mode, xp, self.stream)
+
+    def conv_fold(self, dxp, pads, mode, dx):
+        padding_kernels.fold(dxp, pads, mode, dx, self.stream)
 
     def conv_backward_bias(self, dy, tiling, accumulate, db):
         conv_kernels.backward_bias(dy, *tiling, accumulate, db, self.stream)

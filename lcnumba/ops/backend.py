@@ -23,6 +23,7 @@ from .. import checks, indexing
 from ..cpu import conv as conv_kernels
 from ..cpu import netvlad as netvlad_kernels
 from ..cpu import netvlad_pca as pca_kernels
+from ..cpu import padding as padding_kernels
 from ..cpu import pool as pool_kernels
 from ..cpu.blas import serial_blas
 from ..cpu.guard import kernel_guard
@@ -91,6 +92,18 @@ class HostBackend:
         with kernel_guard(), _blas_guard(plan):
             conv_kernels.host_backward_weight(dy, x, *plan.tiling, *plan.kernel_args, plan.geo.groups,
                                          numba.get_num_threads(), accumulate, dw)
+
+    @staticmethod
+    def conv_pad(x, pads, mode, xp):
+        """``xp = F.pad(x, mode)``: x (n, C, H, W), pads (top, left, bottom, right), xp the padded (n, C, HP, WP)."""
+        with kernel_guard():
+            padding_kernels.pad(x, pads[0], pads[1], mode, xp)
+
+    @staticmethod
+    def conv_fold(dxp, pads, mode, dx):
+        """``dx`` = the gradient of a padded chunk ``dxp`` folded onto the cells it copies (the adjoint of conv_pad)."""
+        with kernel_guard():
+            padding_kernels.fold(dxp, *pads, mode, dx)
 
     @staticmethod
     def conv_backward_bias(dy, tiling, accumulate, db):

@@ -11,11 +11,16 @@ banks (tiles) there are and which output positions use which.
 A 1-D form runs as its 2-D twin of height 1. Arrays are checked at the rank
 the caller passed and every message shows the caller's shapes; only the
 kernels see the 2-D views (``reshape`` of C-contiguous arrays: no copy).
+
+``padding_mode="zeros"`` runs the kernels as they are (they pad with
+zeros); any other mode runs them on padded chunks of the batch
+(``lcnumba.ops.conv_padded``).
 """
 
 from .. import checks
 from ..geometry import conv_plan as plan
 from ..geometry import tile_mode_of, with_unit_axes, without_axes
+from . import conv_padded
 
 
 def _inputs(be, fam, **arrays):
@@ -28,31 +33,42 @@ def _inputs(be, fam, **arrays):
 # ---------------------------------------------------------------- passes
 
 
-def forward(fam, be, x, w, b, stride, padding, dilation, groups, out, tile_mode=None):
+def forward(fam, be, x, w, b, stride, padding, dilation, groups, out, tile_mode=None, padding_mode="zeros"):
     given = {"x": x, "w": w, "b": b}
     arrays, dtype = _inputs(be, fam, x=(x, fam.x_ndim), w=(w, fam.weight_ndim), b=(b, fam.bias_ndim))
     x, w, b = arrays["x"], arrays["w"], arrays["b"]
-    p = plan(fam, tuple(x.shape), tuple(w.shape), stride, padding, dilation, groups, tile_mode, x_name="x", w_name="w")
+    p = plan(fam, tuple(x.shape), tuple(w.shape), stride, padding, dilation, groups, tile_mode, x_name="x", w_name="w",
+             padding_mode=padding_mode)
     if b is not None:
         checks.shape_equal(b, "b", p.bias_shape, "one bias per filter" + ("" if fam.sharing == "shared" else " and tile"))
     y = be.output(out, "out", p.output_shape, dtype, given)
-    if p.geo.n:
-        be.conv_forward(p.image(x), p.flat_weight(w), None if b is None else p.flat_bias(b), p, p.image(y))
+    bias = None if b is None else p.flat_bias(b)
+    if p.geo.n and p.mode:
+        conv_padded.forward(be, p, p.image(x), p.flat_weight(w), bias, p.image(y))
+    elif p.geo.n:
+        be.conv_forward(p.image(x), p.flat_weight(w), bias, p, p.image(y))
     return y
 
 
-def backward_input(fam, be, dy, w, input_shape, stride, padding, dilation, groups, out, tile_mode=None):
+def backward_input(fam, be, dy, w, input_shape, stride, padding, dilation, groups, out, tile_mode=None,
+                   padding_mode="zeros"):
     given = {"dy": dy, "w": w}
     arrays, dtype = _inputs(be, fam, dy=(dy, fam.x_ndim), w=(w, fam.weight_ndim))
     dy, w = arrays["dy"], arrays["w"]
     input_shape = checks.shape_tuple(input_shape, "input_shape", fam.x_ndim)
     p = plan(fam, input_shape, tuple(w.shape), stride, padding, dilation, groups, tile_mode,
-             x_name="input_shape", w_name="w")
+             x_name="input_shape", w_name="w", padding_mode=padding_mode)
     checks.shape_equal(dy, "dy", p.output_shape, "the forward output for input_shape and w")
     dx = be.output(out, "out", input_shape, dtype, given)
-    if p.geo.n:
-        be.conv_backward_input(p.image(dy), p.flat_weight(w), p, p.image(dx))
+    _input_gradient(be, p, dy, w, dx)
     return dx
+
+
+def _input_gradient(be, p, dy, w, dx):
+    if p.geo.n and p.mode:
+        conv_padded.backward_input(be, p, p.image(dy), p.flat_weight(w), p.image(dx))
+    elif p.geo.n:
+        be.conv_backward_input(p.image(dy), p.flat_weight(w), p, p.image(dx))
 
 
 def _accumulate(accumulate, out):
@@ -61,13 +77,14 @@ def _accumulate(accumulate, out):
     return accumulate
 
 
-def backward_weight(fam, be, dy, x, weight_shape, stride, padding, dilation, groups, out, accumulate, tile_mode=None):
+def backward_weight(fam, be, dy, x, weight_shape, stride, padding, dilation, groups, out, accumulate, tile_mode=None,
+                    padding_mode="zeros"):
     given = {"dy": dy, "x": x}
     arrays, dtype = _inputs(be, fam, dy=(dy, fam.x_ndim), x=(x, fam.x_ndim))
     dy, x = arrays["dy"], arrays["x"]
     weight_shape = checks.shape_tuple(weight_shape, "weight_shape", fam.weight_ndim)
     p = plan(fam, tuple(x.shape), weight_shape, stride, padding, dilation, groups, tile_mode,
-             x_name="x", w_name="weight_shape")
+             x_name="x", w_name="weight_shape", padding_mode=padding_mode)
     checks.shape_equal(dy, "dy", p.output_shape, "the forward output for x and weight_shape")
     accumulate = _accumulate(accumulate, out)
     dw = be.output(out, "out", weight_shape, dtype, given)
@@ -76,7 +93,9 @@ def backward_weight(fam, be, dy, x, weight_shape, stride, padding, dilation, gro
 
 
 def _weight_gradient(be, p, dy, x, accumulate, dw):
-    if p.geo.n:
+    if p.geo.n and p.mode:
+        conv_padded.backward_weight(be, p, p.image(dy), p.image(x), accumulate, p.flat_weight(dw))
+    elif p.geo.n:
         be.conv_backward_weight(p.image(dy), p.image(x), p, accumulate, p.flat_weight(dw))
     elif not accumulate:
         be.zero(dw)
@@ -102,19 +121,22 @@ def backward_bias(fam, be, dy, bias_shape, out, accumulate, tile_mode=None):
     return db
 
 
-def backward(fam, be, dy, x, w, b, stride, padding, dilation, groups, tile_mode=None):
+def backward(fam, be, dy, x, w, b, stride, padding, dilation, groups, tile_mode=None, padding_mode="zeros"):
     arrays, dtype = _inputs(be, fam, dy=(dy, fam.x_ndim), x=(x, fam.x_ndim), w=(w, fam.weight_ndim),
                             b=(b, fam.bias_ndim))
     dy, x, w, b = arrays["dy"], arrays["x"], arrays["w"], arrays["b"]
-    p = plan(fam, tuple(x.shape), tuple(w.shape), stride, padding, dilation, groups, tile_mode, x_name="x", w_name="w")
+    p = plan(fam, tuple(x.shape), tuple(w.shape), stride, padding, dilation, groups, tile_mode, x_name="x", w_name="w",
+             padding_mode=padding_mode)
     if b is not None:
         checks.shape_equal(b, "b", p.bias_shape, "one bias per filter" + ("" if fam.sharing == "shared" else " and tile"))
     checks.shape_equal(dy, "dy", p.output_shape, "the forward output for x and w")
     dx = be.output(None, "dx", tuple(x.shape), dtype, {})
     dw = be.output(None, "dw", tuple(w.shape), dtype, {})
-    if p.geo.n:
-        be.conv_backward_input(p.image(dy), p.flat_weight(w), p, p.image(dx))
-    _weight_gradient(be, p, dy, x, False, dw)
+    if p.geo.n and p.mode:  # both gradients from one padded copy of each chunk
+        conv_padded.backward(be, p, p.image(dy), p.image(x), p.flat_weight(w), p.image(dx), p.flat_weight(dw))
+    else:
+        _input_gradient(be, p, dy, w, dx)
+        _weight_gradient(be, p, dy, x, False, dw)
     if b is None:
         return dx, dw, None
     db = be.output(None, "db", tuple(b.shape), dtype, {})

@@ -113,9 +113,15 @@ _TEMPLATES = {
     stride, dilation : {stride}
         Step between output positions and between kernel taps.
     padding : {padding}
-        Zeros added around the input; ``"same"`` needs stride 1 and puts an odd extra cell {same}.
+        Cells added around the input (what they hold: ``padding_mode``); ``"same"`` needs stride 1 and
+        puts an odd extra cell {same}.
     groups : int
-        Channels split into groups as in PyTorch: filter ``f`` sees the channels of group ``f // (F/groups)``.{tile_param}
+        Channels split into groups as in PyTorch: filter ``f`` sees the channels of group ``f // (F/groups)``.
+    padding_mode : {{"zeros", "reflect", "replicate", "circular"}}
+        What the padding holds, as PyTorch's ``nn.Conv2d(padding_mode=...)``: zeros; the input mirrored
+        about its edge cells (``x2 x1 | x0 x1 x2``, padding smaller than the input size); the edge cells
+        repeated; or the input wrapped around (padding at most the input size). The gradients fold back
+        onto the cells the padding copies.{tile_param}
     out : ndarray, shape {y}, optional
         C-contiguous buffer of the input dtype to write into; returned.{stream_cuda}
 
@@ -209,7 +215,7 @@ def _conv_docstring(fam, part):
         name=fam.name, title=title, formula=formula, x=x, y=y, stride=stride, padding=padding, same=same,
         w=fam.layout(fam.weight_dims), b=fam.layout(fam.bias_dims),
         w_says="\n".join("        " + line for line in w_says.split("\n")), b_says=b_says, y_says=y_says,
-        dw_formula=dw_formula, db_formula=db_formula, geometry_list="stride, padding, dilation, groups",
+        dw_formula=dw_formula, db_formula=db_formula, geometry_list="stride, padding, dilation, groups, padding_mode",
         dx_formula=f"``dx = {fam.name}_forward^T(dy)``",
         dx_says="Each input element gathers the output positions that read it; see\n    ``docs/derivations/conv.md``.",
         **_tile_fields(tiled),
@@ -281,7 +287,8 @@ _TRANSPOSE_GEOMETRY = """
     stride, dilation : {stride}
         Stride and dilation of the forward op whose input gradient this is.
     padding : {padding}
-        The forward op's padding: cells cut from each side of the output.
+        The forward op's padding: cells cut from each side of the output. There is no
+        ``padding_mode``: PyTorch's ``ConvTranspose`` takes zeros only, and so do these ops.
     output_padding : {stride}
         Cells added after the last output row/column (each smaller than the stride or the
         dilation, as in PyTorch); they pick one of the input sizes that the forward op maps

@@ -21,7 +21,8 @@ from .docs import docstring
 _CORES = {"conv": conv, "conv_transpose": conv_transpose, "pool": pool, "netvlad": netvlad,
           "vlad_aggregate": vlad_aggregate, "netvlad_pca": netvlad_pca}
 
-_CONV_GEOMETRY = "stride=1, padding=0, dilation=1, groups=1"
+_CONV_GEOMETRY = 'stride=1, padding=0, dilation=1, groups=1, padding_mode="zeros"'
+#: The transposed ops take no padding_mode: PyTorch's ConvTranspose pads with zeros only.
 _TRANSPOSE_GEOMETRY = "stride=1, padding=0, output_padding=0, dilation=1, groups=1"
 _VLAD_OPTIONS = "intra_normalize=True, final_normalize=True"
 

@@ -32,6 +32,8 @@ from .. import table
 from ._arguments import float_result_dtype, ints, require_ndim, require_shape
 
 TILE_MODES = ("periodic", "block")
+#: PyTorch's padding modes, as ``np.pad``'s modes.
+NP_PAD_MODES = {"zeros": "constant", "reflect": "reflect", "replicate": "edge", "circular": "wrap"}
 
 
 class Family(NamedTuple):
@@ -63,6 +65,7 @@ class Geometry(NamedTuple):
     pads: tuple  # (before, after) per axis: ((top, bottom), (left, right)) or ((left, right),)
     grid: tuple  # banks per axis: (1, ...) for a shared weight
     out: tuple  # output size
+    mode: str = "zeros"  # what the padding holds: a key of NP_PAD_MODES
 
     @property
     def output_shape(self):
@@ -100,7 +103,18 @@ def split_weight(family, w_shape, w_name="w"):
     return w_shape[: family.d], w_shape[family.d :]
 
 
-def geometry(family, x_shape, w_shape, stride, padding, dilation, groups, *, w_name="w"):
+def _check_padding_mode(padding_mode, pads, size):
+    """PyTorch's bounds: reflect pads less than the size, circular at most the size, replicate a non-empty axis."""
+    if padding_mode not in NP_PAD_MODES:
+        raise ValueError(f"padding_mode: expected one of {tuple(NP_PAD_MODES)}, got {padding_mode!r}")
+    fits = {"zeros": lambda p, n: True, "reflect": lambda p, n: p < n, "replicate": lambda p, n: n > 0,
+            "circular": lambda p, n: p <= n}[padding_mode]
+    if not all(p == 0 or fits(p, n) for side, n in zip(pads, size) for p in side):
+        raise ValueError(f"padding: expected padding that padding_mode={padding_mode!r} allows for the input size "
+                         f"{size}, got {pads}")
+
+
+def geometry(family, x_shape, w_shape, stride, padding, dilation, groups, *, w_name="w", padding_mode="zeros"):
     """Normalise the parameters of one call of ``family`` and compute its output size.
 
     Parameters
@@ -112,6 +126,8 @@ def geometry(family, x_shape, w_shape, stride, padding, dilation, groups, *, w_n
         Any public spelling.
     w_name : str
         The name of ``w_shape`` in error messages.
+    padding_mode : str
+        A key of ``NP_PAD_MODES``.
 
     Returns
     -------
@@ -128,6 +144,7 @@ def geometry(family, x_shape, w_shape, stride, padding, dilation, groups, *, w_n
         raise ValueError(f"{w_name}: expected C/groups = {c}/{groups} input channels per filter, got {cg}")
     if f % groups:
         raise ValueError(f"groups: expected a divisor of the {f} filters of {w_name}, got {groups}")
+    _check_padding_mode(padding_mode, pads, size)
     # PyTorch's output size: floor((size + pads - dilation * (kernel - 1) - 1) / stride) + 1.
     out = tuple((s + before + after - dil * (k - 1) - 1) // st + 1
                 for s, (before, after), k, st, dil in zip(size, pads, kernel, stride, dilation))
@@ -136,7 +153,7 @@ def geometry(family, x_shape, w_shape, stride, padding, dilation, groups, *, w_n
                          f"got output size {out}")
     if family.sharing == "local":
         require_shape(grid, out, w_name, "the leading axes of a local weight are the output size")
-    return Geometry(n, c, f, groups, tuple(size), tuple(kernel), stride, dilation, pads, grid, out)
+    return Geometry(n, c, f, groups, tuple(size), tuple(kernel), stride, dilation, pads, grid, out, padding_mode)
 
 
 def _check_tile_mode(family, tile_mode):
@@ -178,7 +195,7 @@ def _at(positions, lead=3):
 
 def windows(x, g):
     """The receptive field of every output position, ``(N, C, *out, *kernel)`` (a view of a padded copy)."""
-    padded = np.pad(x, ((0, 0), (0, 0)) + g.pads)
+    padded = np.pad(x, ((0, 0), (0, 0)) + g.pads, mode=NP_PAD_MODES[g.mode])
     extent = tuple(dil * (k - 1) + 1 for k, dil in zip(g.kernel, g.dilation))
     view = sliding_window_view(padded, extent, axis=tuple(range(2, x.ndim)))
     starts = tuple(slice(0, (o - 1) * s + 1, s) for o, s in zip(g.out, g.stride))
@@ -239,8 +256,22 @@ def _backward_input(dy, w, g, sharing, tile_mode):
         cells = tuple(slice(t * dil, t * dil + (o - 1) * s + 1, s)
                       for t, dil, o, s in zip(tap, g.dilation, g.out, g.stride))
         dx[(slice(None),) * 3 + cells] += spread[(Ellipsis,) + tap]
+    dx = dx.reshape((g.n, g.c) + padded)
+    if g.mode != "zeros":
+        return _fold(dx, g)
     inside = tuple(slice(before, before + s) for s, (before, _) in zip(g.size, g.pads))
-    return dx.reshape((g.n, g.c) + padded)[(slice(None), slice(None)) + inside]
+    return dx[(slice(None), slice(None)) + inside]
+
+
+def _fold(dxp, g):
+    """The adjoint of ``np.pad``: each padded cell's gradient added into the input cell it copies.
+
+    Which cell that is comes from ``np.pad`` itself, applied to the cells' flat indices.
+    """
+    source = np.pad(np.arange(int(np.prod(g.size))).reshape(g.size), g.pads, mode=NP_PAD_MODES[g.mode])
+    dx = np.zeros((g.n, g.c, int(np.prod(g.size))))
+    np.add.at(dx, (slice(None), slice(None), source.ravel()), dxp.reshape(g.n, g.c, -1))
+    return dx.reshape((g.n, g.c) + g.size)
 
 
 def _backward_weight(dy, x, g, sharing, tile_mode):
@@ -265,12 +296,13 @@ def _backward_bias(dy, grid, sharing, tile_mode):
 # ================================================================ the passes of one family
 
 
-def forward(family, x, w, b=None, *, stride=1, padding=0, dilation=1, groups=1, tile_mode="periodic"):
+def forward(family, x, w, b=None, *, stride=1, padding=0, dilation=1, groups=1, padding_mode="zeros",
+            tile_mode="periodic"):
     """``y`` (N, F, *out) of ``family``'s forward, in the dtype of the inputs."""
     _check_tile_mode(family, tile_mode)
     x = require_ndim(x, "x", 2 + family.d)
     w = np.asarray(w)
-    g = geometry(family, x.shape, w.shape, stride, padding, dilation, groups)
+    g = geometry(family, x.shape, w.shape, stride, padding, dilation, groups, padding_mode=padding_mode)
     if b is not None:
         b = np.asarray(b)
         require_shape(b.shape, (g.f,) if family.sharing == "shared" else (g.f,) + g.grid, "b")
@@ -280,7 +312,8 @@ def forward(family, x, w, b=None, *, stride=1, padding=0, dilation=1, groups=1, 
     return y.astype(dtype)
 
 
-def backward_input(family, dy, w, input_shape, *, stride=1, padding=0, dilation=1, groups=1, tile_mode="periodic"):
+def backward_input(family, dy, w, input_shape, *, stride=1, padding=0, dilation=1, groups=1, padding_mode="zeros",
+                   tile_mode="periodic"):
     """``dx`` of ``input_shape``: the gradient of ``family``'s forward with respect to ``x``."""
     _check_tile_mode(family, tile_mode)
     dy = require_ndim(dy, "dy", 2 + family.d)
@@ -288,19 +321,20 @@ def backward_input(family, dy, w, input_shape, *, stride=1, padding=0, dilation=
     input_shape = tuple(input_shape)
     if len(input_shape) != 2 + family.d:
         raise ValueError(f"input_shape: expected {2 + family.d} sizes, got {input_shape}")
-    g = geometry(family, input_shape, w.shape, stride, padding, dilation, groups)
+    g = geometry(family, input_shape, w.shape, stride, padding, dilation, groups, padding_mode=padding_mode)
     require_shape(dy.shape, g.output_shape, "dy", "the forward output shape")
     dtype = float_result_dtype(dy, w)
     return _backward_input(dy.astype(np.float64), w.astype(np.float64), g, family.sharing, tile_mode).astype(dtype)
 
 
 def backward_weight(family, dy, x, weight_shape, *, stride=1, padding=0, dilation=1, groups=1,
-                    tile_mode="periodic"):
+                    padding_mode="zeros", tile_mode="periodic"):
     """``dw`` of ``weight_shape``: the gradient of ``family``'s forward with respect to ``w``."""
     _check_tile_mode(family, tile_mode)
     dy = require_ndim(dy, "dy", 2 + family.d)
     x = require_ndim(x, "x", 2 + family.d)
-    g = geometry(family, x.shape, weight_shape, stride, padding, dilation, groups, w_name="weight_shape")
+    g = geometry(family, x.shape, weight_shape, stride, padding, dilation, groups, w_name="weight_shape",
+                 padding_mode=padding_mode)
     require_shape(dy.shape, g.output_shape, "dy", "the forward output shape")
     dtype = float_result_dtype(dy, x)
     dw = _backward_weight(dy.astype(np.float64), x.astype(np.float64), g, family.sharing, tile_mode)
@@ -324,10 +358,12 @@ def backward_bias(family, dy, bias_shape, *, tile_mode="periodic"):
     return _backward_bias(dy.astype(np.float64), grid, family.sharing, tile_mode).reshape(bias_shape).astype(dtype)
 
 
-def backward(family, dy, x, w, b=None, *, stride=1, padding=0, dilation=1, groups=1, tile_mode="periodic"):
+def backward(family, dy, x, w, b=None, *, stride=1, padding=0, dilation=1, groups=1, padding_mode="zeros",
+             tile_mode="periodic"):
     """``(dx, dw, db)`` of ``family``'s forward; ``db`` is None when ``b`` is None."""
     x, w = np.asarray(x), np.asarray(w)
-    params = dict(stride=stride, padding=padding, dilation=dilation, groups=groups, tile_mode=tile_mode)
+    params = dict(stride=stride, padding=padding, dilation=dilation, groups=groups, padding_mode=padding_mode,
+                  tile_mode=tile_mode)
     dx = backward_input(family, dy, w, x.shape, **params)
     dw = backward_weight(family, dy, x, w.shape, **params)
     db = None if b is None else backward_bias(family, dy, np.shape(b), tile_mode=tile_mode)
@@ -398,6 +434,10 @@ dilation : int or 1-tuple
 _GROUPS_WORDS = """groups : int
     Filters ``g*F/groups .. (g+1)*F/groups - 1`` see channels
     ``g*C/groups .. (g+1)*C/groups - 1``.
+padding_mode : {"zeros", "reflect", "replicate", "circular"}
+    What ``xpad`` holds outside the input: ``np.pad``'s ``"constant"``,
+    ``"reflect"``, ``"edge"`` or ``"wrap"`` (PyTorch's bounds: reflect pads
+    less than the input size, circular at most the input size).
 """
 
 #: sharing -> the phrases of its docstrings; ``grid`` and ``bank`` name the bank axes and a position's bank
@@ -436,7 +476,7 @@ def _words(family):
                 f"xpad[n, g*C/groups + c, {rank['reads']}]``",
         which=f" and ``({bank})`` the bank of ``({rank['position']})``" if tiled else "",
         geometry=rank["geometry"] + _GROUPS_WORDS + (rank["tile_mode"] if tiled else ""),
-        same=f"stride, padding, dilation, groups{', tile_mode' if tiled else ''}\n"
+        same=f"stride, padding, dilation, groups, padding_mode{', tile_mode' if tiled else ''}\n"
              f"    As in ``{family.name}_forward``.\n",
         bias_mode=f'tile_mode : {{"periodic", "block"}}\n    As in ``{family.name}_forward``.\n' if tiled else "",
     )
@@ -458,13 +498,15 @@ Returns
 y : ndarray {y}
     {formula},
 
-    with ``xpad`` the zero-padded input, ``g`` the group of ``f``{which}.
+    with ``xpad`` the input padded as ``padding_mode`` says, ``g`` the group of ``f``{which}.
     Computed in float64, returned in the dtype of the inputs.
 """,
     "backward_input": """Reference gradient of ``{name}_forward`` with respect to ``x``.
 
 Computed as the explicit transpose of the forward (a scatter-add of
-``w^T dy`` over the receptive fields), not by gathering.
+``w^T dy`` over the receptive fields), not by gathering; with a
+``padding_mode`` other than zeros, each padded cell's gradient is then
+added into the input cell it copies.
 
 Parameters
 ----------
@@ -533,9 +575,12 @@ def generated(family, part, passes, module, geometry="stride=1, padding=0, dilat
     return function
 
 
+_GEOMETRY = 'stride=1, padding=0, dilation=1, groups=1, padding_mode="zeros"'
+
+
 def _public(family, part):
     """The public reference ``{family.name}_{part}``."""
-    function = generated(family, part, PASSES, __name__)
+    function = generated(family, part, PASSES, __name__, _GEOMETRY)
     function.__doc__ = _DOCSTRINGS[part].format(**_words(family))
     return function
 

@@ -262,3 +262,67 @@ def test_local_conv2d_transpose():
     np.testing.assert_allclose(dx, lcnumba.local_conv2d_forward(dy, w, stride=2), rtol=1e-5)
     # magictoken.local_conv2d_transpose.end
     assert y.shape == out_shape == (4, 8, 23, 23) and dw.shape == w.shape and db.shape == b.shape
+
+
+def test_conv2d_padding_mode():
+    # magictoken.conv2d_padding_mode.begin
+    import numpy as np
+    import lcnumba
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((4, 3, 16, 16))
+    w = lcnumba.he_normal((8, 3, 3, 3), dtype=np.float64, seed=0)
+
+    # as torch.nn.Conv2d(3, 8, 3, padding=1, padding_mode="reflect"): no dark border
+    y = lcnumba.conv2d_forward(x, w, padding=1, padding_mode="reflect")          # (4, 8, 16, 16)
+    # the same as padding a copy with np.pad and convolving it without padding
+    xp = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)), mode="reflect")
+    assert np.allclose(y, lcnumba.conv2d_forward(xp, w))
+
+    # the gradients take the mode too; a reflected cell's gradient adds into the cell it mirrors
+    dx, dw, _ = lcnumba.conv2d_backward(np.ones_like(y), x, w, padding=1, padding_mode="reflect")
+    # magictoken.conv2d_padding_mode.end
+    from lcnumba import testing
+    np.testing.assert_allclose(dx, testing.conv2d_backward_input(np.ones_like(y), w, x.shape, padding=1,
+                                                                 padding_mode="reflect"), rtol=1e-12)
+    np.testing.assert_allclose(dw, testing.conv2d_backward_weight(np.ones_like(y), x, w.shape, padding=1,
+                                                                  padding_mode="reflect"), rtol=1e-12)
+
+
+def test_tiled_conv2d_padding_mode():
+    # magictoken.tiled_conv2d_padding_mode.begin
+    import numpy as np
+    import lcnumba
+
+    # a latitude-longitude grid (18 x 36 cells): wrap around in longitude, as Flax's circular padding
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 4, 18, 36), dtype=np.float32)
+    w = lcnumba.he_normal((3, 1, 8, 4, 3, 5), "tiled_conv2d", seed=0)   # a bank per band of latitude
+    y = lcnumba.tiled_conv2d_forward(x, w, padding=((0, 0), (2, 2)), padding_mode="circular",
+                                     tile_mode="block")                   # (2, 8, 16, 36)
+    # magictoken.tiled_conv2d_padding_mode.end
+    from lcnumba import testing
+    assert y.shape == (2, 8, 16, 36)
+    np.testing.assert_allclose(y, testing.tiled_conv2d_forward(x, w, padding=((0, 0), (2, 2)), padding_mode="circular",
+                                                               tile_mode="block"), rtol=1e-4, atol=1e-4)
+
+
+def test_local_conv2d_padding_mode():
+    # magictoken.local_conv2d_padding_mode.begin
+    import numpy as np
+    import lcnumba
+
+    x = np.random.default_rng(0).standard_normal((2, 3, 12, 12))
+    shape = lcnumba.local_conv2d_output_shape(x.shape, (5, 5), 6, padding="same")   # (2, 6, 12, 12)
+    w = lcnumba.he_normal((12, 12, 6, 3, 5, 5), "local_conv2d", dtype=np.float64, seed=0)
+    # the edge cells repeated: every position's filters see a full 5x5 window of image values
+    y = lcnumba.local_conv2d_forward(x, w, padding="same", padding_mode="replicate")
+    dw = lcnumba.local_conv2d_backward_weight(np.ones_like(y), x, w.shape, padding="same",
+                                              padding_mode="replicate")
+    # magictoken.local_conv2d_padding_mode.end
+    from lcnumba import testing
+    assert y.shape == shape
+    np.testing.assert_allclose(y, testing.local_conv2d_forward(x, w, padding="same", padding_mode="replicate"),
+                               rtol=1e-12)
+    np.testing.assert_allclose(dw, testing.local_conv2d_backward_weight(np.ones_like(y), x, w.shape, padding="same",
+                                                                        padding_mode="replicate"), rtol=1e-12)
