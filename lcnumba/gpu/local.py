@@ -14,20 +14,22 @@ dpatch      (N, C * KH * KW, P)   scratch of the input gradient: row ``g * Kg + 
 
 Every weight is used once per sample and nowhere else, so the weights (by
 far the largest array) set the pace: each pass reads or writes them once
-per ``NB`` samples, in full 32-byte sectors, with several loads in flight
-per thread, while the samples sit in registers.
+per ``NB`` samples, consecutive threads at consecutive addresses, with
+several loads in flight per thread, while the samples sit in registers.
 
 Forward (``local_forward``), ``y_p = W_p patch_p``: a block owns ``pbn``
 consecutive positions x ``fbn`` filters of a group and ``NB`` samples.
-It walks ``Kg`` in chunks of ``kcw`` taps: the weight chunk (a run of
-``kcw`` contiguous weights per (position, filter) row) is loaded
-``UNROLL`` rows at a time per thread into registers, then stored to
-shared memory; the patch chunk (``kcw`` taps x ``NB`` samples x ``pbn``
-positions, zeros in the padding) is staged beside it, one (sample,
-position) column per thread, walking the taps without a division. Each
-thread then owns one row and ``NB`` sample accumulators: per tap one
-weight and ``NB`` patch values from shared memory (the patch values are
-broadcasts across the row's filters).
+It walks ``Kg`` in chunks of ``kcw`` taps. The weight chunk is a run of
+``kcw`` contiguous weights per (position, filter) row: consecutive threads
+load consecutive taps, each thread issues the loads of ``UNROLL``
+positions before it stores any of them to shared memory. The patch chunk
+(``kcw`` taps x ``NB`` samples x ``pbn`` positions, zeros in the padding)
+is staged beside it, a (sample, position) column per thread, which finds
+its chunk's first tap with one division and steps to the next ones
+without. Each thread then owns one row and ``NB`` sample accumulators: per
+tap one weight and ``NB`` patch values from shared memory (the patch
+values are broadcasts across the row's filters), half the samples per
+sweep of the chunk so that fewer loads are in flight than registers.
 
 Backward weight (``local_backward_weight``), ``dW_p (+)= dy_p patch_p^T``:
 written, not read (unless accumulating), so it is paced by the writes of
@@ -56,8 +58,7 @@ samples ascending, from zero or from ``dw``; ``dpatch`` over the group's
 filters ascending from zero; ``dx`` over its windows in row-major order of
 their positions, from zero. These are the orders of ``lcnumba.cpu.local``.
 No atomics. Integers of a launch come in one ``int32`` tuple ``geo``; index
-divisions are 32-bit (``intmath``) and none is in a loop over taps, filters
-or samples.
+divisions are 32-bit (``intmath``), and none is in a multiply-add loop.
 """
 
 from math import gcd
@@ -68,8 +69,9 @@ from .launch import block_threads, blockwise, elementwise, scratch
 
 #: Samples per thread: the register accumulators of every pass.
 NB = 8
+HALF = NB // 2
 #: Independent weight loads per thread issued before any of them is used.
-UNROLL = 2
+UNROLL = 4
 
 #: Forward tile: most (position, filter) rows, filters, positions; taps per staged chunk.
 ROWS = 128
@@ -150,13 +152,18 @@ def local_forward(x, w, b, geo, y):
         f0 = fb * fbn
         n0 = nc * NB
         gf0 = g * fg + f0
+        n_here = min(pbn, n_pos - p0)  # positions and filters of the tile that exist
+        f_here = min(fbn, fg - f0)
         top = 0
         left = 0
-        if p0 + pl_s < n_pos:
+        if pl_s < n_here:
             si, sj = divmod32(p0 + pl_s, ow)
             top = si * sh - pt
             left = sj * sw - pl
-        live = patching and p0 + pl_s < n_pos and n0 + q_s < n_total
+        n_s = n0 + q_s
+        live = patching and pl_s < n_here and n_s < n_total
+        gc0 = g * cg
+        row_ok = computing and c_pl < n_here and c_fl < f_here  # rows past them are neither staged nor summed
         for q in range(NB):
             acc[q] = zero
         k0 = 0
@@ -165,16 +172,16 @@ def local_forward(x, w, b, geo, y):
             # Weights: for each position, this thread's column of the filter rows s_row0, s_row0 + s_step, ...;
             # UNROLL positions' loads are issued before any is stored.
             pw = 0
-            while pw < pbn:
+            while pw < n_here:
                 fl = s_row0
-                while fl < fbn:
+                while fl < f_here:
                     for u in range(UNROLL):
                         val = zero
-                        if pw + u < pbn and p0 + pw + u < n_pos and f0 + fl < fg and s_col < kc:
+                        if pw + u < n_here and s_col < kc:
                             val = w[p0 + pw + u, gf0 + fl, k0 + s_col]
                         staged[u] = val
                     for u in range(UNROLL):
-                        if pw + u < pbn:
+                        if pw + u < n_here:
                             ws[(pw + u) * fbn + fl, s_col] = staged[u]
                     fl += s_step
                 pw += UNROLL
@@ -182,13 +189,13 @@ def local_forward(x, w, b, geo, y):
                 # the chunk's first tap (ch, a, bb), then the next ones without a division
                 c, ab = divmod32(k0, kh * kw)
                 a, bb = divmod32(ab, kw)
-                ch = g * cg + c
+                ch = gc0 + c
                 for kk in range(kc):
                     val = zero
                     h = top + a * dil_h
                     ww = left + bb * dil_w
                     if live and h >= 0 and h < height and ww >= 0 and ww < width:
-                        val = x[n0 + q_s, ch, h, ww]
+                        val = x[n_s, ch, h, ww]
                     ps[kk, q_s * PMAX + pl_s] = val
                     bb += 1
                     if bb == kw:
@@ -198,15 +205,17 @@ def local_forward(x, w, b, geo, y):
                             a = 0
                             ch += 1
             cuda.syncthreads()
-            if computing:
-                for kk in range(kc):
-                    wt = ws[tid, kk]
-                    for q in range(NB):
-                        acc[q] += wt * ps[kk, q * PMAX + c_pl]
+            if row_ok:
+                # half the samples per sweep of the chunk: fewer patch values in flight at once
+                for half in range(2):
+                    for kk in range(kc):
+                        wt = ws[tid, kk]
+                        for q in range(half * HALF, (half + 1) * HALF):
+                            acc[q] += wt * ps[kk, q * PMAX + c_pl]
             cuda.syncthreads()
             k0 += kcw
-        p = p0 + c_pl
-        if computing and p < n_pos and f0 + c_fl < fg:
+        if row_ok:
+            p = p0 + c_pl
             i, j = divmod32(p, ow)
             bias = zero
             if has_bias:
