@@ -43,7 +43,8 @@ it computed once; each patch value then feeds ``OR`` multiply-adds.
 Backward input, in two launches. ``local_dpatch``: ``dpatch_p = W_p^T dy_p``
 per position, a thread per (position, tap) and ``NB`` samples, the group's
 filters in order; consecutive threads read consecutive taps of a weight row
-(coalesced), ``dy`` staged in shared memory ``FC`` filters at a time, and
+(coalesced), each thread ``UNROLL_F`` filters' weights before it uses any,
+``dy`` staged in shared memory ``FC`` filters at a time, and
 the results go out through shared memory, positions fastest (coalesced
 stores into the scratch, whose rows run along the positions). Then
 ``local_gather_input``: a thread per input cell, ``w`` fastest, adds the
@@ -70,8 +71,9 @@ from .launch import block_threads, blockwise, elementwise, scratch
 #: Samples per thread: the register accumulators of every pass.
 NB = 8
 HALF = NB // 2
-#: Independent weight loads per thread issued before any of them is used.
+#: Independent weight loads per thread issued before any of them is used (forward; input gradient).
 UNROLL = 4
+UNROLL_F = 8
 
 #: Forward tile: most (position, filter) rows, filters, positions; taps per staged chunk.
 ROWS = 128
@@ -328,7 +330,7 @@ def local_dpatch(dy, w, geo, dpatch):
     ds = cuda.shared.array((NB, FC, IP_PAD), w.dtype)
     res = cuda.shared.array((NB, IK, IP_PAD), w.dtype)
     acc = cuda.local.array(NB, w.dtype)
-    staged = cuda.local.array(UNROLL, w.dtype)
+    staged = cuda.local.array(UNROLL_F, w.dtype)
     zero = w.dtype.type(0)
     tid = cuda.threadIdx.x
     pl, kk = divmod32(tid, kt)  # sums: taps fastest, coalesced weight reads
@@ -368,16 +370,16 @@ def local_dpatch(dy, w, geo, dpatch):
             if live:
                 fc = 0
                 while fc < fcn:
-                    for u in range(UNROLL):
+                    for u in range(UNROLL_F):
                         val = zero
                         if fc + u < fcn:
                             val = w[p, f0 + fc + u, k0 + kk]
                         staged[u] = val
-                    for u in range(UNROLL):
+                    for u in range(UNROLL_F):
                         if fc + u < fcn:
                             for q in range(NB):
                                 acc[q] += staged[u] * ds[q, fc + u, pl]
-                    fc += UNROLL
+                    fc += UNROLL_F
             cuda.syncthreads()
             f0 += FC
         if computing:
