@@ -68,7 +68,8 @@ from .intmath import div32, divmod32
 from .jit import cuda, device_function, kernel
 from .launch import block_threads, blockwise, elementwise, scratch
 
-#: Samples per thread: the register accumulators of every pass.
+#: Samples per pass over the weights: the register accumulators of the forward and of ``dpatch``, the staged
+#: chunk of the weight gradient. The forward sums ``HALF`` of them per sweep of a chunk.
 NB = 8
 HALF = NB // 2
 #: Independent weight loads per thread issued before any of them is used (forward; input gradient).
@@ -79,7 +80,7 @@ UNROLL_F = 8
 ROWS = 128
 FB = 16
 PMAX = 16
-PATCH_COLS = NB * PMAX
+PATCH_COLS = NB * PMAX  # staged patch: a row per tap, a column per (sample, position)
 KC = 16
 KC_PAD = KC + 1  # shared rows one longer, so a column walk hits distinct banks (shapes must be constants)
 
