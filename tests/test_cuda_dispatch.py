@@ -217,7 +217,7 @@ for mod, name, dtype in pickle.load(open(sys.argv[1], "rb")):
 @pytest.mark.skipif(not launch.SIMULATOR, reason="on a GPU every test compiles the kernels anyway")
 def test_every_kernel_compiles_for_a_real_gpu(tmp_path, monkeypatch):
     """Launch every kernel on the simulator, both dtypes, then compile each for sm_90 with its declared signature."""
-    from lcnumba.gpu import conv, jit, kernels, netvlad, pool
+    from lcnumba.gpu import conv, jit, kernels, local, netvlad, pool
 
     monkeypatch.setattr(conv, "MIN_COLUMNS_PER_SPLIT", 2)
     rng = np.random.default_rng(0)
@@ -235,7 +235,7 @@ def test_every_kernel_compiles_for_a_real_gpu(tmp_path, monkeypatch):
         args = (dev(x), dev(np.ones((3, 2), dtype)), dev(np.ones(3, dtype)), dev(np.ones((2, 2), dtype)))
         lcnumba.netvlad_backward(lcnumba.netvlad_forward(*args), *args)
     seen = [(mod.__name__, name, str(dtype))
-            for mod in (conv, kernels, netvlad, pool)
+            for mod in (conv, kernels, local, netvlad, pool)
             for name, kern in vars(mod).items() if isinstance(kern, jit.Kernel)
             for dtype in kern._compiled]
     sigs = tmp_path / "sigs.pkl"
@@ -248,7 +248,8 @@ def test_every_kernel_compiles_for_a_real_gpu(tmp_path, monkeypatch):
     assert done.returncode == 0, done.stderr[-3000:]
     compiled = {line.split()[1] for line in done.stdout.splitlines() if line.startswith("OK")}
     kernels = {"conv_forward", "conv_backward_input", "conv_backward_weight", "conv_backward_bias", "max_pool2d_fwd",
-               "max_pool2d_bwd", "bgemm", "softmax_assign", "reduce_splits", "copy6", "fill1"}
+               "max_pool2d_bwd", "bgemm", "softmax_assign", "reduce_splits", "copy6", "fill1", "local_forward",
+               "local_backward_weight", "local_dpatch", "local_gather_input"}
     assert kernels <= compiled, kernels - compiled
 
 

@@ -10,6 +10,7 @@ name contains ``numba.cuda``, which ``lcnumba.cuda`` would.) Modules:
 ``launch``    device arrays, argument checks, the stream's scratch buffers and launch geometry
 ``kernels``   strided copy, fill, fixed-order reduction of partial sums
 ``conv``      convolution family: forward, backward input, weight and bias
+``local``     locally connected convolution (a bank per output position): forward, backward input and weight
 ``pool``      max-pooling forward and backward
 ``netvlad``   NetVLAD forward and backward
 ``backend``   the device array backend of the cores in ``lcnumba.ops``

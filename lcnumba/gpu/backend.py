@@ -19,6 +19,7 @@ import numpy as np
 from .. import checks
 from . import conv as conv_kernels
 from . import launch
+from . import local as local_kernels
 from . import netvlad as netvlad_kernels
 from . import padding as padding_kernels
 from . import pool as pool_kernels
@@ -56,13 +57,25 @@ class DeviceBackend:
 
     # ------------------------------------------------------------ convolution family
 
+    # A plan with one tile per output position (local convolution, or a tiled one with as many tiles)
+    # runs on the streaming kernels of ``lcnumba.gpu.local``, every other on ``lcnumba.gpu.conv``.
+
     def conv_forward(self, x, w, b, plan, y):
+        if _per_position(plan):
+            local_kernels.forward(x, w, b, plan.kernel_args, plan.geo.groups, y, self.stream)
+            return
         conv_kernels.forward(x, w, b, *plan.tiling, plan.kernel_args, plan.geo.groups, y, self.stream)
 
     def conv_backward_input(self, dy, w, plan, dx):
+        if _per_position(plan):
+            local_kernels.backward_input(dy, w, plan.kernel_args, plan.geo.groups, dx, self.stream)
+            return
         conv_kernels.backward_input(dy, w, *plan.tiling, plan.kernel_args, plan.geo.groups, dx, self.stream)
 
     def conv_backward_weight(self, dy, x, plan, accumulate, dw):
+        if _per_position(plan):
+            local_kernels.backward_weight(dy, x, plan.kernel_args, plan.geo.groups, accumulate, dw, self.stream)
+            return
         conv_kernels.backward_weight(dy, x, *plan.tiling, plan.kernel_args, plan.geo.groups, accumulate, dw,
                                      self.stream)
 
@@ -126,3 +139,8 @@ class DeviceBackend:
 
     def netvlad_pca_backward(self, dy, v, projection, bias, eps):
         return vlad_options.pca_backward(dy, v, projection, bias, eps, self.stream)
+
+
+def _per_position(plan):
+    """Whether every output position has a bank of its own (bank ``i * OW + j``, whatever the tile mode)."""
+    return plan.th == plan.geo.oh and plan.tw == plan.geo.ow
