@@ -491,23 +491,26 @@ def pool_backward(dy, indices, dx, n, c, h, w, oh, ow):
 
 
 @njit
-def _eps_and_flags(eps, flags):
-    """ERR_PARAMETER for an eps not finite and > 0, then ERR_FLAG for a flag not 0 or 1; else OK."""
-    if not (np.isfinite(eps) and eps > 0.0):
-        return ERR_PARAMETER
+def _eps_ok(eps):
+    return np.isfinite(eps) and eps > 0.0
+
+
+@njit
+def _flags_ok(flags):
     for flag in flags:
         if not _flag_ok(flag):
-            return ERR_FLAG
-    return OK
+            return False
+    return True
 
 
 @njit
 def _netvlad_check(n, d, m, kg, k, normalize_input, intra_normalize, final_normalize, eps):
     if not _batch_ok(n) or not _sizes_ok((d, m, kg, k)):
         return ERR_SIZE
-    status = _eps_and_flags(eps, (normalize_input, intra_normalize, final_normalize))
-    if status != OK:
-        return status
+    if not _eps_ok(eps):
+        return ERR_PARAMETER
+    if not _flags_ok((normalize_input, intra_normalize, final_normalize)):
+        return ERR_FLAG
     if k > kg:
         return ERR_SHAPE
     if not (_elements_ok((n, d, m)) and _elements_ok((n, k, d)) and _elements_ok((n, kg, d))):
@@ -576,9 +579,10 @@ def netvlad_backward(dy, x, weight, bias, centroids, mask, dx, dweight, dbias, d
 def _aggregate_check(n, d, m, k, intra_normalize, final_normalize, eps):
     if not _batch_ok(n) or not _sizes_ok((d, m, k)):
         return ERR_SIZE
-    status = _eps_and_flags(eps, (intra_normalize, final_normalize))
-    if status != OK:
-        return status
+    if not _eps_ok(eps):
+        return ERR_PARAMETER
+    if not _flags_ok((intra_normalize, final_normalize)):
+        return ERR_FLAG
     if not (_elements_ok((n, d, m)) and _elements_ok((n, k, m)) and _elements_ok((n, k, d))):
         return ERR_SIZE
     return OK
@@ -635,9 +639,8 @@ def vlad_aggregate_backward(dy, x, assignment, centroids, dx, dassignment, dcent
 def _pca_check(n, p, q, eps):
     if not _batch_ok(n) or not _sizes_ok((p, q)):
         return ERR_SIZE
-    status = _eps_and_flags(eps, (np.int32(0),))
-    if status != OK:
-        return status
+    if not _eps_ok(eps):
+        return ERR_PARAMETER
     if not (_elements_ok((n, p)) and _elements_ok((q, p)) and _elements_ok((n, q))):
         return ERR_SIZE
     return OK

@@ -162,26 +162,26 @@ def _geometry(d1, transposed):
 def _size_notes(fam):
     """How the output size follows from the geometry, and what the weight must match."""
     if fam.transposed:
-        size, args = "lcn_conv_transpose_output_size", [("l", "k", "", "pad_left", "pad_right", "output_padding")] \
-            if fam.one_d else [("h", "kh", "_h", "pad_top", "pad_bottom", "output_padding_h"),
-                               ("w", "kw", "_w", "pad_left", "pad_right", "output_padding_w")]
-        sizes = [f"{size}({s}, {k}, stride{a}, dilation{a}, {before}, {after}, {extra})"
-                 for s, k, a, before, after, extra in args]
-        notes = ((f"Output length ol = {sizes[0]}" if fam.one_d else f"Output size oh = {sizes[0]}, ow = {sizes[1]}")
-                 + "; f = fg * groups output channels",
-                 "The weight's wc must equal c (else LCN_ERR_SHAPE)")
-        if fam.code == cores.LOCAL:
-            notes += (("The weight's wl must equal l" if fam.one_d
-                       else "The weight's (wh, ww) must equal the input size (h, w)") + " (else LCN_ERR_SHAPE)",)
-        return notes
-    if fam.one_d:
-        notes = ("Output length ol = lcn_conv_output_size(l, k, stride, dilation, pad_left, pad_right)",)
+        if fam.one_d:
+            notes = ("Output length ol = lcn_conv_transpose_output_size(l, k, stride, dilation, pad_left, pad_right, "
+                     "output_padding); f = fg * groups output channels",)
+        else:
+            notes = ("Output size oh = lcn_conv_transpose_output_size(h, kh, stride_h, dilation_h, pad_top, "
+                     "pad_bottom, output_padding_h), ow = lcn_conv_transpose_output_size(w, kw, stride_w, dilation_w, "
+                     "pad_left, pad_right, output_padding_w); f = fg * groups output channels",)
+        notes += ("The weight's wc must equal c (else LCN_ERR_SHAPE)",)
+        local = ("The weight's wl must equal l" if fam.one_d
+                 else "The weight's (wh, ww) must equal the input size (h, w)")
     else:
-        notes = ("Output size oh = lcn_conv_output_size(h, kh, stride_h, dilation_h, pad_top, pad_bottom), "
-                 "ow = lcn_conv_output_size(w, kw, stride_w, dilation_w, pad_left, pad_right)",)
+        if fam.one_d:
+            notes = ("Output length ol = lcn_conv_output_size(l, k, stride, dilation, pad_left, pad_right)",)
+        else:
+            notes = ("Output size oh = lcn_conv_output_size(h, kh, stride_h, dilation_h, pad_top, pad_bottom), "
+                     "ow = lcn_conv_output_size(w, kw, stride_w, dilation_w, pad_left, pad_right)",)
+        local = ("The weight's ol must equal the output length" if fam.one_d
+                 else "The weight's (oh, ow) must equal the output size")
     if fam.code == cores.LOCAL:
-        notes += (("The weight's ol must equal the output length" if fam.one_d
-                   else "The weight's (oh, ow) must equal the output size") + " (else LCN_ERR_SHAPE)",)
+        notes += (local + " (else LCN_ERR_SHAPE)",)
     return notes
 
 
