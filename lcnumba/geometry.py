@@ -295,11 +295,11 @@ def conv_plan(fam, x_shape, w_shape, stride, padding, dilation, groups, tile_mod
 
 
 def transpose_output_size(size, kernel, stride, dilation, pad_before, pad_after, output_padding):
-    """``(size - 1)*stride - pads + dilation*(kernel-1) + output_padding + 1``: PyTorch's ``conv_transpose2d`` size.
+    """``(size - 1)*stride - pads + dilation*(kernel-1) + output_padding + 1``: ``indexing.conv_transpose_output_size``.
 
     The forward op of this input size maps back onto ``size`` positions (for ``output_padding < stride``).
     """
-    return (size - 1) * stride - pad_before - pad_after + dilation * (kernel - 1) + output_padding + 1
+    return indexing.conv_transpose_output_size(size, kernel, stride, dilation, pad_before, pad_after, output_padding)
 
 
 class ConvTransposePlan(NamedTuple):

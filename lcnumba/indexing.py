@@ -31,6 +31,15 @@ def conv_output_size(size, kernel, stride, dilation, pad_before, pad_after):
     return (size + pad_before + pad_after - dilation * (kernel - 1) - 1) // stride + 1
 
 
+def conv_transpose_output_size(size, kernel, stride, dilation, pad_before, pad_after, output_padding):
+    """Positions along an axis of a transposed convolution (PyTorch's ``conv_transpose2d``).
+
+    ``(size - 1) * stride - pads + dilation * (kernel - 1) + output_padding + 1``: the input size
+    of the forward op that maps back onto ``size`` positions (for ``output_padding < stride``).
+    The result is below 1 when the padding exceeds what the dilated kernel and ``output_padding`` add.
+    """
+    return (size - 1) * stride - pad_before - pad_after + dilation * (kernel - 1) + output_padding + 1
+
 def pool_output_size(size, kernel, stride, pad, dilation, ceil_mode):
     """Windows along an axis of max-pooling, PyTorch's rule (``pad`` on both sides).
 

@@ -181,9 +181,9 @@ class NetVLADPart:
     soft-assignment the caller computes (a separate convolution, a Sinkhorn
     dustbin). ``netvlad_pca``: the PCA-whitening layer on NetVLAD vectors
     (projection, bias, L2 normalisation), fitted by ``lcnumba.netvlad_pca_fit``.
-    These rows make public functions and docstrings; they are not in
-    ``FAMILIES``, so the framework bridges, the C entry points and the
-    warmup list do not cover them.
+    These rows make public functions, docstrings and C entry points; they
+    are not in ``FAMILIES``, so the framework bridges and the warmup list do
+    not cover them.
     """
 
     name: str
@@ -203,7 +203,8 @@ NETVLAD_PART_FAMILIES = (
     NetVLADPart("netvlad_pca", "PCA-whitening of NetVLAD vectors (Arandjelovic et al. 2016, addPCA.m)"),
 )
 
-#: The families with kernels of their own: the framework bridges, the warmup and the C ABI list these.
+#: The families with kernels of their own: the framework bridges and the warmup list these (the C ABI every
+#: public family).
 FAMILIES = CONV_FAMILIES + POOL_FAMILIES + NETVLAD_FAMILIES
 #: Every family with public functions: the transposed ones run the kernels of their forward families,
 #: NetVLAD's parts those of NetVLAD.

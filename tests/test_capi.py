@@ -19,10 +19,10 @@ import numpy as np
 import pytest
 
 import lcnumba as lc
-from lcnumba import capi
+from lcnumba import capi, table
 from lcnumba.capi import Status, cores, entry
 
-from families import CONV_NAMES
+from families import CONV_NAMES, TRANSPOSED
 
 DTYPES = {"f32": np.float32, "f64": np.float64}
 ROOT = pathlib.Path(lc.__file__).resolve().parent.parent
@@ -59,45 +59,70 @@ def _random(shape, dtype, seed):
     return np.random.default_rng(seed).standard_normal(shape).astype(dtype)
 
 
+def _gradients_match(name, inputs, scalars, want):
+    """Call the backward ``name`` with NaN-filled gradient buffers shaped as ``want``; compare them bitwise."""
+    grads = [np.full(expected.shape, np.nan, expected.dtype) for expected in want]
+    _ok(name, *inputs, *grads, *scalars)
+    for got, expected in zip(grads, want):
+        _same(got, expected)
+
+
 # ---------------------------------------------------------------- convolution family
 
 # 2-D: groups, stride, asymmetric padding and dilation all in play; 1-D likewise.
 GEOMETRY_2D = dict(x=(2, 4, 7, 8), f=4, kernel=(3, 2), stride=(2, 1), pads=(1, 0, 2, 1), dilation=(1, 2), groups=2,
                    tiles=(2, 3))
 GEOMETRY_1D = dict(x=(2, 4, 9), f=4, kernel=3, stride=2, pads=(1, 2), dilation=1, groups=2, tiles=2)
-FAMILIES = CONV_NAMES
+# The transposed families: output_padding as well, in 1-D at least the stride (allowed below the dilation).
+TRANSPOSE_2D = dict(x=(2, 4, 3, 4), f=4, kernel=(3, 2), stride=(2, 1), pads=(1, 0, 0, 1), output_padding=(1, 0),
+                    dilation=(1, 2), groups=2, tiles=(2, 3))
+TRANSPOSE_1D = dict(x=(2, 4, 5), f=4, kernel=3, stride=2, pads=(1, 2), output_padding=2, dilation=3, groups=2,
+                    tiles=2)
+TRANSPOSE_NAMES = tuple(dict.fromkeys(fam.name for fam in TRANSPOSED))
+FAMILIES = CONV_NAMES + TRANSPOSE_NAMES
 
 
 class _Conv:
-    """Shapes, Python keyword arguments and C arguments of one family on the test geometry."""
+    """Shapes, Python keyword arguments and C arguments of one family on the test geometry.
+
+    A transposed family's weight is (grid, c, f / groups, kernel), its grid the tiles or the input positions.
+    """
 
     def __init__(self, family):
         self.family = family
-        self.one_d = family.endswith("1d")
-        g = GEOMETRY_1D if self.one_d else GEOMETRY_2D
+        self.one_d = "conv1d" in family
+        transposed = family.endswith("_transpose")
+        g = {(False, False): GEOMETRY_2D, (False, True): GEOMETRY_1D, (True, False): TRANSPOSE_2D,
+             (True, True): TRANSPOSE_1D}[transposed, self.one_d]
         self.x_shape = g["x"]
         f, groups = g["f"], g["groups"]
-        cg = self.x_shape[1] // groups
+        channels = (self.x_shape[1], f // groups) if transposed else (f, self.x_shape[1] // groups)
+        extra = ("output_padding",) if transposed else ()
         if self.one_d:
             left, right = g["pads"]
-            self.kwargs = dict(stride=g["stride"], padding=g["pads"], dilation=g["dilation"], groups=groups)
-            self.geometry = (g["stride"], left, right, g["dilation"], groups)
-            self.y_shape = lc.conv1d_output_shape(self.x_shape, (f, cg, g["kernel"]), **self.kwargs)
-            out = self.y_shape[2:]
+            self.kwargs = dict(stride=g["stride"], padding=g["pads"], **{k: g[k] for k in extra},
+                               dilation=g["dilation"], groups=groups)
+            self.geometry = (g["stride"], left, right, *(g[k] for k in extra), g["dilation"], groups)
             kernel = (g["kernel"],)
             tiles = (g["tiles"],)
         else:
             top, left, bottom, right = g["pads"]
-            self.kwargs = dict(stride=g["stride"], padding=((top, bottom), (left, right)), dilation=g["dilation"],
-                               groups=groups)
-            self.geometry = (*g["stride"], top, left, bottom, right, *g["dilation"], groups)
-            self.y_shape = lc.conv2d_output_shape(self.x_shape, (f, cg, *g["kernel"]), **self.kwargs)
-            out = self.y_shape[2:]
+            self.kwargs = dict(stride=g["stride"], padding=((top, bottom), (left, right)),
+                               **{k: g[k] for k in extra}, dilation=g["dilation"], groups=groups)
+            self.geometry = (*g["stride"], top, left, bottom, right, *(v for k in extra for v in g[k]),
+                             *g["dilation"], groups)
             kernel = g["kernel"]
             tiles = g["tiles"]
-        lead = {"conv": (), "tiled": tiles, "local": out}[family.split("_")[0] if "_" in family else "conv"]
-        self.w_shape = (*lead, f, cg, *kernel)
-        self.b_shape = (f, *lead)
+        sharing = table.family(family).sharing
+        query = getattr(lc, f"{family}_output_shape")
+        if sharing == "local" and not transposed:  # a bank per output position: the query takes kernel and filters
+            self.y_shape = query(self.x_shape, kernel[-1] if self.one_d else kernel, f, **self.kwargs)
+            self.w_shape = (*self.y_shape[2:], *channels, *kernel)
+        else:  # a bank per tile, or per input position when transposed
+            grid = {"shared": (), "tiled": tiles, "local": self.x_shape[2:]}[sharing]
+            self.w_shape = (*grid, *channels, *kernel)
+            self.y_shape = query(self.x_shape, self.w_shape, **self.kwargs)
+        self.b_shape = (f, *{"shared": (), "tiled": tiles, "local": self.y_shape[2:]}[sharing])
 
     def python(self, function):
         return getattr(lc, f"{self.family}_{function}")
@@ -150,7 +175,7 @@ def test_conv_family_bitwise(family, dtype):
             _same(db, want)
 
 
-@pytest.mark.parametrize("family", ["conv2d", "local_conv1d"])
+@pytest.mark.parametrize("family", ["conv2d", "local_conv1d", "local_conv2d_transpose"])
 def test_conv_empty_batch(family):
     """N = 0: nothing to compute; the weight gradient is zeroed (or kept with accumulate), as in Python."""
     conv = _Conv(family)
@@ -227,10 +252,69 @@ def test_netvlad_bitwise(dtype):
         y = np.full((3, 15), np.nan, dt)
         _ok(f"lcn_netvlad_forward_{dtype}", x, w, b, c, y, *dims, normalize_input, 1e-12)
         _same(y, lc.netvlad_forward(x, w, b, c, **kw))
-        grads = [np.full(shape, np.nan, dt) for shape in (x.shape, w.shape, b.shape, c.shape)]
-        _ok(f"lcn_netvlad_backward_{dtype}", dy, x, w, b, c, *grads, *dims, normalize_input, 1e-12)
-        for got, want in zip(grads, lc.netvlad_backward(dy, x, w, b, c, **kw)):
-            _same(got, want)
+        _gradients_match(f"lcn_netvlad_backward_{dtype}", (dy, x, w, b, c), (*dims, normalize_input, 1e-12),
+                         lc.netvlad_backward(dy, x, w, b, c, **kw))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_netvlad_options_bitwise(dtype):
+    """lcn_netvlad_*_ex: the mask (NULL or not) and both normalisation switches, against the Python API."""
+    dt = DTYPES[dtype]
+    x = _random((3, 5, 2, 3), dt, 0)
+    w, b, c, dy = _random((4, 5), dt, 1), _random((4,), dt, 2), _random((3, 5), dt, 3), _random((3, 15), dt, 4)
+    mask = np.ones((3, 6), bool)
+    mask[0, ::2] = False
+    mask[2] = False  # a sample without descriptors
+    dims = (3, 5, 6, 4, 3)
+    for use_mask, normalize_input, intra, final in ((1, 1, 1, 1), (1, 0, 0, 1), (0, 1, 1, 0), (1, 1, 0, 0)):
+        kw = dict(normalize_input=bool(normalize_input), intra_normalize=bool(intra), final_normalize=bool(final),
+                  mask=mask if use_mask else None, eps=1e-12)
+        c_mask = mask.astype(np.uint8) * 3 if use_mask else None  # any nonzero value is a valid descriptor
+        flags = (normalize_input, intra, final, 1e-12)
+        y = np.full((3, 15), np.nan, dt)
+        _ok(f"lcn_netvlad_forward_ex_{dtype}", x, w, b, c, c_mask, y, *dims, *flags)
+        _same(y, lc.netvlad_forward(x, w, b, c, **kw))
+        _gradients_match(f"lcn_netvlad_backward_ex_{dtype}", (dy, x, w, b, c, c_mask), (*dims, *flags),
+                         lc.netvlad_backward(dy, x, w, b, c, **kw))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_vlad_aggregate_and_pca_bitwise(dtype):
+    dt = DTYPES[dtype]
+    x = _random((3, 5, 2, 3), dt, 0)
+    a = _random((3, 4, 2, 3), dt, 1)
+    c = _random((4, 5), dt, 2)
+    dy = _random((3, 20), dt, 3)
+    for intra, final in ((1, 1), (0, 1), (1, 0), (0, 0)):
+        kw = dict(intra_normalize=bool(intra), final_normalize=bool(final), eps=1e-12)
+        y = np.full((3, 20), np.nan, dt)
+        _ok(f"lcn_vlad_aggregate_forward_{dtype}", x, a, c, y, 3, 5, 6, 4, intra, final, 1e-12)
+        _same(y, lc.vlad_aggregate_forward(x, a, c, **kw))
+        _gradients_match(f"lcn_vlad_aggregate_backward_{dtype}", (dy, x, a, c), (3, 5, 6, 4, intra, final, 1e-12),
+                         lc.vlad_aggregate_backward(dy, x, a, c, **kw))
+
+    v, p, bias, dz = _random((3, 20), dt, 4), _random((6, 20), dt, 5), _random((6,), dt, 6), _random((3, 6), dt, 7)
+    z = np.full((3, 6), np.nan, dt)
+    _ok(f"lcn_netvlad_pca_forward_{dtype}", v, p, bias, z, 3, 20, 6, 1e-12)
+    _same(z, lc.netvlad_pca_forward(v, p, bias))
+    _gradients_match(f"lcn_netvlad_pca_backward_{dtype}", (dz, v, p, bias), (3, 20, 6, 1e-12),
+                     lc.netvlad_pca_backward(dz, v, p, bias))
+
+
+def test_netvlad_parts_empty_batch():
+    """N = 0: the forwards compute nothing; the summed gradients are zero, as in Python."""
+    x, a, c = np.zeros((0, 2, 3), np.float32), np.zeros((0, 2, 3), np.float32), np.ones((2, 2), np.float32)
+    dc = np.full((2, 2), 7, np.float32)
+    empty = np.zeros((0, 4), np.float32)
+    _ok("lcn_vlad_aggregate_forward_f32", x, a, c, empty, 0, 2, 3, 2, 1, 1, 1e-12)
+    _ok("lcn_vlad_aggregate_backward_f32", empty, x, a, c, x.copy(), a.copy(), dc, 0, 2, 3, 2, 1, 1, 1e-12)
+    _same(dc, lc.vlad_aggregate_backward(empty, x, a, c)[2])
+    p, bias = np.ones((3, 4), np.float32), np.ones(3, np.float32)
+    dp, dbias = np.full((3, 4), 7, np.float32), np.full(3, 7, np.float32)
+    _ok("lcn_netvlad_pca_backward_f32", np.zeros((0, 3), np.float32), empty, p, bias, empty.copy(), dp, dbias,
+        0, 4, 3, 1e-12)
+    for got, want in zip((dp, dbias), lc.netvlad_pca_backward(np.zeros((0, 3), np.float32), empty, p, bias)[1:]):
+        _same(got, want)
 
 
 # ---------------------------------------------------------------- status codes
@@ -365,6 +449,107 @@ def test_status_netvlad():
     assert _call(name, x, w, b, c, y, 1, 0, 3, 2, 1, 1, 1e-12) == Status.ERR_SIZE
 
 
+def _conv2d_transpose_args(**changes):
+    """Valid arguments of lcn_conv2d_transpose_forward_f32 (x 1x2x3x3, w 2x2x3x3, stride 2, padding 1,
+    output_padding 1 -> y 1x2x6x6), with ``changes``."""
+    args = dict(x=np.ones((1, 2, 3, 3), np.float32), w=np.ones((2, 2, 3, 3), np.float32),
+                b=np.ones(2, np.float32), y=np.zeros((1, 2, 6, 6), np.float32),
+                n=1, c=2, h=3, wd=3, wc=2, fg=2, kh=3, kw=3, sh=2, sw=2, pt=1, pl=1, pb=1, pr=1, oph=1, opw=1,
+                dil_h=1, dil_w=1, groups=1)
+    args.update(changes)
+    return list(args.values())
+
+
+CONV2D_TRANSPOSE_CASES = [
+    ("null x", dict(x=None), Status.ERR_NULL),
+    ("null weight", dict(w=None), Status.ERR_NULL),
+    ("negative batch", dict(n=-1), Status.ERR_SIZE),
+    ("no output channels", dict(fg=0), Status.ERR_SIZE),
+    ("buffer > 2^59 elements", dict(n=_BIG, c=_BIG, wc=_BIG), Status.ERR_SIZE),
+    ("output > 2^59 elements", dict(n=2**28, fg=_BIG), Status.ERR_SIZE),
+    ("stride 0", dict(sw=0), Status.ERR_PARAMETER),
+    ("negative output_padding", dict(opw=-1), Status.ERR_PARAMETER),
+    ("output_padding = stride", dict(oph=2), Status.ERR_PARAMETER),
+    ("output_padding = dilation > stride", dict(sw=1, opw=2, dil_w=2), Status.ERR_PARAMETER),
+    ("channels not divisible", dict(groups=3), Status.ERR_GROUPS),
+    ("weight channels", dict(wc=1), Status.ERR_SHAPE),
+    ("padding larger than the kernel adds", dict(pt=4, pb=4), Status.ERR_GEOMETRY),
+]
+
+
+def test_conv_transpose_status():
+    """Every status of the transposed entry points (the 2-D shared forward, and the flags and local weights)."""
+    for what, changes, expected in CONV2D_TRANSPOSE_CASES:
+        values = _conv2d_transpose_args(**changes)
+        y = values[3]
+        y[...] = 7
+        assert _call("lcn_conv2d_transpose_forward_f32", *values) == expected, what
+        assert (y == 7).all(), f"{what}: a failed call wrote its output"
+    assert _call("lcn_conv2d_transpose_forward_f32", *_conv2d_transpose_args(b=None)) == Status.OK
+    values = _conv2d_transpose_args()
+    x, w = values[0], values[1]
+    assert _call("lcn_conv2d_transpose_forward_f32", *_conv2d_transpose_args(x=x, y=x)) == Status.ERR_OVERLAP
+    dy = np.ones((1, 2, 6, 6), np.float32)
+    assert _call("lcn_conv2d_transpose_backward_input_f32", dy, w, dy.reshape(-1)[4:], *values[4:]) \
+        == Status.ERR_OVERLAP  # dx inside dy
+    assert (x == 1).all() and (dy == 1).all()
+
+    tiled = _Conv("tiled_conv2d_transpose")
+    x, w = np.ones(tiled.x_shape, np.float32), np.ones(tiled.w_shape, np.float32)
+    y = np.zeros(tiled.y_shape, np.float32)
+    assert _call("lcn_tiled_conv2d_transpose_forward_f32", x, w, None, y, *tiled.c_dims(), 2) == Status.ERR_FLAG
+    assert _call("lcn_tiled_conv2d_transpose_backward_weight_f32", y, x, w, *tiled.c_dims(), 0, 2) \
+        == Status.ERR_FLAG
+    local = _Conv("local_conv1d_transpose")
+    x, w = np.ones(local.x_shape, np.float32), np.ones(local.w_shape, np.float32)
+    dims = list(local.c_dims())
+    dims[3] -= 1  # the weight's wl is not the input length
+    assert _call("lcn_local_conv1d_transpose_backward_input_f32", np.ones(local.y_shape, np.float32), w, x, *dims) \
+        == Status.ERR_SHAPE
+
+
+def test_status_netvlad_parts():
+    """The statuses of the NetVLAD options, the aggregation and the PCA layer."""
+    x, w, b, c = (np.ones(s, np.float32) for s in ((1, 2, 3), (2, 2), (2,), (1, 2)))
+    y = np.zeros((1, 2), np.float32)
+    mask = np.ones((1, 3), np.uint8)
+    name = "lcn_netvlad_forward_ex_f32"
+    assert _call(name, x, w, b, c, None, y, 1, 2, 3, 2, 1, 1, 1, 1, 1e-12) == Status.OK  # NULL mask: all valid
+    assert _call(name, x, w, b, c, mask, None, 1, 2, 3, 2, 1, 1, 1, 1, 1e-12) == Status.ERR_NULL
+    assert _call(name, x, w, b, c, mask, y, 1, 2, 3, 2, 1, 1, 2, 1, 1e-12) == Status.ERR_FLAG  # intra_normalize
+    assert _call(name, x, w, b, c, mask, y, 1, 2, 3, 2, 1, 1, 1, -1, 1e-12) == Status.ERR_FLAG  # final_normalize
+    assert _call(name, x, w, b, c, mask, y, 1, 2, 3, 2, 1, 1, 1, 1, 0.0) == Status.ERR_PARAMETER
+    assert _call(name, x, w, b, c, mask, y, 1, 2, 3, 1, 2, 1, 1, 1, 1e-12) == Status.ERR_SHAPE  # k > kg
+    assert _call(name, x, w, b, c, mask, y, 1, 2, 0, 2, 1, 1, 1, 1, 1e-12) == Status.ERR_SIZE
+    assert _call(name, x, w, b, c, y.ctypes.data, y, 1, 2, 3, 2, 1, 1, 1, 1, 1e-12) == Status.ERR_OVERLAP
+    grads = [np.zeros(s, np.float32) for s in ((1, 2, 3), (2, 2), (2,), (1, 2))]
+    assert _call("lcn_netvlad_backward_ex_f32", y, x, w, b, c, grads[0].ctypes.data, *grads, 1, 2, 3, 2, 1, 1, 1, 1,
+                 1e-12) == Status.ERR_OVERLAP  # a mask inside dx
+
+    a = np.ones((1, 1, 3), np.float32)
+    name = "lcn_vlad_aggregate_forward_f32"
+    assert _call(name, x, a, c, y, 1, 2, 3, 1, 1, 1, 1e-12) == Status.OK
+    assert _call(name, x, None, c, y, 1, 2, 3, 1, 1, 1, 1e-12) == Status.ERR_NULL
+    assert _call(name, x, a, c, y, 1, 2, 3, 0, 1, 1, 1e-12) == Status.ERR_SIZE
+    assert _call(name, x, a, c, y, 1, 2, 3, 1, 1, 1, float("inf")) == Status.ERR_PARAMETER
+    assert _call(name, x, a, c, y, 1, 2, 3, 1, 1, 2, 1e-12) == Status.ERR_FLAG
+    assert _call(name, x, a, c, x.reshape(-1)[4:], 1, 2, 3, 1, 1, 1, 1e-12) == Status.ERR_OVERLAP
+    dx, da = np.zeros((1, 2, 3), np.float32), np.zeros((1, 1, 3), np.float32)
+    assert _call("lcn_vlad_aggregate_backward_f32", y, x, a, c, dx, da, dx.reshape(-1)[4:], 1, 2, 3, 1, 1, 1,
+                 1e-12) == Status.ERR_OVERLAP  # two gradients overlap
+
+    v, p, bias, z = np.ones((2, 4), np.float32), np.ones((3, 4), np.float32), np.ones(3, np.float32), \
+        np.zeros((2, 3), np.float32)
+    name = "lcn_netvlad_pca_forward_f32"
+    assert _call(name, v, p, bias, z, 2, 4, 3, 1e-12) == Status.OK
+    assert _call(name, v, p, None, z, 2, 4, 3, 1e-12) == Status.ERR_NULL
+    assert _call(name, v, p, bias, z, -1, 4, 3, 1e-12) == Status.ERR_SIZE
+    assert _call(name, v, p, bias, z, 2, 4, 3, float("nan")) == Status.ERR_PARAMETER
+    assert _call(name, v, p, bias, p.reshape(-1)[6:], 2, 4, 3, 1e-12) == Status.ERR_OVERLAP
+    dv, dp = np.zeros((2, 4), np.float32), np.zeros((3, 4), np.float32)
+    assert _call("lcn_netvlad_pca_backward_f32", z, v, p, bias, dv, dp, bias, 2, 4, 3, 1e-12) \
+        == Status.ERR_OVERLAP  # dbias is the input bias
+
 _INTERNAL = """
 import ctypes, sys
 from lcnumba import capi
@@ -375,6 +560,10 @@ dy, x, dw = 1 << 20, 1 << 40, 1 << 42
 status = capi.ctypes_function("lcn_conv2d_backward_weight_f32")(
     dy, x, dw, 1, 1 << 26, 2, 2, 1 << 24, 1 << 26, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 1, 0)
 print("status", status)
+# the same driver call from the transposed family: its x is the forward op's dy, its dy the forward op's x
+status = capi.ctypes_function("lcn_conv2d_transpose_backward_weight_f32")(
+    x, dy, dw, 1, 1 << 24, 2, 2, 1 << 24, 1 << 26, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 1, 1, 1, 0)
+print("transposed status", status)
 """
 
 
@@ -383,7 +572,8 @@ def test_status_internal():
     result = subprocess.run([sys.executable, "-c", _INTERNAL], capture_output=True, text=True, timeout=600,
                             env=_python_env())
     assert result.returncode == 0, result.stderr
-    assert f"status {int(Status.ERR_INTERNAL)}" in result.stdout, result.stdout + result.stderr
+    assert f"\nstatus {int(Status.ERR_INTERNAL)}\n" in "\n" + result.stdout, result.stdout + result.stderr
+    assert f"transposed status {int(Status.ERR_INTERNAL)}" in result.stdout, result.stdout + result.stderr
 
 
 def test_every_status_code_is_tested_and_documented():
@@ -425,15 +615,16 @@ def test_doc_example():
 
 def test_names_and_lookup():
     names = capi.names()
-    assert len(names) == len(set(names)) == 60
+    assert len(names) == len(set(names)) == 120
     for family in FAMILIES:
         for function in ("forward", "backward_input", "backward_weight", "backward_bias"):
             for dtype in DTYPES:
                 assert f"lcn_{family}_{function}_{dtype}" in names
-    for op in ("max_pool2d", "max_pool1d", "netvlad"):
+    for op in ("max_pool2d", "max_pool1d", "netvlad", "vlad_aggregate", "netvlad_pca"):
         for function in ("forward", "backward"):
             for dtype in DTYPES:
                 assert f"lcn_{op}_{function}_{dtype}" in names
+            assert f"lcn_netvlad_{function}_ex_{dtype}" in names
     with pytest.raises(ValueError, match="lcn_conv3d_forward_f32"):
         capi.address("lcn_conv3d_forward_f32")
     assert capi.status_message(-2).startswith("LCN_ERR_SIZE: ")
@@ -486,12 +677,23 @@ def test_output_size_helpers_match_python():
                                 assert got < 1
                             else:
                                 assert got == want
+                    for output_padding in range(max(stride, dilation)):
+                        for pads in ((0, 0), (1, 0), (2, 1)):
+                            got = cores.conv_transpose_output_size(size, kernel, stride, dilation, *pads,
+                                                                   output_padding)
+                            # PyTorch's formula, and the forward op maps that size back onto `size`
+                            assert got == (size - 1) * stride - sum(pads) + dilation * (kernel - 1) + \
+                                output_padding + 1
+                            if got >= 1:
+                                assert cores.conv_output_size(got, kernel, stride, dilation, *pads) == \
+                                    size + output_padding // stride
 
 
 # ---------------------------------------------------------------- the header
 
 _C_TYPES = {"const float *": "float32*", "float *": "float32*", "const double *": "float64*",
-            "double *": "float64*", "const int64_t *": "int64*", "int64_t *": "int64*", "int64_t ": "int64",
+            "double *": "float64*", "const int64_t *": "int64*", "int64_t *": "int64*", "const uint8_t *": "uint8*",
+            "int64_t ": "int64",
             "int32_t ": "int32", "double ": "float64"}
 
 

@@ -6,6 +6,9 @@ takes pointers to C-contiguous buffers, then ``int64_t`` dimensions and
 geometry, then ``int32_t`` flags, checks everything in compiled code and
 returns an ``int32_t`` status (``Status``; 0 is success). The prototypes,
 status codes and array layouts are in ``lcnumba.h`` (``include_dir()``).
+An entry point's arguments never change: options added later come as a new
+entry point with the suffix ``_ex`` (``lcn_netvlad_forward_ex`` adds
+NetVLAD's mask and normalisation switches).
 
 A host that embeds Python gets an address with ``address(name)``, casts it
 to the function type of the header, and calls it from C; a Python caller

@@ -1,8 +1,9 @@
 """Validating cores of the C entry points: one C callback per operation and dtype.
 
 Every public entry point (``lcnumba.capi.entry``) is a thin ``@cfunc`` that
-maps its own arguments (a 1-D form, a family) onto one of the eight cores
-below and calls it through its C address. A core
+maps its own arguments (a 1-D form, a family, NetVLAD without its options)
+onto one of the cores below (``KINDS``) and calls it through its C address.
+A core
 
 1. checks every argument in compiled code, in the order of
    ``lcnumba.capi.status`` (NULL pointers, sizes, parameters, flags, groups,
@@ -43,10 +44,12 @@ from numba.extending import intrinsic
 
 from .. import cache
 from ..cpu import conv as conv_kernels
+from ..cpu import conv_transpose as transpose_kernels
 from ..cpu import netvlad as netvlad_kernels
+from ..cpu import netvlad_pca as pca_kernels
 from ..cpu import pool as pool_kernels
 from ..cpu.indexing import COMPILES_IN as _INDEXING
-from ..cpu.indexing import conv_output_size, pool_output_size
+from ..cpu.indexing import conv_output_size, conv_transpose_output_size, pool_output_size
 from .status import Status
 
 OK = int(Status.OK)
@@ -88,6 +91,16 @@ def _address(typingctx, ptr):
 @njit
 def _null(ptr):
     return _address(ptr) == 0
+
+
+@intrinsic
+def no_mask(typingctx):
+    """A NULL ``uint8_t *``: the mask of an entry point without one (every descriptor valid)."""
+
+    def codegen(context, builder, signature, args):
+        return context.get_constant_null(signature.return_type)
+
+    return types.CPointer(types.uint8)(), codegen
 
 
 @njit
@@ -143,6 +156,19 @@ def _overlap(a, b):
     a0 = np.int64(a.ctypes.data)
     b0 = np.int64(b.ctypes.data)
     return a0 < b0 + b.nbytes and b0 < a0 + a.nbytes
+
+
+@njit
+def _clash(outputs, inputs):
+    """Whether an output overlaps an input or another output; flat views of one dtype."""
+    for i in range(len(outputs)):
+        for other in inputs:
+            if _overlap(outputs[i], other):
+                return True
+        for j in range(i):
+            if _overlap(outputs[i], outputs[j]):
+                return True
+    return False
 
 
 @njit
@@ -277,6 +303,124 @@ def conv_backward_bias(dy, dbias, n, f, oh, ow, th, tw, tile_mode, accumulate):
     return OK
 
 
+# ---------------------------------------------------------------- transposed convolution family
+#
+# Dimensions are those of the transposed op: x (n, c, h, w), the weight (th, tw, wc, fg, kh, kw) read as
+# (tiles, c, fg * kh * kw), the output (n, f, oh, ow) with f = fg * groups and
+# oh = lcn_conv_transpose_output_size(h, kh, sh, dil_h, pt, pb, oph). The drivers
+# (``lcnumba.cpu.conv_transpose``) take them in the forward op's terms, as the Python API passes them:
+# the tiles are the forward op's (those of this op's input positions), and the bias is tiled over this op's
+# output positions, one tile per position for the local family. The 1-D entry points pass
+# h = kh = sh = dil_h = 1 and pt = pb = oph = 0.
+
+
+@njit
+def _transpose_check(missing, n, c, h, w, th, tw, wc, fg, kh, kw, sh, sw, pt, pl, pb, pr, oph, opw, dil_h, dil_w,
+                     groups, family, tile_mode, accumulate):
+    """Status and output ``(status, f, oh, ow)`` of a transposed convolution call, in status order.
+
+    ``output_padding`` follows PyTorch's rule: below the stride or the dilation of its axis.
+    """
+    if missing:
+        return ERR_NULL, 0, 0, 0
+    if not _batch_ok(n) or not _sizes_ok((c, h, w, th, tw, wc, fg, kh, kw)):
+        return ERR_SIZE, 0, 0, 0
+    if not _sizes_ok((sh, sw, dil_h, dil_w, groups)) or not _pads_ok((pt, pl, pb, pr, oph, opw)):
+        return ERR_PARAMETER, 0, 0, 0
+    if oph >= max(sh, dil_h) or opw >= max(sw, dil_w):
+        return ERR_PARAMETER, 0, 0, 0
+    if not (_flag_ok(tile_mode) and _flag_ok(accumulate)):
+        return ERR_FLAG, 0, 0, 0
+    if c % groups != 0:
+        return ERR_GROUPS, 0, 0, 0
+    if wc != c:
+        return ERR_SHAPE, 0, 0, 0
+    oh = conv_transpose_output_size(h, kh, sh, dil_h, pt, pb, oph)
+    ow = conv_transpose_output_size(w, kw, sw, dil_w, pl, pr, opw)
+    if oh < 1 or ow < 1:
+        return ERR_GEOMETRY, 0, 0, 0
+    if family == LOCAL and (th != h or tw != w):
+        return ERR_SHAPE, 0, 0, 0
+    f = fg * groups
+    if not (_elements_ok((n, c, h, w)) and _elements_ok((th, tw, c, fg, kh, kw)) and _sizes_ok((f, oh, ow))
+            and _elements_ok((n, f, oh, ow))):
+        return ERR_SIZE, 0, 0, 0
+    return OK, f, oh, ow
+
+
+def conv_transpose_forward(x, weight, bias, y, n, c, h, w, th, tw, wc, fg, kh, kw, sh, sw, pt, pl, pb, pr, oph, opw,
+                           dil_h, dil_w, groups, family, n_threads, tile_mode):
+    missing = _null(x) or _null(weight) or _null(y)
+    status, f, oh, ow = _transpose_check(missing, n, c, h, w, th, tw, wc, fg, kh, kw, sh, sw, pt, pl, pb, pr, oph,
+                                         opw, dil_h, dil_w, groups, family, tile_mode, 0)
+    if status != OK:
+        return status
+    xa = carray(x, (n, c, h, w))
+    wa = carray(weight, (th * tw, c, fg * kh * kw))
+    # the bias tiles: the forward op's tiles, or one per output position for the local family
+    bth = oh if family == LOCAL else th
+    btw = ow if family == LOCAL else tw
+    nb = 0 if _null(bias) else f  # a NULL bias is the drivers' (0, 0) "no bias"
+    ba = carray(bias, (nb, bth * btw if nb else 0))
+    ya = carray(y, (n, f, oh, ow))
+    if _overlap(ya, xa) or _overlap(ya, wa) or _overlap(ya, ba):
+        return ERR_OVERLAP
+    if n == 0:
+        return OK
+    try:
+        transpose_kernels.forward(xa, wa, ba, th, tw, tile_mode == 0, bth, btw, tile_mode == 0, kh, kw, sh, sw, pt, pl,
+                                  dil_h, dil_w, groups, n_threads, ya)
+    except Exception:  # noqa: BLE001 - a workspace allocation failed
+        return ERR_INTERNAL
+    return OK
+
+
+def conv_transpose_backward_input(dy, weight, dx, n, c, h, w, th, tw, wc, fg, kh, kw, sh, sw, pt, pl, pb, pr, oph,
+                                  opw, dil_h, dil_w, groups, family, n_threads, tile_mode):
+    missing = _null(dy) or _null(weight) or _null(dx)
+    status, f, oh, ow = _transpose_check(missing, n, c, h, w, th, tw, wc, fg, kh, kw, sh, sw, pt, pl, pb, pr, oph,
+                                         opw, dil_h, dil_w, groups, family, tile_mode, 0)
+    if status != OK:
+        return status
+    dya = carray(dy, (n, f, oh, ow))
+    wa = carray(weight, (th * tw, c, fg * kh * kw))
+    dxa = carray(dx, (n, c, h, w))
+    if _overlap(dxa, dya) or _overlap(dxa, wa):
+        return ERR_OVERLAP
+    if n == 0:
+        return OK
+    try:
+        transpose_kernels.backward_input(dya, wa, th, tw, tile_mode == 0, kh, kw, sh, sw, pt, pl, dil_h, dil_w, groups,
+                                         n_threads, dxa)
+    except Exception:  # noqa: BLE001
+        return ERR_INTERNAL
+    return OK
+
+
+def conv_transpose_backward_weight(dy, x, dweight, n, c, h, w, th, tw, wc, fg, kh, kw, sh, sw, pt, pl, pb, pr, oph,
+                                   opw, dil_h, dil_w, groups, family, n_threads, tile_mode, accumulate):
+    missing = _null(dy) or _null(x) or _null(dweight)
+    status, f, oh, ow = _transpose_check(missing, n, c, h, w, th, tw, wc, fg, kh, kw, sh, sw, pt, pl, pb, pr, oph,
+                                         opw, dil_h, dil_w, groups, family, tile_mode, accumulate)
+    if status != OK:
+        return status
+    dya = carray(dy, (n, f, oh, ow))
+    xa = carray(x, (n, c, h, w))
+    dwa = carray(dweight, (th * tw, c, fg * kh * kw))
+    if _overlap(dwa, dya) or _overlap(dwa, xa):
+        return ERR_OVERLAP
+    if n == 0:
+        if accumulate == 0:
+            dwa[:] = 0
+        return OK
+    try:
+        transpose_kernels.backward_weight(dya, xa, th, tw, tile_mode == 0, kh, kw, sh, sw, pt, pl, dil_h, dil_w,
+                                          groups, n_threads, accumulate != 0, dwa)
+    except Exception:  # noqa: BLE001
+        return ERR_INTERNAL
+    return OK
+
+
 # ---------------------------------------------------------------- max-pooling
 #
 # The 1-D entry points pass h = kh = sh = dil_h = 1 and ph = 0.
@@ -339,16 +483,33 @@ def pool_backward(dy, indices, dx, n, c, h, w, oh, ow):
     return OK if valid else ERR_INDEX
 
 
-# ---------------------------------------------------------------- NetVLAD
+# ---------------------------------------------------------------- NetVLAD and its parts
+#
+# The switches are int32 flags; the kernels take them as booleans, as the Python API passes them. A NULL
+# mask is the kernels' (n, 0) "every descriptor valid"; a mask value of 0 removes a descriptor (any other
+# value keeps it, as the kernels read it).
 
 
 @njit
-def _netvlad_check(n, d, m, kg, k, normalize_input, eps):
+def _eps_ok(eps):
+    return np.isfinite(eps) and eps > 0.0
+
+
+@njit
+def _flags_ok(flags):
+    for flag in flags:
+        if not _flag_ok(flag):
+            return False
+    return True
+
+
+@njit
+def _netvlad_check(n, d, m, kg, k, normalize_input, intra_normalize, final_normalize, eps):
     if not _batch_ok(n) or not _sizes_ok((d, m, kg, k)):
         return ERR_SIZE
-    if not (np.isfinite(eps) and eps > 0.0):
+    if not _eps_ok(eps):
         return ERR_PARAMETER
-    if not _flag_ok(normalize_input):
+    if not _flags_ok((normalize_input, intra_normalize, final_normalize)):
         return ERR_FLAG
     if k > kg:
         return ERR_SHAPE
@@ -357,35 +518,37 @@ def _netvlad_check(n, d, m, kg, k, normalize_input, eps):
     return OK
 
 
-def netvlad_forward(x, weight, bias, centroids, y, n, d, m, kg, k, normalize_input, eps):
+def netvlad_forward(x, weight, bias, centroids, mask, y, n, d, m, kg, k, normalize_input, intra_normalize,
+                    final_normalize, eps):
     if _null(x) or _null(weight) or _null(bias) or _null(centroids) or _null(y):
         return ERR_NULL
-    status = _netvlad_check(n, d, m, kg, k, normalize_input, eps)
+    status = _netvlad_check(n, d, m, kg, k, normalize_input, intra_normalize, final_normalize, eps)
     if status != OK:
         return status
     xa = carray(x, (n, d, m))
     wa = carray(weight, (kg, d))
     ba = carray(bias, kg)
     ca = carray(centroids, (k, d))
+    ma = carray(mask, (n, 0 if _null(mask) else m))
     ya = carray(y, (n, k * d))
-    if _overlap(ya, xa) or _overlap(ya, wa) or _overlap(ya, ba) or _overlap(ya, ca):
+    if _clash((ya.reshape(-1),), (xa.reshape(-1), wa.reshape(-1), ba, ca.reshape(-1))) or _overlap(ya, ma):
         return ERR_OVERLAP
     if n == 0:
         return OK
     try:
-        netvlad_kernels.netvlad_fwd(xa, wa, ba, ca, normalize_input != 0, True, True, eps,
-                                    np.empty((n, 0), np.uint8), ya)  # C callers: no mask
+        netvlad_kernels.netvlad_fwd(xa, wa, ba, ca, normalize_input != 0, intra_normalize != 0, final_normalize != 0,
+                                    eps, ma, ya)
     except Exception:  # noqa: BLE001
         return ERR_INTERNAL
     return OK
 
 
-def netvlad_backward(dy, x, weight, bias, centroids, dx, dweight, dbias, dcentroids, n, d, m, kg, k,
-                     normalize_input, eps):
+def netvlad_backward(dy, x, weight, bias, centroids, mask, dx, dweight, dbias, dcentroids, n, d, m, kg, k,
+                     normalize_input, intra_normalize, final_normalize, eps):
     if (_null(dy) or _null(x) or _null(weight) or _null(bias) or _null(centroids) or _null(dx) or _null(dweight)
             or _null(dbias) or _null(dcentroids)):
         return ERR_NULL
-    status = _netvlad_check(n, d, m, kg, k, normalize_input, eps)
+    status = _netvlad_check(n, d, m, kg, k, normalize_input, intra_normalize, final_normalize, eps)
     if status != OK:
         return status
     dya = carray(dy, (n, k * d))
@@ -393,20 +556,135 @@ def netvlad_backward(dy, x, weight, bias, centroids, dx, dweight, dbias, dcentro
     wa = carray(weight, (kg, d))
     ba = carray(bias, kg)
     ca = carray(centroids, (k, d))
+    ma = carray(mask, (n, 0 if _null(mask) else m))
     dxa = carray(dx, (n, d, m))
     dwa = carray(dweight, (kg, d))
     dba = carray(dbias, kg)
     dca = carray(dcentroids, (k, d))
-    for out in (dxa.reshape(-1), dwa.reshape(-1), dba, dca.reshape(-1)):
-        for other in (dya.reshape(-1), xa.reshape(-1), wa.reshape(-1), ba, ca.reshape(-1)):
-            if _overlap(out, other):
-                return ERR_OVERLAP
-    if _overlap(dxa, dwa) or _overlap(dxa, dba) or _overlap(dxa, dca) or _overlap(dwa, dba) \
-            or _overlap(dwa, dca) or _overlap(dba, dca):
+    outputs = (dxa.reshape(-1), dwa.reshape(-1), dba, dca.reshape(-1))
+    if _clash(outputs, (dya.reshape(-1), xa.reshape(-1), wa.reshape(-1), ba, ca.reshape(-1))):
+        return ERR_OVERLAP
+    for out in outputs:
+        if _overlap(out, ma):
+            return ERR_OVERLAP
+    try:
+        netvlad_kernels.backward(dya, xa, wa, ba, ca, normalize_input != 0, intra_normalize != 0,
+                                 final_normalize != 0, eps, ma, dxa, dwa, dba, dca)
+    except Exception:  # noqa: BLE001
+        return ERR_INTERNAL
+    return OK
+
+
+@njit
+def _aggregate_check(n, d, m, k, intra_normalize, final_normalize, eps):
+    if not _batch_ok(n) or not _sizes_ok((d, m, k)):
+        return ERR_SIZE
+    if not _eps_ok(eps):
+        return ERR_PARAMETER
+    if not _flags_ok((intra_normalize, final_normalize)):
+        return ERR_FLAG
+    if not (_elements_ok((n, d, m)) and _elements_ok((n, k, m)) and _elements_ok((n, k, d))):
+        return ERR_SIZE
+    return OK
+
+
+def vlad_aggregate_forward(x, assignment, centroids, y, n, d, m, k, intra_normalize, final_normalize, eps):
+    if _null(x) or _null(assignment) or _null(centroids) or _null(y):
+        return ERR_NULL
+    status = _aggregate_check(n, d, m, k, intra_normalize, final_normalize, eps)
+    if status != OK:
+        return status
+    xa = carray(x, (n, d, m))
+    aa = carray(assignment, (n, k, m))
+    ca = carray(centroids, (k, d))
+    ya = carray(y, (n, k * d))
+    if _clash((ya.reshape(-1),), (xa.reshape(-1), aa.reshape(-1), ca.reshape(-1))):
+        return ERR_OVERLAP
+    if n == 0:
+        return OK
+    try:
+        netvlad_kernels.aggregate_fwd(xa, aa, ca, intra_normalize != 0, final_normalize != 0, eps, ya)
+    except Exception:  # noqa: BLE001
+        return ERR_INTERNAL
+    return OK
+
+
+def vlad_aggregate_backward(dy, x, assignment, centroids, dx, dassignment, dcentroids, n, d, m, k, intra_normalize,
+                            final_normalize, eps):
+    if (_null(dy) or _null(x) or _null(assignment) or _null(centroids) or _null(dx) or _null(dassignment)
+            or _null(dcentroids)):
+        return ERR_NULL
+    status = _aggregate_check(n, d, m, k, intra_normalize, final_normalize, eps)
+    if status != OK:
+        return status
+    dya = carray(dy, (n, k * d))
+    xa = carray(x, (n, d, m))
+    aa = carray(assignment, (n, k, m))
+    ca = carray(centroids, (k, d))
+    dxa = carray(dx, (n, d, m))
+    daa = carray(dassignment, (n, k, m))
+    dca = carray(dcentroids, (k, d))
+    if _clash((dxa.reshape(-1), daa.reshape(-1), dca.reshape(-1)),
+              (dya.reshape(-1), xa.reshape(-1), aa.reshape(-1), ca.reshape(-1))):
         return ERR_OVERLAP
     try:
-        netvlad_kernels.backward(dya, xa, wa, ba, ca, normalize_input != 0, True, True, eps,
-                                 np.empty((n, 0), np.uint8), dxa, dwa, dba, dca)  # C callers: no mask
+        netvlad_kernels.aggregate_backward(dya, xa, aa, ca, intra_normalize != 0, final_normalize != 0, eps, dxa,
+                                           daa, dca)
+    except Exception:  # noqa: BLE001
+        return ERR_INTERNAL
+    return OK
+
+
+@njit
+def _pca_check(n, p, q, eps):
+    if not _batch_ok(n) or not _sizes_ok((p, q)):
+        return ERR_SIZE
+    if not _eps_ok(eps):
+        return ERR_PARAMETER
+    if not (_elements_ok((n, p)) and _elements_ok((q, p)) and _elements_ok((n, q))):
+        return ERR_SIZE
+    return OK
+
+
+def netvlad_pca_forward(v, projection, bias, y, n, p, q, eps):
+    if _null(v) or _null(projection) or _null(bias) or _null(y):
+        return ERR_NULL
+    status = _pca_check(n, p, q, eps)
+    if status != OK:
+        return status
+    va = carray(v, (n, p))
+    pa = carray(projection, (q, p))
+    ba = carray(bias, q)
+    ya = carray(y, (n, q))
+    if _clash((ya.reshape(-1),), (va.reshape(-1), pa.reshape(-1), ba)):
+        return ERR_OVERLAP
+    if n == 0:
+        return OK
+    try:
+        pca_kernels.pca_forward(va, pa, ba, eps, ya)
+    except Exception:  # noqa: BLE001
+        return ERR_INTERNAL
+    return OK
+
+
+def netvlad_pca_backward(dy, v, projection, bias, dv, dprojection, dbias, n, p, q, eps):
+    if (_null(dy) or _null(v) or _null(projection) or _null(bias) or _null(dv) or _null(dprojection)
+            or _null(dbias)):
+        return ERR_NULL
+    status = _pca_check(n, p, q, eps)
+    if status != OK:
+        return status
+    dya = carray(dy, (n, q))
+    va = carray(v, (n, p))
+    pa = carray(projection, (q, p))
+    ba = carray(bias, q)
+    dva = carray(dv, (n, p))
+    dpa = carray(dprojection, (q, p))
+    dba = carray(dbias, q)
+    if _clash((dva.reshape(-1), dpa.reshape(-1), dba), (dya.reshape(-1), va.reshape(-1), pa.reshape(-1), ba)):
+        return ERR_OVERLAP
+    try:
+        pca_kernels.pca_backward(dya, va, pa, ba, eps, dva, dpa, dba)
     except Exception:  # noqa: BLE001
         return ERR_INTERNAL
     return OK
@@ -414,22 +692,30 @@ def netvlad_backward(dy, x, weight, bias, centroids, dx, dweight, dbias, dcentro
 
 # ---------------------------------------------------------------- signatures and compilation
 
-#: Argument kinds of each core: "f" a float buffer, "i" an int64 buffer,
+#: Argument kinds of each core: "f" a float buffer, "i" an int64 buffer, "u" a uint8 buffer,
 #: "n" an int64 size or parameter, "b" an int32 flag, "e" a double.
 KINDS = {
     "conv_forward": "ffff" + "n" * 21 + "b",
     "conv_backward_input": "fff" + "n" * 21 + "b",
     "conv_backward_weight": "fff" + "n" * 21 + "bb",
     "conv_backward_bias": "ff" + "n" * 6 + "bb",
+    "conv_transpose_forward": "ffff" + "n" * 23 + "b",
+    "conv_transpose_backward_input": "fff" + "n" * 23 + "b",
+    "conv_transpose_backward_weight": "fff" + "n" * 23 + "bb",
     "pool_forward": "ffi" + "n" * 12 + "bb",
     "pool_backward": "fif" + "n" * 6,
-    "netvlad_forward": "fffff" + "n" * 5 + "be",
-    "netvlad_backward": "fffffffff" + "n" * 5 + "be",
+    "netvlad_forward": "ffffuf" + "n" * 5 + "bbbe",
+    "netvlad_backward": "fffffuffff" + "n" * 5 + "bbbe",
+    "vlad_aggregate_forward": "ffff" + "n" * 4 + "bbe",
+    "vlad_aggregate_backward": "fffffff" + "n" * 4 + "bbe",
+    "netvlad_pca_forward": "ffff" + "n" * 3 + "e",
+    "netvlad_pca_backward": "fffffff" + "n" * 3 + "e",
 }
 
 DTYPES = {"f32": types.float32, "f64": types.float64}
 
-_SCALARS = {"n": types.int64, "b": types.int32, "e": types.float64, "i": types.CPointer(types.int64)}
+_SCALARS = {"n": types.int64, "b": types.int32, "e": types.float64, "i": types.CPointer(types.int64),
+            "u": types.CPointer(types.uint8)}
 
 
 def signature(core, dtype):
@@ -438,15 +724,21 @@ def signature(core, dtype):
     return types.int32(*[floats if kind == "f" else _SCALARS[kind] for kind in KINDS[core]])
 
 
-#: The sources each family of cores compiles in (``lcnumba.cache``): this file, the status codes, the
+#: The sources each kind of core compiles in (``lcnumba.cache``): this file, the status codes, the
 #: compiled output sizes and the kernel modules the cores call, with everything those compile in.
 _OWN = ("capi/cores.py", "capi/status.py")
-COMPILES_IN = {
+_SOURCES = {
     "conv": cache.sources(_OWN, _INDEXING, conv_kernels.COMPILES_IN),
+    "conv_transpose": cache.sources(_OWN, _INDEXING, transpose_kernels.COMPILES_IN),
     "pool": cache.sources(_OWN, _INDEXING, pool_kernels.COMPILES_IN),
     "netvlad": cache.sources(_OWN, netvlad_kernels.COMPILES_IN),
+    "netvlad_pca": cache.sources(_OWN, pca_kernels.COMPILES_IN),
+    "vlad_aggregate": cache.sources(_OWN, netvlad_kernels.COMPILES_IN),
 }
-for _names in COMPILES_IN.values():
+#: ``{core: the sources it compiles in}``: those of the longest kind its name starts with.
+COMPILES_IN = {core: _SOURCES[max((kind for kind in _SOURCES if core.startswith(kind + "_")), key=len)]
+               for core in KINDS}
+for _names in _SOURCES.values():
     cache.digest(_names)  # now, with the code this process compiles: the cores themselves compile on first use
 
 _compiled = {}
@@ -465,7 +757,7 @@ def compiled(core, dtype):
             numba.get_num_threads()
             pyfunc = globals()[core]
             result = CFunc(pyfunc, normalize_signature(signature(core, dtype)), locals={}, options={})
-            keyed = cache.source_keyed(pyfunc, COMPILES_IN[core.split("_")[0]])
+            keyed = cache.source_keyed(pyfunc, COMPILES_IN[core])
             if keyed is not None:  # else no writable cache directory: compile in memory only
                 result._cache = keyed
             result.compile()

@@ -18,6 +18,7 @@ in?    const float/double *  input buffer that may be NULL (a bias)
 out    float/double *        output buffer, C-contiguous, written
 iin    const int64_t *       input index buffer
 iout   int64_t *             output index buffer (NULL if not requested)
+min?   const uint8_t *       input mask buffer that may be NULL (no mask)
 n      int64_t               a dimension or geometry parameter
 b      int32_t               a flag (0 or 1)
 e      double                a floating parameter (eps)
@@ -77,6 +78,18 @@ _CONV_SUMMARY = {
     "backward_weight": "gradient with respect to weight: dweight (+)= sum over n of dy * x",
     "backward_bias": "gradient with respect to bias: dbias (+)= sum of dy over n and the positions of each tile",
 }
+#: The transposed families: their passes run the forward family's kernels with the arrays exchanged.
+_TRANSPOSE_SUMMARY = dict(
+    _CONV_SUMMARY,
+    forward="forward: y = conv^T(x, weight) + bias, the forward convolution's input gradient of x",
+    backward_input="gradient with respect to x: dx = conv(dy), the forward convolution of dy",
+    backward_weight="gradient with respect to weight: dweight (+)= sum over n of x * dy, the forward "
+                    "convolution's weight gradient with x and dy exchanged",
+)
+
+#: A transposed family's weight repeats names of the input's dimensions: the C parameters say "the weight's".
+_WEIGHT_NAMES = {"c": "wc", "h": "wh", "w": "ww", "l": "wl"}
+
 
 class _Family(NamedTuple):
     """A convolution family of the op table, as the C entry points see it."""
@@ -84,20 +97,24 @@ class _Family(NamedTuple):
     name: str
     code: int  # cores.CONV, TILED or LOCAL
     one_d: bool
-    weight_dims: tuple  # names of the weight's leading (tile) dims, then f, cg, kernel
+    transposed: bool
+    weight_dims: tuple  # names of the weight's leading (tile) dims, then its channel and kernel dims
     tiles: str  # the core's th, tw
     bias_layout: str
     text: str
 
 
 def _family(row):
-    lead = row.weight_dims[:len(row.weight_dims) - 2 - row.spatial]  # the tile or position axes
+    transposed = row.kind == "conv_transpose"
+    weight_dims = tuple(_WEIGHT_NAMES.get(d, d) for d in row.weight_dims) if transposed else row.weight_dims
+    lead = weight_dims[:len(weight_dims) - 2 - row.spatial]  # the tile or position axes
     tiles = ("1",) * (2 - len(lead)) + tuple(lead)
     return _Family(row.name, {"shared": cores.CONV, "tiled": cores.TILED, "local": cores.LOCAL}[row.sharing],
-                   row.spatial == 1, row.weight_dims, ", ".join(tiles), "(" + ", ".join(row.bias_dims) + ")", row.summary)
+                   row.spatial == 1, transposed, weight_dims, ", ".join(tiles), "(" + ", ".join(row.bias_dims) + ")",
+                   row.summary)
 
 
-_FAMILIES = tuple(_family(row) for row in table.CONV_FAMILIES)
+_FAMILIES = tuple(_family(row) for row in table.CONV_FAMILIES + table.TRANSPOSE_FAMILIES)
 
 _DIM_DOC = {
     "n": "batch size (0 is allowed: nothing to compute)",
@@ -107,6 +124,8 @@ _DIM_DOC = {
     "l": "input length",
     "f": "filters (output channels)",
     "cg": "input channels per group, c / groups",
+    "fg": "output channels per group: the output has f = fg * groups channels",
+    "wc": "the weight's input channels, = c",
     "kh": "kernel height",
     "kw": "kernel width",
     "k": "kernel length",
@@ -116,7 +135,54 @@ _DIM_DOC = {
     "oh": "output height (the local weight's first axis)",
     "ow": "output width (the local weight's second axis)",
     "ol": "output length (the local weight's first axis)",
+    "wh": "the local weight's first axis, = h (one bank per input position)",
+    "ww": "the local weight's second axis, = w",
+    "wl": "the local weight's first axis, = l (one bank per input position)",
 }
+
+
+def _geometry(d1, transposed):
+    """The geometry parameters of a convolution entry point and the core's geometry arguments, as source."""
+    groups = _p("groups", "n", "divides c" + ("" if transposed else " and f"))
+    if d1:
+        extra = [_p("output_padding", "n", "0 <= output_padding < max(stride, dilation)")] if transposed else []
+        params = [_p("stride", "n", ">= 1"), _p("pad_left", "n", ">= 0"), _p("pad_right", "n", ">= 0"), *extra,
+                  _p("dilation", "n", ">= 1"), groups]
+        core = "1, stride, 0, pad_left, 0, pad_right, " + ("0, output_padding, " if transposed else "") + \
+               "1, dilation, groups"
+        return params, core
+    extra = [_p("output_padding_h", "n", "0 <= output_padding_h < max(stride_h, dilation_h)"),
+             _p("output_padding_w", "n", "0 <= output_padding_w < max(stride_w, dilation_w)")] if transposed else []
+    params = [_p("stride_h", "n", ">= 1"), _p("stride_w", "n", ">= 1"), _p("pad_top", "n", ">= 0"),
+              _p("pad_left", "n", ">= 0"), _p("pad_bottom", "n", ">= 0"), _p("pad_right", "n", ">= 0"), *extra,
+              _p("dilation_h", "n", ">= 1"), _p("dilation_w", "n", ">= 1"), groups]
+    return params, ", ".join(p.name for p in params)
+
+
+def _size_notes(fam):
+    """How the output size follows from the geometry, and what the weight must match."""
+    if fam.transposed:
+        if fam.one_d:
+            notes = ("Output length ol = lcn_conv_transpose_output_size(l, k, stride, dilation, pad_left, pad_right, "
+                     "output_padding); f = fg * groups output channels",)
+        else:
+            notes = ("Output size oh = lcn_conv_transpose_output_size(h, kh, stride_h, dilation_h, pad_top, "
+                     "pad_bottom, output_padding_h), ow = lcn_conv_transpose_output_size(w, kw, stride_w, dilation_w, "
+                     "pad_left, pad_right, output_padding_w); f = fg * groups output channels",)
+        notes += ("The weight's wc must equal c (else LCN_ERR_SHAPE)",)
+        local = ("The weight's wl must equal l" if fam.one_d
+                 else "The weight's (wh, ww) must equal the input size (h, w)")
+    else:
+        if fam.one_d:
+            notes = ("Output length ol = lcn_conv_output_size(l, k, stride, dilation, pad_left, pad_right)",)
+        else:
+            notes = ("Output size oh = lcn_conv_output_size(h, kh, stride_h, dilation_h, pad_top, pad_bottom), "
+                     "ow = lcn_conv_output_size(w, kw, stride_w, dilation_w, pad_left, pad_right)",)
+        local = ("The weight's ol must equal the output length" if fam.one_d
+                 else "The weight's (oh, ow) must equal the output size")
+    if fam.code == cores.LOCAL:
+        notes += (local + " (else LCN_ERR_SHAPE)",)
+    return notes
 
 
 def _conv_ops(fam):
@@ -126,68 +192,54 @@ def _conv_ops(fam):
     w_layout = "(" + ", ".join(fam.weight_dims) + ")"
     y_layout = "(n, f, ol)" if d1 else "(n, f, oh, ow)"
     dims = [_p(name, "n", _DIM_DOC[name]) for name in x_dims + fam.weight_dims]
-    if d1:
-        geometry = [_p("stride", "n", ">= 1"), _p("pad_left", "n", ">= 0"), _p("pad_right", "n", ">= 0"),
-                    _p("dilation", "n", ">= 1"), _p("groups", "n", "divides c and f")]
-        core_dims = "n, c, 1, l, {tiles}, f, cg, 1, k, 1, stride, 0, pad_left, 0, pad_right, 1, dilation, groups"
-    else:
-        geometry = [_p("stride_h", "n", ">= 1"), _p("stride_w", "n", ">= 1"),
-                    _p("pad_top", "n", ">= 0"), _p("pad_left", "n", ">= 0"),
-                    _p("pad_bottom", "n", ">= 0"), _p("pad_right", "n", ">= 0"),
-                    _p("dilation_h", "n", ">= 1"), _p("dilation_w", "n", ">= 1"),
-                    _p("groups", "n", "divides c and f")]
-        core_dims = ("n, c, h, w, {tiles}, f, cg, kh, kw, stride_h, stride_w, pad_top, pad_left, pad_bottom, "
-                     "pad_right, dilation_h, dilation_w, groups")
-    core_dims = core_dims.format(tiles=fam.tiles)
+    geometry, core_geometry = _geometry(d1, fam.transposed)
+    channels = "wc, fg" if fam.transposed else "f, cg"
+    kernel = "1, k" if d1 else "kh, kw"
+    core_dims = f"{'n, c, 1, l' if d1 else 'n, c, h, w'}, {fam.tiles}, {channels}, {kernel}, {core_geometry}"
     tiled = fam.code == cores.TILED
     tile_flag = [_p("tile_mode", "b", "0 periodic: position i uses tile i % t; "
                                       "1 block: tile i * t / (output size)")] if tiled else []
     tile_arg = "tile_mode" if tiled else "0"
     accumulate = _p("accumulate", "b", "1: add into the output instead of overwriting it")
     head = f"{fam.name}_"
-    if d1:
-        size_note = "Output length ol = lcn_conv_output_size(l, k, stride, dilation, pad_left, pad_right)"
-    else:
-        size_note = ("Output size oh = lcn_conv_output_size(h, kh, stride_h, dilation_h, pad_top, pad_bottom), "
-                     "ow = lcn_conv_output_size(w, kw, stride_w, dilation_w, pad_left, pad_right)")
-    notes = (size_note,)
-    if fam.code == cores.LOCAL:
-        notes += (("The weight's ol must equal the output length" if d1
-                   else "The weight's (oh, ow) must equal the output size") + " (else LCN_ERR_SHAPE)",)
+    core = "conv_transpose" if fam.transposed else "conv"
+    summary = _TRANSPOSE_SUMMARY if fam.transposed else _CONV_SUMMARY
+    notes = _size_notes(fam)
     text = fam.text
     ops = [
         Operation(
-            head + "forward", f"{text}, {_CONV_SUMMARY['forward']}",
+            head + "forward", f"{text}, {summary['forward']}",
             (_p("x", "in", x_layout), _p("weight", "in", w_layout),
              _p("bias", "in?", fam.bias_layout + ", or NULL for no bias"), _p("y", "out", y_layout),
              *dims, *geometry, *tile_flag),
-            "conv_forward",
+            core + "_forward",
             f"x, weight, bias, y, {core_dims}, {fam.code}, _threads(), {tile_arg}", notes),
         Operation(
-            head + "backward_input", f"{text}, {_CONV_SUMMARY['backward_input']}",
+            head + "backward_input", f"{text}, {summary['backward_input']}",
             (_p("dy", "in", y_layout), _p("weight", "in", w_layout), _p("dx", "out", x_layout),
              *dims, *geometry, *tile_flag),
-            "conv_backward_input",
+            core + "_backward_input",
             f"dy, weight, dx, {core_dims}, {fam.code}, _threads(), {tile_arg}", notes),
         Operation(
-            head + "backward_weight", f"{text}, {_CONV_SUMMARY['backward_weight']}",
+            head + "backward_weight", f"{text}, {summary['backward_weight']}",
             (_p("dy", "in", y_layout), _p("x", "in", x_layout), _p("dweight", "out", w_layout),
              *dims, *geometry, *tile_flag, accumulate),
-            "conv_backward_weight",
+            core + "_backward_weight",
             f"dy, x, dweight, {core_dims}, {fam.code}, _threads(), {tile_arg}, accumulate", notes),
     ]
-    # backward_bias: only the output's dimensions (and the tiles) are needed
+    # backward_bias: only the output's dimensions (and the tiles) are needed; a transposed family's bias
+    # is laid out over its output positions as the forward family's is over its own
     if d1:
         out_dims = [_p("n", "n", _DIM_DOC["n"]), _p("f", "n", _DIM_DOC["f"]), _p("ol", "n", "output length")]
-        bias_core = "n, f, 1, ol, " + {"conv1d": "1, 1", "tiled_conv1d": "1, t", "local_conv1d": "1, ol"}[fam.name]
+        bias_core = "n, f, 1, ol, " + {cores.CONV: "1, 1", cores.TILED: "1, t", cores.LOCAL: "1, ol"}[fam.code]
         tile_dims = [_p("t", "n", _DIM_DOC["t"])] if tiled else []
     else:
         out_dims = [_p("n", "n", _DIM_DOC["n"]), _p("f", "n", _DIM_DOC["f"]), _p("oh", "n", "output height"),
                     _p("ow", "n", "output width")]
-        bias_core = "n, f, oh, ow, " + {"conv2d": "1, 1", "tiled_conv2d": "th, tw", "local_conv2d": "oh, ow"}[fam.name]
+        bias_core = "n, f, oh, ow, " + {cores.CONV: "1, 1", cores.TILED: "th, tw", cores.LOCAL: "oh, ow"}[fam.code]
         tile_dims = [_p("th", "n", _DIM_DOC["th"]), _p("tw", "n", _DIM_DOC["tw"])] if tiled else []
     ops.append(Operation(
-        head + "backward_bias", f"{text}, {_CONV_SUMMARY['backward_bias']}",
+        head + "backward_bias", f"{text}, {summary['backward_bias']}",
         (_p("dy", "in", y_layout), _p("dbias", "out", fam.bias_layout), *out_dims, *tile_dims, *tile_flag,
          accumulate),
         "conv_backward_bias", f"dy, dbias, {bias_core}, {tile_arg}, accumulate"))
@@ -248,28 +300,89 @@ def _netvlad_ops():
     dims = [_p("n", "n", _DIM_DOC["n"]), _p("d", "n", "descriptor size"),
             _p("m", "n", "descriptors per sample (h * w of a feature map)"),
             _p("kg", "n", "clusters k plus ghost clusters g"), _p("k", "n", "real clusters, 1 <= k <= kg")]
-    flags = [_p("normalize_input", "b", "1: L2-normalise every descriptor first"),
-             _p("eps", "e", "every norm is max(norm, eps); finite and > 0")]
+    eps = _p("eps", "e", "every norm is max(norm, eps); finite and > 0")
+    flags = [_p("normalize_input", "b", "1: L2-normalise every descriptor first")]
+    switches = [_p("intra_normalize", "b", "1: L2-normalise every cluster's residual sum"),
+                _p("final_normalize", "b", "1: L2-normalise the whole vector")]
     inputs = [_p("x", "in", "(n, d, m)"), _p("weight", "in", "(kg, d)"), _p("bias", "in", "(kg)"),
               _p("centroids", "in", "(k, d)")]
+    mask = _p("mask", "min?", "(n, m), 0 for a descriptor left out of the assignment and the aggregation, "
+                              "else valid; or NULL for every descriptor valid")
+    grads = [_p("dx", "out", "(n, d, m)"), _p("dweight", "out", "(kg, d)"), _p("dbias", "out", "(kg)"),
+             _p("dcentroids", "out", "(k, d)")]
     note = ("The output is cluster-major, y[n, k * d + j]; the last kg - k rows of weight and bias are "
             "GhostVLAD's ghost clusters",)
+    ex_note = ("The lcn_netvlad_*_ex functions add the mask and the two normalisation switches; "
+               "lcn_netvlad_forward and lcn_netvlad_backward are them with mask = NULL and both switches 1",)
+    forward_summary = ("NetVLAD (GhostVLAD) pooling forward, soft-assignment, residual aggregation, intra- and "
+                       "global L2 normalisation")
+    backward_summary = "NetVLAD backward: gradients with respect to every input"
+    forward_call = "x, weight, bias, centroids, {mask}, y, n, d, m, kg, k, normalize_input, {switches}, eps"
+    backward_call = ("dy, x, weight, bias, centroids, {mask}, dx, dweight, dbias, dcentroids, n, d, m, kg, k, "
+                     "normalize_input, {switches}, eps")
+    plain = dict(mask="_no_mask()", switches="1, 1")
+    options = dict(mask="mask", switches="intra_normalize, final_normalize")
     return [
-        Operation("netvlad_forward", "NetVLAD (GhostVLAD) pooling forward, soft-assignment, residual "
-                  "aggregation, intra- and global L2 normalisation",
-                  (*inputs, _p("y", "out", "(n, k * d)"), *dims, *flags),
-                  "netvlad_forward", "x, weight, bias, centroids, y, n, d, m, kg, k, normalize_input, eps", note),
-        Operation("netvlad_backward", "NetVLAD backward: gradients with respect to every input",
-                  (_p("dy", "in", "(n, k * d)"), *inputs, _p("dx", "out", "(n, d, m)"),
-                   _p("dweight", "out", "(kg, d)"), _p("dbias", "out", "(kg)"),
-                   _p("dcentroids", "out", "(k, d)"), *dims, *flags),
-                  "netvlad_backward",
-                  "dy, x, weight, bias, centroids, dx, dweight, dbias, dcentroids, n, d, m, kg, k, "
-                  "normalize_input, eps", note),
+        Operation("netvlad_forward", forward_summary, (*inputs, _p("y", "out", "(n, k * d)"), *dims, *flags, eps),
+                  "netvlad_forward", forward_call.format(**plain), note),
+        Operation("netvlad_backward", backward_summary, (_p("dy", "in", "(n, k * d)"), *inputs, *grads, *dims, *flags,
+                                                         eps),
+                  "netvlad_backward", backward_call.format(**plain), note),
+        Operation("netvlad_forward_ex", forward_summary + ", with a mask of valid descriptors and the "
+                  "normalisations switched", (*inputs, mask, _p("y", "out", "(n, k * d)"), *dims, *flags, *switches,
+                                              eps),
+                  "netvlad_forward", forward_call.format(**options), note + ex_note),
+        Operation("netvlad_backward_ex", backward_summary + ", with the mask and switches of lcn_netvlad_forward_ex",
+                  (_p("dy", "in", "(n, k * d)"), *inputs, mask, *grads, *dims, *flags, *switches, eps),
+                  "netvlad_backward", backward_call.format(**options), note + ex_note),
     ]
 
 
-OPERATIONS = tuple(op for fam in _FAMILIES for op in _conv_ops(fam)) + tuple(_pool_ops()) + tuple(_netvlad_ops())
+def _netvlad_part_ops():
+    """``vlad_aggregate`` and ``netvlad_pca`` (rows of ``table.NETVLAD_PART_FAMILIES``), forward and backward."""
+    rows = {row.name: row for row in table.NETVLAD_PART_FAMILIES}
+    eps = _p("eps", "e", "every norm is max(norm, eps); finite and > 0")
+    vlad_dims = [_p("n", "n", _DIM_DOC["n"]), _p("d", "n", "descriptor size"),
+                 _p("m", "n", "descriptors per sample (h * w of a feature map)"), _p("k", "n", "clusters")]
+    switches = [_p("intra_normalize", "b", "1: L2-normalise every cluster's residual sum"),
+                _p("final_normalize", "b", "1: L2-normalise the whole vector")]
+    vlad_in = [_p("x", "in", "(n, d, m), used as given (not normalised)"),
+               _p("assignment", "in", "(n, k, m), the soft-assignment of each descriptor to each cluster"),
+               _p("centroids", "in", "(k, d)")]
+    vlad_note = ("y[n, k * d + j] = sum over i of assignment[n, k, i] * (x[n, j, i] - centroids[k, j]), "
+                 "then normalised as switched",)
+    pca_dims = [_p("n", "n", _DIM_DOC["n"]), _p("p", "n", "size of a NetVLAD vector (k * d)"),
+                _p("dim", "n", "output size")]
+    pca_in = [_p("v", "in", "(n, p), NetVLAD vectors"), _p("projection", "in", "(dim, p)"),
+              _p("bias", "in", "(dim)")]
+    pca_note = ("y[n] = (projection v[n] + bias) / max(||projection v[n] + bias||, eps); lcnumba.netvlad_pca_fit "
+                "learns projection and bias",)
+    vlad, pca = rows["vlad_aggregate"].summary, rows["netvlad_pca"].summary
+    return [
+        Operation("vlad_aggregate_forward", f"{vlad}, forward",
+                  (*vlad_in, _p("y", "out", "(n, k * d)"), *vlad_dims, *switches, eps), "vlad_aggregate_forward",
+                  "x, assignment, centroids, y, n, d, m, k, intra_normalize, final_normalize, eps", vlad_note),
+        Operation("vlad_aggregate_backward", f"{vlad}, backward: gradients with respect to x, the assignment and "
+                  "the centroids",
+                  (_p("dy", "in", "(n, k * d)"), *vlad_in, _p("dx", "out", "(n, d, m)"),
+                   _p("dassignment", "out", "(n, k, m)"), _p("dcentroids", "out", "(k, d)"), *vlad_dims, *switches,
+                   eps),
+                  "vlad_aggregate_backward",
+                  "dy, x, assignment, centroids, dx, dassignment, dcentroids, n, d, m, k, intra_normalize, "
+                  "final_normalize, eps", vlad_note),
+        Operation("netvlad_pca_forward", f"{pca}, forward",
+                  (*pca_in, _p("y", "out", "(n, dim)"), *pca_dims, eps), "netvlad_pca_forward",
+                  "v, projection, bias, y, n, p, dim, eps", pca_note),
+        Operation("netvlad_pca_backward", f"{pca}, backward: gradients with respect to v, projection and bias",
+                  (_p("dy", "in", "(n, dim)"), *pca_in, _p("dv", "out", "(n, p)"),
+                   _p("dprojection", "out", "(dim, p)"), _p("dbias", "out", "(dim)"), *pca_dims, eps),
+                  "netvlad_pca_backward", "dy, v, projection, bias, dv, dprojection, dbias, n, p, dim, eps",
+                  pca_note),
+    ]
+
+
+OPERATIONS = (tuple(op for fam in _FAMILIES for op in _conv_ops(fam)) + tuple(_pool_ops()) + tuple(_netvlad_ops())
+              + tuple(_netvlad_part_ops()))
 
 ENTRIES = {f"lcn_{op.base}_{dt}": Entry(f"lcn_{op.base}_{dt}", dt, op) for op in OPERATIONS for dt in DTYPES}
 
@@ -294,7 +407,8 @@ def numba_signature(name):
     e = entry(name)
     floats = types.CPointer(cores.DTYPES[e.dtype])
     kinds = {"in": floats, "in?": floats, "out": floats, "iin": types.CPointer(types.int64),
-             "iout": types.CPointer(types.int64), "n": types.int64, "b": types.int32, "e": types.float64}
+             "iout": types.CPointer(types.int64), "min?": types.CPointer(types.uint8), "n": types.int64,
+             "b": types.int32, "e": types.float64}
     return types.int32(*[kinds[p.kind] for p in e.op.params])
 
 
@@ -330,6 +444,8 @@ def _ctypes_arg(kind, dtype):
     if key not in _BUFFERS:
         if kind in ("iin", "iout"):
             _BUFFERS[key] = _buffer_type(ctypes.c_int64, np.dtype(np.int64), kind == "iout")
+        elif kind == "min?":
+            _BUFFERS[key] = _buffer_type(ctypes.c_uint8, np.dtype(np.uint8), False)
         else:
             _BUFFERS[key] = _buffer_type(_CTYPES[dtype], _NUMPY[dtype], kind == "out")
     return _BUFFERS[key]
@@ -369,7 +485,7 @@ def build(name):
     """Compile the C callback of ``name`` (its core first, from the disk cache when possible)."""
     e = entry(name)
     namespace = {"_core": cores.compiled(e.op.core, e.dtype), "_threads": _threads, "_int64": np.int64,
-                 "_int32": np.int32}
+                 "_int32": np.int32, "_no_mask": cores.no_mask}
     exec(compile(wrapper_source(name), f"<lcnumba.capi {name}>", "exec"), namespace)  # noqa: S102
     return numba.cfunc(numba_signature(name))(namespace[name])
 
@@ -385,6 +501,7 @@ def c_parameter(param, dtype):
         "out": f"{ctype} *{param.name}",
         "iin": f"const int64_t *{param.name}",
         "iout": f"int64_t *{param.name}",
+        "min?": f"const uint8_t *{param.name}",
         "n": f"int64_t {param.name}",
         "b": f"int32_t {param.name}",
         "e": f"double {param.name}",
@@ -410,7 +527,7 @@ def _wrap(text, width, indent, lead=""):
     return [indent + lead + lines[0]] + [indent + " " * len(lead) + rest for rest in lines[1:]]
 
 
-_BUFFER_KINDS = {"in": "in ", "in?": "in ", "out": "out", "iin": "in ", "iout": "out"}
+_BUFFER_KINDS = {"in": "in ", "in?": "in ", "out": "out", "iin": "in ", "iout": "out", "min?": "in "}
 
 
 def _comment(op):
@@ -424,7 +541,7 @@ def _comment(op):
     if scalars:
         lines.append(" *")
         for p in scalars:
-            lines += _wrap(p.doc, 100, " *   ", f"{p.name:<16}")
+            lines += _wrap(p.doc, 100, " *   ", f"{p.name:<15} ")
     if op.notes:
         lines.append(" *")
         for note in op.notes:
@@ -470,15 +587,20 @@ _PREAMBLE = """\
  *     never written; outputs are written whole (or added to, with
  *     accumulate = 1) and may not overlap any other buffer of the call;
  *   - then every dimension and geometry parameter as int64_t, then flags
- *     as int32_t (0 or 1), then eps as double;
+ *     as int32_t (0 or 1), then eps as double; NetVLAD's mask is a
+ *     const uint8_t buffer (NULL for none);
  *   - the return value is LCN_OK or a negative LCN_ERR_* code, returned
  *     before anything is written; the arguments are checked in the order
  *     of the codes below (a buffer of more than 2^59 elements is found
  *     once the output size is known);
  *   - output sizes are computed inside from the geometry, as
- *     lcn_conv_output_size and lcn_pool_output_size below compute them:
- *     size the output buffers with those;
- *   - results are bitwise those of the Python API for the same arguments.
+ *     lcn_conv_output_size, lcn_conv_transpose_output_size and
+ *     lcn_pool_output_size below compute them: size the output buffers
+ *     with those;
+ *   - results are bitwise those of the Python API for the same arguments;
+ *   - a function's arguments never change: options added later come as a
+ *     new function with the suffix _ex (lcn_netvlad_forward_ex adds
+ *     NetVLAD's mask and normalisation switches to lcn_netvlad_forward).
  *
  * Threads and BLAS: a call runs Numba's parallel kernels on
  * numba.get_num_threads() threads of the calling thread. The convolution
@@ -516,6 +638,14 @@ static inline int64_t lcn_conv_output_size(int64_t size, int64_t kernel, int64_t
                                            int64_t pad_before, int64_t pad_after)
 {
     return lcn_floor_div(size + pad_before + pad_after - dilation * (kernel - 1) - 1, stride) + 1;
+}
+
+/* Output size along one axis of a transposed convolution (PyTorch's conv_transpose):
+ * (size - 1) * stride - pads + dilation * (kernel - 1) + output_padding + 1. */
+static inline int64_t lcn_conv_transpose_output_size(int64_t size, int64_t kernel, int64_t stride, int64_t dilation,
+                                                     int64_t pad_before, int64_t pad_after, int64_t output_padding)
+{
+    return (size - 1) * stride - pad_before - pad_after + dilation * (kernel - 1) + output_padding + 1;
 }
 
 /* Output size along one axis of max-pooling (PyTorch's, with ceil_mode). */

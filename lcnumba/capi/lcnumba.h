@@ -17,15 +17,20 @@
  *     never written; outputs are written whole (or added to, with
  *     accumulate = 1) and may not overlap any other buffer of the call;
  *   - then every dimension and geometry parameter as int64_t, then flags
- *     as int32_t (0 or 1), then eps as double;
+ *     as int32_t (0 or 1), then eps as double; NetVLAD's mask is a
+ *     const uint8_t buffer (NULL for none);
  *   - the return value is LCN_OK or a negative LCN_ERR_* code, returned
  *     before anything is written; the arguments are checked in the order
  *     of the codes below (a buffer of more than 2^59 elements is found
  *     once the output size is known);
  *   - output sizes are computed inside from the geometry, as
- *     lcn_conv_output_size and lcn_pool_output_size below compute them:
- *     size the output buffers with those;
- *   - results are bitwise those of the Python API for the same arguments.
+ *     lcn_conv_output_size, lcn_conv_transpose_output_size and
+ *     lcn_pool_output_size below compute them: size the output buffers
+ *     with those;
+ *   - results are bitwise those of the Python API for the same arguments;
+ *   - a function's arguments never change: options added later come as a
+ *     new function with the suffix _ex (lcn_netvlad_forward_ex adds
+ *     NetVLAD's mask and normalisation switches to lcn_netvlad_forward).
  *
  * Threads and BLAS: a call runs Numba's parallel kernels on
  * numba.get_num_threads() threads of the calling thread. The convolution
@@ -48,30 +53,33 @@ extern "C" {
 /* Status codes (int32_t return values) */
 /* success: every output was written */
 #define LCN_OK (0)
-/* a required pointer is NULL (only `bias` of a convolution forward may be NULL, and `indices` of a
- * max-pooling forward with return_indices = 0)
+/* a required pointer is NULL (only `bias` of a convolution forward may be NULL, `indices` of a
+ * max-pooling forward with return_indices = 0, and NetVLAD's `mask`)
  */
 #define LCN_ERR_NULL (-1)
 /* a dimension out of range: the batch n < 0, another size < 1, a size >= 2^31, or a buffer of more
  * than 2^59 elements
  */
 #define LCN_ERR_SIZE (-2)
-/* a parameter out of range: stride, dilation or groups < 1, padding < 0, any of them >= 2^31; eps
- * not finite and > 0
+/* a parameter out of range: stride, dilation or groups < 1, padding or output_padding < 0, any of
+ * them >= 2^31; output_padding not below the stride or the dilation of its axis; eps not finite
+ * and > 0
  */
 #define LCN_ERR_PARAMETER (-3)
-/* a flag that is not 0 or 1 (tile_mode, accumulate, ceil_mode, return_indices, normalize_input),
- * or a non-NULL `indices` with return_indices = 0
+/* a flag that is not 0 or 1 (tile_mode, accumulate, ceil_mode, return_indices, normalize_input,
+ * intra_normalize, final_normalize), or a non-NULL `indices` with return_indices = 0
  */
 #define LCN_ERR_FLAG (-4)
 /* channels or filters not divisible by groups */
 #define LCN_ERR_GROUPS (-5)
-/* dimensions that disagree: the weight's channels cg != c / groups, local weights whose (oh, ow)
- * are not the output size, NetVLAD k > kg
+/* dimensions that disagree: the weight's channels cg != c / groups (wc != c when transposed),
+ * local weights whose (oh, ow) are not the output size ((wh, ww) not the input size when
+ * transposed), NetVLAD k > kg
  */
 #define LCN_ERR_SHAPE (-6)
-/* no output: a dilated kernel larger than the padded input; max-pooling padding larger than half
- * the kernel
+/* no output: a dilated kernel larger than the padded input, a transposed convolution's padding
+ * larger than what its kernel and output_padding add; max-pooling padding larger than half the
+ * kernel
  */
 #define LCN_ERR_GEOMETRY (-7)
 /* an output buffer overlaps an input buffer or another output */
@@ -97,6 +105,14 @@ static inline int64_t lcn_conv_output_size(int64_t size, int64_t kernel, int64_t
                                            int64_t pad_before, int64_t pad_after)
 {
     return lcn_floor_div(size + pad_before + pad_after - dilation * (kernel - 1) - 1, stride) + 1;
+}
+
+/* Output size along one axis of a transposed convolution (PyTorch's conv_transpose):
+ * (size - 1) * stride - pads + dilation * (kernel - 1) + output_padding + 1. */
+static inline int64_t lcn_conv_transpose_output_size(int64_t size, int64_t kernel, int64_t stride, int64_t dilation,
+                                                     int64_t pad_before, int64_t pad_after, int64_t output_padding)
+{
+    return (size - 1) * stride - pad_before - pad_after + dilation * (kernel - 1) + output_padding + 1;
 }
 
 /* Output size along one axis of max-pooling (PyTorch's, with ceil_mode). */
@@ -950,6 +966,1003 @@ typedef int32_t lcn_local_conv1d_backward_bias_f32_fn(const float *dy, float *db
 typedef int32_t lcn_local_conv1d_backward_bias_f64_fn(const double *dy, double *dbias, int64_t n, int64_t f,
                                                       int64_t ol, int32_t accumulate);
 
+/* lcn_conv2d_transpose_forward_f32 (float), lcn_conv2d_transpose_forward_f64 (double)
+ *   Transposed shared 2-D convolution (one filter bank), forward: y = conv^T(x, weight) + bias, the
+ *   forward convolution's input gradient of x.
+ *
+ *   x           in   (n, c, h, w)
+ *   weight      in   (wc, fg, kh, kw)
+ *   bias        in   (f), or NULL for no bias
+ *   y           out  (n, f, oh, ow)
+ *
+ *   n               batch size (0 is allowed: nothing to compute)
+ *   c               input channels
+ *   h               input height
+ *   w               input width
+ *   wc              the weight's input channels, = c
+ *   fg              output channels per group: the output has f = fg * groups channels
+ *   kh              kernel height
+ *   kw              kernel width
+ *   stride_h        >= 1
+ *   stride_w        >= 1
+ *   pad_top         >= 0
+ *   pad_left        >= 0
+ *   pad_bottom      >= 0
+ *   pad_right       >= 0
+ *   output_padding_h 0 <= output_padding_h < max(stride_h, dilation_h)
+ *   output_padding_w 0 <= output_padding_w < max(stride_w, dilation_w)
+ *   dilation_h      >= 1
+ *   dilation_w      >= 1
+ *   groups          divides c
+ *
+ *   Output size oh = lcn_conv_transpose_output_size(h, kh, stride_h, dilation_h, pad_top, pad_bottom,
+ *   output_padding_h), ow = lcn_conv_transpose_output_size(w, kw, stride_w, dilation_w, pad_left,
+ *   pad_right, output_padding_w); f = fg * groups output channels.
+ *   The weight's wc must equal c (else LCN_ERR_SHAPE).
+ */
+typedef int32_t lcn_conv2d_transpose_forward_f32_fn(const float *x, const float *weight, const float *bias,
+                                                    float *y, int64_t n, int64_t c, int64_t h, int64_t w,
+                                                    int64_t wc, int64_t fg, int64_t kh, int64_t kw,
+                                                    int64_t stride_h, int64_t stride_w, int64_t pad_top,
+                                                    int64_t pad_left, int64_t pad_bottom, int64_t pad_right,
+                                                    int64_t output_padding_h, int64_t output_padding_w,
+                                                    int64_t dilation_h, int64_t dilation_w, int64_t groups);
+typedef int32_t lcn_conv2d_transpose_forward_f64_fn(const double *x, const double *weight, const double *bias,
+                                                    double *y, int64_t n, int64_t c, int64_t h, int64_t w,
+                                                    int64_t wc, int64_t fg, int64_t kh, int64_t kw,
+                                                    int64_t stride_h, int64_t stride_w, int64_t pad_top,
+                                                    int64_t pad_left, int64_t pad_bottom, int64_t pad_right,
+                                                    int64_t output_padding_h, int64_t output_padding_w,
+                                                    int64_t dilation_h, int64_t dilation_w, int64_t groups);
+
+/* lcn_conv2d_transpose_backward_input_f32 (float), lcn_conv2d_transpose_backward_input_f64 (double)
+ *   Transposed shared 2-D convolution (one filter bank), gradient with respect to x: dx = conv(dy), the
+ *   forward convolution of dy.
+ *
+ *   dy          in   (n, f, oh, ow)
+ *   weight      in   (wc, fg, kh, kw)
+ *   dx          out  (n, c, h, w)
+ *
+ *   n               batch size (0 is allowed: nothing to compute)
+ *   c               input channels
+ *   h               input height
+ *   w               input width
+ *   wc              the weight's input channels, = c
+ *   fg              output channels per group: the output has f = fg * groups channels
+ *   kh              kernel height
+ *   kw              kernel width
+ *   stride_h        >= 1
+ *   stride_w        >= 1
+ *   pad_top         >= 0
+ *   pad_left        >= 0
+ *   pad_bottom      >= 0
+ *   pad_right       >= 0
+ *   output_padding_h 0 <= output_padding_h < max(stride_h, dilation_h)
+ *   output_padding_w 0 <= output_padding_w < max(stride_w, dilation_w)
+ *   dilation_h      >= 1
+ *   dilation_w      >= 1
+ *   groups          divides c
+ *
+ *   Output size oh = lcn_conv_transpose_output_size(h, kh, stride_h, dilation_h, pad_top, pad_bottom,
+ *   output_padding_h), ow = lcn_conv_transpose_output_size(w, kw, stride_w, dilation_w, pad_left,
+ *   pad_right, output_padding_w); f = fg * groups output channels.
+ *   The weight's wc must equal c (else LCN_ERR_SHAPE).
+ */
+typedef int32_t lcn_conv2d_transpose_backward_input_f32_fn(const float *dy, const float *weight, float *dx,
+                                                           int64_t n, int64_t c, int64_t h, int64_t w,
+                                                           int64_t wc, int64_t fg, int64_t kh, int64_t kw,
+                                                           int64_t stride_h, int64_t stride_w,
+                                                           int64_t pad_top, int64_t pad_left,
+                                                           int64_t pad_bottom, int64_t pad_right,
+                                                           int64_t output_padding_h, int64_t output_padding_w,
+                                                           int64_t dilation_h, int64_t dilation_w,
+                                                           int64_t groups);
+typedef int32_t lcn_conv2d_transpose_backward_input_f64_fn(const double *dy, const double *weight, double *dx,
+                                                           int64_t n, int64_t c, int64_t h, int64_t w,
+                                                           int64_t wc, int64_t fg, int64_t kh, int64_t kw,
+                                                           int64_t stride_h, int64_t stride_w,
+                                                           int64_t pad_top, int64_t pad_left,
+                                                           int64_t pad_bottom, int64_t pad_right,
+                                                           int64_t output_padding_h, int64_t output_padding_w,
+                                                           int64_t dilation_h, int64_t dilation_w,
+                                                           int64_t groups);
+
+/* lcn_conv2d_transpose_backward_weight_f32 (float), lcn_conv2d_transpose_backward_weight_f64 (double)
+ *   Transposed shared 2-D convolution (one filter bank), gradient with respect to weight: dweight (+)=
+ *   sum over n of x * dy, the forward convolution's weight gradient with x and dy exchanged.
+ *
+ *   dy          in   (n, f, oh, ow)
+ *   x           in   (n, c, h, w)
+ *   dweight     out  (wc, fg, kh, kw)
+ *
+ *   n               batch size (0 is allowed: nothing to compute)
+ *   c               input channels
+ *   h               input height
+ *   w               input width
+ *   wc              the weight's input channels, = c
+ *   fg              output channels per group: the output has f = fg * groups channels
+ *   kh              kernel height
+ *   kw              kernel width
+ *   stride_h        >= 1
+ *   stride_w        >= 1
+ *   pad_top         >= 0
+ *   pad_left        >= 0
+ *   pad_bottom      >= 0
+ *   pad_right       >= 0
+ *   output_padding_h 0 <= output_padding_h < max(stride_h, dilation_h)
+ *   output_padding_w 0 <= output_padding_w < max(stride_w, dilation_w)
+ *   dilation_h      >= 1
+ *   dilation_w      >= 1
+ *   groups          divides c
+ *   accumulate      1: add into the output instead of overwriting it
+ *
+ *   Output size oh = lcn_conv_transpose_output_size(h, kh, stride_h, dilation_h, pad_top, pad_bottom,
+ *   output_padding_h), ow = lcn_conv_transpose_output_size(w, kw, stride_w, dilation_w, pad_left,
+ *   pad_right, output_padding_w); f = fg * groups output channels.
+ *   The weight's wc must equal c (else LCN_ERR_SHAPE).
+ */
+typedef int32_t lcn_conv2d_transpose_backward_weight_f32_fn(const float *dy, const float *x, float *dweight,
+                                                            int64_t n, int64_t c, int64_t h, int64_t w,
+                                                            int64_t wc, int64_t fg, int64_t kh, int64_t kw,
+                                                            int64_t stride_h, int64_t stride_w,
+                                                            int64_t pad_top, int64_t pad_left,
+                                                            int64_t pad_bottom, int64_t pad_right,
+                                                            int64_t output_padding_h,
+                                                            int64_t output_padding_w, int64_t dilation_h,
+                                                            int64_t dilation_w, int64_t groups,
+                                                            int32_t accumulate);
+typedef int32_t lcn_conv2d_transpose_backward_weight_f64_fn(const double *dy, const double *x,
+                                                            double *dweight, int64_t n, int64_t c, int64_t h,
+                                                            int64_t w, int64_t wc, int64_t fg, int64_t kh,
+                                                            int64_t kw, int64_t stride_h, int64_t stride_w,
+                                                            int64_t pad_top, int64_t pad_left,
+                                                            int64_t pad_bottom, int64_t pad_right,
+                                                            int64_t output_padding_h,
+                                                            int64_t output_padding_w, int64_t dilation_h,
+                                                            int64_t dilation_w, int64_t groups,
+                                                            int32_t accumulate);
+
+/* lcn_conv2d_transpose_backward_bias_f32 (float), lcn_conv2d_transpose_backward_bias_f64 (double)
+ *   Transposed shared 2-D convolution (one filter bank), gradient with respect to bias: dbias (+)= sum
+ *   of dy over n and the positions of each tile.
+ *
+ *   dy          in   (n, f, oh, ow)
+ *   dbias       out  (f)
+ *
+ *   n               batch size (0 is allowed: nothing to compute)
+ *   f               filters (output channels)
+ *   oh              output height
+ *   ow              output width
+ *   accumulate      1: add into the output instead of overwriting it
+ */
+typedef int32_t lcn_conv2d_transpose_backward_bias_f32_fn(const float *dy, float *dbias, int64_t n, int64_t f,
+                                                          int64_t oh, int64_t ow, int32_t accumulate);
+typedef int32_t lcn_conv2d_transpose_backward_bias_f64_fn(const double *dy, double *dbias, int64_t n,
+                                                          int64_t f, int64_t oh, int64_t ow,
+                                                          int32_t accumulate);
+
+/* lcn_tiled_conv2d_transpose_forward_f32 (float), lcn_tiled_conv2d_transpose_forward_f64 (double)
+ *   Transposed tiled 2-D convolution (th x tw filter banks), forward: y = conv^T(x, weight) + bias, the
+ *   forward convolution's input gradient of x.
+ *
+ *   x           in   (n, c, h, w)
+ *   weight      in   (th, tw, wc, fg, kh, kw)
+ *   bias        in   (f, th, tw), or NULL for no bias
+ *   y           out  (n, f, oh, ow)
+ *
+ *   n               batch size (0 is allowed: nothing to compute)
+ *   c               input channels
+ *   h               input height
+ *   w               input width
+ *   th              tiles along the height
+ *   tw              tiles along the width
+ *   wc              the weight's input channels, = c
+ *   fg              output channels per group: the output has f = fg * groups channels
+ *   kh              kernel height
+ *   kw              kernel width
+ *   stride_h        >= 1
+ *   stride_w        >= 1
+ *   pad_top         >= 0
+ *   pad_left        >= 0
+ *   pad_bottom      >= 0
+ *   pad_right       >= 0
+ *   output_padding_h 0 <= output_padding_h < max(stride_h, dilation_h)
+ *   output_padding_w 0 <= output_padding_w < max(stride_w, dilation_w)
+ *   dilation_h      >= 1
+ *   dilation_w      >= 1
+ *   groups          divides c
+ *   tile_mode       0 periodic: position i uses tile i % t; 1 block: tile i * t / (output size)
+ *
+ *   Output size oh = lcn_conv_transpose_output_size(h, kh, stride_h, dilation_h, pad_top, pad_bottom,
+ *   output_padding_h), ow = lcn_conv_transpose_output_size(w, kw, stride_w, dilation_w, pad_left,
+ *   pad_right, output_padding_w); f = fg * groups output channels.
+ *   The weight's wc must equal c (else LCN_ERR_SHAPE).
+ */
+typedef int32_t lcn_tiled_conv2d_transpose_forward_f32_fn(const float *x, const float *weight,
+                                                          const float *bias, float *y, int64_t n, int64_t c,
+                                                          int64_t h, int64_t w, int64_t th, int64_t tw,
+                                                          int64_t wc, int64_t fg, int64_t kh, int64_t kw,
+                                                          int64_t stride_h, int64_t stride_w, int64_t pad_top,
+                                                          int64_t pad_left, int64_t pad_bottom,
+                                                          int64_t pad_right, int64_t output_padding_h,
+                                                          int64_t output_padding_w, int64_t dilation_h,
+                                                          int64_t dilation_w, int64_t groups,
+                                                          int32_t tile_mode);
+typedef int32_t lcn_tiled_conv2d_transpose_forward_f64_fn(const double *x, const double *weight,
+                                                          const double *bias, double *y, int64_t n, int64_t c,
+                                                          int64_t h, int64_t w, int64_t th, int64_t tw,
+                                                          int64_t wc, int64_t fg, int64_t kh, int64_t kw,
+                                                          int64_t stride_h, int64_t stride_w, int64_t pad_top,
+                                                          int64_t pad_left, int64_t pad_bottom,
+                                                          int64_t pad_right, int64_t output_padding_h,
+                                                          int64_t output_padding_w, int64_t dilation_h,
+                                                          int64_t dilation_w, int64_t groups,
+                                                          int32_t tile_mode);
+
+/* lcn_tiled_conv2d_transpose_backward_input_f32 (float), lcn_tiled_conv2d_transpose_backward_input_f64 (double)
+ *   Transposed tiled 2-D convolution (th x tw filter banks), gradient with respect to x: dx = conv(dy),
+ *   the forward convolution of dy.
+ *
+ *   dy          in   (n, f, oh, ow)
+ *   weight      in   (th, tw, wc, fg, kh, kw)
+ *   dx          out  (n, c, h, w)
+ *
+ *   n               batch size (0 is allowed: nothing to compute)
+ *   c               input channels
+ *   h               input height
+ *   w               input width
+ *   th              tiles along the height
+ *   tw              tiles along the width
+ *   wc              the weight's input channels, = c
+ *   fg              output channels per group: the output has f = fg * groups channels
+ *   kh              kernel height
+ *   kw              kernel width
+ *   stride_h        >= 1
+ *   stride_w        >= 1
+ *   pad_top         >= 0
+ *   pad_left        >= 0
+ *   pad_bottom      >= 0
+ *   pad_right       >= 0
+ *   output_padding_h 0 <= output_padding_h < max(stride_h, dilation_h)
+ *   output_padding_w 0 <= output_padding_w < max(stride_w, dilation_w)
+ *   dilation_h      >= 1
+ *   dilation_w      >= 1
+ *   groups          divides c
+ *   tile_mode       0 periodic: position i uses tile i % t; 1 block: tile i * t / (output size)
+ *
+ *   Output size oh = lcn_conv_transpose_output_size(h, kh, stride_h, dilation_h, pad_top, pad_bottom,
+ *   output_padding_h), ow = lcn_conv_transpose_output_size(w, kw, stride_w, dilation_w, pad_left,
+ *   pad_right, output_padding_w); f = fg * groups output channels.
+ *   The weight's wc must equal c (else LCN_ERR_SHAPE).
+ */
+typedef int32_t lcn_tiled_conv2d_transpose_backward_input_f32_fn(const float *dy, const float *weight,
+                                                                 float *dx, int64_t n, int64_t c, int64_t h,
+                                                                 int64_t w, int64_t th, int64_t tw,
+                                                                 int64_t wc, int64_t fg, int64_t kh,
+                                                                 int64_t kw, int64_t stride_h,
+                                                                 int64_t stride_w, int64_t pad_top,
+                                                                 int64_t pad_left, int64_t pad_bottom,
+                                                                 int64_t pad_right, int64_t output_padding_h,
+                                                                 int64_t output_padding_w, int64_t dilation_h,
+                                                                 int64_t dilation_w, int64_t groups,
+                                                                 int32_t tile_mode);
+typedef int32_t lcn_tiled_conv2d_transpose_backward_input_f64_fn(const double *dy, const double *weight,
+                                                                 double *dx, int64_t n, int64_t c, int64_t h,
+                                                                 int64_t w, int64_t th, int64_t tw,
+                                                                 int64_t wc, int64_t fg, int64_t kh,
+                                                                 int64_t kw, int64_t stride_h,
+                                                                 int64_t stride_w, int64_t pad_top,
+                                                                 int64_t pad_left, int64_t pad_bottom,
+                                                                 int64_t pad_right, int64_t output_padding_h,
+                                                                 int64_t output_padding_w, int64_t dilation_h,
+                                                                 int64_t dilation_w, int64_t groups,
+                                                                 int32_t tile_mode);
+
+/* lcn_tiled_conv2d_transpose_backward_weight_f32 (float), lcn_tiled_conv2d_transpose_backward_weight_f64 (double)
+ *   Transposed tiled 2-D convolution (th x tw filter banks), gradient with respect to weight: dweight
+ *   (+)= sum over n of x * dy, the forward convolution's weight gradient with x and dy exchanged.
+ *
+ *   dy          in   (n, f, oh, ow)
+ *   x           in   (n, c, h, w)
+ *   dweight     out  (th, tw, wc, fg, kh, kw)
+ *
+ *   n               batch size (0 is allowed: nothing to compute)
+ *   c               input channels
+ *   h               input height
+ *   w               input width
+ *   th              tiles along the height
+ *   tw              tiles along the width
+ *   wc              the weight's input channels, = c
+ *   fg              output channels per group: the output has f = fg * groups channels
+ *   kh              kernel height
+ *   kw              kernel width
+ *   stride_h        >= 1
+ *   stride_w        >= 1
+ *   pad_top         >= 0
+ *   pad_left        >= 0
+ *   pad_bottom      >= 0
+ *   pad_right       >= 0
+ *   output_padding_h 0 <= output_padding_h < max(stride_h, dilation_h)
+ *   output_padding_w 0 <= output_padding_w < max(stride_w, dilation_w)
+ *   dilation_h      >= 1
+ *   dilation_w      >= 1
+ *   groups          divides c
+ *   tile_mode       0 periodic: position i uses tile i % t; 1 block: tile i * t / (output size)
+ *   accumulate      1: add into the output instead of overwriting it
+ *
+ *   Output size oh = lcn_conv_transpose_output_size(h, kh, stride_h, dilation_h, pad_top, pad_bottom,
+ *   output_padding_h), ow = lcn_conv_transpose_output_size(w, kw, stride_w, dilation_w, pad_left,
+ *   pad_right, output_padding_w); f = fg * groups output channels.
+ *   The weight's wc must equal c (else LCN_ERR_SHAPE).
+ */
+typedef int32_t lcn_tiled_conv2d_transpose_backward_weight_f32_fn(const float *dy, const float *x,
+                                                                  float *dweight, int64_t n, int64_t c,
+                                                                  int64_t h, int64_t w, int64_t th,
+                                                                  int64_t tw, int64_t wc, int64_t fg,
+                                                                  int64_t kh, int64_t kw, int64_t stride_h,
+                                                                  int64_t stride_w, int64_t pad_top,
+                                                                  int64_t pad_left, int64_t pad_bottom,
+                                                                  int64_t pad_right, int64_t output_padding_h,
+                                                                  int64_t output_padding_w,
+                                                                  int64_t dilation_h, int64_t dilation_w,
+                                                                  int64_t groups, int32_t tile_mode,
+                                                                  int32_t accumulate);
+typedef int32_t lcn_tiled_conv2d_transpose_backward_weight_f64_fn(const double *dy, const double *x,
+                                                                  double *dweight, int64_t n, int64_t c,
+                                                                  int64_t h, int64_t w, int64_t th,
+                                                                  int64_t tw, int64_t wc, int64_t fg,
+                                                                  int64_t kh, int64_t kw, int64_t stride_h,
+                                                                  int64_t stride_w, int64_t pad_top,
+                                                                  int64_t pad_left, int64_t pad_bottom,
+                                                                  int64_t pad_right, int64_t output_padding_h,
+                                                                  int64_t output_padding_w,
+                                                                  int64_t dilation_h, int64_t dilation_w,
+                                                                  int64_t groups, int32_t tile_mode,
+                                                                  int32_t accumulate);
+
+/* lcn_tiled_conv2d_transpose_backward_bias_f32 (float), lcn_tiled_conv2d_transpose_backward_bias_f64 (double)
+ *   Transposed tiled 2-D convolution (th x tw filter banks), gradient with respect to bias: dbias (+)=
+ *   sum of dy over n and the positions of each tile.
+ *
+ *   dy          in   (n, f, oh, ow)
+ *   dbias       out  (f, th, tw)
+ *
+ *   n               batch size (0 is allowed: nothing to compute)
+ *   f               filters (output channels)
+ *   oh              output height
+ *   ow              output width
+ *   th              tiles along the height
+ *   tw              tiles along the width
+ *   tile_mode       0 periodic: position i uses tile i % t; 1 block: tile i * t / (output size)
+ *   accumulate      1: add into the output instead of overwriting it
+ */
+typedef int32_t lcn_tiled_conv2d_transpose_backward_bias_f32_fn(const float *dy, float *dbias, int64_t n,
+                                                                int64_t f, int64_t oh, int64_t ow, int64_t th,
+                                                                int64_t tw, int32_t tile_mode,
+                                                                int32_t accumulate);
+typedef int32_t lcn_tiled_conv2d_transpose_backward_bias_f64_fn(const double *dy, double *dbias, int64_t n,
+                                                                int64_t f, int64_t oh, int64_t ow, int64_t th,
+                                                                int64_t tw, int32_t tile_mode,
+                                                                int32_t accumulate);
+
+/* lcn_local_conv2d_transpose_forward_f32 (float), lcn_local_conv2d_transpose_forward_f64 (double)
+ *   Transposed locally connected 2-D convolution (one filter bank per input position), forward: y =
+ *   conv^T(x, weight) + bias, the forward convolution's input gradient of x.
+ *
+ *   x           in   (n, c, h, w)
+ *   weight      in   (wh, ww, wc, fg, kh, kw)
+ *   bias        in   (f, oh, ow), or NULL for no bias
+ *   y           out  (n, f, oh, ow)
+ *
+ *   n               batch size (0 is allowed: nothing to compute)
+ *   c               input channels
+ *   h               input height
+ *   w               input width
+ *   wh              the local weight's first axis, = h (one bank per input position)
+ *   ww              the local weight's second axis, = w
+ *   wc              the weight's input channels, = c
+ *   fg              output channels per group: the output has f = fg * groups channels
+ *   kh              kernel height
+ *   kw              kernel width
+ *   stride_h        >= 1
+ *   stride_w        >= 1
+ *   pad_top         >= 0
+ *   pad_left        >= 0
+ *   pad_bottom      >= 0
+ *   pad_right       >= 0
+ *   output_padding_h 0 <= output_padding_h < max(stride_h, dilation_h)
+ *   output_padding_w 0 <= output_padding_w < max(stride_w, dilation_w)
+ *   dilation_h      >= 1
+ *   dilation_w      >= 1
+ *   groups          divides c
+ *
+ *   Output size oh = lcn_conv_transpose_output_size(h, kh, stride_h, dilation_h, pad_top, pad_bottom,
+ *   output_padding_h), ow = lcn_conv_transpose_output_size(w, kw, stride_w, dilation_w, pad_left,
+ *   pad_right, output_padding_w); f = fg * groups output channels.
+ *   The weight's wc must equal c (else LCN_ERR_SHAPE).
+ *   The weight's (wh, ww) must equal the input size (h, w) (else LCN_ERR_SHAPE).
+ */
+typedef int32_t lcn_local_conv2d_transpose_forward_f32_fn(const float *x, const float *weight,
+                                                          const float *bias, float *y, int64_t n, int64_t c,
+                                                          int64_t h, int64_t w, int64_t wh, int64_t ww,
+                                                          int64_t wc, int64_t fg, int64_t kh, int64_t kw,
+                                                          int64_t stride_h, int64_t stride_w, int64_t pad_top,
+                                                          int64_t pad_left, int64_t pad_bottom,
+                                                          int64_t pad_right, int64_t output_padding_h,
+                                                          int64_t output_padding_w, int64_t dilation_h,
+                                                          int64_t dilation_w, int64_t groups);
+typedef int32_t lcn_local_conv2d_transpose_forward_f64_fn(const double *x, const double *weight,
+                                                          const double *bias, double *y, int64_t n, int64_t c,
+                                                          int64_t h, int64_t w, int64_t wh, int64_t ww,
+                                                          int64_t wc, int64_t fg, int64_t kh, int64_t kw,
+                                                          int64_t stride_h, int64_t stride_w, int64_t pad_top,
+                                                          int64_t pad_left, int64_t pad_bottom,
+                                                          int64_t pad_right, int64_t output_padding_h,
+                                                          int64_t output_padding_w, int64_t dilation_h,
+                                                          int64_t dilation_w, int64_t groups);
+
+/* lcn_local_conv2d_transpose_backward_input_f32 (float), lcn_local_conv2d_transpose_backward_input_f64 (double)
+ *   Transposed locally connected 2-D convolution (one filter bank per input position), gradient with
+ *   respect to x: dx = conv(dy), the forward convolution of dy.
+ *
+ *   dy          in   (n, f, oh, ow)
+ *   weight      in   (wh, ww, wc, fg, kh, kw)
+ *   dx          out  (n, c, h, w)
+ *
+ *   n               batch size (0 is allowed: nothing to compute)
+ *   c               input channels
+ *   h               input height
+ *   w               input width
+ *   wh              the local weight's first axis, = h (one bank per input position)
+ *   ww              the local weight's second axis, = w
+ *   wc              the weight's input channels, = c
+ *   fg              output channels per group: the output has f = fg * groups channels
+ *   kh              kernel height
+ *   kw              kernel width
+ *   stride_h        >= 1
+ *   stride_w        >= 1
+ *   pad_top         >= 0
+ *   pad_left        >= 0
+ *   pad_bottom      >= 0
+ *   pad_right       >= 0
+ *   output_padding_h 0 <= output_padding_h < max(stride_h, dilation_h)
+ *   output_padding_w 0 <= output_padding_w < max(stride_w, dilation_w)
+ *   dilation_h      >= 1
+ *   dilation_w      >= 1
+ *   groups          divides c
+ *
+ *   Output size oh = lcn_conv_transpose_output_size(h, kh, stride_h, dilation_h, pad_top, pad_bottom,
+ *   output_padding_h), ow = lcn_conv_transpose_output_size(w, kw, stride_w, dilation_w, pad_left,
+ *   pad_right, output_padding_w); f = fg * groups output channels.
+ *   The weight's wc must equal c (else LCN_ERR_SHAPE).
+ *   The weight's (wh, ww) must equal the input size (h, w) (else LCN_ERR_SHAPE).
+ */
+typedef int32_t lcn_local_conv2d_transpose_backward_input_f32_fn(const float *dy, const float *weight,
+                                                                 float *dx, int64_t n, int64_t c, int64_t h,
+                                                                 int64_t w, int64_t wh, int64_t ww,
+                                                                 int64_t wc, int64_t fg, int64_t kh,
+                                                                 int64_t kw, int64_t stride_h,
+                                                                 int64_t stride_w, int64_t pad_top,
+                                                                 int64_t pad_left, int64_t pad_bottom,
+                                                                 int64_t pad_right, int64_t output_padding_h,
+                                                                 int64_t output_padding_w, int64_t dilation_h,
+                                                                 int64_t dilation_w, int64_t groups);
+typedef int32_t lcn_local_conv2d_transpose_backward_input_f64_fn(const double *dy, const double *weight,
+                                                                 double *dx, int64_t n, int64_t c, int64_t h,
+                                                                 int64_t w, int64_t wh, int64_t ww,
+                                                                 int64_t wc, int64_t fg, int64_t kh,
+                                                                 int64_t kw, int64_t stride_h,
+                                                                 int64_t stride_w, int64_t pad_top,
+                                                                 int64_t pad_left, int64_t pad_bottom,
+                                                                 int64_t pad_right, int64_t output_padding_h,
+                                                                 int64_t output_padding_w, int64_t dilation_h,
+                                                                 int64_t dilation_w, int64_t groups);
+
+/* lcn_local_conv2d_transpose_backward_weight_f32 (float), lcn_local_conv2d_transpose_backward_weight_f64 (double)
+ *   Transposed locally connected 2-D convolution (one filter bank per input position), gradient with
+ *   respect to weight: dweight (+)= sum over n of x * dy, the forward convolution's weight gradient with
+ *   x and dy exchanged.
+ *
+ *   dy          in   (n, f, oh, ow)
+ *   x           in   (n, c, h, w)
+ *   dweight     out  (wh, ww, wc, fg, kh, kw)
+ *
+ *   n               batch size (0 is allowed: nothing to compute)
+ *   c               input channels
+ *   h               input height
+ *   w               input width
+ *   wh              the local weight's first axis, = h (one bank per input position)
+ *   ww              the local weight's second axis, = w
+ *   wc              the weight's input channels, = c
+ *   fg              output channels per group: the output has f = fg * groups channels
+ *   kh              kernel height
+ *   kw              kernel width
+ *   stride_h        >= 1
+ *   stride_w        >= 1
+ *   pad_top         >= 0
+ *   pad_left        >= 0
+ *   pad_bottom      >= 0
+ *   pad_right       >= 0
+ *   output_padding_h 0 <= output_padding_h < max(stride_h, dilation_h)
+ *   output_padding_w 0 <= output_padding_w < max(stride_w, dilation_w)
+ *   dilation_h      >= 1
+ *   dilation_w      >= 1
+ *   groups          divides c
+ *   accumulate      1: add into the output instead of overwriting it
+ *
+ *   Output size oh = lcn_conv_transpose_output_size(h, kh, stride_h, dilation_h, pad_top, pad_bottom,
+ *   output_padding_h), ow = lcn_conv_transpose_output_size(w, kw, stride_w, dilation_w, pad_left,
+ *   pad_right, output_padding_w); f = fg * groups output channels.
+ *   The weight's wc must equal c (else LCN_ERR_SHAPE).
+ *   The weight's (wh, ww) must equal the input size (h, w) (else LCN_ERR_SHAPE).
+ */
+typedef int32_t lcn_local_conv2d_transpose_backward_weight_f32_fn(const float *dy, const float *x,
+                                                                  float *dweight, int64_t n, int64_t c,
+                                                                  int64_t h, int64_t w, int64_t wh,
+                                                                  int64_t ww, int64_t wc, int64_t fg,
+                                                                  int64_t kh, int64_t kw, int64_t stride_h,
+                                                                  int64_t stride_w, int64_t pad_top,
+                                                                  int64_t pad_left, int64_t pad_bottom,
+                                                                  int64_t pad_right, int64_t output_padding_h,
+                                                                  int64_t output_padding_w,
+                                                                  int64_t dilation_h, int64_t dilation_w,
+                                                                  int64_t groups, int32_t accumulate);
+typedef int32_t lcn_local_conv2d_transpose_backward_weight_f64_fn(const double *dy, const double *x,
+                                                                  double *dweight, int64_t n, int64_t c,
+                                                                  int64_t h, int64_t w, int64_t wh,
+                                                                  int64_t ww, int64_t wc, int64_t fg,
+                                                                  int64_t kh, int64_t kw, int64_t stride_h,
+                                                                  int64_t stride_w, int64_t pad_top,
+                                                                  int64_t pad_left, int64_t pad_bottom,
+                                                                  int64_t pad_right, int64_t output_padding_h,
+                                                                  int64_t output_padding_w,
+                                                                  int64_t dilation_h, int64_t dilation_w,
+                                                                  int64_t groups, int32_t accumulate);
+
+/* lcn_local_conv2d_transpose_backward_bias_f32 (float), lcn_local_conv2d_transpose_backward_bias_f64 (double)
+ *   Transposed locally connected 2-D convolution (one filter bank per input position), gradient with
+ *   respect to bias: dbias (+)= sum of dy over n and the positions of each tile.
+ *
+ *   dy          in   (n, f, oh, ow)
+ *   dbias       out  (f, oh, ow)
+ *
+ *   n               batch size (0 is allowed: nothing to compute)
+ *   f               filters (output channels)
+ *   oh              output height
+ *   ow              output width
+ *   accumulate      1: add into the output instead of overwriting it
+ */
+typedef int32_t lcn_local_conv2d_transpose_backward_bias_f32_fn(const float *dy, float *dbias, int64_t n,
+                                                                int64_t f, int64_t oh, int64_t ow,
+                                                                int32_t accumulate);
+typedef int32_t lcn_local_conv2d_transpose_backward_bias_f64_fn(const double *dy, double *dbias, int64_t n,
+                                                                int64_t f, int64_t oh, int64_t ow,
+                                                                int32_t accumulate);
+
+/* lcn_conv1d_transpose_forward_f32 (float), lcn_conv1d_transpose_forward_f64 (double)
+ *   Transposed shared 1-D convolution, forward: y = conv^T(x, weight) + bias, the forward convolution's
+ *   input gradient of x.
+ *
+ *   x           in   (n, c, l)
+ *   weight      in   (wc, fg, k)
+ *   bias        in   (f), or NULL for no bias
+ *   y           out  (n, f, ol)
+ *
+ *   n               batch size (0 is allowed: nothing to compute)
+ *   c               input channels
+ *   l               input length
+ *   wc              the weight's input channels, = c
+ *   fg              output channels per group: the output has f = fg * groups channels
+ *   k               kernel length
+ *   stride          >= 1
+ *   pad_left        >= 0
+ *   pad_right       >= 0
+ *   output_padding  0 <= output_padding < max(stride, dilation)
+ *   dilation        >= 1
+ *   groups          divides c
+ *
+ *   Output length ol = lcn_conv_transpose_output_size(l, k, stride, dilation, pad_left, pad_right,
+ *   output_padding); f = fg * groups output channels.
+ *   The weight's wc must equal c (else LCN_ERR_SHAPE).
+ */
+typedef int32_t lcn_conv1d_transpose_forward_f32_fn(const float *x, const float *weight, const float *bias,
+                                                    float *y, int64_t n, int64_t c, int64_t l, int64_t wc,
+                                                    int64_t fg, int64_t k, int64_t stride, int64_t pad_left,
+                                                    int64_t pad_right, int64_t output_padding,
+                                                    int64_t dilation, int64_t groups);
+typedef int32_t lcn_conv1d_transpose_forward_f64_fn(const double *x, const double *weight, const double *bias,
+                                                    double *y, int64_t n, int64_t c, int64_t l, int64_t wc,
+                                                    int64_t fg, int64_t k, int64_t stride, int64_t pad_left,
+                                                    int64_t pad_right, int64_t output_padding,
+                                                    int64_t dilation, int64_t groups);
+
+/* lcn_conv1d_transpose_backward_input_f32 (float), lcn_conv1d_transpose_backward_input_f64 (double)
+ *   Transposed shared 1-D convolution, gradient with respect to x: dx = conv(dy), the forward
+ *   convolution of dy.
+ *
+ *   dy          in   (n, f, ol)
+ *   weight      in   (wc, fg, k)
+ *   dx          out  (n, c, l)
+ *
+ *   n               batch size (0 is allowed: nothing to compute)
+ *   c               input channels
+ *   l               input length
+ *   wc              the weight's input channels, = c
+ *   fg              output channels per group: the output has f = fg * groups channels
+ *   k               kernel length
+ *   stride          >= 1
+ *   pad_left        >= 0
+ *   pad_right       >= 0
+ *   output_padding  0 <= output_padding < max(stride, dilation)
+ *   dilation        >= 1
+ *   groups          divides c
+ *
+ *   Output length ol = lcn_conv_transpose_output_size(l, k, stride, dilation, pad_left, pad_right,
+ *   output_padding); f = fg * groups output channels.
+ *   The weight's wc must equal c (else LCN_ERR_SHAPE).
+ */
+typedef int32_t lcn_conv1d_transpose_backward_input_f32_fn(const float *dy, const float *weight, float *dx,
+                                                           int64_t n, int64_t c, int64_t l, int64_t wc,
+                                                           int64_t fg, int64_t k, int64_t stride,
+                                                           int64_t pad_left, int64_t pad_right,
+                                                           int64_t output_padding, int64_t dilation,
+                                                           int64_t groups);
+typedef int32_t lcn_conv1d_transpose_backward_input_f64_fn(const double *dy, const double *weight, double *dx,
+                                                           int64_t n, int64_t c, int64_t l, int64_t wc,
+                                                           int64_t fg, int64_t k, int64_t stride,
+                                                           int64_t pad_left, int64_t pad_right,
+                                                           int64_t output_padding, int64_t dilation,
+                                                           int64_t groups);
+
+/* lcn_conv1d_transpose_backward_weight_f32 (float), lcn_conv1d_transpose_backward_weight_f64 (double)
+ *   Transposed shared 1-D convolution, gradient with respect to weight: dweight (+)= sum over n of x *
+ *   dy, the forward convolution's weight gradient with x and dy exchanged.
+ *
+ *   dy          in   (n, f, ol)
+ *   x           in   (n, c, l)
+ *   dweight     out  (wc, fg, k)
+ *
+ *   n               batch size (0 is allowed: nothing to compute)
+ *   c               input channels
+ *   l               input length
+ *   wc              the weight's input channels, = c
+ *   fg              output channels per group: the output has f = fg * groups channels
+ *   k               kernel length
+ *   stride          >= 1
+ *   pad_left        >= 0
+ *   pad_right       >= 0
+ *   output_padding  0 <= output_padding < max(stride, dilation)
+ *   dilation        >= 1
+ *   groups          divides c
+ *   accumulate      1: add into the output instead of overwriting it
+ *
+ *   Output length ol = lcn_conv_transpose_output_size(l, k, stride, dilation, pad_left, pad_right,
+ *   output_padding); f = fg * groups output channels.
+ *   The weight's wc must equal c (else LCN_ERR_SHAPE).
+ */
+typedef int32_t lcn_conv1d_transpose_backward_weight_f32_fn(const float *dy, const float *x, float *dweight,
+                                                            int64_t n, int64_t c, int64_t l, int64_t wc,
+                                                            int64_t fg, int64_t k, int64_t stride,
+                                                            int64_t pad_left, int64_t pad_right,
+                                                            int64_t output_padding, int64_t dilation,
+                                                            int64_t groups, int32_t accumulate);
+typedef int32_t lcn_conv1d_transpose_backward_weight_f64_fn(const double *dy, const double *x,
+                                                            double *dweight, int64_t n, int64_t c, int64_t l,
+                                                            int64_t wc, int64_t fg, int64_t k, int64_t stride,
+                                                            int64_t pad_left, int64_t pad_right,
+                                                            int64_t output_padding, int64_t dilation,
+                                                            int64_t groups, int32_t accumulate);
+
+/* lcn_conv1d_transpose_backward_bias_f32 (float), lcn_conv1d_transpose_backward_bias_f64 (double)
+ *   Transposed shared 1-D convolution, gradient with respect to bias: dbias (+)= sum of dy over n and
+ *   the positions of each tile.
+ *
+ *   dy          in   (n, f, ol)
+ *   dbias       out  (f)
+ *
+ *   n               batch size (0 is allowed: nothing to compute)
+ *   f               filters (output channels)
+ *   ol              output length
+ *   accumulate      1: add into the output instead of overwriting it
+ */
+typedef int32_t lcn_conv1d_transpose_backward_bias_f32_fn(const float *dy, float *dbias, int64_t n, int64_t f,
+                                                          int64_t ol, int32_t accumulate);
+typedef int32_t lcn_conv1d_transpose_backward_bias_f64_fn(const double *dy, double *dbias, int64_t n,
+                                                          int64_t f, int64_t ol, int32_t accumulate);
+
+/* lcn_tiled_conv1d_transpose_forward_f32 (float), lcn_tiled_conv1d_transpose_forward_f64 (double)
+ *   Transposed tiled 1-D convolution (t filter banks), forward: y = conv^T(x, weight) + bias, the
+ *   forward convolution's input gradient of x.
+ *
+ *   x           in   (n, c, l)
+ *   weight      in   (t, wc, fg, k)
+ *   bias        in   (f, t), or NULL for no bias
+ *   y           out  (n, f, ol)
+ *
+ *   n               batch size (0 is allowed: nothing to compute)
+ *   c               input channels
+ *   l               input length
+ *   t               tiles
+ *   wc              the weight's input channels, = c
+ *   fg              output channels per group: the output has f = fg * groups channels
+ *   k               kernel length
+ *   stride          >= 1
+ *   pad_left        >= 0
+ *   pad_right       >= 0
+ *   output_padding  0 <= output_padding < max(stride, dilation)
+ *   dilation        >= 1
+ *   groups          divides c
+ *   tile_mode       0 periodic: position i uses tile i % t; 1 block: tile i * t / (output size)
+ *
+ *   Output length ol = lcn_conv_transpose_output_size(l, k, stride, dilation, pad_left, pad_right,
+ *   output_padding); f = fg * groups output channels.
+ *   The weight's wc must equal c (else LCN_ERR_SHAPE).
+ */
+typedef int32_t lcn_tiled_conv1d_transpose_forward_f32_fn(const float *x, const float *weight,
+                                                          const float *bias, float *y, int64_t n, int64_t c,
+                                                          int64_t l, int64_t t, int64_t wc, int64_t fg,
+                                                          int64_t k, int64_t stride, int64_t pad_left,
+                                                          int64_t pad_right, int64_t output_padding,
+                                                          int64_t dilation, int64_t groups,
+                                                          int32_t tile_mode);
+typedef int32_t lcn_tiled_conv1d_transpose_forward_f64_fn(const double *x, const double *weight,
+                                                          const double *bias, double *y, int64_t n, int64_t c,
+                                                          int64_t l, int64_t t, int64_t wc, int64_t fg,
+                                                          int64_t k, int64_t stride, int64_t pad_left,
+                                                          int64_t pad_right, int64_t output_padding,
+                                                          int64_t dilation, int64_t groups,
+                                                          int32_t tile_mode);
+
+/* lcn_tiled_conv1d_transpose_backward_input_f32 (float), lcn_tiled_conv1d_transpose_backward_input_f64 (double)
+ *   Transposed tiled 1-D convolution (t filter banks), gradient with respect to x: dx = conv(dy), the
+ *   forward convolution of dy.
+ *
+ *   dy          in   (n, f, ol)
+ *   weight      in   (t, wc, fg, k)
+ *   dx          out  (n, c, l)
+ *
+ *   n               batch size (0 is allowed: nothing to compute)
+ *   c               input channels
+ *   l               input length
+ *   t               tiles
+ *   wc              the weight's input channels, = c
+ *   fg              output channels per group: the output has f = fg * groups channels
+ *   k               kernel length
+ *   stride          >= 1
+ *   pad_left        >= 0
+ *   pad_right       >= 0
+ *   output_padding  0 <= output_padding < max(stride, dilation)
+ *   dilation        >= 1
+ *   groups          divides c
+ *   tile_mode       0 periodic: position i uses tile i % t; 1 block: tile i * t / (output size)
+ *
+ *   Output length ol = lcn_conv_transpose_output_size(l, k, stride, dilation, pad_left, pad_right,
+ *   output_padding); f = fg * groups output channels.
+ *   The weight's wc must equal c (else LCN_ERR_SHAPE).
+ */
+typedef int32_t lcn_tiled_conv1d_transpose_backward_input_f32_fn(const float *dy, const float *weight,
+                                                                 float *dx, int64_t n, int64_t c, int64_t l,
+                                                                 int64_t t, int64_t wc, int64_t fg, int64_t k,
+                                                                 int64_t stride, int64_t pad_left,
+                                                                 int64_t pad_right, int64_t output_padding,
+                                                                 int64_t dilation, int64_t groups,
+                                                                 int32_t tile_mode);
+typedef int32_t lcn_tiled_conv1d_transpose_backward_input_f64_fn(const double *dy, const double *weight,
+                                                                 double *dx, int64_t n, int64_t c, int64_t l,
+                                                                 int64_t t, int64_t wc, int64_t fg, int64_t k,
+                                                                 int64_t stride, int64_t pad_left,
+                                                                 int64_t pad_right, int64_t output_padding,
+                                                                 int64_t dilation, int64_t groups,
+                                                                 int32_t tile_mode);
+
+/* lcn_tiled_conv1d_transpose_backward_weight_f32 (float), lcn_tiled_conv1d_transpose_backward_weight_f64 (double)
+ *   Transposed tiled 1-D convolution (t filter banks), gradient with respect to weight: dweight (+)= sum
+ *   over n of x * dy, the forward convolution's weight gradient with x and dy exchanged.
+ *
+ *   dy          in   (n, f, ol)
+ *   x           in   (n, c, l)
+ *   dweight     out  (t, wc, fg, k)
+ *
+ *   n               batch size (0 is allowed: nothing to compute)
+ *   c               input channels
+ *   l               input length
+ *   t               tiles
+ *   wc              the weight's input channels, = c
+ *   fg              output channels per group: the output has f = fg * groups channels
+ *   k               kernel length
+ *   stride          >= 1
+ *   pad_left        >= 0
+ *   pad_right       >= 0
+ *   output_padding  0 <= output_padding < max(stride, dilation)
+ *   dilation        >= 1
+ *   groups          divides c
+ *   tile_mode       0 periodic: position i uses tile i % t; 1 block: tile i * t / (output size)
+ *   accumulate      1: add into the output instead of overwriting it
+ *
+ *   Output length ol = lcn_conv_transpose_output_size(l, k, stride, dilation, pad_left, pad_right,
+ *   output_padding); f = fg * groups output channels.
+ *   The weight's wc must equal c (else LCN_ERR_SHAPE).
+ */
+typedef int32_t lcn_tiled_conv1d_transpose_backward_weight_f32_fn(const float *dy, const float *x,
+                                                                  float *dweight, int64_t n, int64_t c,
+                                                                  int64_t l, int64_t t, int64_t wc,
+                                                                  int64_t fg, int64_t k, int64_t stride,
+                                                                  int64_t pad_left, int64_t pad_right,
+                                                                  int64_t output_padding, int64_t dilation,
+                                                                  int64_t groups, int32_t tile_mode,
+                                                                  int32_t accumulate);
+typedef int32_t lcn_tiled_conv1d_transpose_backward_weight_f64_fn(const double *dy, const double *x,
+                                                                  double *dweight, int64_t n, int64_t c,
+                                                                  int64_t l, int64_t t, int64_t wc,
+                                                                  int64_t fg, int64_t k, int64_t stride,
+                                                                  int64_t pad_left, int64_t pad_right,
+                                                                  int64_t output_padding, int64_t dilation,
+                                                                  int64_t groups, int32_t tile_mode,
+                                                                  int32_t accumulate);
+
+/* lcn_tiled_conv1d_transpose_backward_bias_f32 (float), lcn_tiled_conv1d_transpose_backward_bias_f64 (double)
+ *   Transposed tiled 1-D convolution (t filter banks), gradient with respect to bias: dbias (+)= sum of
+ *   dy over n and the positions of each tile.
+ *
+ *   dy          in   (n, f, ol)
+ *   dbias       out  (f, t)
+ *
+ *   n               batch size (0 is allowed: nothing to compute)
+ *   f               filters (output channels)
+ *   ol              output length
+ *   t               tiles
+ *   tile_mode       0 periodic: position i uses tile i % t; 1 block: tile i * t / (output size)
+ *   accumulate      1: add into the output instead of overwriting it
+ */
+typedef int32_t lcn_tiled_conv1d_transpose_backward_bias_f32_fn(const float *dy, float *dbias, int64_t n,
+                                                                int64_t f, int64_t ol, int64_t t,
+                                                                int32_t tile_mode, int32_t accumulate);
+typedef int32_t lcn_tiled_conv1d_transpose_backward_bias_f64_fn(const double *dy, double *dbias, int64_t n,
+                                                                int64_t f, int64_t ol, int64_t t,
+                                                                int32_t tile_mode, int32_t accumulate);
+
+/* lcn_local_conv1d_transpose_forward_f32 (float), lcn_local_conv1d_transpose_forward_f64 (double)
+ *   Transposed locally connected 1-D convolution (one filter bank per input position), forward: y =
+ *   conv^T(x, weight) + bias, the forward convolution's input gradient of x.
+ *
+ *   x           in   (n, c, l)
+ *   weight      in   (wl, wc, fg, k)
+ *   bias        in   (f, ol), or NULL for no bias
+ *   y           out  (n, f, ol)
+ *
+ *   n               batch size (0 is allowed: nothing to compute)
+ *   c               input channels
+ *   l               input length
+ *   wl              the local weight's first axis, = l (one bank per input position)
+ *   wc              the weight's input channels, = c
+ *   fg              output channels per group: the output has f = fg * groups channels
+ *   k               kernel length
+ *   stride          >= 1
+ *   pad_left        >= 0
+ *   pad_right       >= 0
+ *   output_padding  0 <= output_padding < max(stride, dilation)
+ *   dilation        >= 1
+ *   groups          divides c
+ *
+ *   Output length ol = lcn_conv_transpose_output_size(l, k, stride, dilation, pad_left, pad_right,
+ *   output_padding); f = fg * groups output channels.
+ *   The weight's wc must equal c (else LCN_ERR_SHAPE).
+ *   The weight's wl must equal l (else LCN_ERR_SHAPE).
+ */
+typedef int32_t lcn_local_conv1d_transpose_forward_f32_fn(const float *x, const float *weight,
+                                                          const float *bias, float *y, int64_t n, int64_t c,
+                                                          int64_t l, int64_t wl, int64_t wc, int64_t fg,
+                                                          int64_t k, int64_t stride, int64_t pad_left,
+                                                          int64_t pad_right, int64_t output_padding,
+                                                          int64_t dilation, int64_t groups);
+typedef int32_t lcn_local_conv1d_transpose_forward_f64_fn(const double *x, const double *weight,
+                                                          const double *bias, double *y, int64_t n, int64_t c,
+                                                          int64_t l, int64_t wl, int64_t wc, int64_t fg,
+                                                          int64_t k, int64_t stride, int64_t pad_left,
+                                                          int64_t pad_right, int64_t output_padding,
+                                                          int64_t dilation, int64_t groups);
+
+/* lcn_local_conv1d_transpose_backward_input_f32 (float), lcn_local_conv1d_transpose_backward_input_f64 (double)
+ *   Transposed locally connected 1-D convolution (one filter bank per input position), gradient with
+ *   respect to x: dx = conv(dy), the forward convolution of dy.
+ *
+ *   dy          in   (n, f, ol)
+ *   weight      in   (wl, wc, fg, k)
+ *   dx          out  (n, c, l)
+ *
+ *   n               batch size (0 is allowed: nothing to compute)
+ *   c               input channels
+ *   l               input length
+ *   wl              the local weight's first axis, = l (one bank per input position)
+ *   wc              the weight's input channels, = c
+ *   fg              output channels per group: the output has f = fg * groups channels
+ *   k               kernel length
+ *   stride          >= 1
+ *   pad_left        >= 0
+ *   pad_right       >= 0
+ *   output_padding  0 <= output_padding < max(stride, dilation)
+ *   dilation        >= 1
+ *   groups          divides c
+ *
+ *   Output length ol = lcn_conv_transpose_output_size(l, k, stride, dilation, pad_left, pad_right,
+ *   output_padding); f = fg * groups output channels.
+ *   The weight's wc must equal c (else LCN_ERR_SHAPE).
+ *   The weight's wl must equal l (else LCN_ERR_SHAPE).
+ */
+typedef int32_t lcn_local_conv1d_transpose_backward_input_f32_fn(const float *dy, const float *weight,
+                                                                 float *dx, int64_t n, int64_t c, int64_t l,
+                                                                 int64_t wl, int64_t wc, int64_t fg,
+                                                                 int64_t k, int64_t stride, int64_t pad_left,
+                                                                 int64_t pad_right, int64_t output_padding,
+                                                                 int64_t dilation, int64_t groups);
+typedef int32_t lcn_local_conv1d_transpose_backward_input_f64_fn(const double *dy, const double *weight,
+                                                                 double *dx, int64_t n, int64_t c, int64_t l,
+                                                                 int64_t wl, int64_t wc, int64_t fg,
+                                                                 int64_t k, int64_t stride, int64_t pad_left,
+                                                                 int64_t pad_right, int64_t output_padding,
+                                                                 int64_t dilation, int64_t groups);
+
+/* lcn_local_conv1d_transpose_backward_weight_f32 (float), lcn_local_conv1d_transpose_backward_weight_f64 (double)
+ *   Transposed locally connected 1-D convolution (one filter bank per input position), gradient with
+ *   respect to weight: dweight (+)= sum over n of x * dy, the forward convolution's weight gradient with
+ *   x and dy exchanged.
+ *
+ *   dy          in   (n, f, ol)
+ *   x           in   (n, c, l)
+ *   dweight     out  (wl, wc, fg, k)
+ *
+ *   n               batch size (0 is allowed: nothing to compute)
+ *   c               input channels
+ *   l               input length
+ *   wl              the local weight's first axis, = l (one bank per input position)
+ *   wc              the weight's input channels, = c
+ *   fg              output channels per group: the output has f = fg * groups channels
+ *   k               kernel length
+ *   stride          >= 1
+ *   pad_left        >= 0
+ *   pad_right       >= 0
+ *   output_padding  0 <= output_padding < max(stride, dilation)
+ *   dilation        >= 1
+ *   groups          divides c
+ *   accumulate      1: add into the output instead of overwriting it
+ *
+ *   Output length ol = lcn_conv_transpose_output_size(l, k, stride, dilation, pad_left, pad_right,
+ *   output_padding); f = fg * groups output channels.
+ *   The weight's wc must equal c (else LCN_ERR_SHAPE).
+ *   The weight's wl must equal l (else LCN_ERR_SHAPE).
+ */
+typedef int32_t lcn_local_conv1d_transpose_backward_weight_f32_fn(const float *dy, const float *x,
+                                                                  float *dweight, int64_t n, int64_t c,
+                                                                  int64_t l, int64_t wl, int64_t wc,
+                                                                  int64_t fg, int64_t k, int64_t stride,
+                                                                  int64_t pad_left, int64_t pad_right,
+                                                                  int64_t output_padding, int64_t dilation,
+                                                                  int64_t groups, int32_t accumulate);
+typedef int32_t lcn_local_conv1d_transpose_backward_weight_f64_fn(const double *dy, const double *x,
+                                                                  double *dweight, int64_t n, int64_t c,
+                                                                  int64_t l, int64_t wl, int64_t wc,
+                                                                  int64_t fg, int64_t k, int64_t stride,
+                                                                  int64_t pad_left, int64_t pad_right,
+                                                                  int64_t output_padding, int64_t dilation,
+                                                                  int64_t groups, int32_t accumulate);
+
+/* lcn_local_conv1d_transpose_backward_bias_f32 (float), lcn_local_conv1d_transpose_backward_bias_f64 (double)
+ *   Transposed locally connected 1-D convolution (one filter bank per input position), gradient with
+ *   respect to bias: dbias (+)= sum of dy over n and the positions of each tile.
+ *
+ *   dy          in   (n, f, ol)
+ *   dbias       out  (f, ol)
+ *
+ *   n               batch size (0 is allowed: nothing to compute)
+ *   f               filters (output channels)
+ *   ol              output length
+ *   accumulate      1: add into the output instead of overwriting it
+ */
+typedef int32_t lcn_local_conv1d_transpose_backward_bias_f32_fn(const float *dy, float *dbias, int64_t n,
+                                                                int64_t f, int64_t ol, int32_t accumulate);
+typedef int32_t lcn_local_conv1d_transpose_backward_bias_f64_fn(const double *dy, double *dbias, int64_t n,
+                                                                int64_t f, int64_t ol, int32_t accumulate);
+
 /* lcn_max_pool2d_forward_f32 (float), lcn_max_pool2d_forward_f64 (double)
  *   2-D max-pooling forward, PyTorch semantics (padding is -inf, NaN wins, ties take the first cell).
  *
@@ -1118,6 +2131,199 @@ typedef int32_t lcn_netvlad_backward_f64_fn(const double *dy, const double *x, c
                                             double *dweight, double *dbias, double *dcentroids, int64_t n,
                                             int64_t d, int64_t m, int64_t kg, int64_t k,
                                             int32_t normalize_input, double eps);
+
+/* lcn_netvlad_forward_ex_f32 (float), lcn_netvlad_forward_ex_f64 (double)
+ *   NetVLAD (GhostVLAD) pooling forward, soft-assignment, residual aggregation, intra- and global L2
+ *   normalisation, with a mask of valid descriptors and the normalisations switched.
+ *
+ *   x           in   (n, d, m)
+ *   weight      in   (kg, d)
+ *   bias        in   (kg)
+ *   centroids   in   (k, d)
+ *   mask        in   (n, m), 0 for a descriptor left out of the assignment and the aggregation, else
+ *                    valid; or NULL for every descriptor valid
+ *   y           out  (n, k * d)
+ *
+ *   n               batch size (0 is allowed: nothing to compute)
+ *   d               descriptor size
+ *   m               descriptors per sample (h * w of a feature map)
+ *   kg              clusters k plus ghost clusters g
+ *   k               real clusters, 1 <= k <= kg
+ *   normalize_input 1: L2-normalise every descriptor first
+ *   intra_normalize 1: L2-normalise every cluster's residual sum
+ *   final_normalize 1: L2-normalise the whole vector
+ *   eps             every norm is max(norm, eps); finite and > 0
+ *
+ *   The output is cluster-major, y[n, k * d + j]; the last kg - k rows of weight and bias are
+ *   GhostVLAD's ghost clusters.
+ *   The lcn_netvlad_*_ex functions add the mask and the two normalisation switches; lcn_netvlad_forward
+ *   and lcn_netvlad_backward are them with mask = NULL and both switches 1.
+ */
+typedef int32_t lcn_netvlad_forward_ex_f32_fn(const float *x, const float *weight, const float *bias,
+                                              const float *centroids, const uint8_t *mask, float *y,
+                                              int64_t n, int64_t d, int64_t m, int64_t kg, int64_t k,
+                                              int32_t normalize_input, int32_t intra_normalize,
+                                              int32_t final_normalize, double eps);
+typedef int32_t lcn_netvlad_forward_ex_f64_fn(const double *x, const double *weight, const double *bias,
+                                              const double *centroids, const uint8_t *mask, double *y,
+                                              int64_t n, int64_t d, int64_t m, int64_t kg, int64_t k,
+                                              int32_t normalize_input, int32_t intra_normalize,
+                                              int32_t final_normalize, double eps);
+
+/* lcn_netvlad_backward_ex_f32 (float), lcn_netvlad_backward_ex_f64 (double)
+ *   NetVLAD backward: gradients with respect to every input, with the mask and switches of
+ *   lcn_netvlad_forward_ex.
+ *
+ *   dy          in   (n, k * d)
+ *   x           in   (n, d, m)
+ *   weight      in   (kg, d)
+ *   bias        in   (kg)
+ *   centroids   in   (k, d)
+ *   mask        in   (n, m), 0 for a descriptor left out of the assignment and the aggregation, else
+ *                    valid; or NULL for every descriptor valid
+ *   dx          out  (n, d, m)
+ *   dweight     out  (kg, d)
+ *   dbias       out  (kg)
+ *   dcentroids  out  (k, d)
+ *
+ *   n               batch size (0 is allowed: nothing to compute)
+ *   d               descriptor size
+ *   m               descriptors per sample (h * w of a feature map)
+ *   kg              clusters k plus ghost clusters g
+ *   k               real clusters, 1 <= k <= kg
+ *   normalize_input 1: L2-normalise every descriptor first
+ *   intra_normalize 1: L2-normalise every cluster's residual sum
+ *   final_normalize 1: L2-normalise the whole vector
+ *   eps             every norm is max(norm, eps); finite and > 0
+ *
+ *   The output is cluster-major, y[n, k * d + j]; the last kg - k rows of weight and bias are
+ *   GhostVLAD's ghost clusters.
+ *   The lcn_netvlad_*_ex functions add the mask and the two normalisation switches; lcn_netvlad_forward
+ *   and lcn_netvlad_backward are them with mask = NULL and both switches 1.
+ */
+typedef int32_t lcn_netvlad_backward_ex_f32_fn(const float *dy, const float *x, const float *weight,
+                                               const float *bias, const float *centroids, const uint8_t *mask,
+                                               float *dx, float *dweight, float *dbias, float *dcentroids,
+                                               int64_t n, int64_t d, int64_t m, int64_t kg, int64_t k,
+                                               int32_t normalize_input, int32_t intra_normalize,
+                                               int32_t final_normalize, double eps);
+typedef int32_t lcn_netvlad_backward_ex_f64_fn(const double *dy, const double *x, const double *weight,
+                                               const double *bias, const double *centroids,
+                                               const uint8_t *mask, double *dx, double *dweight,
+                                               double *dbias, double *dcentroids, int64_t n, int64_t d,
+                                               int64_t m, int64_t kg, int64_t k, int32_t normalize_input,
+                                               int32_t intra_normalize, int32_t final_normalize, double eps);
+
+/* lcn_vlad_aggregate_forward_f32 (float), lcn_vlad_aggregate_forward_f64 (double)
+ *   VLAD aggregation and normalisation of a given soft-assignment, forward.
+ *
+ *   x           in   (n, d, m), used as given (not normalised)
+ *   assignment  in   (n, k, m), the soft-assignment of each descriptor to each cluster
+ *   centroids   in   (k, d)
+ *   y           out  (n, k * d)
+ *
+ *   n               batch size (0 is allowed: nothing to compute)
+ *   d               descriptor size
+ *   m               descriptors per sample (h * w of a feature map)
+ *   k               clusters
+ *   intra_normalize 1: L2-normalise every cluster's residual sum
+ *   final_normalize 1: L2-normalise the whole vector
+ *   eps             every norm is max(norm, eps); finite and > 0
+ *
+ *   y[n, k * d + j] = sum over i of assignment[n, k, i] * (x[n, j, i] - centroids[k, j]), then
+ *   normalised as switched.
+ */
+typedef int32_t lcn_vlad_aggregate_forward_f32_fn(const float *x, const float *assignment,
+                                                  const float *centroids, float *y, int64_t n, int64_t d,
+                                                  int64_t m, int64_t k, int32_t intra_normalize,
+                                                  int32_t final_normalize, double eps);
+typedef int32_t lcn_vlad_aggregate_forward_f64_fn(const double *x, const double *assignment,
+                                                  const double *centroids, double *y, int64_t n, int64_t d,
+                                                  int64_t m, int64_t k, int32_t intra_normalize,
+                                                  int32_t final_normalize, double eps);
+
+/* lcn_vlad_aggregate_backward_f32 (float), lcn_vlad_aggregate_backward_f64 (double)
+ *   VLAD aggregation and normalisation of a given soft-assignment, backward: gradients with respect to
+ *   x, the assignment and the centroids.
+ *
+ *   dy          in   (n, k * d)
+ *   x           in   (n, d, m), used as given (not normalised)
+ *   assignment  in   (n, k, m), the soft-assignment of each descriptor to each cluster
+ *   centroids   in   (k, d)
+ *   dx          out  (n, d, m)
+ *   dassignment out  (n, k, m)
+ *   dcentroids  out  (k, d)
+ *
+ *   n               batch size (0 is allowed: nothing to compute)
+ *   d               descriptor size
+ *   m               descriptors per sample (h * w of a feature map)
+ *   k               clusters
+ *   intra_normalize 1: L2-normalise every cluster's residual sum
+ *   final_normalize 1: L2-normalise the whole vector
+ *   eps             every norm is max(norm, eps); finite and > 0
+ *
+ *   y[n, k * d + j] = sum over i of assignment[n, k, i] * (x[n, j, i] - centroids[k, j]), then
+ *   normalised as switched.
+ */
+typedef int32_t lcn_vlad_aggregate_backward_f32_fn(const float *dy, const float *x, const float *assignment,
+                                                   const float *centroids, float *dx, float *dassignment,
+                                                   float *dcentroids, int64_t n, int64_t d, int64_t m,
+                                                   int64_t k, int32_t intra_normalize,
+                                                   int32_t final_normalize, double eps);
+typedef int32_t lcn_vlad_aggregate_backward_f64_fn(const double *dy, const double *x,
+                                                   const double *assignment, const double *centroids,
+                                                   double *dx, double *dassignment, double *dcentroids,
+                                                   int64_t n, int64_t d, int64_t m, int64_t k,
+                                                   int32_t intra_normalize, int32_t final_normalize,
+                                                   double eps);
+
+/* lcn_netvlad_pca_forward_f32 (float), lcn_netvlad_pca_forward_f64 (double)
+ *   PCA-whitening of NetVLAD vectors (Arandjelovic et al. 2016, addPCA.m), forward.
+ *
+ *   v           in   (n, p), NetVLAD vectors
+ *   projection  in   (dim, p)
+ *   bias        in   (dim)
+ *   y           out  (n, dim)
+ *
+ *   n               batch size (0 is allowed: nothing to compute)
+ *   p               size of a NetVLAD vector (k * d)
+ *   dim             output size
+ *   eps             every norm is max(norm, eps); finite and > 0
+ *
+ *   y[n] = (projection v[n] + bias) / max(||projection v[n] + bias||, eps); lcnumba.netvlad_pca_fit
+ *   learns projection and bias.
+ */
+typedef int32_t lcn_netvlad_pca_forward_f32_fn(const float *v, const float *projection, const float *bias,
+                                               float *y, int64_t n, int64_t p, int64_t dim, double eps);
+typedef int32_t lcn_netvlad_pca_forward_f64_fn(const double *v, const double *projection, const double *bias,
+                                               double *y, int64_t n, int64_t p, int64_t dim, double eps);
+
+/* lcn_netvlad_pca_backward_f32 (float), lcn_netvlad_pca_backward_f64 (double)
+ *   PCA-whitening of NetVLAD vectors (Arandjelovic et al. 2016, addPCA.m), backward: gradients with
+ *   respect to v, projection and bias.
+ *
+ *   dy          in   (n, dim)
+ *   v           in   (n, p), NetVLAD vectors
+ *   projection  in   (dim, p)
+ *   bias        in   (dim)
+ *   dv          out  (n, p)
+ *   dprojection out  (dim, p)
+ *   dbias       out  (dim)
+ *
+ *   n               batch size (0 is allowed: nothing to compute)
+ *   p               size of a NetVLAD vector (k * d)
+ *   dim             output size
+ *   eps             every norm is max(norm, eps); finite and > 0
+ *
+ *   y[n] = (projection v[n] + bias) / max(||projection v[n] + bias||, eps); lcnumba.netvlad_pca_fit
+ *   learns projection and bias.
+ */
+typedef int32_t lcn_netvlad_pca_backward_f32_fn(const float *dy, const float *v, const float *projection,
+                                                const float *bias, float *dv, float *dprojection,
+                                                float *dbias, int64_t n, int64_t p, int64_t dim, double eps);
+typedef int32_t lcn_netvlad_pca_backward_f64_fn(const double *dy, const double *v, const double *projection,
+                                                const double *bias, double *dv, double *dprojection,
+                                                double *dbias, int64_t n, int64_t p, int64_t dim, double eps);
 
 #ifdef __cplusplus
 }

@@ -29,18 +29,22 @@ class Status(enum.IntEnum):
 MEANINGS = {
     Status.OK: "success: every output was written",
     Status.ERR_NULL: "a required pointer is NULL (only `bias` of a convolution forward may be NULL, "
-                     "and `indices` of a max-pooling forward with return_indices = 0)",
+                     "`indices` of a max-pooling forward with return_indices = 0, and NetVLAD's `mask`)",
     Status.ERR_SIZE: "a dimension out of range: the batch n < 0, another size < 1, a size >= 2^31, "
                      "or a buffer of more than 2^59 elements",
-    Status.ERR_PARAMETER: "a parameter out of range: stride, dilation or groups < 1, padding < 0, "
-                          "any of them >= 2^31; eps not finite and > 0",
+    Status.ERR_PARAMETER: "a parameter out of range: stride, dilation or groups < 1, padding or output_padding < 0, "
+                          "any of them >= 2^31; output_padding not below the stride or the dilation of its axis; "
+                          "eps not finite and > 0",
     Status.ERR_FLAG: "a flag that is not 0 or 1 (tile_mode, accumulate, ceil_mode, return_indices, "
-                     "normalize_input), or a non-NULL `indices` with return_indices = 0",
+                     "normalize_input, intra_normalize, final_normalize), or a non-NULL `indices` with "
+                     "return_indices = 0",
     Status.ERR_GROUPS: "channels or filters not divisible by groups",
-    Status.ERR_SHAPE: "dimensions that disagree: the weight's channels cg != c / groups, local weights "
-                      "whose (oh, ow) are not the output size, NetVLAD k > kg",
-    Status.ERR_GEOMETRY: "no output: a dilated kernel larger than the padded input; max-pooling padding "
-                         "larger than half the kernel",
+    Status.ERR_SHAPE: "dimensions that disagree: the weight's channels cg != c / groups (wc != c when "
+                      "transposed), local weights whose (oh, ow) are not the output size ((wh, ww) not the input "
+                      "size when transposed), NetVLAD k > kg",
+    Status.ERR_GEOMETRY: "no output: a dilated kernel larger than the padded input, a transposed convolution's "
+                         "padding larger than what its kernel and output_padding add; max-pooling padding larger "
+                         "than half the kernel",
     Status.ERR_OVERLAP: "an output buffer overlaps an input buffer or another output",
     Status.ERR_INDEX: "a max-pooling index outside [-1, h * w) of its plane",
     Status.ERR_INTERNAL: "a kernel failed (out of memory for its workspace); the outputs are unspecified",

@@ -12,6 +12,7 @@ from .. import indexing
 COMPILES_IN = ("indexing.py",)
 
 conv_output_size = njit(inline="always")(indexing.conv_output_size)
+conv_transpose_output_size = njit(inline="always")(indexing.conv_transpose_output_size)
 pool_output_size = njit(inline="always")(indexing.pool_output_size)
 tile_of = njit(inline="always")(indexing.tile_of)
 tile_span = njit(inline="always")(indexing.tile_span)

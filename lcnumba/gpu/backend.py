@@ -99,6 +99,23 @@ class DeviceBackend:
         launch.fill(ones, 1, self.stream)
         conv_kernels.forward(z, ones, b, th, tw, periodic, (1, 1, 1, 1, 0, 0, 1, 1), f, y, self.stream)
 
+    # The transposed family: the forward family's kernels with the arrays exchanged (``lcnumba.cpu.conv_transpose``).
+
+    def conv_transpose_forward(self, x, w, b, tplan, y):
+        """``y = conv_transpose(x, w) + b``: x (N, C, H, W), w flat, b (F, bias tiles) or None, y (N, F, OH, OW)."""
+        if b is None:
+            self.conv_backward_input(x, w, tplan.forward, y)
+            return
+        z = self.output(None, "y", tuple(y.shape), y.dtype, {})
+        self.conv_backward_input(x, w, tplan.forward, z)
+        self.conv_add_bias(z, b, tplan.bias_tiling, y)
+
+    def conv_transpose_backward_input(self, dy, w, tplan, dx):
+        self.conv_forward(dy, w, None, tplan.forward, dx)
+
+    def conv_transpose_backward_weight(self, dy, x, tplan, accumulate, dw):
+        self.conv_backward_weight(x, dy, tplan.forward, accumulate, dw)
+
     # ------------------------------------------------------------ max-pooling
 
     def pool_forward(self, x, geo, y, indices):

@@ -19,8 +19,9 @@ import contextlib
 import numba
 import numpy as np
 
-from .. import checks, indexing
+from .. import checks
 from ..cpu import conv as conv_kernels
+from ..cpu import conv_transpose as transpose_kernels
 from ..cpu import netvlad as netvlad_kernels
 from ..cpu import netvlad_pca as pca_kernels
 from ..cpu import padding as padding_kernels
@@ -110,14 +111,30 @@ class HostBackend:
         with kernel_guard():
             conv_kernels.backward_bias(dy, *tiling, accumulate, db)
 
+    # The transposed family: the forward family's drivers with the arrays exchanged, as the C entry points run them.
+
     @staticmethod
-    def conv_add_bias(z, b, tiling, y):
-        """``y = z + b[:, tile of the position]``: z, y (N, F, OH, OW), b (F, TH * TW), tiling (TH, TW, periodic)."""
-        th, tw, periodic = tiling
-        _, f, oh, ow = y.shape
-        rows = [indexing.tile_of(i, oh, th, periodic) for i in range(oh)]
-        cols = [indexing.tile_of(j, ow, tw, periodic) for j in range(ow)]
-        np.add(z, b.reshape(f, th, tw)[:, rows][:, :, cols], out=y)
+    def conv_transpose_forward(x, w, b, tplan, y):
+        """``y = conv_transpose(x, w) + b``: x (N, C, H, W), w flat, b (F, bias tiles) or None, y (N, F, OH, OW)."""
+        p = tplan.forward
+        bias = b if b is not None else np.zeros((0, 0), dtype=x.dtype)
+        with kernel_guard(), serial_blas():
+            transpose_kernels.host_forward(x, w, bias, *p.tiling, *tplan.bias_tiling, *p.kernel_args, p.geo.groups,
+                                           numba.get_num_threads(), y)
+
+    @staticmethod
+    def conv_transpose_backward_input(dy, w, tplan, dx):
+        p = tplan.forward
+        with kernel_guard(), serial_blas():
+            transpose_kernels.host_backward_input(dy, w, *p.tiling, *p.kernel_args, p.geo.groups,
+                                                  numba.get_num_threads(), dx)
+
+    @staticmethod
+    def conv_transpose_backward_weight(dy, x, tplan, accumulate, dw):
+        p = tplan.forward
+        with kernel_guard(), serial_blas():
+            transpose_kernels.host_backward_weight(dy, x, *p.tiling, *p.kernel_args, p.geo.groups,
+                                                   numba.get_num_threads(), accumulate, dw)
 
     # ------------------------------------------------------------ max-pooling
 

@@ -3,7 +3,9 @@
 A transposed op is the adjoint of its forward op (``fam.forward``, a row of
 ``lcnumba.table.CONV_FAMILIES``) as a linear map of the input, so each pass
 is a pass of the forward op with the roles of the arrays exchanged
-(``docs/derivations/conv.md``) and runs that op's kernels on either device:
+(``docs/derivations/conv.md``) and runs that op's kernels on either device
+(the backends' ``conv_transpose_*``; on the CPU the exchange is
+``lcnumba.cpu.conv_transpose``, which the C entry points call too):
 
 ==================  =====================================================
 transposed pass     kernel of the forward op
@@ -48,10 +50,8 @@ def forward(fam, be, x, w, b, stride, padding, output_padding, dilation, groups,
     y = be.output(out, "out", tp.output_shape, dtype, given)
     if tp.geo.n:
         p = tp.forward
-        z = y if b is None else be.output(None, "y", tp.output_shape, dtype, {})
-        be.conv_backward_input(p.image(x), p.flat_weight(w), p, p.image(z))
-        if b is not None:
-            be.conv_add_bias(p.image(z), tp.flat_bias(b), tp.bias_tiling, p.image(y))
+        be.conv_transpose_forward(p.image(x), p.flat_weight(w), None if b is None else tp.flat_bias(b), tp,
+                                  p.image(y))
     return y
 
 
@@ -67,7 +67,7 @@ def backward_input(fam, be, dy, w, input_shape, stride, padding, output_padding,
     dx = be.output(out, "out", input_shape, dtype, given)
     if tp.geo.n:
         p = tp.forward
-        be.conv_forward(p.image(dy), p.flat_weight(w), None, p, p.image(dx))
+        be.conv_transpose_backward_input(p.image(dy), p.flat_weight(w), tp, p.image(dx))
     return dx
 
 
@@ -82,9 +82,16 @@ def backward_weight(fam, be, dy, x, weight_shape, stride, padding, output_paddin
     checks.shape_equal(dy, "dy", tp.output_shape, "the forward output for x and weight_shape")
     accumulate = conv._accumulate(accumulate, out)
     dw = be.output(out, "out", weight_shape, dtype, given)
-    # The forward op's weight gradient with its output gradient x and its input dy.
-    conv._weight_gradient(be, tp.forward, x, dy, accumulate, dw)
+    _weight_gradient(be, tp, dy, x, accumulate, dw)
     return dw
+
+
+def _weight_gradient(be, tp, dy, x, accumulate, dw):
+    p = tp.forward
+    if tp.geo.n:
+        be.conv_transpose_backward_weight(p.image(dy), p.image(x), tp, accumulate, p.flat_weight(dw))
+    elif not accumulate:
+        be.zero(dw)
 
 
 def backward_bias(fam, be, dy, bias_shape, out, accumulate, tile_mode=None):
@@ -103,8 +110,8 @@ def backward(fam, be, dy, x, w, b, stride, padding, output_padding, dilation, gr
     dx = be.output(None, "dx", tuple(x.shape), dtype, {})
     dw = be.output(None, "dw", tuple(w.shape), dtype, {})
     if tp.geo.n:
-        be.conv_forward(p.image(dy), p.flat_weight(w), None, p, p.image(dx))
-    conv._weight_gradient(be, p, x, dy, False, dw)
+        be.conv_transpose_backward_input(p.image(dy), p.flat_weight(w), tp, p.image(dx))
+    _weight_gradient(be, tp, dy, x, False, dw)
     if b is None:
         return dx, dw, None
     db = be.output(None, "db", tuple(b.shape), dtype, {})

@@ -1,7 +1,8 @@
 /* A C host of lcnumba's C entry points: it embeds Python, asks lcnumba.capi
- * for the addresses of lcn_local_conv2d_forward_f32 and two of its backward
- * passes, calls them on buffers it allocated itself and checks the results
- * against naive loops computed here in double precision.
+ * for the addresses of lcn_local_conv2d_forward_f32, two of its backward
+ * passes and the transposed layer's forward, calls them on buffers it
+ * allocated itself and checks the results against naive loops computed here
+ * in double precision.
  *
  * usage: host PYTHON_EXECUTABLE
  *   PYTHON_EXECUTABLE (a virtual environment's python) is set as the
@@ -75,6 +76,7 @@ int main(int argc, char **argv)
     lcn_local_conv2d_forward_f32_fn *forward;
     lcn_local_conv2d_backward_weight_f32_fn *backward_weight;
     lcn_local_conv2d_backward_input_f32_fn *backward_input;
+    lcn_local_conv2d_transpose_forward_f32_fn *transpose;
     int64_t oh, ow;
     size_t nx, nw, nb, ny, i;
     float *x, *w, *b, *y, *dy, *dw, *dx;
@@ -108,8 +110,10 @@ int main(int argc, char **argv)
         (lcn_local_conv2d_backward_weight_f32_fn *)entry_address(capi, "lcn_local_conv2d_backward_weight_f32");
     backward_input =
         (lcn_local_conv2d_backward_input_f32_fn *)entry_address(capi, "lcn_local_conv2d_backward_input_f32");
+    transpose =
+        (lcn_local_conv2d_transpose_forward_f32_fn *)entry_address(capi, "lcn_local_conv2d_transpose_forward_f32");
     Py_DECREF(capi);
-    if (!forward || !backward_weight || !backward_input)
+    if (!forward || !backward_weight || !backward_input || !transpose)
         return 1;
     /* magictoken.capi_c.end */
 
@@ -180,6 +184,23 @@ int main(int argc, char **argv)
     check(rc == LCN_OK, "backward_input status");
     check(max_error(dx, dx_ref, nx, 1e-5), "backward_input values");
 
+    /* -- the transposed layer with the same weight is the adjoint: its forward of dy is dx */
+    memset(dx, 0, nx * sizeof *dx);
+    /* magictoken.capi_transpose.begin */
+    /* x (N, F, oh, ow) and the weight (oh, ow, F, CG, KH, KW): one bank per input position */
+    check(lcn_conv_transpose_output_size(oh, KH, SH, DH, PT, PB, 0) == H &&
+          lcn_conv_transpose_output_size(ow, KW, SW, DW, PL, PR, 0) == W, "lcn_conv_transpose_output_size");
+    rc = transpose(dy, w, NULL, dx, N, F, oh, ow, /* n, c, h, w */
+                   oh, ow, F, CG, KH, KW,             /* wh, ww, wc, fg, kh, kw */
+                   SH, SW, PT, PL, PB, PR, 0, 0,      /* stride, padding, output_padding */
+                   DH, DW, GROUPS);                   /* dilation, groups: y is (N, C, H, W) */
+    /* magictoken.capi_transpose.end */
+    check(rc == LCN_OK, "transposed forward status");
+    check(max_error(dx, dx_ref, nx, 1e-5), "transposed forward values");
+    rc = transpose(dy, w, NULL, dx, N, F, oh, ow, oh, ow, F, CG, KH, KW, SH, SW, PT, PL, PB, PR, SH, 0, DH, DW,
+                   GROUPS);
+    check(rc == LCN_ERR_PARAMETER, "output_padding = stride -> LCN_ERR_PARAMETER");
+
     /* -- bad arguments come back as status codes, with the output untouched */
     memset(y, 0, ny * sizeof *y);
     rc = forward(x, w, b, y, N, C, H, W, oh, ow + 1, F, CG, KH, KW, SH, SW, PT, PL, PB, PR, DH, DW, GROUPS);
@@ -202,7 +223,8 @@ int main(int argc, char **argv)
         fprintf(stderr, "host: %d check(s) failed\n", failures);
         return 1;
     }
-    printf("host: ok (local_conv2d forward, backward_weight, backward_input; %lld x %lld output)\n",
+    printf("host: ok (local_conv2d forward, backward_weight, backward_input, transposed forward; %lld x %lld "
+           "output)\n",
            (long long)oh, (long long)ow);
     return 0;
 }
