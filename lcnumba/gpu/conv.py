@@ -74,8 +74,8 @@ from .. import indexing
 from .intmath import div32, divmod32
 from .jit import cuda, device_function, kernel
 from .kernels import reduce_splits
-from .launch import block_threads, blockwise, elementwise, scratch
-from .tiles import G_PAD, GK, GM, GN, LOG_GK, RT, RT_CELLS, mac_tile, zero_tile
+from .launch import block_threads, blockwise, elementwise, scratch, threads_per_block
+from .tiles import G_PAD, GK, GM, GN, LOG_GK, RT, RT_CELLS, mac_tile, tile_owner, zero_tile
 
 #: Samples per thread in the input-gradient gather.
 NB = 8
@@ -330,13 +330,10 @@ def conv_forward(x, w, b, taps, columns, geo, y):
     acc = cuda.local.array(RT_CELLS, x.dtype)
     tid = cuda.threadIdx.x
     nt = cuda.blockDim.x
-    vcols = bn // RT
-    busy = tid < (bm // RT) * vcols  # the thread has a register tile (the block has at least one per tile)
-    vr = tid >> log_vcols
-    vc = tid & (vcols - 1)
+    busy, vr, vc = tile_owner(tid, bm, bn, log_vcols)  # the block has at least one thread per register tile
     hw = height * width
-    ohw = oh * ow
     n_filters = fg * groups
+    ohw = oh * ow
     n_tiles = th * tw
     n_items = n_tiles * groups * n_fb * n_cb
     item = cuda.blockIdx.x
@@ -412,13 +409,10 @@ def conv_backward_weight(dy, x, taps, columns, geo, dst):
     acc = cuda.local.array(RT_CELLS, x.dtype)
     tid = cuda.threadIdx.x
     nt = cuda.blockDim.x
-    vcols = bk // RT
-    busy = tid < (bm // RT) * vcols  # the thread has a register tile (the block has at least one per tile)
-    vr = tid >> log_vcols
-    vc = tid & (vcols - 1)
+    busy, vr, vc = tile_owner(tid, bm, bk, log_vcols)  # the block has at least one thread per register tile
     hw = height * width
-    ohw = oh * ow
     n_filters = fg * groups
+    ohw = oh * ow
     n_tiles = th * tw
     n_items = n_split * n_tiles * groups * n_fb * n_kb
     item = cuda.blockIdx.x
@@ -594,7 +588,7 @@ def _round_up(a, b):
 
 def _pow2(a, most):
     """The least power of two at least ``a`` and ``RT``, at most ``most``."""
-    return min(most, 1 << max(RT, a - 1).bit_length())
+    return min(most, 1 << (max(a, RT) - 1).bit_length())
 
 
 def _max_columns(n, oh, ow, th, tw):
@@ -633,7 +627,7 @@ def _tiles(rows, cols):
     """Block tile ``(bm, bn)``: powers of two covering ``rows x cols`` up to ``GM x GN``, shrunk (the longer side
     first) until the block has a thread per ``RT x RT`` register tile."""
     bm, bn = _pow2(rows, GM), _pow2(cols, GN)
-    threads = block_threads(1 << 30)
+    threads = threads_per_block()
     while (bm // RT) * (bn // RT) > threads:
         if bm >= bn:
             bm //= 2
@@ -678,7 +672,9 @@ def backward_weight(dy, x, th, tw, periodic, kargs, groups, accumulate, out, str
     bm, bk = _tiles(fg, kg)
     n_fb, n_kb = _ceil_div(fg, bm), _ceil_div(kg, bk)
     max_cols = _max_columns(n, oh, ow, th, tw)
-    n_split, split_cols = _splits(max_cols, n_tiles * groups * n_fb * n_kb, TARGET_BLOCKS)
+    # the split (so the order of the sum) from the shapes alone, not from the tile the block size allows
+    full_tiles = _ceil_div(fg, _pow2(fg, GM)) * _ceil_div(kg, _pow2(kg, GN))
+    n_split, split_cols = _splits(max_cols, n_tiles * groups * full_tiles, TARGET_BLOCKS)
     taps, columns = _tables(x, oh, ow, th, tw, periodic, kargs, n_filters, kg, stream)
     threads = block_threads((bm // RT) * (bk // RT))
     items = n_split * n_tiles * groups * n_fb * n_kb

@@ -118,6 +118,13 @@ G_PAD = GM + 4
 
 
 @device_function
+def tile_owner(tid, rows, cols, log_vcols):
+    """``(busy, vr, vc)``: whether thread ``tid`` owns a register tile of a ``rows x cols`` block tile, and which
+    (``vc`` fastest; ``cols // RT == 2**log_vcols``)."""
+    return tid < (rows // RT) * (cols // RT), tid >> log_vcols, tid & ((cols // RT) - 1)
+
+
+@device_function
 def zero_tile(acc):
     """Set the ``RT * RT`` register tile ``acc`` to zero."""
     for e in range(RT_CELLS):
