@@ -18,31 +18,36 @@ positions of one bank form a regular grid (``lcnumba.indexing.tile_span``), so
 bank ``t`` of group ``g`` is one GEMM whose columns are ``(n, u, v)``:
 sample ``n`` and the ``u``-th row, ``v``-th column of the bank's positions.
 
+Tables (``conv_tables``, one launch before either GEMM kernel, into this
+stream's ``int32`` scratch): per tap ``k`` of a group, its offset in ``x``
+from the window's corner and its displacement in rows and columns; per
+column of every bank (the banks in order, each bank's columns in order),
+the offsets of its output ``(n, 0, i, j)`` and of its window's corner in
+channel 0, and the corner's row and column (for the padding test). The
+GEMM kernels index the im2col matrix through them: no division in any
+loop over taps or columns.
+
 Forward (``conv_forward``), an implicit GEMM per bank and group:
 ``Y = W X`` with ``X`` the im2col matrix of ``x`` (never formed). A block
 owns a ``bm x bn`` tile of filters x columns (powers of two, at most
 ``tiles.GM x tiles.GN``) and each of its threads an ``RT x RT`` register
 tile; the reduction over taps runs in chunks of ``GK``, staged in two
-shared-memory buffers so that one chunk is loaded while the other is
-multiplied (one barrier per chunk). The im2col chunk is read through two
-small tables instead of index divisions: per tap ``k`` (``tap_offsets``,
-built by a launch before the GEMM) its offset in ``x`` and its row and
-column displacement, and per column of the block (made once per block
-tile) the offset of its window's corner, the corner's row and column
-(for the padding test) and the output's offset. Columns are sample-major,
-so one staged weight chunk serves every sample of the block: for local
-and tiled convolution each weight is read once per block and reused
-across the batch.
+shared-memory buffers so that the next chunk is loaded while this one is
+multiplied (one barrier per chunk). The block copies its columns' table
+rows to shared memory once. Columns are sample-major, so one staged weight
+chunk serves every sample of the block: for local and tiled convolution
+each weight is read once per block and reused across the batch. The block
+tile shrinks (``_tiles``) until the configured threads per block hold a
+register tile each.
 
 Backward weight (``conv_backward_weight``), the GEMM ``dW = dY X^T`` with
 the same tiles: a block owns a ``bm x bk`` tile of ``dW`` (filters x taps)
 and reduces over a fixed range of the bank's columns in increasing order,
-``GK`` columns a chunk. A chunk's column positions are carried from chunk
-to chunk by adding the chunk length in the digits ``(n, u, v)`` (no
-division). When a bank has many columns (conv2d) the columns are cut into
-``S`` fixed splits whose partial sums go to a scratch buffer and are
-summed in split order by ``kernels.reduce_splits``: no atomics,
-bitwise-reproducible.
+``GK`` columns a chunk (double-buffered as above), reading the chunk's
+offsets from the column table. When a bank has many columns (conv2d) the
+columns are cut into ``S`` fixed splits (their number from the shapes
+alone) whose partial sums go to a scratch buffer and are summed in split
+order by ``kernels.reduce_splits``: no atomics, bitwise-reproducible.
 
 Backward bias (``conv_backward_bias``): a thread per ``(split, f, t)``
 sums its columns in order; splits are reduced as for the weight.
@@ -90,11 +95,12 @@ TARGET_THREADS = 1 << 16
 #: The window corner row given to a column past the end of a bank: so far above the input that no tap reaches it.
 OUTSIDE = -(1 << 30)
 
+
 @device_function
 def tile_of(index, size, tiles, periodic):
     """``indexing.tile_of`` with a 32-bit division.
 
-    Block mode divides ``index * tiles``: ``backward_input`` checks ``size * tiles < 2**32`` (unless
+    Block mode divides ``index * tiles``: the launchers check ``size * tiles < 2**32`` (``_check_tiles``; unless
     ``tiles == size``, local convolution, where the bank is the index itself).
     """
     if periodic:
@@ -118,11 +124,11 @@ def tile_span(tile, size, tiles, periodic):
 
 
 @device_function
-def _column(col, per_n, nv, i0, istep, j0, jstep):
-    """Sample and output position ``(n, i, j)`` of column ``col`` of a bank."""
+def _column(col, per_n, nv):
+    """Sample, row and column ``(n, u, v)`` of column ``col`` of a bank (``per_n = nu * nv`` columns a sample)."""
     n, r = divmod32(col, per_n)
     u, v = divmod32(r, nv)
-    return n, i0 + u * istep, j0 + v * jstep
+    return n, u, v
 
 
 # ---------------------------------------------------------------- tables
@@ -491,7 +497,8 @@ def conv_backward_bias(dy, geo, dst):
     ow = dy.shape[3]
     n_tiles = th * tw
     size = n_split * n_filters * n_tiles
-    for e in range(cuda.grid(1), size, cuda.gridsize(1)):
+    e = cuda.grid(1)
+    while e < size:  # a grid-stride loop (a range with a step divides to count its trips)
         rest, t = divmod32(e, n_tiles)
         split, f = divmod32(rest, n_filters)
         ti, tj = divmod32(t, tw)
@@ -501,13 +508,22 @@ def conv_backward_bias(dy, geo, dst):
         c_lo = split * split_cols
         c_hi = min(n_total * per_n, c_lo + split_cols)
         total = dy.dtype.type(0)
-        for col in range(c_lo, c_hi):
-            n, i, j = _column(col, per_n, nv, i0, istep, j0, jstep)
-            total += dy[n, f, i, j]
+        if c_lo < c_hi:
+            n, u, v = _column(c_lo, per_n, nv)
+            for _ in range(c_hi - c_lo):  # the next column by a carry, not a division
+                total += dy[n, f, i0 + u * istep, j0 + v * jstep]
+                v += 1
+                if v == nv:
+                    v = 0
+                    u += 1
+                    if u == nu:
+                        u = 0
+                        n += 1
         if accumulate:
             dst[split, f, t] += total
         else:
             dst[split, f, t] = total
+        e += cuda.gridsize(1)
 
 
 @kernel("void({f}[::1], {f}[::1], int32[::1], UniTuple(int32, 16), {f}[::1])")
