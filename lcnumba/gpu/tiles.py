@@ -1,13 +1,16 @@
-"""Device functions of the register-tiled GEMM that the convolution and NetVLAD kernels share.
+"""Device functions of the register-tiled GEMMs of the NetVLAD and convolution kernels.
 
-A block of those kernels computes a ``bm x bn`` tile of a product by
-staging ``BK``-deep slices of both operands in shared memory, ``A`` as
-``(rows, depth)`` and ``B`` as ``(depth, columns)``; thread ``v`` owns the
-``2 x 2`` register tile of rows ``vr, vr + vrows`` and columns
-``vc, vc + vcols`` (``vrows = bm // 2``, ``vcols = bn // 2``), so a warp's
-threads, ``vc`` fastest, read distinct shared-memory banks. The kernels
-keep their own staging (what they load differs); these functions are the
-index and arithmetic steps they have in common, inlined on a GPU.
+Two tilings, each inlined on a GPU. NetVLAD's (``netvlad.bgemm``): a block
+computes a ``bm x bn`` tile of a product by staging ``BK``-deep slices of
+both operands in shared memory, ``A`` as ``(rows, depth)`` and ``B`` as
+``(depth, columns)``; thread ``v`` owns the ``2 x 2`` register tile of rows
+``vr, vr + vrows`` and columns ``vc, vc + vcols`` (``vrows = bm // 2``,
+``vcols = bn // 2``), so a warp's threads, ``vc`` fastest, read distinct
+shared-memory banks. The convolution's implicit GEMM (``conv``) has larger
+tiles, double-buffered chunks and ``RT x RT`` register tiles (the second
+part of this module). The kernels keep their own staging (what they load
+differs); these functions are the index and arithmetic steps they have
+in common.
 """
 
 from .intmath import divmod32
