@@ -290,6 +290,74 @@ def test_errors_match_the_cpu(fam):
         run(case, "forward", True, stream="default")
 
 
+# ---------------------------------------------------------------- GEMM tiles and tables
+
+
+@pytest.mark.parametrize("fam", FAMILIES_2D, ids=str)
+def test_gemm_tiles_span_many_blocks(fam, monkeypatch):
+    """Every pass at two block sizes: 1 thread (4 x 4 block tiles, one block per tile) and 64 threads.
+
+    Odd sizes, unequal strides, dilations and paddings, 3 groups of 6 filters (several filter tiles),
+    ``Kg = 18`` taps (several reduction chunks, so both shared-memory buffers), column splits. Each
+    agrees with the CPU kernels and the reference, and the two block sizes give the same bits.
+    """
+    monkeypatch.setattr(gpu_conv, "MIN_COLUMNS_PER_SPLIT", 4)
+    case = make_case(fam, dtype=np.float32, n=3, c=6, size=(7, 9), f=18, kernel=(3, 3), tiles=(2, 3),
+                     stride=(2, 1), padding=((1, 0), (2, 1)), dilation=(1, 2), groups=3)
+    expected = [run(case, part, False) for part in PARTS]
+    reference = [fam.ref("forward")(case.x, case.w, case.b, **case.geo), *reference_backward(case)]
+    results = []
+    for threads in (1, 64):
+        monkeypatch.setattr(config, "THREADS_PER_BLOCK", threads)
+        results.append([host(run(case, part, True)) for part in PARTS])
+    for got in results:  # parts in the order of PARTS: y, dx, dw, db
+        for a, b, r in zip(got, expected, reference):
+            close(a, b, np.float32)
+            close(a, r, np.float32)
+    for other in results[1:]:
+        for a, b in zip(results[0], other):
+            assert np.array_equal(a, b)
+
+
+def test_device_bank_arithmetic_is_the_index_math_of_the_cpu():
+    """The kernels' 32-bit ``tile_span`` equals ``indexing.tile_span``, and ``positions_before`` sums its counts."""
+    from lcnumba import indexing
+
+    for size in range(1, 13):
+        for tiles in range(1, size + 3):
+            for periodic in (False, True):
+                if tiles > size and not periodic:
+                    continue  # block mode has at most a bank per position
+                before = 0
+                for tile in range(tiles):
+                    assert gpu_conv.tile_span(tile, size, tiles, periodic) == \
+                        indexing.tile_span(tile, size, tiles, periodic), (tile, size, tiles, periodic)
+                    assert gpu_conv.positions_before(tile, size, tiles, periodic) == before
+                    before += indexing.tile_span(tile, size, tiles, periodic)[2]
+
+
+def test_gather_table_lists_exactly_the_taps_that_read_a_cell():
+    """``_taps_reading``: first tap, count and first window, against the definition (every tap tried)."""
+    for stride in (1, 2, 3):
+        for dilation in (1, 2, 3):
+            for pad in (0, 1, 3):
+                for kernel in (1, 2, 3, 5):
+                    size = 9
+                    out = (size + 2 * pad - dilation * (kernel - 1) - 1) // stride + 1
+                    if out < 1:
+                        continue
+                    table = np.zeros(3 * size, np.int64)
+                    g = np.gcd(stride, dilation)
+                    for pos in range(size):
+                        gpu_conv._taps_reading(pos, pad, kernel, stride, dilation, out, table, 0, size)
+                        first, count, window = table[pos], table[size + pos], table[2 * size + pos]
+                        listed = [(first + m * (stride // g), window - m * (dilation // g)) for m in range(count)]
+                        taps = [(a, (pos + pad - a * dilation) // stride) for a in range(kernel)
+                                if (pos + pad - a * dilation) % stride == 0 and
+                                0 <= (pos + pad - a * dilation) // stride < out]
+                        assert listed == taps, (pos, pad, kernel, stride, dilation)
+
+
 def test_device_tile_of_is_the_index_math_of_the_cpu():
     """The input gradient's ``tile_of`` (32-bit divisions, a shortcut for local banks) equals ``indexing.tile_of``."""
     from lcnumba import indexing

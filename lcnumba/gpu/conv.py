@@ -1,6 +1,7 @@
 """CUDA kernels of the convolution family: shared, tiled and locally connected.
 
-The same layouts as ``lcnumba.cpu.conv`` (all C-contiguous):
+The same layouts as ``lcnumba.cpu.conv`` (all C-contiguous; the kernels take
+them flat and address them with ``int32`` offsets):
 
 ==========  ====================  =============================================
 name        shape                 meaning
@@ -14,37 +15,50 @@ y, dy       (N, F, OH, OW)        output and its gradient
 ``T = TH * TW`` banks: 1 for conv2d, ``OH * OW`` for local. Output
 position ``(i, j)`` uses bank ``tile_of(i) * TW + tile_of(j)``; the
 positions of one bank form a regular grid (``lcnumba.indexing.tile_span``), so
-bank ``t`` is one GEMM whose columns are ``(n, u, v)``: sample ``n`` and
-the ``u``-th row, ``v``-th column of the bank's positions.
+bank ``t`` of group ``g`` is one GEMM whose columns are ``(n, u, v)``:
+sample ``n`` and the ``u``-th row, ``v``-th column of the bank's positions.
 
-Forward (``conv_forward``), an implicit GEMM per bank: ``Y_t = W_t X_t``.
-A block computes a ``bm x bn`` tile of filters x columns (at most
-``BM x BN``, smaller when the bank has fewer), walking ``Kg`` in chunks of
-``BK``: it stages the weight chunk (coalesced along ``k``) and the
-matching im2col chunk of ``x`` (built on the fly, zeros for padding) in
-shared memory, and each thread accumulates a ``2 x 2`` register tile.
-Columns are sample-major, so one staged weight chunk serves every sample
-of the block: for local and tiled convolution each weight is read from
-global memory once per block and reused across the batch. The im2col
-chunk is loaded along the columns (consecutive output positions,
-coalesced) or, for local convolution where a bank has one position,
-along ``k`` (consecutive kernel taps, contiguous in ``x``).
+Tables (``conv_tables``, one launch before either GEMM kernel, into this
+stream's ``int32`` scratch): per tap ``k`` of a group, its offset in ``x``
+from the window's corner and its displacement in rows and columns; per
+column of every bank (the banks in order, each bank's columns in order),
+the offsets of its output ``(n, 0, i, j)`` and of its window's corner in
+channel 0, and the corner's row and column (for the padding test). The
+GEMM kernels index the im2col matrix through them: no division in any
+loop over taps or columns.
 
-Backward weight (``conv_backward_weight``), the GEMM ``dW_t = dY_t X_t^T``
-with the same staging: a block owns a ``bm x bk`` tile of ``dW_t`` and
-reduces over a fixed range of the bank's columns. When a bank has many
-columns (conv2d) the columns are cut into ``S`` fixed splits whose
-partial sums go to a scratch buffer and are summed in split order by
-``kernels.reduce_splits``: no atomics, bitwise-reproducible.
+Forward (``conv_forward``), an implicit GEMM per bank and group:
+``Y = W X`` with ``X`` the im2col matrix of ``x`` (never formed). A block
+owns a ``bm x bn`` tile of filters x columns (powers of two, at most
+``tiles.GM x tiles.GN``) and each of its threads an ``RT x RT`` register
+tile; the reduction over taps runs in chunks of ``GK``, staged in two
+shared-memory buffers so that the next chunk is loaded while this one is
+multiplied (one barrier per chunk). The block copies its columns' table
+rows to shared memory once. Columns are sample-major, so one staged weight
+chunk serves every sample of the block: for local and tiled convolution
+each weight is read once per block and reused across the batch. The block
+tile shrinks (``_tiles``) until the configured threads per block hold a
+register tile each.
+
+Backward weight (``conv_backward_weight``), the GEMM ``dW = dY X^T`` with
+the same tiles: a block owns a ``bm x bk`` tile of ``dW`` (filters x taps)
+and reduces over a fixed range of the bank's columns in increasing order,
+``GK`` columns a chunk (double-buffered as above), reading the chunk's
+offsets from the column table. When a bank has many columns (conv2d) the
+columns are cut into ``S`` fixed splits (their number from the shapes
+alone) whose partial sums go to a scratch buffer and are summed in split
+order by ``kernels.reduce_splits``: no atomics, bitwise-reproducible.
 
 Backward bias (``conv_backward_bias``): a thread per ``(split, f, t)``
 sums its columns in order; splits are reduced as for the weight.
 
 Backward input (``conv_backward_input``) gathers: a thread owns input cell
 ``(c, h, w)`` for ``NB`` samples and sums, over exactly the kernel taps
-that read it (``indexing.tap_range``: output row ``i`` with
-``i*SH - PT + a*DH == h``) and the group's filters, ``w * dy``. Each
-weight is loaded once and applied to the ``NB`` samples from a register.
+that read it and the group's filters, ``w * dy``. Which taps read a row
+``h`` (the first, how many, and the output row of the first) is a table
+made by ``gather_tables`` before the kernel, as is the bank of every
+output row and column; the later taps follow by fixed steps. Each weight
+is loaded once and applied to the ``NB`` samples from a register.
 
 Every sum runs in an order fixed by the shapes alone (not by the grid,
 the block size or the device), so results are bitwise reproducible and
@@ -53,19 +67,20 @@ independent of ``THREADS_PER_BLOCK``.
 Arguments: the arrays, and every integer of the launch (geometry, tiling,
 tile sizes, flags) packed in one ``int32`` tuple ``geo``, unpacked at the
 top of the kernel in the order its docstring gives. Index divisions are
-32-bit (``intmath``).
+32-bit (``intmath``) and happen once per element of a table, per block
+tile or per output cell, never in the loops over taps and filters.
 """
+
+import math
+
+import numpy as np
 
 from .. import indexing
 from .intmath import div32, divmod32
 from .jit import cuda, device_function, kernel
 from .kernels import reduce_splits
-from .launch import block_threads, blockwise, elementwise, scratch
-from .tiles import BK, BK_PAD, BM, BN, BN_PAD, TM, TN, mac_2x2, register, store_2x2, tile_index, virtual_cell
-
-#: Resident blocks per multiprocessor the GEMM-like kernels are compiled for: 3 (80 registers a thread)
-#: rather than 4 (64), under which their 64-bit array addressing spills (``benchmarks/gpu_report.py``).
-GEMM_BLOCKS = 3
+from .launch import block_threads, blockwise, elementwise, scratch, threads_per_block
+from .tiles import G_PAD, GK, GM, GN, LOG_GK, RT, RT_CELLS, mac_tile, tile_owner, zero_tile
 
 #: Samples per thread in the input-gradient gather.
 NB = 8
@@ -77,14 +92,15 @@ MIN_COLUMNS_PER_SPLIT = 1024
 TARGET_BLOCKS = 1024
 TARGET_THREADS = 1 << 16
 
-tile_span = device_function(indexing.tile_span)
+#: The window corner row given to a column past the end of a bank: so far above the input that no tap reaches it.
+OUTSIDE = -(1 << 30)
 
 
 @device_function
 def tile_of(index, size, tiles, periodic):
-    """``indexing.tile_of`` with a 32-bit division (it runs in the input gradient's tap loops).
+    """``indexing.tile_of`` with a 32-bit division.
 
-    Block mode divides ``index * tiles``: ``backward_input`` checks ``size * tiles < 2**32`` (unless
+    Block mode divides ``index * tiles``: the launchers check ``size * tiles < 2**32`` (``_check_tiles``; unless
     ``tiles == size``, local convolution, where the bank is the index itself).
     """
     if periodic:
@@ -94,184 +110,376 @@ def tile_of(index, size, tiles, periodic):
     return div32(index * tiles, size)
 
 
-tap_range = device_function(indexing.tap_range)
+@device_function
+def tile_span(tile, size, tiles, periodic):
+    """``indexing.tile_span`` with 32-bit divisions (the launchers check ``size * tiles < 2**32``, see ``tile_of``)."""
+    if periodic:
+        if tile >= size:
+            return 0, 1, 0
+        return tile, tiles, div32(size - tile + tiles - 1, tiles)
+    if tiles == size:
+        return tile, 1, 1
+    start = div32(tile * size + tiles - 1, tiles)
+    return start, 1, div32((tile + 1) * size + tiles - 1, tiles) - start
 
 
 @device_function
-def _column(col, per_n, nv, i0, istep, j0, jstep):
-    """Sample and output position ``(n, i, j)`` of column ``col`` of a bank."""
+def _column(col, per_n, nv):
+    """Sample, row and column ``(n, u, v)`` of column ``col`` of a bank (``per_n = nu * nv`` columns a sample)."""
     n, r = divmod32(col, per_n)
     u, v = divmod32(r, nv)
-    return n, i0 + u * istep, j0 + v * jstep
+    return n, u, v
+
+
+# ---------------------------------------------------------------- tables
 
 
 @device_function
-def _patch(x, col, k, n_cols, kg, per_n, nv, i0, istep, j0, jstep, ch0, kh, kw, sh, sw, pt, pl, dil_h, dil_w):
-    """im2col entry ``(k, col)``: the input value tap ``k`` of column ``col`` reads (0 in the padding)."""
-    zero = x.dtype.type(0)
-    if col >= n_cols or k >= kg:
-        return zero
-    n, i, j = _column(col, per_n, nv, i0, istep, j0, jstep)
-    c, ab = divmod32(k, kh * kw)
-    a, bb = divmod32(ab, kw)
-    h = i * sh - pt + a * dil_h
-    ww = j * sw - pl + bb * dil_w
-    if h < 0 or h >= x.shape[2] or ww < 0 or ww >= x.shape[3]:
-        return zero
-    return x[n, ch0 + c, h, ww]
+def positions_before(tile, size, tiles, periodic):
+    """Output indices along an axis that belong to the banks before ``tile``: the sum of their ``tile_span`` counts."""
+    if periodic:
+        q, r = divmod32(size, tiles)
+        return q * tile + min(tile, r)
+    if tiles == size:
+        return tile
+    return div32(tile * size + tiles - 1, tiles)
 
 
-@kernel("void({f}[:, :, :, ::1], {f}[:, :, ::1], {f}[:, ::1], UniTuple(int32, 18), {f}[:, :, :, ::1])", min_blocks=GEMM_BLOCKS)
-def conv_forward(x, w, b, geo, y):
+@device_function
+def bank_columns(t, n_total, oh, ow, th, tw, periodic):
+    """Bank ``t``'s positions ``(i0, istep, nu, j0, jstep, nv)`` and its first row in the ``conv_tables`` column table.
+
+    The table lists the banks in order, each bank's columns ``(n, u, v)`` in order.
+    """
+    ti, tj = divmod32(t, tw)
+    i0, istep, nu = tile_span(ti, oh, th, periodic)
+    j0, jstep, nv = tile_span(tj, ow, tw, periodic)
+    first = n_total * (positions_before(ti, oh, th, periodic) * ow + nu * positions_before(tj, ow, tw, periodic))
+    return i0, istep, nu, j0, jstep, nv, first
+
+
+@kernel("void(UniTuple(int32, 19), int32[:, ::1], int32[:, ::1])")
+def conv_tables(geo, taps, columns):
+    """The tables of the GEMM kernels: im2col offsets per tap and per column of every bank.
+
+    ``taps[:, k]`` for tap ``k = (c * KH + a) * KW + b`` of a group: its offset from the window's corner in
+    channel 0 of the group, ``(c H + a DH) W + b DW``, and its displacement from the corner, ``a DH`` rows and
+    ``b DW`` columns. ``columns[first + col]`` for column ``col = (n, u, v)`` of bank ``t`` (``first`` from
+    ``bank_columns``), output position ``(n, i, j)`` with window corner ``(row, cl) = (i SH - PT, j SW - PL)``:
+    ``(n F OH OW + i OW + j, n C H W + row W + cl, row, cl)``, the offsets of output ``(n, 0, i, j)`` and of the
+    corner in channel 0. ``geo = (kh, kw, dil_h, dil_w, kg, n, c, height, width, f, oh, ow, th, tw, periodic,
+    sh, sw, pt, pl)``.
+    """
+    kh, kw, dil_h, dil_w, kg, n_total, c_total, height, width, n_filters, oh, ow, th, tw, periodic, sh, sw, pt, pl = geo
+    for e in range(cuda.grid(1), kg + n_total * oh * ow, cuda.gridsize(1)):
+        if e < kg:
+            c, ab = divmod32(e, kh * kw)
+            a, bb = divmod32(ab, kw)
+            taps[0, e] = (c * height + a * dil_h) * width + bb * dil_w
+            taps[1, e] = a * dil_h
+            taps[2, e] = bb * dil_w
+        else:
+            rest, j = divmod32(e - kg, ow)
+            n, i = divmod32(rest, oh)
+            t = tile_of(i, oh, th, periodic) * tw + tile_of(j, ow, tw, periodic)
+            i0, istep, nu, j0, jstep, nv, first = bank_columns(t, n_total, oh, ow, th, tw, periodic)
+            r = first + (n * nu + div32(i - i0, istep)) * nv + div32(j - j0, jstep)
+            row = i * sh - pt
+            cl = j * sw - pl
+            columns[r, 0] = (n * n_filters * oh + i) * ow + j
+            columns[r, 1] = (n * c_total * height + row) * width + cl
+            columns[r, 2] = row
+            columns[r, 3] = cl
+
+
+@device_function
+def _taps_reading(pos, pad, kernel_size, stride, dilation, out_size, table, at, size):
+    """``table[at + q * size + pos]`` for ``q = 0, 1, 2``: the first tap that reads input cell ``pos``, how many
+    do, and the first's window (output index).
+
+    The taps that read a cell form an arithmetic progression (``indexing.tap_range``), so the first
+    and the count give them all.
+    """
+    first = 0
+    count = 0
+    window = 0
+    for a in range(kernel_size):
+        t = pos + pad - a * dilation
+        if t < 0:
+            break  # t falls as a grows
+        i, rem = divmod32(t, stride)
+        if rem == 0 and i < out_size:
+            if count == 0:
+                first = a
+                window = i
+            count += 1
+    table[at + pos] = first
+    table[at + size + pos] = count
+    table[at + 2 * size + pos] = window
+
+
+@kernel("void(UniTuple(int32, 15), int32[::1])")
+def gather_tables(geo, table):
+    """The input gradient's tables, one after the other in ``table``: per input row ``h`` the taps that read
+    it (``_taps_reading``, ``3 x H``), the same per input column (``3 x W``), and the bank of every output
+    row (``OH``) and column (``OW``).
+
+    ``geo = (kh, kw, sh, sw, pt, pl, dil_h, dil_w, th, tw, periodic, height, width, oh, ow)``.
+    """
+    kh, kw, sh, sw, pt, pl, dil_h, dil_w, th, tw, periodic, height, width, oh, ow = geo
+    banks = 3 * (height + width)  # where the banks of the output rows start in ``table``
+    for e in range(cuda.grid(1), height + width + oh + ow, cuda.gridsize(1)):
+        if e < height:
+            _taps_reading(e, pt, kh, sh, dil_h, oh, table, 0, height)
+        elif e < height + width:
+            _taps_reading(e - height, pl, kw, sw, dil_w, ow, table, 3 * height, width)
+        elif e < height + width + oh:
+            table[banks + e - height - width] = tile_of(e - height - width, oh, th, periodic)
+        else:
+            table[banks + e - height - width] = tile_of(e - height - width - oh, ow, tw, periodic)
+
+
+# ---------------------------------------------------------------- staging
+
+
+@device_function
+def _patch(x, taps, k, kg, corner, row, col, height, width):
+    """im2col entry of tap ``k`` for the window whose corner is at offset ``corner``, row ``row``, column ``col``.
+
+    0 in the padding and past the last tap.
+    """
+    if k < kg:
+        h = row + taps[1, k]
+        ww = col + taps[2, k]
+        if h >= 0 and h < height and ww >= 0 and ww < width:
+            return x[corner + taps[0, k]]
+    return x.dtype.type(0)
+
+
+@device_function
+def _stage_weights(w, base, kg, rows, bm, k0, a_s, buf, tid, nt):
+    """``a_s[buf, kk, r] = w[base + r * kg + k0 + kk]`` (0 past ``rows`` or ``kg``); consecutive threads along ``k``."""
+    e = tid
+    while e < (bm << LOG_GK):
+        kk = e & (GK - 1)
+        r = e >> LOG_GK
+        if r < rows and k0 + kk < kg:
+            a_s[buf, kk, r] = w[base + r * kg + k0 + kk]
+        else:
+            a_s[buf, kk, r] = 0
+        e += nt
+
+
+@device_function
+def _stage_im2col(x, taps, corner, row, col, bn, log_bn, k0, kg, height, width, b_s, buf, tid, nt):
+    """``b_s[buf, kk, cn]``: the im2col chunk of taps ``k0 + kk`` and the block's columns; consecutive threads
+    along the columns (consecutive output positions)."""
+    e = tid
+    while e < (bn << LOG_GK):
+        cn = e & (bn - 1)
+        kk = e >> log_bn
+        b_s[buf, kk, cn] = _patch(x, taps, k0 + kk, kg, corner[cn], row[cn], col[cn], height, width)
+        e += nt
+
+
+@device_function
+def _stage_gradients(dy, columns, first, n_valid, row0, ohw, rows, bm, a_s, buf, tid, nt):
+    """``a_s[buf, cc, r] = dy[n, row0 + r, i, j]`` for the chunk's columns ``columns[first + cc]`` (0 past ``rows``
+    or ``n_valid``); consecutive threads along the columns."""
+    e = tid
+    while e < (bm << LOG_GK):
+        cc = e & (GK - 1)
+        r = e >> LOG_GK
+        if r < rows and cc < n_valid:
+            a_s[buf, cc, r] = dy[columns[first + cc, 0] + (row0 + r) * ohw]
+        else:
+            a_s[buf, cc, r] = 0
+        e += nt
+
+
+@device_function
+def _stage_im2col_t(x, tile_taps, columns, first, n_valid, x_group, bk, height, width, b_s, buf, tid, nt):
+    """``b_s[buf, cc, kk]``: the transposed im2col chunk of the chunk's columns ``columns[first + cc]`` and the
+    block's taps (``tile_taps``, as ``conv_tables``); consecutive threads along the columns."""
+    e = tid
+    while e < (bk << LOG_GK):
+        cc = e & (GK - 1)
+        kk = e >> LOG_GK
+        if cc < n_valid:
+            b_s[buf, cc, kk] = _patch(x, tile_taps, kk, bk, columns[first + cc, 1] + x_group, columns[first + cc, 2],
+                                      columns[first + cc, 3], height, width)
+        else:
+            b_s[buf, cc, kk] = 0
+        e += nt
+
+
+# ---------------------------------------------------------------- kernels
+
+
+@kernel("void({f}[::1], {f}[::1], {f}[::1], int32[:, ::1], int32[:, ::1], UniTuple(int32, 19), {f}[::1])")
+def conv_forward(x, w, b, taps, columns, geo, y):
     """``y = conv(x, w) + b``; a block per (bank, group, filter tile, column tile), block-stride loop.
 
-    ``geo = (has_bias, th, tw, periodic, kh, kw, sh, sw, pt, pl, dil_h, dil_w, groups, bm, bn, n_fb, n_cb, k_major)``.
+    ``x``, ``w``, ``b``, ``y`` flat; ``taps`` and ``columns`` from ``conv_tables``. ``geo = (has_bias, th, tw, periodic,
+    groups, cg, fg, n, height, width, oh, ow, kg, bm, bn, log_vcols, log_bn, n_fb, n_cb)``: ``bm x bn`` is the
+    block tile (powers of two), ``log_vcols = log2(bn / RT)``, and the block has at least a thread per register
+    tile.
     """
-    has_bias, th, tw, periodic, kh, kw, sh, sw, pt, pl, dil_h, dil_w, groups, bm, bn, n_fb, n_cb, k_major = geo
-    n_total = x.shape[0]
-    cg = x.shape[1] // groups
-    oh = y.shape[2]
-    ow = y.shape[3]
-    fg = w.shape[1] // groups
-    kg = w.shape[2]
-    ws = cuda.shared.array((BM, BK_PAD), x.dtype)
-    xs = cuda.shared.array((BK, BN_PAD), x.dtype)
-    zero = x.dtype.type(0)
+    (has_bias, th, tw, periodic, groups, cg, fg, n_total, height, width, oh, ow, kg, bm, bn, log_vcols, log_bn,
+     n_fb, n_cb) = geo
+    a_s = cuda.shared.array((2, GK, G_PAD), x.dtype)
+    b_s = cuda.shared.array((2, GK, G_PAD), x.dtype)
+    corner = cuda.shared.array(GN, np.int32)  # per column of the block: window corner's offset in x,
+    row = cuda.shared.array(GN, np.int32)  # its row and column,
+    col = cuda.shared.array(GN, np.int32)
+    out = cuda.shared.array(GN, np.int32)  # and the output's offset in y (filter 0), -1 past the bank's end
+    acc = cuda.local.array(RT_CELLS, x.dtype)
     tid = cuda.threadIdx.x
     nt = cuda.blockDim.x
-    vrows = bm // TM
-    vcols = bn // TN
-    n_virtual = vrows * vcols
-    n_items = th * tw * groups * n_fb * n_cb
-    for item in range(cuda.blockIdx.x, n_items, cuda.gridDim.x):
+    busy, vr, vc = tile_owner(tid, bm, bn, log_vcols)  # the block has at least one thread per register tile
+    hw = height * width
+    n_filters = fg * groups
+    ohw = oh * ow
+    n_tiles = th * tw
+    n_items = n_tiles * groups * n_fb * n_cb
+    item = cuda.blockIdx.x
+    while item < n_items:
         rest, cb = divmod32(item, n_cb)
         rest, fb = divmod32(rest, n_fb)
         t, g = divmod32(rest, groups)
-        ti, tj = divmod32(t, tw)
-        i0, istep, nu = tile_span(ti, oh, th, periodic)
-        j0, jstep, nv = tile_span(tj, ow, tw, periodic)
-        per_n = nu * nv
-        n_cols = n_total * per_n
+        i0, istep, nu, j0, jstep, nv, first = bank_columns(t, n_total, oh, ow, th, tw, periodic)
+        n_cols = n_total * nu * nv
         col0 = cb * bn
-        if col0 >= n_cols:
-            continue  # the same for every thread of the block
-        f0 = fb * bm
-        vbase = 0
-        while vbase < n_virtual:
-            v = vbase + tid
-            vr, vc = virtual_cell(v, vcols)
-            c00 = c01 = c10 = c11 = zero
+        if col0 < n_cols:  # the same for every thread of the block
+            f0 = fb * bm
+            cuda.syncthreads()  # the previous item's columns are read no more
+            e = tid
+            while e < bn:
+                if col0 + e < n_cols:
+                    out[e] = columns[first + col0 + e, 0]
+                    corner[e] = columns[first + col0 + e, 1] + g * cg * hw
+                    row[e] = columns[first + col0 + e, 2]
+                    col[e] = columns[first + col0 + e, 3]
+                else:
+                    out[e] = -1
+                    corner[e] = 0
+                    row[e] = OUTSIDE
+                    col[e] = 0
+                e += nt
+            w_base = (t * n_filters + g * fg + f0) * kg
+            zero_tile(acc)
+            cuda.syncthreads()  # the columns are written, the last tile's buffers are read
+            _stage_weights(w, w_base, kg, fg - f0, bm, 0, a_s, 0, tid, nt)
+            _stage_im2col(x, taps, corner, row, col, bn, log_bn, 0, kg, height, width, b_s, 0, tid, nt)
+            cuda.syncthreads()
+            buf = 0
             k0 = 0
             while k0 < kg:
-                kc = min(BK, kg - k0)  # BK except in the last chunk
-                e = tid
-                while e < bm * kc:
-                    fm, kk = tile_index(e, False, bm, kc)
-                    val = zero
-                    if f0 + fm < fg:
-                        val = w[t, g * fg + f0 + fm, k0 + kk]
-                    ws[fm, kk] = val
-                    e += nt
-                e = tid
-                while e < kc * bn:
-                    kk, cn = tile_index(e, k_major, kc, bn)
-                    xs[kk, cn] = _patch(x, col0 + cn, k0 + kk, n_cols, kg, per_n, nv, i0, istep, j0, jstep,
-                                        g * cg, kh, kw, sh, sw, pt, pl, dil_h, dil_w)
-                    e += nt
+                nxt = k0 + GK
+                if nxt < kg:  # the next chunk into the other buffer while this one is multiplied
+                    _stage_weights(w, w_base, kg, fg - f0, bm, nxt, a_s, 1 - buf, tid, nt)
+                    _stage_im2col(x, taps, corner, row, col, bn, log_bn, nxt, kg, height, width, b_s, 1 - buf, tid,
+                                  nt)
+                if busy:
+                    mac_tile(a_s, b_s, buf, vr, vc, acc)
                 cuda.syncthreads()
-                if v < n_virtual:
-                    c00, c01, c10, c11 = mac_2x2(ws, xs, kc, vr, vc, vrows, vcols, c00, c01, c10, c11)
-                cuda.syncthreads()
-                k0 += BK
-            if v < n_virtual:
-                for r in range(TM):
-                    f = f0 + vr + r * vrows
-                    if f >= fg:
-                        continue
-                    bias = zero
-                    if has_bias:
-                        bias = b[g * fg + f, t]
-                    for s in range(TN):
-                        col = col0 + vc + s * vcols
-                        if col >= n_cols:
-                            continue
-                        n, i, j = _column(col, per_n, nv, i0, istep, j0, jstep)
-                        y[n, g * fg + f, i, j] = register(r, s, c00, c01, c10, c11) + bias
-            vbase += nt
+                buf = 1 - buf
+                k0 = nxt
+            if busy:
+                for r in range(RT):
+                    f = g * fg + f0 + vr * RT + r
+                    if f < g * fg + fg:
+                        bias = b[f * n_tiles + t] if has_bias else x.dtype.type(0)
+                        for s in range(RT):
+                            o = out[vc * RT + s]
+                            if o >= 0:
+                                y[o + f * ohw] = acc[r * RT + s] + bias
+        item += cuda.gridDim.x
 
 
-@kernel("void({f}[:, :, :, ::1], {f}[:, :, :, ::1], UniTuple(int32, 20), {f}[:, :, :, ::1])", min_blocks=GEMM_BLOCKS)
-def conv_backward_weight(dy, x, geo, dst):
-    """``dst[s, t] (+)= dY_t X_t^T`` over split ``s`` of bank ``t``'s columns; dst (S, T, F, Kg).
+@kernel("void({f}[::1], {f}[::1], int32[:, ::1], int32[:, ::1], UniTuple(int32, 20), {f}[::1])")
+def conv_backward_weight(dy, x, taps, columns, geo, dst):
+    """``dst[s, t] (+)= dY_t X_t^T`` over split ``s`` of bank ``t``'s columns; dst (S, T, F, Kg) flat.
 
-    A block per (split, bank, group, filter tile, k tile), block-stride loop;
-    columns are reduced in increasing order. ``geo = (th, tw, periodic, kh,
-    kw, sh, sw, pt, pl, dil_h, dil_w, groups, bm, bk, n_fb, n_kb, n_split,
-    split_cols, k_major, accumulate)``.
+    A block per (split, bank, group, filter tile, tap tile), block-stride
+    loop; columns are reduced in increasing order. ``taps`` and ``columns``
+    from ``conv_tables``. ``geo = (th, tw, periodic, groups, cg, fg, n,
+    height, width, oh, ow, kg, bm, bk, log_vcols, n_fb, n_kb, n_split,
+    split_cols, accumulate)``, tiles as for ``conv_forward``.
     """
-    (th, tw, periodic, kh, kw, sh, sw, pt, pl, dil_h, dil_w, groups, bm, bk, n_fb, n_kb, n_split, split_cols, k_major,
-     accumulate) = geo
-    n_total = x.shape[0]
-    cg = x.shape[1] // groups
-    oh = dy.shape[2]
-    ow = dy.shape[3]
-    fg = dst.shape[2] // groups
-    kg = dst.shape[3]
-    ds = cuda.shared.array((BM, BK_PAD), x.dtype)
-    xs = cuda.shared.array((BK, BN_PAD), x.dtype)  # im2col(x)^T: (columns, k)
-    zero = x.dtype.type(0)
+    (th, tw, periodic, groups, cg, fg, n_total, height, width, oh, ow, kg, bm, bk, log_vcols, n_fb, n_kb, n_split,
+     split_cols, accumulate) = geo
+    a_s = cuda.shared.array((2, GK, G_PAD), x.dtype)  # dY^T chunk: (columns, filters)
+    b_s = cuda.shared.array((2, GK, G_PAD), x.dtype)  # im2col(x)^T chunk: (columns, taps)
+    tile_taps = cuda.shared.array((3, GN), np.int32)  # taps[:, k0:k0 + bk], rows OUTSIDE past kg
+    acc = cuda.local.array(RT_CELLS, x.dtype)
     tid = cuda.threadIdx.x
     nt = cuda.blockDim.x
-    vrows = bm // TM
-    vcols = bk // TN
-    n_virtual = vrows * vcols
-    n_items = n_split * th * tw * groups * n_fb * n_kb
-    for item in range(cuda.blockIdx.x, n_items, cuda.gridDim.x):
+    busy, vr, vc = tile_owner(tid, bm, bk, log_vcols)  # the block has at least one thread per register tile
+    hw = height * width
+    n_filters = fg * groups
+    ohw = oh * ow
+    n_tiles = th * tw
+    n_items = n_split * n_tiles * groups * n_fb * n_kb
+    item = cuda.blockIdx.x
+    while item < n_items:
         rest, kb = divmod32(item, n_kb)
         rest, fb = divmod32(rest, n_fb)
         rest, g = divmod32(rest, groups)
-        split, t = divmod32(rest, th * tw)
-        ti, tj = divmod32(t, tw)
-        i0, istep, nu = tile_span(ti, oh, th, periodic)
-        j0, jstep, nv = tile_span(tj, ow, tw, periodic)
-        per_n = nu * nv
-        n_cols = n_total * per_n
+        split, t = divmod32(rest, n_tiles)
+        i0, istep, nu, j0, jstep, nv, first = bank_columns(t, n_total, oh, ow, th, tw, periodic)
         c_lo = split * split_cols
-        c_hi = min(n_cols, c_lo + split_cols)
+        c_hi = min(n_total * nu * nv, c_lo + split_cols)
         f0 = fb * bm
         k0 = kb * bk
-        vbase = 0
-        while vbase < n_virtual:
-            v = vbase + tid
-            vr, vc = virtual_cell(v, vcols)
-            c00 = c01 = c10 = c11 = zero
+        row0 = g * fg + f0
+        x_group = g * cg * hw
+        zero_tile(acc)
+        if c_lo < c_hi:  # the same for every thread of the block
+            cuda.syncthreads()  # the last tile's buffers and taps are read
+            e = tid
+            while e < bk:
+                if k0 + e < kg:
+                    tile_taps[0, e] = taps[0, k0 + e]
+                    tile_taps[1, e] = taps[1, k0 + e]
+                    tile_taps[2, e] = taps[2, k0 + e]
+                else:
+                    tile_taps[0, e] = 0
+                    tile_taps[1, e] = OUTSIDE
+                    tile_taps[2, e] = 0
+                e += nt
+            cuda.syncthreads()
+            _stage_gradients(dy, columns, first + c_lo, c_hi - c_lo, row0, ohw, fg - f0, bm, a_s, 0, tid, nt)
+            _stage_im2col_t(x, tile_taps, columns, first + c_lo, c_hi - c_lo, x_group, bk, height, width, b_s, 0,
+                            tid, nt)
+            cuda.syncthreads()
+            buf = 0
             col0 = c_lo
             while col0 < c_hi:
-                n_cc = min(BK, c_hi - col0)  # BK except in the last chunk
-                e = tid
-                while e < bm * n_cc:
-                    fm, cc = tile_index(e, False, bm, n_cc)
-                    val = zero
-                    if f0 + fm < fg:
-                        n, i, j = _column(col0 + cc, per_n, nv, i0, istep, j0, jstep)
-                        val = dy[n, g * fg + f0 + fm, i, j]
-                    ds[fm, cc] = val
-                    e += nt
-                e = tid
-                while e < bk * n_cc:
-                    kk, cc = tile_index(e, k_major, bk, n_cc)
-                    xs[cc, kk] = _patch(x, col0 + cc, k0 + kk, c_hi, kg, per_n, nv, i0, istep, j0, jstep,
-                                        g * cg, kh, kw, sh, sw, pt, pl, dil_h, dil_w)
-                    e += nt
+                nxt = col0 + GK
+                if nxt < c_hi:  # the next chunk into the other buffer while this one is multiplied
+                    _stage_gradients(dy, columns, first + nxt, c_hi - nxt, row0, ohw, fg - f0, bm, a_s, 1 - buf,
+                                     tid, nt)
+                    _stage_im2col_t(x, tile_taps, columns, first + nxt, c_hi - nxt, x_group, bk, height, width,
+                                    b_s, 1 - buf, tid, nt)
+                if busy:
+                    mac_tile(a_s, b_s, buf, vr, vc, acc)
                 cuda.syncthreads()
-                if v < n_virtual:
-                    c00, c01, c10, c11 = mac_2x2(ds, xs, n_cc, vr, vc, vrows, vcols, c00, c01, c10, c11)
-                cuda.syncthreads()
-                col0 += BK
-            if v < n_virtual:
-                store_2x2(dst[split, t, g * fg:(g + 1) * fg], f0, k0, vr, vc, vrows, vcols, fg, kg, accumulate,
-                          c00, c01, c10, c11)
-            vbase += nt
+                buf = 1 - buf
+                col0 = nxt
+        if busy:
+            base = ((split * n_tiles + t) * n_filters + g * fg + f0) * kg + k0
+            for r in range(RT):
+                fm = vr * RT + r
+                if f0 + fm < fg:
+                    for s in range(RT):
+                        kk = vc * RT + s
+                        if k0 + kk < kg:
+                            if accumulate:
+                                dst[base + fm * kg + kk] += acc[r * RT + s]
+                            else:
+                                dst[base + fm * kg + kk] = acc[r * RT + s]
+        item += cuda.gridDim.x
 
 
 @kernel("void({f}[:, :, :, ::1], UniTuple(int32, 6), {f}[:, :, ::1])")
@@ -289,7 +497,8 @@ def conv_backward_bias(dy, geo, dst):
     ow = dy.shape[3]
     n_tiles = th * tw
     size = n_split * n_filters * n_tiles
-    for e in range(cuda.grid(1), size, cuda.gridsize(1)):
+    e = cuda.grid(1)
+    while e < size:  # a grid-stride loop (a range with a step divides to count its trips)
         rest, t = divmod32(e, n_tiles)
         split, f = divmod32(rest, n_filters)
         ti, tj = divmod32(t, tw)
@@ -299,67 +508,84 @@ def conv_backward_bias(dy, geo, dst):
         c_lo = split * split_cols
         c_hi = min(n_total * per_n, c_lo + split_cols)
         total = dy.dtype.type(0)
-        for col in range(c_lo, c_hi):
-            n, i, j = _column(col, per_n, nv, i0, istep, j0, jstep)
-            total += dy[n, f, i, j]
+        if c_lo < c_hi:
+            n, u, v = _column(c_lo, per_n, nv)
+            for _ in range(c_hi - c_lo):  # the next column by a carry, not a division
+                total += dy[n, f, i0 + u * istep, j0 + v * jstep]
+                v += 1
+                if v == nv:
+                    v = 0
+                    u += 1
+                    if u == nu:
+                        u = 0
+                        n += 1
         if accumulate:
             dst[split, f, t] += total
         else:
             dst[split, f, t] = total
+        e += cuda.gridsize(1)
 
 
-@kernel("void({f}[:, :, :, ::1], {f}[:, :, ::1], UniTuple(int32, 12), {f}[:, :, :, ::1])", min_blocks=GEMM_BLOCKS)
-def conv_backward_input(dy, w, geo, dx):
+@kernel("void({f}[::1], {f}[::1], int32[::1], UniTuple(int32, 16), {f}[::1])")
+def conv_backward_input(dy, w, table, geo, dx):
     """``dx[n, c, h, w] = sum w[t, f, k] dy[n, f, i, j]`` over the (tap, filter) pairs that read ``(h, w)``.
 
-    A thread per ``(sample block, c, h, w)``, ``w`` fastest (coalesced
-    writes and, at stride 1, coalesced reads of ``dy``); ``NB`` samples per
-    thread share each weight load. Taps ascending, then filters.
-    ``geo = (th, tw, periodic, kh, kw, sh, sw, pt, pl, dil_h, dil_w, groups)``.
+    ``dy``, ``w``, ``dx`` flat; ``table`` from ``gather_tables``. A thread
+    per ``(sample block, c, h, w)``, ``w`` fastest (coalesced writes and, at
+    stride 1, coalesced reads of ``dy``); ``NB`` samples per thread share
+    each weight load. Taps ascending (rows, then columns), then filters.
+    ``geo = (tw, kh, kw, a_step, b_step, i_step, j_step, groups, cg, fg, n, height, width, oh, ow, kg)``:
+    consecutive taps that read a cell are ``a_step`` apart and their windows ``i_step`` apart (rows; columns
+    likewise).
     """
-    th, tw, periodic, kh, kw, sh, sw, pt, pl, dil_h, dil_w, groups = geo
-    n_total = dx.shape[0]
-    c_total = dx.shape[1]
-    height = dx.shape[2]
-    width = dx.shape[3]
-    cg = c_total // groups
-    oh = dy.shape[2]
-    ow = dy.shape[3]
-    fg = w.shape[1] // groups
+    tw, kh, kw, a_step, b_step, i_step, j_step, groups, cg, fg, n_total, height, width, oh, ow, kg = geo
+    c_total = cg * groups
+    hw = height * width
+    chw = c_total * hw
+    ohw = oh * ow
+    n_filters = fg * groups
+    fohw = n_filters * ohw
+    cols = 3 * height  # where gather_tables put the column taps and the banks
+    row_tiles = cols + 3 * width
+    col_tiles = row_tiles + oh
     acc = cuda.local.array(NB, dx.dtype)
-    zero = dx.dtype.type(0)
     n_blocks = (n_total + NB - 1) // NB
-    size = n_blocks * c_total * height * width
-    for e in range(cuda.grid(1), size, cuda.gridsize(1)):
+    size = n_blocks * chw
+    e = cuda.grid(1)
+    while e < size:  # a grid-stride loop (a range with a step divides to count its trips)
         rest, ww = divmod32(e, width)
         rest, h = divmod32(rest, height)
         nb, c = divmod32(rest, c_total)
+        g, ch = divmod32(c, cg)
         n0 = nb * NB
         nn = min(NB, n_total - n0)
-        g, ch = divmod32(c, cg)
         for q in range(NB):
-            acc[q] = zero
-        a_lo, a_hi, a_step = tap_range(h, pt, kh, sh, dil_h, oh)
-        b_lo, b_hi, b_step = tap_range(ww, pl, kw, sw, dil_w, ow)
-        a = a_lo
-        while a < a_hi:
-            i = div32(h + pt - a * dil_h, sh)
-            ti = tile_of(i, oh, th, periodic)
-            bb = b_lo
-            while bb < b_hi:
-                j = div32(ww + pl - bb * dil_w, sw)
-                t = ti * tw + tile_of(j, ow, tw, periodic)
-                k = (ch * kh + a) * kw + bb
-                for f in range(g * fg, (g + 1) * fg):
-                    wv = w[t, f, k]
+            acc[q] = 0
+        a = table[h]
+        i = table[2 * height + h]
+        for _ in range(table[height + h]):
+            ti = table[row_tiles + i] * tw
+            bb = table[cols + ww]
+            j = table[cols + 2 * width + ww]
+            for _ in range(table[cols + width + ww]):
+                wo = ((ti + table[col_tiles + j]) * n_filters + g * fg) * kg + (ch * kh + a) * kw + bb
+                yo = (n0 * n_filters + g * fg) * ohw + i * ow + j
+                for _ in range(fg):
+                    wv = w[wo]
                     for q in range(NB):
                         if q < nn:
-                            acc[q] += wv * dy[n0 + q, f, i, j]
+                            acc[q] += wv * dy[yo + q * fohw]
+                    wo += kg
+                    yo += ohw
                 bb += b_step
+                j -= j_step
             a += a_step
+            i -= i_step
+        o = n0 * chw + c * hw + h * width + ww
         for q in range(NB):
             if q < nn:
-                dx[n0 + q, c, h, ww] = acc[q]
+                dx[o + q * chw] = acc[q]
+        e += cuda.gridsize(1)
 
 
 # ---------------------------------------------------------------- launchers
@@ -376,6 +602,11 @@ def _round_up(a, b):
     return _ceil_div(max(a, 1), b) * b
 
 
+def _pow2(a, most):
+    """The least power of two at least ``a`` and ``RT``, at most ``most``."""
+    return min(most, 1 << (max(a, RT) - 1).bit_length())
+
+
 def _max_columns(n, oh, ow, th, tw):
     return n * indexing.span_count(oh, th) * indexing.span_count(ow, tw)
 
@@ -385,45 +616,93 @@ def _splits(max_cols, outputs, target):
     n_split = 1
     if max_cols > MIN_COLUMNS_PER_SPLIT:
         n_split = min(_ceil_div(max_cols, MIN_COLUMNS_PER_SPLIT), max(1, _ceil_div(target, max(outputs, 1))))
-    split_cols = _round_up(_ceil_div(max_cols, n_split), BK)
+    split_cols = _round_up(_ceil_div(max_cols, n_split), GK)
     return max(1, _ceil_div(max_cols, split_cols)), split_cols
+
+
+def _check_tiles(oh, ow, th, tw):
+    """The kernels' 32-bit bank arithmetic divides ``index * tiles`` (``tile_of``, ``tile_span``)."""
+    for size, tiles in ((oh, th), (ow, tw)):
+        if tiles != size and size * tiles >= 2**32:
+            raise ValueError(f"tiles: at most 2**32 / {size} tiles along an axis of {size} output positions "
+                             f"are supported on CUDA, got {tiles}")
+
+
+def _tables(x, oh, ow, th, tw, periodic, kargs, n_filters, kg, stream):
+    """``(taps, columns)`` of ``conv_tables`` for a convolution of ``x`` (N, C, H, W), in this stream's scratch."""
+    n, c, h, wd = x.shape
+    kh, kw, sh, sw, pt, pl, dil_h, dil_w = kargs
+    taps, columns = scratch([(3, kg), (n * oh * ow, 4)], np.int32, stream)
+    elementwise(conv_tables, kg + n * oh * ow, stream,
+                (kh, kw, dil_h, dil_w, kg, n, c, h, wd, n_filters, oh, ow, th, tw, periodic, sh, sw, pt, pl),
+                taps, columns)
+    return taps, columns
+
+
+def _tiles(rows, cols):
+    """Block tile ``(bm, bn)``: powers of two covering ``rows x cols`` up to ``GM x GN``, shrunk (the longer side
+    first) until the block has a thread per ``RT x RT`` register tile."""
+    bm, bn = _pow2(rows, GM), _pow2(cols, GN)
+    threads = threads_per_block()
+    while (bm // RT) * (bn // RT) > threads:
+        if bm >= bn:
+            bm //= 2
+        else:
+            bn //= 2
+    return bm, bn
+
+
+def _geometry(x, oh, ow, th, tw, periodic, groups, n_filters, kg):
+    """The integers both GEMM kernels' ``geo`` share."""
+    n, c, h, wd = x.shape
+    return (th, tw, periodic, groups, c // groups, n_filters // groups, n, h, wd, oh, ow, kg)
 
 
 def forward(x, w, b, th, tw, periodic, kargs, groups, y, stream):
     """``y = conv(x, w) + b``; w (T, F, Kg), b (F, T) or None."""
     n, oh, ow = x.shape[0], y.shape[2], y.shape[3]
-    fg = w.shape[1] // groups
-    bm = min(BM, _round_up(fg, TM))
+    n_filters, kg = w.shape[1], w.shape[2]
+    _check_tiles(oh, ow, th, tw)
     max_cols = _max_columns(n, oh, ow, th, tw)
-    bn = min(BN, _round_up(max_cols, TN))
+    if max_cols == 0 or n_filters == 0:
+        return
+    fg = n_filters // groups
+    bm, bn = _tiles(fg, max_cols)
     n_fb, n_cb = _ceil_div(fg, bm), _ceil_div(max_cols, bn)
-    k_major = indexing.span_count(oh, th) * indexing.span_count(ow, tw) == 1
-    threads = block_threads((bm // TM) * (bn // TN))
-    bias = w[0] if b is None else b
-    geo = (b is not None, th, tw, periodic, *kargs, groups, bm, bn, n_fb, n_cb, k_major)
-    blockwise(conv_forward, th * tw * groups * n_fb * n_cb, threads, stream, x, w, bias, geo, y)
+    taps, columns = _tables(x, oh, ow, th, tw, periodic, kargs, n_filters, kg, stream)
+    bias = w.reshape(-1) if b is None else b.reshape(-1)
+    geo = (b is not None, *_geometry(x, oh, ow, th, tw, periodic, groups, n_filters, kg), bm, bn,
+           (bn // RT).bit_length() - 1, bn.bit_length() - 1, n_fb, n_cb)
+    blockwise(conv_forward, th * tw * groups * n_fb * n_cb, block_threads((bm // RT) * (bn // RT)), stream,
+              x.reshape(-1), w.reshape(-1), bias, taps, columns, geo, y.reshape(-1))
 
 
 def backward_weight(dy, x, th, tw, periodic, kargs, groups, accumulate, out, stream):
     """``out (+)= dW``; out (T, F, Kg)."""
     n, oh, ow = x.shape[0], dy.shape[2], dy.shape[3]
     n_tiles, n_filters, kg = out.shape
+    _check_tiles(oh, ow, th, tw)
+    if out.size == 0:
+        return
     fg = n_filters // groups
-    bm = min(BM, _round_up(fg, TM))
-    bk = min(BN, _round_up(kg, TN))
+    bm, bk = _tiles(fg, kg)
     n_fb, n_kb = _ceil_div(fg, bm), _ceil_div(kg, bk)
     max_cols = _max_columns(n, oh, ow, th, tw)
-    n_split, split_cols = _splits(max_cols, n_tiles * groups * n_fb * n_kb, TARGET_BLOCKS)
-    k_major = indexing.span_count(oh, th) * indexing.span_count(ow, tw) == 1
-    threads = block_threads((bm // TM) * (bk // TN))
+    # the split (so the order of the sum) from the shapes alone, not from the tile the block size allows
+    full_tiles = _ceil_div(fg, _pow2(fg, GM)) * _ceil_div(kg, _pow2(kg, GN))
+    n_split, split_cols = _splits(max_cols, n_tiles * groups * full_tiles, TARGET_BLOCKS)
+    taps, columns = _tables(x, oh, ow, th, tw, periodic, kargs, n_filters, kg, stream)
+    threads = block_threads((bm // RT) * (bk // RT))
     items = n_split * n_tiles * groups * n_fb * n_kb
-    geo = (th, tw, periodic, *kargs, groups, bm, bk, n_fb, n_kb, n_split, split_cols, k_major)
+    geo = (*_geometry(x, oh, ow, th, tw, periodic, groups, n_filters, kg), bm, bk,
+           (bk // RT).bit_length() - 1, n_fb, n_kb, n_split, split_cols)
     if n_split == 1:
-        blockwise(conv_backward_weight, items, threads, stream, dy, x, (*geo, accumulate),
-                  out.reshape(1, n_tiles, n_filters, kg))
+        blockwise(conv_backward_weight, items, threads, stream, dy.reshape(-1), x.reshape(-1), taps, columns,
+                  (*geo, accumulate), out.reshape(-1))
         return
     (partial,) = scratch([(n_split, n_tiles, n_filters, kg)], out.dtype, stream)
-    blockwise(conv_backward_weight, items, threads, stream, dy, x, (*geo, False), partial)
+    blockwise(conv_backward_weight, items, threads, stream, dy.reshape(-1), x.reshape(-1), taps, columns,
+              (*geo, False), partial.reshape(-1))
     size = n_tiles * n_filters * kg
     elementwise(reduce_splits, size, stream, partial.reshape(n_split, size), accumulate, out.reshape(size))
 
@@ -431,6 +710,7 @@ def backward_weight(dy, x, th, tw, periodic, kargs, groups, accumulate, out, str
 def backward_bias(dy, th, tw, periodic, accumulate, out, stream):
     """``out (+)= db``; out (F, T)."""
     n, n_filters, oh, ow = dy.shape
+    _check_tiles(oh, ow, th, tw)
     max_cols = _max_columns(n, oh, ow, th, tw)
     n_split, split_cols = _splits(max_cols, n_filters * th * tw, TARGET_THREADS)
     if n_split == 1:
@@ -447,9 +727,17 @@ def backward_bias(dy, th, tw, periodic, accumulate, out, stream):
 def backward_input(dy, w, th, tw, periodic, kargs, groups, dx, stream):
     """``dx`` (N, C, H, W) from dy and w (T, F, Kg), by gathering."""
     n, c, h, wd = dx.shape
-    for size, tiles in ((dy.shape[2], th), (dy.shape[3], tw)):
-        if tiles != size and size * tiles >= 2**32:
-            raise ValueError(f"tiles: at most 2**32 / {size} tiles along an axis of {size} output positions "
-                             f"are supported on CUDA, got {tiles}")
-    elementwise(conv_backward_input, _ceil_div(n, NB) * c * h * wd, stream, dy, w, (th, tw, periodic, *kargs, groups),
-                dx)
+    oh, ow = dy.shape[2], dy.shape[3]
+    _check_tiles(oh, ow, th, tw)
+    if dx.size == 0:
+        return
+    kh, kw, sh, sw, pt, pl, dil_h, dil_w = kargs
+    n_filters, kg = w.shape[1], w.shape[2]
+    (table,) = scratch([(3 * (h + wd) + oh + ow,)], np.int32, stream)
+    elementwise(gather_tables, h + wd + oh + ow, stream,
+                (kh, kw, sh, sw, pt, pl, dil_h, dil_w, th, tw, periodic, h, wd, oh, ow), table)
+    gh, gw = math.gcd(sh, dil_h), math.gcd(sw, dil_w)
+    geo = (tw, kh, kw, sh // gh, sw // gw, dil_h // gh, dil_w // gw, groups, c // groups, n_filters // groups, n,
+           h, wd, oh, ow, kg)
+    elementwise(conv_backward_input, _ceil_div(n, NB) * c * h * wd, stream, dy.reshape(-1), w.reshape(-1), table,
+                geo, dx.reshape(-1))

@@ -1,13 +1,16 @@
-"""Device functions of the register-tiled GEMM that the convolution and NetVLAD kernels share.
+"""Device functions of the register-tiled GEMMs of the NetVLAD and convolution kernels.
 
-A block of those kernels computes a ``bm x bn`` tile of a product by
-staging ``BK``-deep slices of both operands in shared memory, ``A`` as
-``(rows, depth)`` and ``B`` as ``(depth, columns)``; thread ``v`` owns the
-``2 x 2`` register tile of rows ``vr, vr + vrows`` and columns
-``vc, vc + vcols`` (``vrows = bm // 2``, ``vcols = bn // 2``), so a warp's
-threads, ``vc`` fastest, read distinct shared-memory banks. The kernels
-keep their own staging (what they load differs); these functions are the
-index and arithmetic steps they have in common, inlined on a GPU.
+Two tilings, each inlined on a GPU. NetVLAD's (``netvlad.bgemm``): a block
+computes a ``bm x bn`` tile of a product by staging ``BK``-deep slices of
+both operands in shared memory, ``A`` as ``(rows, depth)`` and ``B`` as
+``(depth, columns)``; thread ``v`` owns the ``2 x 2`` register tile of rows
+``vr, vr + vrows`` and columns ``vc, vc + vcols`` (``vrows = bm // 2``,
+``vcols = bn // 2``), so a warp's threads, ``vc`` fastest, read distinct
+shared-memory banks. The convolution's implicit GEMM (``conv``) has larger
+tiles, double-buffered chunks and ``RT x RT`` register tiles (the second
+part of this module). The kernels keep their own staging (what they load
+differs); these functions are the index and arithmetic steps they have
+in common.
 """
 
 from .intmath import divmod32
@@ -91,3 +94,60 @@ def store_2x2(out, row0, col0, vr, vc, vrows, vcols, rows, cols, accumulate, c00
                 out[row, col] += val
             else:
                 out[row, col] = val
+
+
+# ---------------------------------------------------------------- the convolution's implicit GEMM
+#
+# The convolution kernels (``lcnumba.gpu.conv``) use larger tiles: a block owns at most ``GM x GN``
+# outputs, each thread an ``RT x RT`` register tile of consecutive rows ``vr * RT + r`` and columns
+# ``vc * RT + s`` (so each operand's ``RT`` values sit at constant offsets from one shared-memory address),
+# and the reduction runs in chunks of ``GK`` staged in two shared-memory buffers (one is filled while the
+# other is read). The tile sides are powers of two, so every index split in the staging loops is a shift
+# or a mask, and every chunk is ``GK`` deep (zeros past the end), so the multiply-add loop has constant
+# bounds.
+
+#: Most rows and columns of a block's tile, depth of a reduction chunk, side of a thread's register tile.
+GM = 64
+GN = 64
+GK = 8
+RT = 4
+#: Entries of a register tile (a constant: local array shapes must be).
+RT_CELLS = RT * RT
+#: ``log2(GK)``: a chunk element's depth index is ``e & (GK - 1)``, its row ``e >> LOG_GK``.
+LOG_GK = 3
+#: Shared-memory row length of a staged chunk: the tile plus 4, so that the 8 depths x 4 rows a warp writes
+#: when staging along the depth fall in 32 distinct banks.
+G_PAD = GM + 4
+
+
+@device_function
+def tile_owner(tid, rows, cols, log_vcols):
+    """``(busy, vr, vc)``: whether thread ``tid`` owns a register tile of a ``rows x cols`` block tile, and which
+    (``vc`` fastest; ``cols // RT == 2**log_vcols``)."""
+    return tid < (rows // RT) * (cols // RT), tid >> log_vcols, tid & ((cols // RT) - 1)
+
+
+@device_function
+def zero_tile(acc):
+    """Set the ``RT * RT`` register tile ``acc`` to zero."""
+    for e in range(RT_CELLS):
+        acc[e] = 0
+
+
+@device_function
+def mac_tile(a_s, b_s, buf, vr, vc, acc):
+    """``acc[r * RT + s] += sum_k a_s[buf, k, vr RT + r] * b_s[buf, k, vc RT + s]``, ``k`` increasing.
+
+    One chunk of ``GK`` terms; the ``RT`` column values are read once and reused across the rows.
+    """
+    for k in range(GK):
+        b0 = b_s[buf, k, vc * RT]
+        b1 = b_s[buf, k, vc * RT + 1]
+        b2 = b_s[buf, k, vc * RT + 2]
+        b3 = b_s[buf, k, vc * RT + 3]
+        for r in range(RT):
+            a = a_s[buf, k, vr * RT + r]
+            acc[r * RT] += a * b0
+            acc[r * RT + 1] += a * b1
+            acc[r * RT + 2] += a * b2
+            acc[r * RT + 3] += a * b3
