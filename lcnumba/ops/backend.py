@@ -118,21 +118,21 @@ class HostBackend:
         """``y = conv_transpose(x, w) + b``: x (N, C, H, W), w flat, b (F, bias tiles) or None, y (N, F, OH, OW)."""
         p = tplan.forward
         bias = b if b is not None else np.zeros((0, 0), dtype=x.dtype)
-        with kernel_guard(), serial_blas():
+        with kernel_guard(), _blas_guard(p):
             transpose_kernels.host_forward(x, w, bias, *p.tiling, *tplan.bias_tiling, *p.kernel_args, p.geo.groups,
                                            numba.get_num_threads(), y)
 
     @staticmethod
     def conv_transpose_backward_input(dy, w, tplan, dx):
         p = tplan.forward
-        with kernel_guard(), serial_blas():
+        with kernel_guard(), _blas_guard(p):
             transpose_kernels.host_backward_input(dy, w, *p.tiling, *p.kernel_args, p.geo.groups,
                                                   numba.get_num_threads(), dx)
 
     @staticmethod
     def conv_transpose_backward_weight(dy, x, tplan, accumulate, dw):
         p = tplan.forward
-        with kernel_guard(), serial_blas():
+        with kernel_guard(), _blas_guard(p):
             transpose_kernels.host_backward_weight(dy, x, *p.tiling, *p.kernel_args, p.geo.groups,
                                                    numba.get_num_threads(), accumulate, dw)
 
