@@ -44,6 +44,8 @@ def _conv_call(name, dtype):
     forward = getattr(lcnumba, f"{name}_forward")
     backward = getattr(lcnumba, f"{name}_backward")
     backward(forward(x, w, b), x, w, b)
+    if fam.sharing == "shared":  # the pad and fold kernels of the padding modes serve every family
+        backward(forward(x, w, b, padding=1, padding_mode="reflect"), x, w, b, padding=1, padding_mode="reflect")
 
 
 def _pool_call(name, dtype):
