@@ -137,8 +137,13 @@ def backward(fam, be, dy, x, w, b, stride, padding, dilation, groups, tile_mode=
     else:
         _input_gradient(be, p, dy, w, dx)
         _weight_gradient(be, p, dy, x, False, dw)
+    return with_bias_gradient(be, p.image(dy), b, dtype, p.tiling, p.flat_bias, dx, dw)
+
+
+def with_bias_gradient(be, dy_image, b, dtype, tiling, flat_bias, dx, dw):
+    """``(dx, dw, db)`` of a combined backward; ``db`` (None without a bias) over the bias ``tiling``."""
     if b is None:
         return dx, dw, None
     db = be.output(None, "db", tuple(b.shape), dtype, {})
-    be.conv_backward_bias(p.image(dy), p.tiling, False, p.flat_bias(db))
+    be.conv_backward_bias(dy_image, tiling, False, flat_bias(db))
     return dx, dw, db

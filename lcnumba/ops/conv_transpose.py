@@ -112,8 +112,4 @@ def backward(fam, be, dy, x, w, b, stride, padding, output_padding, dilation, gr
     if tp.geo.n:
         be.conv_transpose_backward_input(p.image(dy), p.flat_weight(w), tp, p.image(dx))
     _weight_gradient(be, tp, dy, x, False, dw)
-    if b is None:
-        return dx, dw, None
-    db = be.output(None, "db", tuple(b.shape), dtype, {})
-    be.conv_backward_bias(p.image(dy), tp.bias_tiling, False, tp.flat_bias(db))
-    return dx, dw, db
+    return conv.with_bias_gradient(be, p.image(dy), b, dtype, tp.bias_tiling, tp.flat_bias, dx, dw)
