@@ -230,7 +230,9 @@ class NetVLAD(torch.nn.Module):
     Soft-assigns each of the M local descriptors of a sample to K real and G
     ghost clusters, sums the residuals to the real clusters' centroids,
     intra-normalises and L2-normalises: :func:`lcnumba.netvlad_forward` and
-    :func:`lcnumba.netvlad_backward`.
+    :func:`lcnumba.netvlad_backward`. ``forward(x, mask=None)`` takes a mask
+    of the valid descriptors, (N, M) or (N, H, W), for batches of padded
+    inputs (videos with fewer frames, images of different sizes).
 
     Parameters
     ----------
@@ -244,6 +246,10 @@ class NetVLAD(torch.nn.Module):
         L2-normalise each descriptor first.
     eps : float
         Floor of the norms divided by.
+    intra_normalize : bool
+        L2-normalise each cluster's residual sum.
+    final_normalize : bool
+        L2-normalise the whole vector.
     device, dtype
         Of the parameters.
 
@@ -262,13 +268,16 @@ class NetVLAD(torch.nn.Module):
     start from k-means on sample descriptors, which trains much faster.
     """
 
-    def __init__(self, num_clusters, dim, num_ghost=0, normalize_input=True, eps=1e-12, device=None, dtype=None):
+    def __init__(self, num_clusters, dim, num_ghost=0, normalize_input=True, eps=1e-12, intra_normalize=True,
+                 final_normalize=True, device=None, dtype=None):
         super().__init__()
         self.num_clusters = checks.integer(num_clusters, "num_clusters", minimum=1)
         self.dim = checks.integer(dim, "dim", minimum=1)
         self.num_ghost = checks.integer(num_ghost, "num_ghost", minimum=0)
         self.normalize_input = checks.flag(normalize_input, "normalize_input")
         self.eps = checks.positive_float(eps, "eps")
+        self.intra_normalize = checks.flag(intra_normalize, "intra_normalize")
+        self.final_normalize = checks.flag(final_normalize, "final_normalize")
         factory = {"device": device, "dtype": dtype}
         clusters = self.num_clusters + self.num_ghost
         self.weight = torch.nn.Parameter(torch.empty((clusters, self.dim), **factory))
@@ -310,15 +319,17 @@ class NetVLAD(torch.nn.Module):
             _assign(parameter, array)
         return self
 
-    def forward(self, x):
-        return self._op(x, self.weight, self.bias, self.centroids, self.normalize_input, self.eps)
+    def forward(self, x, mask=None):
+        return self._op(x, self.weight, self.bias, self.centroids, mask, self.normalize_input, self.intra_normalize,
+                        self.final_normalize, self.eps)
 
     def extra_repr(self):
         parts = [f"num_clusters={self.num_clusters}", f"dim={self.dim}"]
         if self.num_ghost:
             parts.append(f"num_ghost={self.num_ghost}")
-        if not self.normalize_input:
-            parts.append("normalize_input=False")
+        for switch in ("normalize_input", "intra_normalize", "final_normalize"):
+            if not getattr(self, switch):
+                parts.append(f"{switch}=False")
         return ", ".join(parts)
 
 
