@@ -7,7 +7,9 @@ operators in the ``lcnumba`` namespace (``torch.ops.lcnumba.*``, see
 - modules (``lcnumba.torch.nn``): ``LocallyConnected2d``, ``LocallyConnected1d``,
   ``TiledConv2d``, ``TiledConv1d``, ``NetVLAD``;
 - functions (``lcnumba.torch.functional``): ``local_conv2d``, ``tiled_conv2d``,
-  ``conv2d``, ``max_pool2d``, ``netvlad`` and the 1-D forms.
+  ``conv2d``, their transposes as PyTorch spells them (``local_conv_transpose2d``,
+  ``tiled_conv_transpose2d``, ``conv_transpose2d``), ``max_pool2d``, ``netvlad``
+  (with its mask and options), ``vlad_aggregate``, ``netvlad_pca`` and the 1-D forms.
 
 CPU tensors reach the kernels without a copy, CUDA tensors through
 ``__cuda_array_interface__`` on PyTorch's current stream; gradients come
