@@ -650,3 +650,28 @@ def test_a_training_step_lowers_the_loss():
         optimiser.step()
         losses.append(loss.item())
     assert losses[-1] < losses[0]
+
+
+@pytest.mark.parametrize("module,kwargs", [
+    ("LocallyConnectedTranspose2d", dict(input_size=(3, 4), stride=2, padding=1, output_padding=1, groups=2)),
+    ("TiledConvTranspose2d", dict(tiles=(2, 3), stride=2, dilation=2, output_padding=1, tile_mode="block")),
+])
+def test_transposed_modules_equal_the_numpy_api_bitwise(module, kwargs):
+    torch.manual_seed(11)
+    layer = getattr(lt, module)(4, 6, (2, 3), **kwargs)
+    with torch.no_grad():
+        layer.bias.normal_()
+    x = torch.randn(2, 4, 3, 4, requires_grad=True)
+    name = table.family(layer._family).name
+    params = {key: value for key, value in kwargs.items() if key not in ("input_size", "tiles")}
+    arrays = [t.detach().numpy() for t in (x, layer.weight, layer.bias)]
+    y = layer(x)
+    assert np.array_equal(y.detach().numpy(), getattr(lcnumba, f"{name}_forward")(*arrays, **params))
+    dy = torch.randn_like(y)
+    expected = getattr(lcnumba, f"{name}_backward")(dy.numpy(), *arrays, **params)
+    for got, e in zip(torch.autograd.grad(y, (x, layer.weight, layer.bias), dy), expected):
+        assert np.array_equal(got.numpy(), e)
+    groups = kwargs.get("groups", 1)
+    assert layer.weight.shape[2:] == (4, 6 // groups, 2, 3)
+    assert layer.bias.shape == (6,) + (y.shape[2:] if "input_size" in kwargs else kwargs["tiles"])
+    assert repr(layer).startswith(f"{module}(4, 6, kernel_size=(2, 3), ")
