@@ -586,6 +586,27 @@ def test_cuda_tensors_run_on_the_current_stream_and_mixed_devices_raise():
         layer_cuda(x.detach())
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="PyTorch CUDA tensors need a GPU (Numba's simulator "
+                                                          "cannot hold them)")
+def test_cuda_transposed_and_masked_netvlad_equal_the_cpu():
+    torch.manual_seed(12)
+    x = torch.randn(2, 4, 3, 4, dtype=torch.float64)
+    w, b = torch.randn(4, 3, 3, 3, dtype=torch.float64), torch.randn(6, dtype=torch.float64)
+    vlad = _netvlad_tensors(1)
+    calls = [lambda x, w, b: LF.conv_transpose2d(x, w, b, stride=2, padding=1, output_padding=1, groups=2),
+             lambda *t: LF.netvlad(*t, mask=t[0].new_ones(2, 3, 4, dtype=torch.bool).tril(), intra_normalize=False)]
+    for call, args in zip(calls, ((x, w, b), [t.detach() for t in vlad])):
+        cpu = [t.clone().requires_grad_(True) for t in args]
+        cuda = [t.detach().cuda().requires_grad_(True) for t in args]
+        y, y_cuda = call(*cpu), call(*cuda)
+        dy = torch.randn_like(y)
+        grads = torch.autograd.grad(y, cpu, dy)
+        grads_cuda = torch.autograd.grad(y_cuda, cuda, dy.cuda())
+        torch.testing.assert_close(y_cuda.cpu(), y.detach())
+        for a, e in zip(grads_cuda, grads):
+            torch.testing.assert_close(a.cpu(), e)
+
+
 # ---------------------------------------------------------------- modules
 
 
