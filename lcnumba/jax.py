@@ -2,8 +2,11 @@
 
 ``lcnumba.jax.local_conv2d(x, w, b=None, stride=1, padding=0, dilation=1, groups=1)`` and its
 siblings, one per family of the op table (``conv2d``, ``tiled_conv2d``, ``local_conv2d``, the 1-D
-forms, ``max_pool2d``, ``max_pool1d``, ``netvlad``), take the arguments of lcnumba's NumPy
-forward functions and are ``jax.custom_vjp`` functions:
+forms, ``max_pool2d``, ``max_pool1d``, ``netvlad``, ``vlad_aggregate``, ``netvlad_pca``), take the
+arguments of lcnumba's NumPy forward functions; the transposed families are named and ordered as
+PyTorch's ``conv_transpose2d`` (``local_conv_transpose2d(x, w, b=None, stride=1, padding=0,
+output_padding=0, groups=1, dilation=1)``, ``tiled_conv_transpose2d``, ``conv_transpose2d`` and the
+1-D forms). All are ``jax.custom_vjp`` functions:
 
 - the forward and the backward call lcnumba's public functions (the forward pass and the
   hand-derived backward pass) on the host through ``jax.pure_callback``, so they run under
@@ -11,9 +14,10 @@ forward functions and are ``jax.custom_vjp`` functions:
 - output shapes come from ``lcnumba.geometry`` when the function is traced, and so do the
   errors: a wrong shape, rank or dtype raises the NumPy function's message at trace time;
 - under ``jax.vmap`` the callbacks see the mapped axes in front (``vmap_method="expand_dims"``):
-  when only the per-sample arrays (``x``, ``dy``) are mapped, the mapped axes are folded into the
-  batch N and lcnumba is called once; otherwise (mapped weights, and the weight gradients of a
-  mapped backward, which are per mapped element) it is called once per mapped element.
+  when only the per-sample arrays (``x``, ``dy``, a NetVLAD ``mask``, an ``assignment``) are mapped,
+  the mapped axes are folded into the batch N and lcnumba is called once; otherwise (mapped weights,
+  and the weight gradients of a mapped backward, which are per mapped element) it is called once per
+  mapped element.
 
 The functions are differentiable once: differentiating a gradient raises an error that says so.
 Max-pooling's backward recomputes the argmax indices from ``x`` instead of keeping int64 indices,
@@ -143,19 +147,34 @@ def _conv_functions(fam):
     return op
 
 
-def _conv(fam):
+def _plan(fam, x, w, kwargs):
+    """The plan of a call of ``fam`` (a convolution or a transposed family) at trace time, with its checks."""
+    shapes, tile_mode = (tuple(x.shape), tuple(w.shape)), kwargs.get("tile_mode", "periodic")
+    if fam.kind == "conv_transpose":
+        return geometry.conv_transpose_plan(fam, *shapes, kwargs["stride"], kwargs["padding"], kwargs["output_padding"],
+                                            kwargs["dilation"], kwargs["groups"], tile_mode, x_name="x", w_name="w")
+    return geometry.conv_plan(fam, *shapes, kwargs["stride"], kwargs["padding"], kwargs["dilation"], kwargs["groups"],
+                              tile_mode, x_name="x", w_name="w")
+
+
+def _conv_call(fam):
+    """``call(x, w, b, kwargs)``: ``fam``'s differentiable forward for the keyword arguments of its NumPy forward."""
     op = _conv_functions(fam)
+    banks = {"shared": "", "tiled": " and tile",
+             "local": " and output position" if fam.kind == "conv_transpose" else " and tile"}[fam.sharing]
 
     def call(x, w, b, kwargs):
         _check_arrays({"x": (x, fam.x_ndim), "w": (w, fam.weight_ndim), "b": (b, fam.bias_ndim)})
-        plan = geometry.conv_plan(fam, tuple(x.shape), tuple(w.shape), kwargs["stride"], kwargs["padding"],
-                                  kwargs["dilation"], kwargs["groups"], kwargs.get("tile_mode", "periodic"),
-                                  x_name="x", w_name="w")
+        plan = _plan(fam, x, w, kwargs)
         if b is not None:
-            checks.shape_equal(b, "b", plan.bias_shape, "one bias per filter"
-                               + ("" if fam.sharing == "shared" else " and tile"))
+            checks.shape_equal(b, "b", plan.bias_shape, "one bias per filter" + banks)
         return op(_hashable(tuple(kwargs.items())), plan.output_shape, x, w, b)
 
+    return call
+
+
+def _conv(fam):
+    call = _conv_call(fam)
     if fam.has_tiles:
         def function(x, w, b=None, stride=1, padding=0, dilation=1, groups=1, tile_mode="periodic"):
             return call(x, w, b, dict(stride=stride, padding=padding, dilation=dilation, groups=groups,
@@ -169,6 +188,30 @@ def _conv(fam):
 
 ``{fam.name}(x, w, b=None, stride=1, padding=0, dilation=1, groups=1{tile})``: the arguments and layouts
 of :func:`lcnumba.{fam.name}_forward` (``w`` of shape {fam.layout(fam.weight_dims)}, ``b`` of shape
+{fam.layout(fam.bias_dims)}); the gradients of ``x``, ``w`` and ``b`` come from
+:func:`lcnumba.{fam.name}_backward`.
+"""
+    return function
+
+
+def _conv_transpose(fam):
+    call = _conv_call(fam)
+    if fam.has_tiles:
+        def function(x, w, b=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1,
+                     tile_mode="periodic"):
+            return call(x, w, b, dict(stride=stride, padding=padding, output_padding=output_padding,
+                                      dilation=dilation, groups=groups, tile_mode=tile_mode))
+    else:
+        def function(x, w, b=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
+            return call(x, w, b, dict(stride=stride, padding=padding, output_padding=output_padding,
+                                      dilation=dilation, groups=groups))
+
+    name, tile = table.bridge_name(fam), ', tile_mode="periodic"' if fam.has_tiles else ""
+    function.__doc__ = f"""{fam.summary[0].upper()}{fam.summary[1:]}, differentiable in JAX.
+
+``{name}(x, w, b=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1{tile})``: the
+parameters of PyTorch's ``conv_transpose{fam.spatial}d`` in its order, with the layouts of
+:func:`lcnumba.{fam.name}_forward` (``w`` of shape {fam.layout(fam.weight_dims)}, ``b`` of shape
 {fam.layout(fam.bias_dims)}); the gradients of ``x``, ``w`` and ``b`` come from
 :func:`lcnumba.{fam.name}_backward`.
 """
@@ -223,41 +266,111 @@ def _pool(fam):
 # ---------------------------------------------------------------- NetVLAD
 
 
-def _netvlad(fam):
-    forward, backward = _PUBLIC["netvlad_forward"], _PUBLIC["netvlad_backward"]
+def _vector_op(fam):
+    """``op(arrays, per_sample, static, out_shape)``: ``fam``'s forward (one output row per sample) on the named
+    arrays, differentiable in all of them but a ``mask``.
 
-    @functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
-    def op(static, out_shape, x, w, b, centroids):
-        kwargs = dict(static)
-        return _call(lambda *arrays: forward(*arrays, **kwargs), (x.ndim, 2, 1, 2), 1,
-                     jax.ShapeDtypeStruct(out_shape, x.dtype), x, w, b, centroids)
+    ``arrays`` is ``((name, array), ...)``, the ``per_sample`` first ones with a batch axis of their own
+    (folded into N under vmap); the callbacks pass every array by the name the public functions give it.
+    """
+    forward, backward = _PUBLIC[f"{fam.name}_forward"], _PUBLIC[f"{fam.name}_backward"]
 
-    def op_forward(static, out_shape, x, w, b, centroids):
-        return op(static, out_shape, x, w, b, centroids), (x, w, b, centroids)
+    @functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2, 3))
+    def op(names, per_sample, static, out_shape, *arrays):
+        def run(*given):
+            return forward(**dict(zip(names, given)), **dict(static))
+        return _call(run, tuple(a.ndim for a in arrays), per_sample, jax.ShapeDtypeStruct(out_shape, arrays[0].dtype),
+                     *arrays)
 
-    def op_backward(static, out_shape, residuals, dy):
-        kwargs = dict(static)
-        shapes = tuple(jax.ShapeDtypeStruct(a.shape, a.dtype) for a in residuals)
-        return tuple(_call(lambda *arrays: backward(*arrays, **kwargs), (2, residuals[0].ndim, 2, 1, 2), None,
-                           shapes, dy, *residuals))
+    def op_forward(names, per_sample, static, out_shape, *arrays):
+        return op(names, per_sample, static, out_shape, *arrays), arrays
+
+    def op_backward(names, per_sample, static, out_shape, arrays, dy):
+        def run(dy, *given):
+            return backward(dy, **dict(zip(names, given)), **dict(static))
+        shapes = tuple(jax.ShapeDtypeStruct(a.shape, a.dtype) for name, a in zip(names, arrays) if name != "mask")
+        grads = iter(_call(run, (2,) + tuple(a.ndim for a in arrays), None, shapes, dy, *arrays))
+        return tuple(None if name == "mask" else next(grads) for name in names)  # a mask has no gradient
 
     op.defvjp(op_forward, op_backward)
 
-    def function(x, w, b, centroids, normalize_input=True, eps=1e-12):
+    def call(arrays, per_sample, static, out_shape):
+        names = tuple(name for name, _ in arrays)
+        return op(names, per_sample, _hashable(static), out_shape, *(array for _, array in arrays))
+
+    return call
+
+
+def _flags(**flags):
+    return tuple((name, checks.flag(value, name)) for name, value in flags.items())
+
+
+def _netvlad(fam):
+    op = _vector_op(fam)
+
+    def function(x, w, b, centroids, normalize_input=True, eps=1e-12, *, intra_normalize=True, final_normalize=True,
+                 mask=None):
         _check_arrays({"x": (x, (3, 4)), "w": (w, 2), "b": (b, 1), "centroids": (centroids, 2)})
         checks.netvlad_shapes(tuple(x.shape), tuple(w.shape), tuple(b.shape), tuple(centroids.shape))
-        static = (("normalize_input", checks.flag(normalize_input, "normalize_input")),
-                  ("eps", checks.positive_float(eps, "eps")))
-        return op(static, (x.shape[0], centroids.shape[0] * x.shape[1]), x, w, b, centroids)
+        per_sample = (("x", x),)
+        if mask is not None:
+            checks.mask_dtype_and_shape("mask", mask.dtype, tuple(mask.shape), tuple(x.shape))
+            per_sample += (("mask", mask),)
+        static = _flags(normalize_input=normalize_input, intra_normalize=intra_normalize,
+                        final_normalize=final_normalize) + (("eps", checks.positive_float(eps, "eps")),)
+        return op(per_sample + (("w", w), ("b", b), ("centroids", centroids)), len(per_sample), static,
+                  (x.shape[0], centroids.shape[0] * x.shape[1]))
 
     function.__doc__ = f"""{fam.summary}, differentiable in JAX.
 
-``netvlad(x, w, b, centroids, normalize_input=True, eps=1e-12)``: the arguments and layouts of
-:func:`lcnumba.netvlad_forward`; the gradients of all four arrays come from :func:`lcnumba.netvlad_backward`.
+``netvlad(x, w, b, centroids, normalize_input=True, eps=1e-12, *, intra_normalize=True,
+final_normalize=True, mask=None)``: the arguments and layouts of :func:`lcnumba.netvlad_forward`;
+the gradients of ``x``, ``w``, ``b`` and ``centroids`` come from :func:`lcnumba.netvlad_backward`
+(``mask``, bool or integers of shape (N, M) or (N, H, W), has none).
 """
     return function
 
 
-FUNCTIONS = table.per_family({"conv": _conv, "pool": _pool, "netvlad": _netvlad}, __name__)
+def _vlad_aggregate(fam):
+    op = _vector_op(fam)
+
+    def function(x, assignment, centroids, intra_normalize=True, final_normalize=True, eps=1e-12):
+        _check_arrays({"x": (x, (3, 4)), "assignment": (assignment, (3, 4)), "centroids": (centroids, 2)})
+        checks.centroids_per_descriptor(tuple(centroids.shape), tuple(x.shape))
+        checks.assignment_shape(tuple(assignment.shape), tuple(x.shape), tuple(centroids.shape))
+        static = _flags(intra_normalize=intra_normalize, final_normalize=final_normalize) + (
+            ("eps", checks.positive_float(eps, "eps")),)
+        return op((("x", x), ("assignment", assignment), ("centroids", centroids)), 2, static,
+                  (x.shape[0], centroids.shape[0] * x.shape[1]))
+
+    function.__doc__ = f"""{fam.summary[0].upper()}{fam.summary[1:]}, differentiable in JAX.
+
+``vlad_aggregate(x, assignment, centroids, intra_normalize=True, final_normalize=True, eps=1e-12)``:
+the arguments and layouts of :func:`lcnumba.vlad_aggregate_forward`; the gradients of all three arrays
+come from :func:`lcnumba.vlad_aggregate_backward`.
+"""
+    return function
+
+
+def _netvlad_pca(fam):
+    op = _vector_op(fam)
+
+    def function(v, projection, bias, eps=1e-12):
+        _check_arrays({"v": (v, 2), "projection": (projection, 2), "bias": (bias, 1)})
+        checks.pca_shapes(tuple(v.shape), tuple(projection.shape), tuple(bias.shape))
+        return op((("v", v), ("projection", projection), ("bias", bias)), 1,
+                  (("eps", checks.positive_float(eps, "eps")),), (v.shape[0], projection.shape[0]))
+
+    function.__doc__ = f"""{fam.summary}, differentiable in JAX.
+
+``netvlad_pca(v, projection, bias, eps=1e-12)``: the arguments and layouts of
+:func:`lcnumba.netvlad_pca_forward` (``projection`` and ``bias`` from :func:`lcnumba.netvlad_pca_fit`
+start the layer); the gradients of all three arrays come from :func:`lcnumba.netvlad_pca_backward`.
+"""
+    return function
+
+
+FUNCTIONS = table.per_family({"conv": _conv, "conv_transpose": _conv_transpose, "pool": _pool, "netvlad": _netvlad,
+                              "vlad_aggregate": _vlad_aggregate, "netvlad_pca": _netvlad_pca}, __name__)
 globals().update(FUNCTIONS)
 __all__ = sorted(FUNCTIONS)

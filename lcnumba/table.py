@@ -181,9 +181,9 @@ class NetVLADPart:
     soft-assignment the caller computes (a separate convolution, a Sinkhorn
     dustbin). ``netvlad_pca``: the PCA-whitening layer on NetVLAD vectors
     (projection, bias, L2 normalisation), fitted by ``lcnumba.netvlad_pca_fit``.
-    These rows make public functions, docstrings and C entry points; they
-    are not in ``FAMILIES``, so the framework bridges and the warmup list do
-    not cover them.
+    These rows make public functions, docstrings, C entry points and the
+    framework bridges' operators and functions; they are not in
+    ``FAMILIES``, so the warmup list does not cover them.
     """
 
     name: str
@@ -203,11 +203,11 @@ NETVLAD_PART_FAMILIES = (
     NetVLADPart("netvlad_pca", "PCA-whitening of NetVLAD vectors (Arandjelovic et al. 2016, addPCA.m)"),
 )
 
-#: The families with kernels of their own: the framework bridges and the warmup list these (the C ABI every
-#: public family).
+#: The families with kernels of their own: the warmup lists these (the C ABI and the framework bridges
+#: cover every public family).
 FAMILIES = CONV_FAMILIES + POOL_FAMILIES + NETVLAD_FAMILIES
-#: Every family with public functions: the transposed ones run the kernels of their forward families,
-#: NetVLAD's parts those of NetVLAD.
+#: Every family with public functions, and so with operators and functions in the framework bridges: the
+#: transposed ones run the kernels of their forward families, NetVLAD's parts those of NetVLAD.
 PUBLIC_FAMILIES = CONV_FAMILIES + TRANSPOSE_FAMILIES + POOL_FAMILIES + NETVLAD_FAMILIES + NETVLAD_PART_FAMILIES
 BY_NAME = {fam.name: fam for fam in PUBLIC_FAMILIES}
 
@@ -222,16 +222,25 @@ def functions():
     return tuple((f"{fam.name}_{part}", fam, part) for fam in PUBLIC_FAMILIES for part in fam.passes)
 
 
+def bridge_name(fam):
+    """The name of ``fam``'s function in the framework bridges: PyTorch's spelling for a transposed family
+    (``conv_transpose2d``, ``local_conv_transpose1d`` for ``conv2d_transpose``, ``local_conv1d_transpose``),
+    the family's name for the others."""
+    if fam.kind == "conv_transpose":
+        return fam.name.replace(f"conv{fam.spatial}d_transpose", f"conv_transpose{fam.spatial}d")
+    return fam.name
+
+
 def per_family(makers, module):
-    """One function per family, ``makers[fam.kind](fam)``, named after the family and placed in ``module``.
+    """One function per public family, ``makers[fam.kind](fam)``, named ``bridge_name(fam)`` and placed in ``module``.
 
     How the framework bridges (``lcnumba.torch.functional``, ``lcnumba.jax``) turn the table into their
-    functional forms: ``{family name: function}``.
+    functional forms: ``{bridge name: function}``.
     """
     functions = {}
-    for fam in FAMILIES:
+    for fam in PUBLIC_FAMILIES:
         function = makers[fam.kind](fam)
-        function.__name__ = function.__qualname__ = fam.name
+        function.__name__ = function.__qualname__ = name = bridge_name(fam)
         function.__module__ = module
-        functions[fam.name] = function
+        functions[name] = function
     return functions

@@ -17,37 +17,50 @@ from jax.test_util import check_grads  # noqa: E402
 import lcnumba  # noqa: E402
 import lcnumba.jax as lj  # noqa: E402
 from lcnumba import table  # noqa: E402
-from families import FAMILIES  # noqa: E402
+from families import FAMILIES, TRANSPOSED  # noqa: E402
 
 CASES = [("bias", True, dict()),
          ("strided-padded-dilated-grouped", False, dict(stride=2, padding=1, dilation=2, groups=2))]
+TRANSPOSE_CASES = [("bias-strided-padded-grouped", True, dict(stride=2, padding=1, output_padding=1, groups=2)),
+                   ("dilated-output-padded", False, dict(stride=2, output_padding=1, dilation=2))]
 
 
 def _arrays(fam, bias, kwargs, dtype=np.float64, seed=0):
-    """x (N=2, C=4), w (2 filters) and b (or None) for ``fam`` with ``kwargs``."""
+    """x (N=2, C=4), w (2 filters, per group if transposed) and b (or None) for ``fam`` with ``kwargs``."""
     rng = np.random.default_rng(seed)
     row = table.family(fam.name)
-    x_shape = (2, 4, 6, 7) if fam.spatial == 2 else (2, 4, 9)
+    transposed = row.kind == "conv_transpose"
+    x_shape = ((2, 4, 3, 4) if transposed else (2, 4, 6, 7)) if fam.spatial == 2 else ((2, 4, 5) if transposed
+                                                                                       else (2, 4, 9))
     kernel = (2, 3) if fam.spatial == 2 else (3,)
-    bank = (2, 4 // kwargs.get("groups", 1)) + kernel
+    bank = ((4, 2) if transposed else (2, 4 // kwargs.get("groups", 1))) + kernel
     if fam.sharing == "tiled":
         bank = ((2, 3) if fam.spatial == 2 else (2,)) + bank
+    elif fam.sharing == "local" and transposed:  # a bank per input position
+        bank = x_shape[2:] + bank
     elif fam.sharing == "local":
         query = getattr(lcnumba, f"{fam.name}_output_shape")
         bank = query(x_shape, kernel if fam.spatial == 2 else kernel[0], 2, **kwargs)[2:] + bank
-    sizes = dict(zip(row.weight_dims, bank))
     x = rng.standard_normal(x_shape).astype(dtype)
     w = rng.standard_normal(bank).astype(dtype)
-    b = rng.standard_normal(tuple(sizes[d] for d in row.bias_dims)).astype(dtype) if bias else None
+    if transposed:  # the bias lies over the output: per filter, and per tile or output position
+        y_shape = getattr(lcnumba, f"{fam.name}_output_shape")(x_shape, bank, **kwargs)
+        b_shape = y_shape[1:2] + {"shared": (), "tiled": bank[:fam.spatial], "local": y_shape[2:]}[fam.sharing]
+    else:
+        sizes = dict(zip(row.weight_dims, bank))
+        b_shape = tuple(sizes[d] for d in row.bias_dims)
+    b = rng.standard_normal(b_shape).astype(dtype) if bias else None
     return x, w, b
 
 
 def _cases():
-    return [pytest.param(fam, bias, kwargs, id=f"{fam}-{name}") for fam in FAMILIES for name, bias, kwargs in CASES]
+    return ([pytest.param(fam, bias, kwargs, id=f"{fam}-{name}") for fam in FAMILIES for name, bias, kwargs in CASES]
+            + [pytest.param(fam, bias, kwargs, id=f"{fam}-{name}") for fam in TRANSPOSED
+               for name, bias, kwargs in TRANSPOSE_CASES])
 
 
 def _function(fam, kwargs, bias):
-    function = getattr(lj, fam.name)
+    function = getattr(lj, table.bridge_name(fam.row))
     if bias:
         return lambda x, w, b: function(x, w, b, **kwargs, **fam.mode)
     return lambda x, w: function(x, w, **kwargs, **fam.mode)
@@ -113,17 +126,65 @@ def test_max_pool(spatial, kwargs):
     check_grads(jax.vmap(f), (np.stack([x, -x]),), order=1, modes=["rev"])
 
 
-@pytest.mark.parametrize("ghosts,normalize_input", [(0, True), (2, False)])
-def test_netvlad(ghosts, normalize_input):
+def _mask():
+    """Valid descriptors of x (2, 5, 3, 4): the first sample keeps its first row only."""
+    mask = np.ones((2, 3, 4), bool)
+    mask[0, 1:] = False
+    return mask
+
+
+@pytest.mark.parametrize("ghosts,options", [(0, dict(normalize_input=True)), (2, dict(normalize_input=False)),
+                                            (1, dict(intra_normalize=False, masked=True)),
+                                            (0, dict(final_normalize=False, masked=True))])
+def test_netvlad(ghosts, options):
     rng = np.random.default_rng(4)
     x = rng.standard_normal((2, 5, 3, 4))
     w, b, c = rng.standard_normal((3 + ghosts, 5)), rng.standard_normal(3 + ghosts), rng.standard_normal((3, 5))
-    f = lambda *a: lj.netvlad(*a, normalize_input=normalize_input)  # noqa: E731
-    assert np.array_equal(np.asarray(f(x, w, b, c)), lcnumba.netvlad_forward(x, w, b, c,
-                                                                             normalize_input=normalize_input))
+    switches = {key: value for key, value in options.items() if key != "masked"}
+    mask = _mask() if options.get("masked") else None
+    f = lambda *a: lj.netvlad(*a, **switches, mask=mask)  # noqa: E731
+    assert np.array_equal(np.asarray(f(x, w, b, c)), lcnumba.netvlad_forward(x, w, b, c, **switches, mask=mask))
     check_grads(f, (x, w, b, c), order=1, modes=["rev"])
     check_grads(jax.jit(f), (x, w, b, c), order=1, modes=["rev"])
     check_grads(jax.vmap(f, in_axes=(0, None, None, None)), (np.stack([x, 2 * x]), w, b, c), order=1, modes=["rev"])
+    if mask is not None:  # a mapped mask: folded into the batch with x; an integer mask as a bool one
+        masks = np.stack([mask, ~mask]).astype(np.int32)
+        g = jax.jit(jax.vmap(lambda x, m: lj.netvlad(x, w, b, c, **switches, mask=m)))
+        ys = g(np.stack([x, -x]), masks)
+        for y, xi, mi in zip(ys, (x, -x), masks):
+            assert np.array_equal(np.asarray(y), lcnumba.netvlad_forward(xi, w, b, c, **switches, mask=mi != 0))
+        check_grads(lambda xs: g(xs, masks), (np.stack([x, -x]),), order=1, modes=["rev"])
+
+
+def _part_arrays(name, dtype=np.float64, seed=5):
+    rng = np.random.default_rng(seed)
+    if name == "netvlad_pca":
+        return tuple(rng.standard_normal(shape).astype(dtype) for shape in ((3, 8), (4, 8), (4,)))
+    logits = rng.standard_normal((2, 3, 3, 4))
+    assignment = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    return (rng.standard_normal((2, 5, 3, 4)).astype(dtype), assignment.astype(dtype),
+            rng.standard_normal((3, 5)).astype(dtype))
+
+
+@pytest.mark.parametrize("name,kwargs", [("vlad_aggregate", dict()), ("vlad_aggregate", dict(intra_normalize=False)),
+                                         ("vlad_aggregate", dict(final_normalize=False)), ("netvlad_pca", dict())])
+def test_netvlad_parts(name, kwargs):
+    arrays = _part_arrays(name)
+    f = lambda *a: getattr(lj, name)(*a, **kwargs)  # noqa: E731
+    check_grads(jax.jit(f), arrays, order=1, modes=["rev"])
+    # per-sample arrays mapped (x and the assignment, or v); the rest shared
+    per_sample = 2 if name == "vlad_aggregate" else 1
+    mapped = tuple(np.stack([a, 0.5 * a]) for a in arrays[:per_sample]) + arrays[per_sample:]
+    in_axes = (0,) * per_sample + (None,) * (len(arrays) - per_sample)
+    check_grads(jax.vmap(f, in_axes=in_axes), mapped, order=1, modes=["rev"])
+    single = _part_arrays(name, np.float32, seed=6)
+    forward, backward = getattr(lcnumba, f"{name}_forward"), getattr(lcnumba, f"{name}_backward")
+    y = forward(*single, **kwargs)
+    assert np.array_equal(np.asarray(jax.jit(f)(*single)), y)
+    dy = np.random.default_rng(7).standard_normal(y.shape).astype(np.float32)
+    _, vjp = jax.vjp(f, *single)
+    for got, expected in zip(vjp(dy), backward(dy, *single, **kwargs)):
+        assert np.array_equal(np.asarray(got), expected)
 
 
 def test_errors_are_the_core_messages_at_trace_time():

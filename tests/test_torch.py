@@ -1,7 +1,8 @@
 """lcnumba.torch: custom operators, autograd, torch.compile, modules, zero-copy tensors.
 
 References independent of lcnumba's kernels: PyTorch's own ``F.conv2d``, ``F.conv1d``,
-``F.max_pool2d`` and ``F.max_pool1d``, an ``F.unfold`` + ``einsum`` locally connected layer (the
+``F.conv_transpose2d``, ``F.conv_transpose1d``, ``F.max_pool2d`` and ``F.max_pool1d``, an
+``F.unfold`` + ``einsum`` locally connected layer (the
 recipe PyTorch users write), ``lcnumba.testing``'s plain-NumPy references, and float64 central
 differences (``torch.autograd.gradcheck``). Forward values and gradients must also equal, bit for
 bit, those of lcnumba's NumPy functions on the same data.
@@ -18,7 +19,7 @@ from lcnumba import table, testing  # noqa: E402
 from lcnumba.ops.backend import HOST  # noqa: E402
 from lcnumba.torch import functional as LF  # noqa: E402
 from lcnumba.torch import library  # noqa: E402
-from families import FAMILIES  # noqa: E402
+from families import FAMILIES, TRANSPOSED  # noqa: E402
 
 F = torch.nn.functional
 
@@ -29,26 +30,41 @@ CASES = [
     ("strided-padded-dilated-grouped", False, dict(stride=2, padding=1, dilation=2, groups=2)),
     ("same-asymmetric", True, dict(padding="same")),
 ]
+# The transposed families' cases: C = 4 input channels, 2 filters per group.
+TRANSPOSE_CASES = [
+    ("bias-strided-padded-grouped", True, dict(stride=2, padding=1, output_padding=1, groups=2)),
+    ("dilated-output-padded", False, dict(stride=2, output_padding=1, dilation=2)),
+]
 
 
 def _cases():
-    return [pytest.param(fam, bias, kwargs, id=f"{fam}-{name}") for fam in FAMILIES for name, bias, kwargs in CASES
-            if not (name == "same-asymmetric" and fam.sharing == "local")]
+    return ([pytest.param(fam, bias, kwargs, id=f"{fam}-{name}") for fam in FAMILIES for name, bias, kwargs in CASES
+             if not (name == "same-asymmetric" and fam.sharing == "local")]
+            + [pytest.param(fam, bias, kwargs, id=f"{fam}-{name}") for fam in TRANSPOSED
+               for name, bias, kwargs in TRANSPOSE_CASES])
+
+
+def _transposed(fam):
+    return fam.row.kind == "conv_transpose"
 
 
 def _x_shape(fam):
+    if _transposed(fam):
+        return (2, 4, 3, 4) if fam.spatial == 2 else (2, 4, 5)
     return (2, 4, 6, 7) if fam.spatial == 2 else (2, 4, 9)
 
 
 def _weight_shape(fam, kwargs):
-    """The weight of ``fam`` for 2 filters of kernel 2 (1-D: 3) over ``_x_shape(fam)`` with ``kwargs``."""
+    """The weight of ``fam`` for 2 filters (per group if transposed) of kernel 2 x 3 (1-D: 3) over ``_x_shape(fam)``."""
     groups = kwargs.get("groups", 1)
     kernel = (2, 3) if fam.spatial == 2 else (3,)
-    bank = (2, 4 // groups) + kernel
+    bank = ((4, 2) if _transposed(fam) else (2, 4 // groups)) + kernel
     if fam.sharing == "shared":
         return bank
     if fam.sharing == "tiled":
         return ((2, 3) if fam.spatial == 2 else (2,)) + bank
+    if _transposed(fam):  # a bank per input position
+        return _x_shape(fam)[2:] + bank
     query = getattr(lcnumba, f"{fam.name}_output_shape")
     positions = query(_x_shape(fam), kernel if fam.spatial == 2 else kernel[0], 2, **kwargs)[2:]
     return positions + bank
@@ -59,8 +75,8 @@ def _tensors(fam, bias, kwargs, dtype, seed=0, requires_grad=False):
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(_x_shape(fam), generator=g, dtype=dtype)
     w = torch.randn(_weight_shape(fam, kwargs), generator=g, dtype=dtype)
-    b = torch.randn(_bias_shape(fam, w.shape), generator=g, dtype=dtype) if bias else None
     y_shape = fam.op("forward")(x.numpy(), w.numpy(), **kwargs, **fam.mode).shape
+    b = torch.randn(_bias_shape(fam, w.shape, y_shape), generator=g, dtype=dtype) if bias else None
     dy = torch.randn(y_shape, generator=g, dtype=dtype)
     if requires_grad:
         for t in (x, w, b):
@@ -69,22 +85,29 @@ def _tensors(fam, bias, kwargs, dtype, seed=0, requires_grad=False):
     return x, w, b, dy
 
 
-def _bias_shape(fam, w_shape):
-    row = table.family(fam.name)
-    sizes = dict(zip(row.weight_dims, w_shape))
-    return tuple(sizes[d] for d in row.bias_dims)
+def _bias_shape(fam, w_shape, y_shape):
+    if _transposed(fam):  # over the output: per filter, and per tile or output position
+        return y_shape[1:2] + {"shared": (), "tiled": w_shape[:fam.spatial], "local": y_shape[2:]}[fam.sharing]
+    sizes = dict(zip(fam.row.weight_dims, w_shape))
+    return tuple(sizes[d] for d in fam.row.bias_dims)
+
+
+def _geometry(fam, w, kwargs):
+    """The operator's geometry arguments for the functional form's ``kwargs`` (and ``fam``'s tile mode)."""
+    geometry = LF.conv_geometry(fam.row, w.shape, kwargs.get("stride", 1), kwargs.get("padding", 0),
+                                kwargs.get("dilation", 1), kwargs.get("groups", 1))
+    if _transposed(fam):
+        geometry += (LF.output_padding_of(fam.row, kwargs.get("output_padding", 0)),)
+    return geometry + ((fam.tile_mode,) if fam.tile_mode else ())
 
 
 def _call_op(fam, x, w, b, kwargs):
     """The family's forward through its registered operator (``torch.ops.lcnumba.<name>_forward``)."""
-    geometry = LF.conv_geometry(table.family(fam.name), w.shape, kwargs.get("stride", 1), kwargs.get("padding", 0),
-                                kwargs.get("dilation", 1), kwargs.get("groups", 1))
-    op = library.OVERLOADS[f"{fam.name}_forward"]
-    return op(x, w, b, *geometry, *((fam.tile_mode,) if fam.tile_mode else ()))
+    return library.OVERLOADS[f"{fam.name}_forward"](x, w, b, *_geometry(fam, w, kwargs))
 
 
 def _functional(fam):
-    function = getattr(LF, fam.name)
+    function = getattr(LF, table.bridge_name(fam.row))
     return lambda x, w, b, **kwargs: function(x, w, b, **kwargs, **fam.mode)
 
 
@@ -92,8 +115,8 @@ def _functional(fam):
 
 
 def test_every_family_and_pass_is_an_operator():
-    expected = {f"{fam.name}_{part}" for fam in table.FAMILIES for part in fam.passes
-                if not (fam.kind == "conv" and part == "backward")}
+    expected = {f"{fam.name}_{part}" for fam in table.PUBLIC_FAMILIES for part in fam.passes
+                if not (fam.kind in ("conv", "conv_transpose") and part == "backward")}
     assert set(library.OVERLOADS) == expected
     for name in expected:
         assert getattr(torch.ops.lcnumba, name).default is library.OVERLOADS[name]
@@ -116,30 +139,70 @@ def test_gradcheck_max_pool(spatial, kwargs):
     assert torch.autograd.gradcheck(lambda x: pool(x, **kwargs), (x,))
 
 
-@pytest.mark.parametrize("ghosts,normalize_input", [(0, True), (2, False)])
-def test_gradcheck_netvlad(ghosts, normalize_input):
-    g = torch.Generator().manual_seed(1)
-    x = torch.randn(2, 5, 3, 4, generator=g, dtype=torch.float64, requires_grad=True)
-    w = torch.randn(3 + ghosts, 5, generator=g, dtype=torch.float64, requires_grad=True)
-    b = torch.randn(3 + ghosts, generator=g, dtype=torch.float64, requires_grad=True)
-    c = torch.randn(3, 5, generator=g, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda *t: LF.netvlad(*t, normalize_input=normalize_input), (x, w, b, c))
+def _mask():
+    """A mask of valid descriptors for x (2, 5, 3, 4): the first sample keeps its first row only."""
+    mask = torch.ones(2, 3, 4, dtype=torch.bool)
+    mask[0, 1:] = False
+    return mask
+
+
+#: NetVLAD's options: (ghost clusters, keyword arguments); the mask is ``_mask()``.
+NETVLAD_OPTIONS = [(0, dict(normalize_input=True)), (2, dict(normalize_input=False)),
+                   (1, dict(intra_normalize=False, masked=True)), (0, dict(final_normalize=False, masked=True))]
+
+
+def _netvlad_tensors(ghosts, dtype=torch.float64, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    shapes = ((2, 5, 3, 4), (3 + ghosts, 5), (3 + ghosts,), (3, 5))
+    return [torch.randn(shape, generator=g, dtype=dtype, requires_grad=True) for shape in shapes]
+
+
+def _netvlad_kwargs(options):
+    kwargs = {key: value for key, value in options.items() if key != "masked"}
+    return kwargs | ({"mask": _mask()} if options.get("masked") else {})
+
+
+@pytest.mark.parametrize("ghosts,options", NETVLAD_OPTIONS)
+def test_gradcheck_netvlad(ghosts, options):
+    kwargs = _netvlad_kwargs(options)
+    assert torch.autograd.gradcheck(lambda *t: LF.netvlad(*t, **kwargs), _netvlad_tensors(ghosts))
+
+
+def _part_tensors(name, dtype=torch.float64, seed=2):
+    """The arguments of NetVLAD's part ``name``: x, a positive assignment and centroids, or v, projection and bias."""
+    g = torch.Generator().manual_seed(seed)
+    if name == "vlad_aggregate":
+        shapes = ((2, 5, 3, 4), (2, 3, 3, 4), (3, 5))
+    else:
+        shapes = ((3, 8), (4, 8), (4,))
+    tensors = [torch.randn(shape, generator=g, dtype=dtype) for shape in shapes]
+    if name == "vlad_aggregate":
+        tensors[1] = tensors[1].softmax(dim=1)
+    return [t.requires_grad_(True) for t in tensors]
+
+
+PARTS = [("vlad_aggregate", dict()), ("vlad_aggregate", dict(intra_normalize=False)),
+         ("vlad_aggregate", dict(final_normalize=False)), ("netvlad_pca", dict())]
+
+
+@pytest.mark.parametrize("name,kwargs", PARTS)
+def test_gradcheck_netvlad_parts(name, kwargs):
+    function = getattr(LF, name)
+    assert torch.autograd.gradcheck(lambda *t: function(*t, **kwargs), _part_tensors(name))
 
 
 def _opcheck_cases():
     cases = []
-    for fam in FAMILIES:
-        for name, bias, kwargs in CASES[:2]:
+    for fam in FAMILIES + TRANSPOSED:
+        for name, bias, kwargs in (TRANSPOSE_CASES[:1] if _transposed(fam) else CASES[:2]):
             x, w, b, dy = _tensors(fam, bias, kwargs, torch.float64)
-            row = table.family(fam.name)
-            geometry = LF.conv_geometry(row, w.shape, kwargs.get("stride", 1), kwargs.get("padding", 0),
-                                        kwargs.get("dilation", 1), kwargs.get("groups", 1))
+            geometry = _geometry(fam, w, kwargs)
             tile = (fam.tile_mode,) if fam.tile_mode else ()
             grad = [t.clone().requires_grad_(True) if t is not None else None for t in (x, w, b)]
             cases += [
-                (f"{fam.name}_forward", (*grad, *geometry, *tile)),
-                (f"{fam.name}_backward_input", (dy, w, list(x.shape), *geometry, *tile)),
-                (f"{fam.name}_backward_weight", (dy, x, list(w.shape), *geometry, *tile)),
+                (f"{fam.name}_forward", (*grad, *geometry)),
+                (f"{fam.name}_backward_input", (dy, w, list(x.shape), *geometry)),
+                (f"{fam.name}_backward_weight", (dy, x, list(w.shape), *geometry)),
             ]
             if bias:
                 cases.append((f"{fam.name}_backward_bias", (dy, list(b.shape), *tile)))
@@ -150,9 +213,16 @@ def _opcheck_cases():
         y, indices = library.OVERLOADS[f"{name}_forward"](x, *params, False)
         cases += [(f"{name}_forward", (x.clone().requires_grad_(True), *params, False)),
                   (f"{name}_backward", (torch.randn_like(y), indices, list(x.shape)))]
-    x, w, b, c = (torch.randn(s, dtype=torch.float64) for s in ((2, 5, 3, 4), (4, 5), (4,), (3, 5)))
-    cases += [("netvlad_forward", (*(t.clone().requires_grad_(True) for t in (x, w, b, c)), True, 1e-12)),
-              ("netvlad_backward", (torch.randn(2, 15, dtype=torch.float64), x, w, b, c, True, 1e-12))]
+    x, w, b, c = (t.detach() for t in _netvlad_tensors(1))
+    dy = torch.randn(2, 15, dtype=torch.float64)
+    for mask, options in ((None, (True, True, True, 1e-12)), (_mask(), (False, False, True, 1e-12))):
+        cases += [("netvlad_forward", (*(t.clone().requires_grad_(True) for t in (x, w, b, c)), mask, *options)),
+                  ("netvlad_backward", (dy, x, w, b, c, mask, *options))]
+    for name, options in (("vlad_aggregate", (True, False, 1e-12)), ("netvlad_pca", (1e-12,))):
+        tensors = _part_tensors(name)
+        y = getattr(LF, name)(*tensors)
+        cases += [(f"{name}_forward", (*tensors, *options)),
+                  (f"{name}_backward", (torch.randn_like(y), *(t.detach() for t in tensors), *options))]
     return cases
 
 
@@ -197,6 +267,47 @@ def test_forward_and_gradients_equal_the_numpy_api_bitwise(fam, bias, kwargs):
     y = _functional(fam)(x.detach(), w, b, **kwargs)
     for got, expected in zip(torch.autograd.grad(y, leaves[1:], dy), grads_np[1:]):
         assert np.array_equal(got.numpy(), expected)
+
+
+@pytest.mark.parametrize("ghosts,options", NETVLAD_OPTIONS)
+def test_netvlad_options_and_mask_equal_the_numpy_api_bitwise(ghosts, options):
+    """The module (its options) and the functional form (an integer mask) against lcnumba's NumPy functions."""
+    x, w, b, c = _netvlad_tensors(ghosts, torch.float32, seed=5)
+    kwargs = _netvlad_kwargs(options)
+    switches = {key: value for key, value in kwargs.items() if key != "mask"}
+    mask = kwargs.get("mask")
+    layer = lt.NetVLAD(3, 5, num_ghost=ghosts, **switches)
+    with torch.no_grad():
+        for parameter, value in zip((layer.weight, layer.bias, layer.centroids), (w, b, c)):
+            parameter.copy_(value)
+    arrays = [t.detach().numpy() for t in (x, w, b, c)]
+    numpy_mask = None if mask is None else mask.numpy()
+    y_np = lcnumba.netvlad_forward(*arrays, **switches, mask=numpy_mask)
+    dy = torch.randn(y_np.shape, generator=torch.Generator().manual_seed(6))
+    grads_np = lcnumba.netvlad_backward(dy.numpy(), *arrays, **switches, mask=numpy_mask)
+    int_mask = None if mask is None else mask.to(torch.int32)
+    for y, leaves in ((layer(x, mask=mask), (x, layer.weight, layer.bias, layer.centroids)),
+                      (LF.netvlad(x, w, b, c, **switches, mask=int_mask), (x, w, b, c))):
+        assert np.array_equal(y.detach().numpy(), y_np)
+        for got, expected in zip(torch.autograd.grad(y, leaves, dy), grads_np):
+            assert np.array_equal(got.numpy(), expected)
+    if mask is not None:  # a masked descriptor moves nothing
+        moved = x.detach().clone()
+        moved[0, :, 1:] += 10.0
+        assert torch.equal(layer(moved, mask=mask), layer(x, mask=mask))
+
+
+@pytest.mark.parametrize("name,kwargs", PARTS)
+def test_netvlad_parts_equal_the_numpy_api_bitwise(name, kwargs):
+    tensors = _part_tensors(name, torch.float32, seed=7)
+    arrays = [t.detach().numpy() for t in tensors]
+    y = getattr(LF, name)(*tensors, **kwargs)
+    y_np = getattr(lcnumba, f"{name}_forward")(*arrays, **kwargs)
+    assert np.array_equal(y.detach().numpy(), y_np)
+    dy = torch.randn(y.shape, generator=torch.Generator().manual_seed(8))
+    expected = getattr(lcnumba, f"{name}_backward")(dy.numpy(), *arrays, **kwargs)
+    for got, e in zip(torch.autograd.grad(y, tensors, dy), expected):
+        assert np.array_equal(got.numpy(), e)
 
 
 def _unfold_local(x, w, b, stride, padding, dilation, groups):
@@ -273,6 +384,27 @@ def test_conv_functions_equal_pytorch(kwargs):
             torch.testing.assert_close(a, e)
 
 
+@pytest.mark.parametrize("kwargs", [dict(), dict(stride=2, padding=1, output_padding=1, groups=2, dilation=2),
+                                    dict(stride=3, padding=2, output_padding=2)])
+def test_conv_transpose_functions_equal_pytorch(kwargs):
+    g = torch.Generator().manual_seed(9)
+    groups = kwargs.get("groups", 1)
+    for spatial, ours, theirs in ((2, LF.conv_transpose2d, F.conv_transpose2d),
+                                  (1, LF.conv_transpose1d, F.conv_transpose1d)):
+        x = torch.randn((2, 4, 5, 6)[:2 + spatial], generator=g, dtype=torch.float64, requires_grad=True)
+        w = torch.randn((4, 3) + (3,) * spatial, generator=g, dtype=torch.float64, requires_grad=True)
+        b = torch.randn(3 * groups, generator=g, dtype=torch.float64, requires_grad=True)
+        y, reference = ours(x, w, b, **kwargs), theirs(x, w, b, **kwargs)
+        torch.testing.assert_close(y, reference)
+        dy = torch.randn_like(y)
+        for a, e in zip(torch.autograd.grad(y, (x, w, b), dy), torch.autograd.grad(reference, (x, w, b), dy)):
+            torch.testing.assert_close(a, e)
+    # PyTorch's positional order: stride, padding, output_padding, groups, dilation
+    x, w = torch.randn(1, 4, 3, 3, dtype=torch.float64), torch.randn(4, 1, 2, 2, dtype=torch.float64)
+    torch.testing.assert_close(LF.conv_transpose2d(x, w, None, 2, 1, 1, 2, 2),
+                               F.conv_transpose2d(x, w, None, 2, 1, 1, 2, 2))
+
+
 @pytest.mark.parametrize("kwargs", [dict(kernel_size=2), dict(kernel_size=3, stride=2, padding=1, dilation=2),
                                     dict(kernel_size=3, stride=2, ceil_mode=True)])
 def test_max_pool_equals_pytorch(kwargs):
@@ -337,6 +469,44 @@ def test_torch_compile_fullgraph_matches_eager():
     y_eager = model(x)
     y_eager.backward(torch.ones_like(y_eager))
     assert torch.equal(y, y_eager)
+    for compiled_grad, p in zip(grads, model.parameters()):
+        assert torch.equal(compiled_grad, p.grad)
+
+
+class _TransposedAndNetVLADParts(torch.nn.Module):
+    """The transposed families, NetVLAD's options and mask, and NetVLAD's parts (lcnumba's operators only)."""
+
+    def __init__(self):
+        super().__init__()
+        self.up_w = torch.nn.Parameter(0.3 * torch.randn(4, 2, 3, 3))
+        self.local_w = torch.nn.Parameter(0.3 * torch.randn(8, 8, 4, 4, 1, 1))
+        self.local_b = torch.nn.Parameter(0.1 * torch.randn(4, 8, 8))
+        self.tiled_w = torch.nn.Parameter(0.3 * torch.randn(2, 4, 4, 3))
+        self.vlad = lt.NetVLAD(3, 4, num_ghost=1, intra_normalize=False)
+        self.projection = torch.nn.Parameter(0.3 * torch.randn(5, 12))
+        self.pca_b = torch.nn.Parameter(0.1 * torch.randn(5))
+
+    def forward(self, x, mask, assignment):
+        h = LF.conv_transpose2d(x, self.up_w, stride=2, padding=1, output_padding=1, groups=2)  # (N, 4, 8, 8)
+        h = LF.local_conv_transpose2d(h, self.local_w, self.local_b)
+        h = LF.tiled_conv_transpose1d(h.reshape(h.shape[0], 4, 64), self.tiled_w, padding=1, tile_mode="block")
+        v = LF.netvlad_pca(self.vlad(h, mask=mask), self.projection, self.pca_b)
+        return v, LF.vlad_aggregate(h, assignment, self.vlad.centroids, final_normalize=False)
+
+
+def test_torch_compile_fullgraph_transposed_and_netvlad_parts():
+    torch.manual_seed(10)
+    model = _TransposedAndNetVLADParts()
+    x, mask = torch.randn(2, 4, 4, 4), torch.rand(2, 64) > 0.3
+    assignment = torch.rand(2, 3, 64)
+    outputs = torch.compile(model, fullgraph=True)(x, mask, assignment)
+    torch.autograd.backward(outputs, [torch.ones_like(y) for y in outputs])
+    grads = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    eager = model(x, mask, assignment)
+    torch.autograd.backward(eager, [torch.ones_like(y) for y in eager])
+    for compiled_output, eager_output in zip(outputs, eager):
+        assert torch.equal(compiled_output, eager_output)
     for compiled_grad, p in zip(grads, model.parameters()):
         assert torch.equal(compiled_grad, p.grad)
 
@@ -416,6 +586,27 @@ def test_cuda_tensors_run_on_the_current_stream_and_mixed_devices_raise():
         layer_cuda(x.detach())
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="PyTorch CUDA tensors need a GPU (Numba's simulator "
+                                                          "cannot hold them)")
+def test_cuda_transposed_and_masked_netvlad_equal_the_cpu():
+    torch.manual_seed(12)
+    x = torch.randn(2, 4, 3, 4, dtype=torch.float64)
+    w, b = torch.randn(4, 3, 3, 3, dtype=torch.float64), torch.randn(6, dtype=torch.float64)
+    vlad = _netvlad_tensors(1)
+    calls = [lambda x, w, b: LF.conv_transpose2d(x, w, b, stride=2, padding=1, output_padding=1, groups=2),
+             lambda *t: LF.netvlad(*t, mask=t[0].new_ones(2, 3, 4, dtype=torch.bool).tril(), intra_normalize=False)]
+    for call, args in zip(calls, ((x, w, b), [t.detach() for t in vlad])):
+        cpu = [t.clone().requires_grad_(True) for t in args]
+        cuda = [t.detach().cuda().requires_grad_(True) for t in args]
+        y, y_cuda = call(*cpu), call(*cuda)
+        dy = torch.randn_like(y)
+        grads = torch.autograd.grad(y, cpu, dy)
+        grads_cuda = torch.autograd.grad(y_cuda, cuda, dy.cuda())
+        torch.testing.assert_close(y_cuda.cpu(), y.detach())
+        for a, e in zip(grads_cuda, grads):
+            torch.testing.assert_close(a.cpu(), e)
+
+
 # ---------------------------------------------------------------- modules
 
 
@@ -480,3 +671,28 @@ def test_a_training_step_lowers_the_loss():
         optimiser.step()
         losses.append(loss.item())
     assert losses[-1] < losses[0]
+
+
+@pytest.mark.parametrize("module,kwargs", [
+    ("LocallyConnectedTranspose2d", dict(input_size=(3, 4), stride=2, padding=1, output_padding=1, groups=2)),
+    ("TiledConvTranspose2d", dict(tiles=(2, 3), stride=2, dilation=2, output_padding=1, tile_mode="block")),
+])
+def test_transposed_modules_equal_the_numpy_api_bitwise(module, kwargs):
+    torch.manual_seed(11)
+    layer = getattr(lt, module)(4, 6, (2, 3), **kwargs)
+    with torch.no_grad():
+        layer.bias.normal_()
+    x = torch.randn(2, 4, 3, 4, requires_grad=True)
+    name = table.family(layer._family).name
+    params = {key: value for key, value in kwargs.items() if key not in ("input_size", "tiles")}
+    arrays = [t.detach().numpy() for t in (x, layer.weight, layer.bias)]
+    y = layer(x)
+    assert np.array_equal(y.detach().numpy(), getattr(lcnumba, f"{name}_forward")(*arrays, **params))
+    dy = torch.randn_like(y)
+    expected = getattr(lcnumba, f"{name}_backward")(dy.numpy(), *arrays, **params)
+    for got, e in zip(torch.autograd.grad(y, (x, layer.weight, layer.bias), dy), expected):
+        assert np.array_equal(got.numpy(), e)
+    groups = kwargs.get("groups", 1)
+    assert layer.weight.shape[2:] == (4, 6 // groups, 2, 3)
+    assert layer.bias.shape == (6,) + (y.shape[2:] if "input_size" in kwargs else kwargs["tiles"])
+    assert repr(layer).startswith(f"{module}(4, 6, kernel_size=(2, 3), ")

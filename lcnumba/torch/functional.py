@@ -6,7 +6,10 @@ and its siblings take the parameter spellings of lcnumba's NumPy functions
 normalise them once (``conv_geometry``, ``pool_geometry``) and call the
 family's forward operator (``lcnumba.torch.library``), whose autograd
 formula runs lcnumba's backward passes. One function per family of the op
-table, made from its row.
+table, made from its row; the transposed families are named and ordered as
+PyTorch's ``conv_transpose2d`` (``local_conv_transpose2d(x, weight, bias=None,
+stride=1, padding=0, output_padding=0, groups=1, dilation=1)``), NetVLAD's
+parts after their families (``vlad_aggregate``, ``netvlad_pca``).
 """
 
 from .. import checks, geometry, table
@@ -39,6 +42,11 @@ def conv_geometry(fam, weight_shape, stride, padding, dilation, groups):
                                                      (1,) + dilation, spatial=1)
         pads = (left, right)
     return list(stride), list(pads), list(dilation), checks.integer(groups, "groups", minimum=1)
+
+
+def output_padding_of(fam, output_padding):
+    """``output_padding`` of a call of the transposed family ``fam`` as its operators take it: one int per axis."""
+    return list(geometry._output_padding_2d(fam, output_padding)[2 - fam.spatial:])
 
 
 def pool_geometry(fam, kernel_size, stride, padding, dilation):
@@ -92,6 +100,50 @@ Tensor, shape {_Y_CONV[fam.spatial]}
     return function
 
 
+def _conv_transpose_function(fam):
+    op = library.FAMILIES[fam.name].forward
+    name = table.bridge_name(fam)
+    if fam.has_tiles:
+        def function(x, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1,
+                     tile_mode="periodic"):
+            tile_mode = checks.choice(tile_mode, "tile_mode", table.TILE_MODES)
+            return op(x, weight, bias, *conv_geometry(fam, weight.shape, stride, padding, dilation, groups),
+                      output_padding_of(fam, output_padding), tile_mode)
+    else:
+        def function(x, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
+            return op(x, weight, bias, *conv_geometry(fam, weight.shape, stride, padding, dilation, groups),
+                      output_padding_of(fam, output_padding))
+    tile = ('\ntile_mode : {"periodic", "block"}\n    Which tile each input position uses, as for '
+            f":func:`lcnumba.{fam.name}_forward`." if fam.has_tiles else "")
+    function.__doc__ = f"""{fam.summary[0].upper()}{fam.summary[1:]}, differentiable: PyTorch's ``{name}``.
+
+:func:`lcnumba.{fam.name}_forward` as the operator ``torch.ops.lcnumba.{fam.name}_forward``; its
+gradients come from lcnumba's transposed backward passes. The parameters are those of
+``torch.nn.functional.conv_transpose{fam.spatial}d``, in its order.
+
+Parameters
+----------
+x : Tensor, shape {_X[fam.spatial].replace("C", "C_in")}
+    float32 or float64, on the CPU or a CUDA device.
+weight : Tensor, shape {fam.layout(fam.weight_dims)}
+    Same dtype and device as ``x``; ``C`` is ``x``'s channels, ``F`` the output's.
+bias : Tensor, shape {fam.layout(fam.bias_dims)}, optional
+stride, dilation : {_PAIR[fam.spatial]}
+padding : {_PADDING[fam.spatial]}
+    Removed from the output, as in PyTorch.
+output_padding : {_PAIR[fam.spatial]}
+    Cells added after the last output position of each axis, less than ``stride`` or ``dilation``.
+groups : int
+    Input channels and filters are split into this many groups.{tile}
+
+Returns
+-------
+Tensor, shape {_Y_CONV[fam.spatial]}
+    ``OH = (H-1)*SH - PT - PB + DH*(KH-1) + output_padding + 1``, likewise ``OW``.
+"""
+    return function
+
+
 def _pool_function(fam):
     op = library.FAMILIES[fam.name].forward
 
@@ -124,13 +176,30 @@ indices : Tensor of int64, same shape (only with ``return_indices``)
     return function
 
 
+# eps is checked by the public function when the operator runs: its check calls NumPy, which
+# torch.compile would trace as a tensor computation.
+
+_VLAD_SWITCHES = """intra_normalize : bool
+    L2-normalise each cluster's residual sum.
+final_normalize : bool
+    L2-normalise the whole vector.
+"""
+_EPS = """eps : float
+    Floor of the norms divided by.
+"""
+
+
+def _flags(**flags):
+    return [checks.flag(value, name) for name, value in flags.items()]
+
+
 def _netvlad_function(fam):
     op = library.FAMILIES[fam.name].forward
 
-    def function(x, weight, bias, centroids, normalize_input=True, eps=1e-12):
-        # eps is checked by lcnumba.netvlad_forward when the operator runs: its check calls NumPy,
-        # which torch.compile would trace as a tensor computation.
-        return op(x, weight, bias, centroids, checks.flag(normalize_input, "normalize_input"), eps)
+    def function(x, weight, bias, centroids, normalize_input=True, eps=1e-12, *, intra_normalize=True,
+                 final_normalize=True, mask=None):
+        return op(x, weight, bias, centroids, mask, *_flags(normalize_input=normalize_input,
+                  intra_normalize=intra_normalize, final_normalize=final_normalize), eps)
 
     function.__doc__ = f"""{fam.summary}, differentiable.
 
@@ -147,8 +216,9 @@ bias : Tensor, shape (K + G,)
 centroids : Tensor, shape (K, D)
 normalize_input : bool
     L2-normalise each descriptor first.
-eps : float
-    Floor of the norms divided by.
+{_EPS}{_VLAD_SWITCHES}mask : Tensor of bool or integers, shape (N, M) or (N, H, W), optional
+    Nonzero for the valid descriptors: the others take no assignment and add nothing (padded frames
+    or image borders). It has no gradient.
 
 Returns
 -------
@@ -157,6 +227,64 @@ Tensor, shape (N, K * D)
     return function
 
 
-FUNCTIONS = table.per_family({"conv": _conv_function, "pool": _pool_function, "netvlad": _netvlad_function}, __name__)
+def _vlad_aggregate_function(fam):
+    op = library.FAMILIES[fam.name].forward
+
+    def function(x, assignment, centroids, intra_normalize=True, final_normalize=True, eps=1e-12):
+        return op(x, assignment, centroids, *_flags(intra_normalize=intra_normalize,
+                                                    final_normalize=final_normalize), eps)
+
+    function.__doc__ = f"""{fam.summary[0].upper()}{fam.summary[1:]}, differentiable.
+
+:func:`lcnumba.vlad_aggregate_forward` as the operator ``torch.ops.lcnumba.vlad_aggregate_forward``:
+NetVLAD's aggregation for a soft-assignment computed by the caller. The gradients of all three
+tensors come from :func:`lcnumba.vlad_aggregate_backward`.
+
+Parameters
+----------
+x : Tensor, shape (N, D, H, W) or (N, D, M)
+    Local descriptors of each sample, used as given.
+assignment : Tensor, shape (N, K, H, W) or (N, K, M)
+    Weight of each descriptor for each cluster.
+centroids : Tensor, shape (K, D)
+{_VLAD_SWITCHES}{_EPS}
+Returns
+-------
+Tensor, shape (N, K * D)
+"""
+    return function
+
+
+def _netvlad_pca_function(fam):
+    op = library.FAMILIES[fam.name].forward
+
+    def function(v, projection, bias, eps=1e-12):
+        return op(v, projection, bias, eps)
+
+    function.__doc__ = f"""{fam.summary}, differentiable.
+
+:func:`lcnumba.netvlad_pca_forward` as the operator ``torch.ops.lcnumba.netvlad_pca_forward``:
+``(projection @ v + bias)`` L2-normalised per sample; ``projection`` and ``bias`` from
+:func:`lcnumba.netvlad_pca_fit` start the layer. The gradients of all three tensors come from
+:func:`lcnumba.netvlad_pca_backward`.
+
+Parameters
+----------
+v : Tensor, shape (N, P)
+    NetVLAD vectors.
+projection : Tensor, shape (dim, P)
+bias : Tensor, shape (dim,)
+{_EPS}
+Returns
+-------
+Tensor, shape (N, dim)
+"""
+    return function
+
+
+FUNCTIONS = table.per_family({"conv": _conv_function, "conv_transpose": _conv_transpose_function,
+                              "pool": _pool_function, "netvlad": _netvlad_function,
+                              "vlad_aggregate": _vlad_aggregate_function, "netvlad_pca": _netvlad_pca_function},
+                             __name__)
 globals().update(FUNCTIONS)
-__all__ = sorted(FUNCTIONS) + ["conv_geometry", "pool_geometry"]
+__all__ = sorted(FUNCTIONS) + ["conv_geometry", "output_padding_of", "pool_geometry"]

@@ -10,17 +10,26 @@ operator                                    schema
 ``<conv family>_backward_input``            ``(dy, w, input_shape, stride, ...) -> dx``
 ``<conv family>_backward_weight``           ``(dy, x, weight_shape, stride, ...) -> dw``
 ``<conv family>_backward_bias``             ``(dy, bias_shape[, tile_mode]) -> db``
+``<transposed family>_<pass>``              as the conv family's, ``output_padding`` after ``groups``
 ``max_pool2d_forward``, ``max_pool1d_...``  ``(x, kernel_size, stride, padding, dilation, ceil_mode) -> (y, indices)``
 ``max_pool2d_backward``, ``max_pool1d_...`` ``(dy, indices, input_shape) -> dx``
-``netvlad_forward``                         ``(x, w, b, centroids, normalize_input, eps) -> y``
-``netvlad_backward``                        ``(dy, x, w, b, centroids, normalize_input, eps) -> (dx, dw, db, dc)``
+``netvlad_forward``                         ``(x, w, b, centroids, mask?, <options>) -> y``
+``netvlad_backward``                        ``(dy, x, w, b, centroids, mask?, <options>) -> (dx, dw, db, dc)``
+``vlad_aggregate_forward``                  ``(x, assignment, centroids, intra_normalize, final_normalize, eps) -> y``
+``vlad_aggregate_backward``                 ``(dy, x, assignment, centroids, ...) -> (dx, dassignment, dc)``
+``netvlad_pca_forward``                     ``(v, projection, bias, eps) -> y``
+``netvlad_pca_backward``                    ``(dy, v, projection, bias, eps) -> (dv, dprojection, dbias)``
 ==========================================  ==========================================================
+
+NetVLAD's ``<options>`` are ``normalize_input, intra_normalize, final_normalize, eps``; its ``mask`` (bool
+or integer, (N, M) or (N, H, W)) has no gradient. The transposed families (``conv2d_transpose``, ...) take
+the geometry of the forward family whose kernels they run, then ``output_padding`` (one int per axis).
 
 The geometry arguments are already normalised (``lcnumba.torch.functional``
 does that from the spellings users write): ``stride`` and ``dilation`` one
 int per spatial axis, ``padding`` the cells before each axis, then after
 (``(top, left, bottom, right)``, or ``(left, right)`` in 1-D),
-``kernel_size`` one int per axis.
+``kernel_size`` and ``output_padding`` one int per axis.
 
 Every operator runs the public lcnumba function of its pass (the same one a
 NumPy user calls, with its checks and messages) on views of the tensors:
@@ -50,6 +59,7 @@ every other size is specialised.
 """
 
 import functools
+from typing import NamedTuple
 
 import torch
 
@@ -60,19 +70,38 @@ NAMESPACE = "lcnumba"
 
 _GEOMETRY = "SymInt[] stride, SymInt[] padding, SymInt[] dilation, SymInt groups"
 
+
+def _conv_schemas(kind, geometry):
+    """The operator schemas of a convolution kind whose geometry arguments are ``geometry``."""
+    return {
+        (kind, "forward"): f"(Tensor x, Tensor w, Tensor? b, {geometry}{{tile}}) -> Tensor",
+        (kind, "backward_input"): f"(Tensor dy, Tensor w, SymInt[] input_shape, {geometry}{{tile}}) -> Tensor",
+        (kind, "backward_weight"): f"(Tensor dy, Tensor x, SymInt[] weight_shape, {geometry}{{tile}}) -> Tensor",
+        (kind, "backward_bias"): "(Tensor dy, SymInt[] bias_shape{tile}) -> Tensor",
+    }
+
+
+_VLAD_OPTIONS = "bool intra_normalize, bool final_normalize, float eps"
+
 #: Schema of each (kind, pass); ``{tile}`` becomes ``, str tile_mode`` for the tiled families.
 SCHEMAS = {
-    ("conv", "forward"): f"(Tensor x, Tensor w, Tensor? b, {_GEOMETRY}{{tile}}) -> Tensor",
-    ("conv", "backward_input"): f"(Tensor dy, Tensor w, SymInt[] input_shape, {_GEOMETRY}{{tile}}) -> Tensor",
-    ("conv", "backward_weight"): f"(Tensor dy, Tensor x, SymInt[] weight_shape, {_GEOMETRY}{{tile}}) -> Tensor",
-    ("conv", "backward_bias"): "(Tensor dy, SymInt[] bias_shape{tile}) -> Tensor",
+    **_conv_schemas("conv", _GEOMETRY),
+    # A transposed family's geometry is its forward family's, then output_padding: the conv kind's geometry
+    # helpers serve both, and output_padding travels with tile_mode in the tail of the arguments.
+    **_conv_schemas("conv_transpose", f"{_GEOMETRY}, SymInt[] output_padding"),
     ("pool", "forward"): "(Tensor x, SymInt[] kernel_size, SymInt[] stride, SymInt[] padding, SymInt[] dilation, "
                          "bool ceil_mode) -> (Tensor, Tensor)",
     ("pool", "backward"): "(Tensor dy, Tensor indices, SymInt[] input_shape) -> Tensor",
-    ("netvlad", "forward"): "(Tensor x, Tensor w, Tensor b, Tensor centroids, bool normalize_input, float eps) "
-                            "-> Tensor",
-    ("netvlad", "backward"): "(Tensor dy, Tensor x, Tensor w, Tensor b, Tensor centroids, bool normalize_input, "
-                             "float eps) -> (Tensor, Tensor, Tensor, Tensor)",
+    ("netvlad", "forward"): "(Tensor x, Tensor w, Tensor b, Tensor centroids, Tensor? mask, bool normalize_input, "
+                            f"{_VLAD_OPTIONS}) -> Tensor",
+    ("netvlad", "backward"): "(Tensor dy, Tensor x, Tensor w, Tensor b, Tensor centroids, Tensor? mask, "
+                             f"bool normalize_input, {_VLAD_OPTIONS}) -> (Tensor, Tensor, Tensor, Tensor)",
+    ("vlad_aggregate", "forward"): f"(Tensor x, Tensor assignment, Tensor centroids, {_VLAD_OPTIONS}) -> Tensor",
+    ("vlad_aggregate", "backward"): f"(Tensor dy, Tensor x, Tensor assignment, Tensor centroids, {_VLAD_OPTIONS}) "
+                                    "-> (Tensor, Tensor, Tensor)",
+    ("netvlad_pca", "forward"): "(Tensor v, Tensor projection, Tensor bias, float eps) -> Tensor",
+    ("netvlad_pca", "backward"): "(Tensor dy, Tensor v, Tensor projection, Tensor bias, float eps) "
+                                 "-> (Tensor, Tensor, Tensor)",
 }
 
 
@@ -151,32 +180,46 @@ def _sizes(shape):
 
 
 @functools.lru_cache(maxsize=1024)
-def _conv_arguments(fam, stride, padding, dilation, groups, tile_mode):
-    """Keyword arguments of the public functions of ``fam`` for a normalised geometry (tuples)."""
-    if fam.spatial == 2:
+def _conv_arguments(fam, stride, padding, dilation, groups, *tail):
+    """Keyword arguments of the public functions of ``fam`` for a normalised geometry (tuples).
+
+    ``tail`` is what the schema has after ``groups``: ``output_padding`` for a transposed family, then
+    ``tile_mode`` for a tiled one.
+    """
+    two = fam.spatial == 2
+    if two:
         kwargs = dict(stride=stride, padding=((padding[0], padding[2]), (padding[1], padding[3])),
                       dilation=dilation, groups=groups)
     else:
         kwargs = dict(stride=stride[0], padding=(padding[0], padding[1]), dilation=dilation[0], groups=groups)
+    if fam.kind == "conv_transpose":
+        output_padding, *tail = tail
+        kwargs["output_padding"] = output_padding if two else output_padding[0]
     if fam.has_tiles:
-        kwargs["tile_mode"] = tile_mode
+        kwargs["tile_mode"] = tail[0]
     return kwargs
 
 
-def _conv_kwargs(fam, stride, padding, dilation, groups, tile):
-    tile_mode = tile[0] if tile else None
+def _conv_kwargs(fam, stride, padding, dilation, groups, tail):
     try:  # the modules pass tuples
-        return _conv_arguments(fam, stride, padding, dilation, groups, tile_mode)
+        return _conv_arguments(fam, stride, padding, dilation, groups, *tail)
     except TypeError:  # lists, as the dispatcher passes them
-        return _conv_arguments(fam, tuple(stride), tuple(padding), tuple(dilation), groups, tile_mode)
+        return _conv_arguments(fam, tuple(stride), tuple(padding), tuple(dilation), groups,
+                               *(tuple(item) if isinstance(item, list) else item for item in tail))
 
 
 @functools.lru_cache(maxsize=1024)
 def _conv_output(fam, x_rest, w_shape, kwargs_key):
     """Output shape less the batch of ``fam``'s forward on ``(1,) + x_rest``, with the forward's shape checks."""
     kwargs = dict(kwargs_key)
-    plan = geometry.conv_plan(fam, (1,) + x_rest, w_shape, kwargs["stride"], kwargs["padding"], kwargs["dilation"],
-                              kwargs["groups"], kwargs.get("tile_mode", "periodic"), x_name="x", w_name="w")
+    if fam.kind == "conv_transpose":
+        plan = geometry.conv_transpose_plan(fam, (1,) + x_rest, w_shape, kwargs["stride"], kwargs["padding"],
+                                            kwargs["output_padding"], kwargs["dilation"], kwargs["groups"],
+                                            kwargs.get("tile_mode", "periodic"), x_name="x", w_name="w")
+    else:
+        plan = geometry.conv_plan(fam, (1,) + x_rest, w_shape, kwargs["stride"], kwargs["padding"],
+                                  kwargs["dilation"], kwargs["groups"], kwargs.get("tile_mode", "periodic"),
+                                  x_name="x", w_name="w")
     return plan.output_shape[1:]
 
 
@@ -197,37 +240,50 @@ def _pool_output_shape(fam, x, kernel_size, stride, padding, dilation, ceil_mode
                                              tuple(padding), tuple(dilation), ceil_mode)
 
 
-def _netvlad_output_shape(x, w, b, centroids):
+def _netvlad_output_shape(x, w, b, centroids, mask):
     checks.netvlad_shapes(_sizes(x.shape), _sizes(w.shape), _sizes(b.shape), _sizes(centroids.shape))
     return (x.shape[0], centroids.shape[0] * x.shape[1])
+
+
+def _aggregate_output_shape(x, assignment, centroids):
+    x_shape, centroids_shape = _sizes(x.shape), _sizes(centroids.shape)
+    checks.centroids_per_descriptor(centroids_shape, x_shape)
+    checks.assignment_shape(_sizes(assignment.shape), x_shape, centroids_shape)
+    return (x.shape[0], centroids.shape[0] * x.shape[1])
+
+
+def _pca_output_shape(v, projection, bias):
+    checks.pca_shapes(_sizes(v.shape), _sizes(projection.shape), _sizes(bias.shape))
+    return (v.shape[0], projection.shape[0])
 
 
 # ---------------------------------------------------------------- implementations and fakes, per (kind, pass)
 #
 # ``impl(fam, fn, *schema arguments)`` runs the public function ``fn`` of one pass; ``fake(fam, *schema
 # arguments)`` returns empty outputs of the shapes ``impl`` would return. ``tile`` is ``(tile_mode,)`` for the
-# tiled families and ``()`` for the others, as in the schemas. Outputs are allocated by PyTorch (its caching
+# tiled families and ``()`` for the others, as in the schemas; ``tail`` is the arguments after ``groups``
+# (``output_padding`` of a transposed family, then ``tile``). Outputs are allocated by PyTorch (its caching
 # allocator on CUDA) and passed as ``out=``.
 
 
-def _conv_forward(fam, fn, x, w, b, stride, padding, dilation, groups, *tile):
-    kwargs = _conv_kwargs(fam, stride, padding, dilation, groups, tile)
+def _conv_forward(fam, fn, x, w, b, stride, padding, dilation, groups, *tail):
+    kwargs = _conv_kwargs(fam, stride, padding, dilation, groups, tail)
     return _run(x, lambda: [(_conv_shape(fam, x.shape, w.shape, kwargs), None)], lambda outs, stream: fn(
         _array(x), _array(w), _array(b), **kwargs, out=outs[0], stream=stream))
 
 
-def _conv_forward_fake(fam, x, w, b, stride, padding, dilation, groups, *tile):
-    return x.new_empty(_conv_shape(fam, x.shape, w.shape, _conv_kwargs(fam, stride, padding, dilation, groups, tile)))
+def _conv_forward_fake(fam, x, w, b, stride, padding, dilation, groups, *tail):
+    return x.new_empty(_conv_shape(fam, x.shape, w.shape, _conv_kwargs(fam, stride, padding, dilation, groups, tail)))
 
 
-def _conv_backward_input(fam, fn, dy, w, input_shape, stride, padding, dilation, groups, *tile):
-    kwargs = _conv_kwargs(fam, stride, padding, dilation, groups, tile)
+def _conv_backward_input(fam, fn, dy, w, input_shape, stride, padding, dilation, groups, *tail):
+    kwargs = _conv_kwargs(fam, stride, padding, dilation, groups, tail)
     return _run(dy, lambda: [(input_shape, None)], lambda outs, stream: fn(
         _array(dy), _array(w), tuple(input_shape), **kwargs, out=outs[0], stream=stream))
 
 
-def _conv_backward_weight(fam, fn, dy, x, weight_shape, stride, padding, dilation, groups, *tile):
-    kwargs = _conv_kwargs(fam, stride, padding, dilation, groups, tile)
+def _conv_backward_weight(fam, fn, dy, x, weight_shape, stride, padding, dilation, groups, *tail):
+    kwargs = _conv_kwargs(fam, stride, padding, dilation, groups, tail)
     return _run(dy, lambda: [(weight_shape, None)], lambda outs, stream: fn(
         _array(dy), _array(x), tuple(weight_shape), **kwargs, out=outs[0], stream=stream))
 
@@ -238,9 +294,9 @@ def _conv_backward_bias(fam, fn, dy, bias_shape, *tile):
         _array(dy), tuple(bias_shape), **kwargs, out=outs[0], stream=stream))
 
 
-def _conv_backward_all(fam, fn, dy, x, w, b, stride, padding, dilation, groups, *tile):
+def _conv_backward_all(fam, fn, dy, x, w, b, stride, padding, dilation, groups, *tail):
     """All gradients in one call of the combined backward (CPU, direct path: one set of checks, not three)."""
-    kwargs = _conv_kwargs(fam, stride, padding, dilation, groups, tile)
+    kwargs = _conv_kwargs(fam, stride, padding, dilation, groups, tail)
     grads = fn(_array(dy), _array(x), _array(w), _array(b), **kwargs)
     return tuple(None if g is None else torch.from_numpy(g) for g in grads)
 
@@ -274,29 +330,56 @@ def _pool_backward(fam, fn, dy, indices, input_shape):
         _array(dy), _array(indices), tuple(input_shape), out=outs[0], stream=stream))
 
 
-def _netvlad_forward(fam, fn, x, w, b, centroids, normalize_input, eps):
-    return _run(x, lambda: [(_netvlad_output_shape(x, w, b, centroids), None)], lambda outs, stream: fn(
-        _array(x), _array(w), _array(b), _array(centroids), normalize_input=normalize_input, eps=eps, out=outs[0],
-        stream=stream))
+class _Vector(NamedTuple):
+    """The arguments of a NetVLAD kind (one output row per sample), as its schemas list them."""
+
+    tensors: tuple  # the forward's tensor arguments, by the public functions' names
+    options: tuple  # the arguments after them
+    output_shape: object  # ``output_shape(*tensors)``, with the core's shape checks
+    differentiable: int  # the first ones of ``tensors`` have gradients (NetVLAD's mask has none)
 
 
-def _netvlad_forward_fake(fam, x, w, b, centroids, normalize_input, eps):
-    return x.new_empty(_netvlad_output_shape(x, w, b, centroids))
+_VECTORS = {
+    "netvlad": _Vector(("x", "w", "b", "centroids", "mask"),
+                       ("normalize_input", "intra_normalize", "final_normalize", "eps"), _netvlad_output_shape, 4),
+    "vlad_aggregate": _Vector(("x", "assignment", "centroids"), ("intra_normalize", "final_normalize", "eps"),
+                              _aggregate_output_shape, 3),
+    "netvlad_pca": _Vector(("v", "projection", "bias"), ("eps",), _pca_output_shape, 3),
+}
 
 
-def _netvlad_backward(fam, fn, dy, x, w, b, centroids, normalize_input, eps):
-    # netvlad_backward has no out=: its gradients, allocated by lcnumba on either device, become tensors
+def _vector_kwargs(spec, args):
+    """The public function's keyword arguments for the schema's ``args`` (tensors as arrays, then options)."""
+    count = len(spec.tensors)
+    return dict(zip(spec.tensors, map(_array, args[:count])), **dict(zip(spec.options, args[count:])))
+
+
+def _vector_forward(fam, fn, *args):
+    spec = _VECTORS[fam.kind]
+    kwargs = _vector_kwargs(spec, args)
+    return _run(args[0], lambda: [(spec.output_shape(*args[:len(spec.tensors)]), None)], lambda outs, stream: fn(
+        **kwargs, out=outs[0], stream=stream))
+
+
+def _vector_forward_fake(fam, *args):
+    spec = _VECTORS[fam.kind]
+    return args[0].new_empty(spec.output_shape(*args[:len(spec.tensors)]))
+
+
+def _vector_backward(fam, fn, dy, *args):
+    # These backwards have no out=: their gradients, allocated by lcnumba on either device, become tensors
     # sharing their memory.
+    kwargs, like = _vector_kwargs(_VECTORS[fam.kind], args), args[0]
+
     def call(stream):
-        return fn(_array(dy), _array(x), _array(w), _array(b), _array(centroids), normalize_input=normalize_input,
-                  eps=eps, stream=stream)
+        return fn(_array(dy), **kwargs, stream=stream)
 
-    grads = _on_cuda(x, call) if x.is_cuda else call(0)
-    return tuple(_as_tensor(g, x) for g in grads)
+    grads = _on_cuda(like, call) if like.is_cuda else call(0)
+    return tuple(_as_tensor(g, like) for g in grads)
 
 
-def _netvlad_backward_fake(fam, dy, x, w, b, centroids, normalize_input, eps):
-    return x.new_empty(x.shape), w.new_empty(w.shape), b.new_empty(b.shape), centroids.new_empty(centroids.shape)
+def _vector_backward_fake(fam, dy, *args):
+    return tuple(t.new_empty(t.shape) for t in args[:_VECTORS[fam.kind].differentiable])
 
 
 _IMPLS = {
@@ -307,9 +390,11 @@ _IMPLS = {
     ("conv", "backward"): (_conv_backward_all, None),
     ("pool", "forward"): (_pool_forward, _pool_forward_fake),
     ("pool", "backward"): (_pool_backward, _gradient_fake),
-    ("netvlad", "forward"): (_netvlad_forward, _netvlad_forward_fake),
-    ("netvlad", "backward"): (_netvlad_backward, _netvlad_backward_fake),
+    **{(kind, "forward"): (_vector_forward, _vector_forward_fake) for kind in _VECTORS},
+    **{(kind, "backward"): (_vector_backward, _vector_backward_fake) for kind in _VECTORS},
 }
+# A transposed family's passes take the conv kind's arguments with output_padding in their tail.
+_IMPLS.update({("conv_transpose", part): _IMPLS["conv", part] for part in table.CONV_PASSES})
 
 
 # ---------------------------------------------------------------- autograd of the forward operators
@@ -326,10 +411,11 @@ def _conv_setup(ctx, inputs, output):
     ctx.bias_shape = None if b is None else list(b.shape)
 
 
-def _conv_backward(passes, ctx, dy):
+def _conv_backward(passes, ctx, dy, tile_from=4):
+    """``tile_from``: where ``tile_mode`` is in the geometry (5 for a transposed family: after output_padding)."""
     x, w, b = ctx.saved_tensors
     need_x, need_w, need_b = ctx.needs_input_grad[:3]
-    tile = ctx.geometry[4:]
+    tile = ctx.geometry[tile_from:]
     if "backward" in passes and need_x and need_w and (need_b or b is None) and not dy.is_cuda:
         return passes["backward"](dy, x, w, b, *ctx.geometry) + (None,) * len(ctx.geometry)
     dx = passes["backward_input"](dy, w, list(x.shape), *ctx.geometry) if need_x else None
@@ -350,19 +436,26 @@ def _pool_backward_of(passes, ctx, dy, _indices_gradient):
     return (passes["backward"](dy, indices, ctx.input_shape),) + (None,) * 5
 
 
-def _netvlad_setup(ctx, inputs, output):
-    ctx.save_for_backward(*inputs[:4])
-    ctx.options = inputs[4:]
+def _vector_setup(count):
+    def setup(ctx, inputs, output):
+        ctx.save_for_backward(*inputs[:count])
+        ctx.options = inputs[count:]
+
+    return setup
 
 
-def _netvlad_backward_of(passes, ctx, dy):
+def _vector_backward_of(passes, ctx, dy):
     grads = passes["backward"](dy, *ctx.saved_tensors, *ctx.options)
-    return tuple(g if need else None for g, need in zip(grads, ctx.needs_input_grad)) + (None, None)
+    needed = tuple(g if need else None for g, need in zip(grads, ctx.needs_input_grad))
+    return needed + (None,) * (len(ctx.needs_input_grad) - len(needed))  # the mask's and the options'
 
 
 #: kind: (setup_context, backward formula, number of tensor arguments of the forward)
-_AUTOGRAD = {"conv": (_conv_setup, _conv_backward, 3), "pool": (_pool_setup, _pool_backward_of, 1),
-             "netvlad": (_netvlad_setup, _netvlad_backward_of, 4)}
+_AUTOGRAD = {"conv": (_conv_setup, _conv_backward, 3),
+             "conv_transpose": (_conv_setup, functools.partial(_conv_backward, tile_from=5), 3),
+             "pool": (_pool_setup, _pool_backward_of, 1),
+             **{kind: (_vector_setup(len(spec.tensors)), _vector_backward_of, len(spec.tensors))
+                for kind, spec in _VECTORS.items()}}
 
 
 def _no_setup(ctx, inputs, output):
@@ -460,7 +553,7 @@ class Family:
         """The passes that become operators: the conv family's combined ``backward`` is left out (its bias
         gradient may be None, which an operator cannot return); the autograd formula asks for each
         gradient on its own there (a first layer needs no input gradient)."""
-        return tuple(part for part in fam.passes if part != "backward" or fam.kind != "conv")
+        return tuple(part for part in fam.passes if part != "backward" or fam.kind not in ("conv", "conv_transpose"))
 
     def _implementation(self, part):
         name = f"{self.fam.name}_{part}"
@@ -497,8 +590,8 @@ class Family:
         return self.run_forward(*args)  # nothing to differentiate: no autograd node
 
 
-#: ``{family name: Family}`` for every family of the table.
-FAMILIES = {fam.name: Family(fam) for fam in table.FAMILIES}
+#: ``{family name: Family}`` for every public family of the table.
+FAMILIES = {fam.name: Family(fam) for fam in table.PUBLIC_FAMILIES}
 
 #: ``{operator name: OpOverload}``, e.g. ``"local_conv2d_forward": torch.ops.lcnumba.local_conv2d_forward.default``.
 OVERLOADS = {f"{name}_{part}": overload for name, family in FAMILIES.items()

@@ -1,14 +1,16 @@
-"""``torch.nn`` modules of lcnumba's layers: locally connected, tiled and NetVLAD.
+"""``torch.nn`` modules of lcnumba's layers: locally connected, tiled, their transposes, and NetVLAD.
 
-=======================  ===============================  ==============================
-module                   weight                           bias
-=======================  ===============================  ==============================
-``LocallyConnected2d``   (OH, OW, F, C/groups, KH, KW)    (F, OH, OW)
-``LocallyConnected1d``   (OL, F, C/groups, K)             (F, OL)
-``TiledConv2d``          (TH, TW, F, C/groups, KH, KW)    (F, TH, TW)
-``TiledConv1d``          (T, F, C/groups, K)              (F, T)
-``NetVLAD``              (K + G, D); centroids (K, D)     (K + G,)
-=======================  ===============================  ==============================
+===============================  ===============================  ==============================
+module                           weight                           bias
+===============================  ===============================  ==============================
+``LocallyConnected2d``           (OH, OW, F, C/groups, KH, KW)    (F, OH, OW)
+``LocallyConnected1d``           (OL, F, C/groups, K)             (F, OL)
+``TiledConv2d``                  (TH, TW, F, C/groups, KH, KW)    (F, TH, TW)
+``TiledConv1d``                  (T, F, C/groups, K)              (F, T)
+``LocallyConnectedTranspose2d``  (H, W, C, F/groups, KH, KW)      (F, OH, OW)
+``TiledConvTranspose2d``         (TH, TW, C, F/groups, KH, KW)    (F, TH, TW)
+``NetVLAD``                      (K + G, D); centroids (K, D)     (K + G,)
+===============================  ===============================  ==============================
 
 The layouts are those of lcnumba's NumPy functions (the op table's
 ``weight_dims``), so a state dict holds the arrays a NumPy user passes.
@@ -224,13 +226,166 @@ class TiledConv1d(_Tiled):
     _family = "tiled_conv1d"
 
 
+class _ConvTranspose(torch.nn.Module):
+    """A transposed family (``_family``) with its weight and bias as parameters, built as ``nn.ConvTranspose2d``.
+
+    ``banks`` is the input size (H, W) of a locally connected layer, which has a filter bank per input
+    position, or the tiles (TH, TW) of a tiled one.
+    """
+
+    _family = None
+    _banks = None  # "input_size" or "tiles"
+
+    def __init__(self, in_channels, out_channels, kernel_size, banks, stride, padding, output_padding, groups, bias,
+                 dilation, tile_mode, device, dtype):
+        super().__init__()
+        fam = table.family(self._family)
+        self.in_channels = checks.integer(in_channels, "in_channels", minimum=1)
+        self.out_channels = checks.integer(out_channels, "out_channels", minimum=1)
+        self.kernel_size = _per_axis(fam, kernel_size, "kernel_size")
+        self.groups = checks.integer(groups, "groups", minimum=1)
+        checks.groups_divide(self.groups, self.in_channels, "in_channels", self.out_channels, "out_channels")
+        setattr(self, self._banks, _per_axis(fam, banks, self._banks))
+        grid = getattr(self, self._banks)
+        weight_shape = grid + (self.in_channels, self.out_channels // self.groups) + self.kernel_size
+        strides, pads, dilations, _ = functional.conv_geometry(fam, weight_shape, stride, padding, dilation, groups)
+        self.stride, self.dilation = tuple(strides), tuple(dilations)
+        self.padding = padding if isinstance(padding, str) else tuple(pads)
+        self.output_padding = tuple(functional.output_padding_of(fam, output_padding))
+        tail = (self.output_padding,)
+        if fam.has_tiles:
+            self.tile_mode = checks.choice(tile_mode, "tile_mode", table.TILE_MODES)
+            tail += (self.tile_mode,)
+        if fam.sharing == "local":  # the bias lies over the output positions, which the input size gives
+            query = getattr(geometry, f"{fam.name}_output_shape")
+            self.output_size = tuple(query((1, self.in_channels) + grid, weight_shape, stride=stride,
+                                           padding=padding, output_padding=output_padding, dilation=dilation,
+                                           groups=self.groups)[2:])
+            bias_shape = (self.out_channels,) + self.output_size
+        else:
+            bias_shape = (self.out_channels,) + grid
+        self._geometry = (self.stride, tuple(pads), self.dilation, self.groups) + tail
+        self._op = library.FAMILIES[fam.name].forward
+        factory = {"device": device, "dtype": dtype}
+        self.weight = torch.nn.Parameter(torch.empty(weight_shape, **factory))
+        if checks.flag(bias, "bias"):
+            self.bias = torch.nn.Parameter(torch.empty(bias_shape, **factory))
+        else:
+            self.register_parameter("bias", None)
+        self.reset_parameters()
+
+    def reset_parameters(self):
+        """He-uniform weights with the fans of the forward family's layout (fan-in ``F/groups * KH * KW``, as
+        PyTorch's ``ConvTranspose2d``) and zero biases."""
+        forward = table.family(self._family).forward
+        _assign(self.weight, init.he_uniform(tuple(self.weight.shape), forward, dtype=np.float64, seed=_seed()))
+        if self.bias is not None:
+            with torch.no_grad():
+                self.bias.zero_()
+
+    def forward(self, x):
+        return self._op(x, self.weight, self.bias, *self._geometry)
+
+    def extra_repr(self):
+        parts = [f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+                 f"{self._banks}={getattr(self, self._banks)}", f"stride={self.stride}"]
+        if getattr(self, "tile_mode", "periodic") != "periodic":
+            parts.append(f"tile_mode={self.tile_mode!r}")
+        if self.padding not in (0, (0, 0, 0, 0)):
+            parts.append(f"padding={self.padding!r}")
+        if self.output_padding != (0, 0):
+            parts.append(f"output_padding={self.output_padding}")
+        if self.dilation != (1, 1):
+            parts.append(f"dilation={self.dilation}")
+        if self.groups != 1:
+            parts.append(f"groups={self.groups}")
+        if self.bias is None:
+            parts.append("bias=False")
+        return ", ".join(parts)
+
+
+def _transpose_documented(cls):
+    """Append the Parameters, Attributes and Shape sections of ``cls``'s transposed family to its docstring."""
+    fam = table.family(cls._family)
+    local = fam.sharing == "local"
+    banks = ("input_size : int or (H, W)\n        The spatial size of the inputs: one filter bank per input position."
+             if local else "tiles : int or (TH, TW)")
+    tile_mode = ('\n    tile_mode : {"periodic", "block"}\n        Which bank each input position uses, as for '
+                 ":class:`TiledConv2d`'s output positions." if fam.has_tiles else "")
+    output_size = ("\n    output_size : (OH, OW)\n        ``OH = (H-1)*SH - PT - PB + DH*(KH-1) + output_padding + 1``,"
+                   " likewise ``OW``." if local else "")
+    cls.__doc__ = cls.__doc__.rstrip() + f"""
+
+    Parameters
+    ----------
+    in_channels, out_channels : int
+        C and F.
+    kernel_size : int or (KH, KW)
+    {banks}
+    stride, dilation : int or pair
+    padding : int, pair, ((top, bottom), (left, right)), "valid" or "same"
+        Removed from the output, as in PyTorch.
+    output_padding : int or pair
+        Cells added after the last output position of each axis, less than ``stride`` or ``dilation``.
+    groups : int
+    bias : bool
+        Learn a bias per filter and {"output position" if local else "tile"}.{tile_mode}
+    device, dtype
+        Of the parameters (float32 or float64 for the kernels).
+
+    Attributes
+    ----------
+    weight : Parameter, shape {fam.layout(fam.weight_dims)}
+    bias : Parameter, shape {fam.layout(fam.bias_dims)}, or None{output_size}
+
+    Shape: ``x`` (N, C, H, W) -> (N, F, OH, OW){"" if local else ", any input size"}.
+    """
+    return cls
+
+
+@_transpose_documented
+class LocallyConnectedTranspose2d(_ConvTranspose):
+    """Transposed locally connected 2-D convolution: a filter bank per *input* position (DCGAN-style decoders).
+
+    The adjoint of :class:`LocallyConnected2d` in ``x``, with ``nn.ConvTranspose2d``'s parameters:
+    :func:`lcnumba.local_conv2d_transpose_forward` and its backward passes.
+    """
+
+    _family = "local_conv2d_transpose"
+    _banks = "input_size"
+
+    def __init__(self, in_channels, out_channels, kernel_size, input_size, stride=1, padding=0, output_padding=0,
+                 groups=1, bias=True, dilation=1, device=None, dtype=None):
+        super().__init__(in_channels, out_channels, kernel_size, input_size, stride, padding, output_padding, groups,
+                         bias, dilation, None, device, dtype)
+
+
+@_transpose_documented
+class TiledConvTranspose2d(_ConvTranspose):
+    """Transposed tiled 2-D convolution: TH x TW filter banks over the input positions.
+
+    The adjoint of :class:`TiledConv2d` in ``x``, with ``nn.ConvTranspose2d``'s parameters:
+    :func:`lcnumba.tiled_conv2d_transpose_forward` and its backward passes.
+    """
+
+    _family = "tiled_conv2d_transpose"
+    _banks = "tiles"
+
+    def __init__(self, in_channels, out_channels, kernel_size, tiles, stride=1, padding=0, output_padding=0,
+                 groups=1, bias=True, dilation=1, tile_mode="periodic", device=None, dtype=None):
+        super().__init__(in_channels, out_channels, kernel_size, tiles, stride, padding, output_padding, groups,
+                         bias, dilation, tile_mode, device, dtype)
+
+
 class NetVLAD(torch.nn.Module):
     """NetVLAD pooling (Arandjelovic et al. 2016) with GhostVLAD's ghost clusters.
 
     Soft-assigns each of the M local descriptors of a sample to K real and G
     ghost clusters, sums the residuals to the real clusters' centroids,
     intra-normalises and L2-normalises: :func:`lcnumba.netvlad_forward` and
-    :func:`lcnumba.netvlad_backward`.
+    :func:`lcnumba.netvlad_backward`. ``forward(x, mask=None)`` takes a mask
+    of the valid descriptors, (N, M) or (N, H, W), for batches of padded
+    inputs (videos with fewer frames, images of different sizes).
 
     Parameters
     ----------
@@ -244,6 +399,10 @@ class NetVLAD(torch.nn.Module):
         L2-normalise each descriptor first.
     eps : float
         Floor of the norms divided by.
+    intra_normalize : bool
+        L2-normalise each cluster's residual sum.
+    final_normalize : bool
+        L2-normalise the whole vector.
     device, dtype
         Of the parameters.
 
@@ -262,13 +421,16 @@ class NetVLAD(torch.nn.Module):
     start from k-means on sample descriptors, which trains much faster.
     """
 
-    def __init__(self, num_clusters, dim, num_ghost=0, normalize_input=True, eps=1e-12, device=None, dtype=None):
+    def __init__(self, num_clusters, dim, num_ghost=0, normalize_input=True, eps=1e-12, intra_normalize=True,
+                 final_normalize=True, device=None, dtype=None):
         super().__init__()
         self.num_clusters = checks.integer(num_clusters, "num_clusters", minimum=1)
         self.dim = checks.integer(dim, "dim", minimum=1)
         self.num_ghost = checks.integer(num_ghost, "num_ghost", minimum=0)
         self.normalize_input = checks.flag(normalize_input, "normalize_input")
         self.eps = checks.positive_float(eps, "eps")
+        self.intra_normalize = checks.flag(intra_normalize, "intra_normalize")
+        self.final_normalize = checks.flag(final_normalize, "final_normalize")
         factory = {"device": device, "dtype": dtype}
         clusters = self.num_clusters + self.num_ghost
         self.weight = torch.nn.Parameter(torch.empty((clusters, self.dim), **factory))
@@ -310,16 +472,19 @@ class NetVLAD(torch.nn.Module):
             _assign(parameter, array)
         return self
 
-    def forward(self, x):
-        return self._op(x, self.weight, self.bias, self.centroids, self.normalize_input, self.eps)
+    def forward(self, x, mask=None):
+        return self._op(x, self.weight, self.bias, self.centroids, mask, self.normalize_input, self.intra_normalize,
+                        self.final_normalize, self.eps)
 
     def extra_repr(self):
         parts = [f"num_clusters={self.num_clusters}", f"dim={self.dim}"]
         if self.num_ghost:
             parts.append(f"num_ghost={self.num_ghost}")
-        if not self.normalize_input:
-            parts.append("normalize_input=False")
+        for switch in ("normalize_input", "intra_normalize", "final_normalize"):
+            if not getattr(self, switch):
+                parts.append(f"{switch}=False")
         return ", ".join(parts)
 
 
-__all__ = ["LocallyConnected1d", "LocallyConnected2d", "NetVLAD", "TiledConv1d", "TiledConv2d"]
+__all__ = ["LocallyConnected1d", "LocallyConnected2d", "LocallyConnectedTranspose2d", "NetVLAD", "TiledConv1d",
+           "TiledConv2d", "TiledConvTranspose2d"]

@@ -75,3 +75,67 @@ def test_jax_functions_under_jit_grad_and_vmap():
     # magictoken.jax_grad.end
     np.testing.assert_allclose(np.asarray(per_example).mean(axis=0), np.asarray(grad_w), rtol=1e-4, atol=1e-6)
     assert grad_b.shape == b.shape
+
+
+def test_transposed_layers_in_pytorch():
+    pytest.importorskip("torch", reason="the torch extra is not installed: pip install -e '.[torch]'")
+    # magictoken.torch_transposed.begin
+    import torch
+
+    import lcnumba.torch.functional as LF
+
+    torch.manual_seed(0)
+    z = torch.randn(4, 8, 3, 3, requires_grad=True)                          # (N, C, H, W) codes
+    w_up = (0.2 * torch.randn(8, 4, 3, 3)).requires_grad_()                  # (C, F/groups, KH, KW), as PyTorch's
+    w_local = (0.2 * torch.randn(6, 6, 4, 1, 3, 3)).requires_grad_()         # a bank per *input* position
+    h = LF.conv_transpose2d(z, w_up, stride=2, padding=1, output_padding=1)  # (4, 4, 6, 6)
+    y = LF.local_conv_transpose2d(torch.relu(h), w_local, padding=1)         # (4, 1, 6, 6): unshared decoder layer
+    y.square().mean().backward()                                             # lcnumba's transposed backward passes
+    # magictoken.torch_transposed.end
+    reference = torch.nn.functional.conv_transpose2d(z, w_up, stride=2, padding=1, output_padding=1)
+    torch.testing.assert_close(h, reference)
+    assert y.shape == (4, 1, 6, 6) and z.grad.shape == z.shape and w_local.grad.shape == w_local.shape
+
+
+def test_masked_netvlad_in_pytorch():
+    pytest.importorskip("torch", reason="the torch extra is not installed: pip install -e '.[torch]'")
+    # magictoken.torch_masked_netvlad.begin
+    import torch
+
+    import lcnumba.torch as lt
+
+    torch.manual_seed(0)
+    frames = torch.randn(3, 16, 10)                 # (N, D, M): three clips, padded to 10 frame descriptors
+    lengths = torch.tensor([10, 4, 7])
+    mask = torch.arange(10) < lengths[:, None]      # (N, M): the frames each clip really has
+    vlad = lt.NetVLAD(num_clusters=4, dim=16, intra_normalize=True, final_normalize=True)
+    v = vlad(frames, mask=mask)                     # (3, 64): the padding frames take no part
+    # magictoken.torch_masked_netvlad.end
+    torch.testing.assert_close(v[1], vlad(frames[1:2, :, :4])[0])  # as the clip without its padding
+    assert v.shape == (3, 64)
+
+
+def test_jax_transposed_and_masked_netvlad():
+    pytest.importorskip("jax", reason="the jax extra is not installed: pip install -e '.[jax]'")
+    # magictoken.jax_transposed.begin
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    import lcnumba.jax as lj
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 4, 5, 5), dtype=np.float32)              # (N, C, H, W)
+    w = 0.1 * rng.standard_normal((5, 5, 4, 2, 3, 3), dtype=np.float32)  # a bank per input position
+    mask = np.arange(144) < np.array([[144], [100]])                     # valid descriptors of each sample
+    assign_w, assign_b = rng.standard_normal((3, 2), dtype=np.float32), np.zeros(3, np.float32)
+    centroids = rng.standard_normal((3, 2), dtype=np.float32)
+
+    def loss(w, x):
+        h = lj.local_conv_transpose2d(x, w, stride=2, output_padding=1)  # (2, 2, 12, 12)
+        v = lj.netvlad(h.reshape(2, 2, 144), assign_w, assign_b, centroids, mask=mask, intra_normalize=False)
+        return jnp.sum(v[:, :3])                                          # a unit vector's first entries
+
+    grad_w = jax.jit(jax.grad(loss))(w, x)                                # lcnumba's backward passes
+    # magictoken.jax_transposed.end
+    assert grad_w.shape == w.shape and np.isfinite(np.asarray(grad_w)).all()
