@@ -154,7 +154,7 @@ def _plan(fam, x, w, kwargs):
         return geometry.conv_transpose_plan(fam, *shapes, kwargs["stride"], kwargs["padding"], kwargs["output_padding"],
                                             kwargs["dilation"], kwargs["groups"], tile_mode, x_name="x", w_name="w")
     return geometry.conv_plan(fam, *shapes, kwargs["stride"], kwargs["padding"], kwargs["dilation"], kwargs["groups"],
-                              tile_mode, x_name="x", w_name="w")
+                              tile_mode, x_name="x", w_name="w", padding_mode=kwargs.get("padding_mode", "zeros"))
 
 
 def _conv_call(fam):
@@ -176,14 +176,16 @@ def _conv_call(fam):
 def _conv(fam):
     call = _conv_call(fam)
     if fam.has_tiles:
-        def function(x, w, b=None, stride=1, padding=0, dilation=1, groups=1, tile_mode="periodic"):
+        def function(x, w, b=None, stride=1, padding=0, dilation=1, groups=1, tile_mode="periodic",
+                     padding_mode="zeros"):
             return call(x, w, b, dict(stride=stride, padding=padding, dilation=dilation, groups=groups,
-                                      tile_mode=tile_mode))
+                                      tile_mode=tile_mode, padding_mode=padding_mode))
     else:
-        def function(x, w, b=None, stride=1, padding=0, dilation=1, groups=1):
-            return call(x, w, b, dict(stride=stride, padding=padding, dilation=dilation, groups=groups))
+        def function(x, w, b=None, stride=1, padding=0, dilation=1, groups=1, padding_mode="zeros"):
+            return call(x, w, b, dict(stride=stride, padding=padding, dilation=dilation, groups=groups,
+                                      padding_mode=padding_mode))
 
-    tile = ', tile_mode="periodic"' if fam.has_tiles else ""
+    tile = (', tile_mode="periodic"' if fam.has_tiles else "") + ', padding_mode="zeros"'
     function.__doc__ = f"""{fam.summary[0].upper()}{fam.summary[1:]}, differentiable in JAX.
 
 ``{fam.name}(x, w, b=None, stride=1, padding=0, dilation=1, groups=1{tile})``: the arguments and layouts

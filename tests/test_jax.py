@@ -218,3 +218,15 @@ def test_arrays_on_a_gpu_are_computed_on_the_host():
     x, w, b = (jax.device_put(a, gpus[0]) for a in _arrays(fam, True, {}))
     y = jax.jit(lj.local_conv2d)(x, w, b)
     assert np.array_equal(np.asarray(y), lcnumba.local_conv2d_forward(*(np.asarray(a) for a in (x, w, b))))
+
+
+@pytest.mark.parametrize("mode", ["reflect", "circular"])
+def test_padding_modes(mode):
+    """``padding_mode`` in JAX: the NumPy API's result, and gradients by finite differences under ``jit``."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 3, 6, 5))
+    w = rng.standard_normal((2, 2, 4, 3, 3, 3))
+    conv = lj.FUNCTIONS["tiled_conv2d"]
+    y = conv(x, w, None, padding=1, padding_mode=mode)
+    np.testing.assert_array_equal(np.asarray(y), lcnumba.tiled_conv2d_forward(x, w, padding=1, padding_mode=mode))
+    check_grads(jax.jit(lambda a, b: conv(a, b, None, padding=1, padding_mode=mode)), (x, w), order=1, modes=("rev",))

@@ -98,6 +98,8 @@ def _geometry(fam, w, kwargs):
                                 kwargs.get("dilation", 1), kwargs.get("groups", 1))
     if _transposed(fam):
         geometry += (LF.output_padding_of(fam.row, kwargs.get("output_padding", 0)),)
+    else:
+        geometry += (kwargs.get("padding_mode", "zeros"),)
     return geometry + ((fam.tile_mode,) if fam.tile_mode else ())
 
 
@@ -696,3 +698,21 @@ def test_transposed_modules_equal_the_numpy_api_bitwise(module, kwargs):
     assert layer.weight.shape[2:] == (4, 6 // groups, 2, 3)
     assert layer.bias.shape == (6,) + (y.shape[2:] if "input_size" in kwargs else kwargs["tiles"])
     assert repr(layer).startswith(f"{module}(4, 6, kernel_size=(2, 3), ")
+
+
+@pytest.mark.parametrize("mode", ["reflect", "replicate", "circular"])
+def test_padding_modes_match_torch_and_differentiate(mode):
+    """``padding_mode`` through the functional form (against ``nn.Conv2d``) and a module (gradcheck, NumPy API)."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 6, 7, dtype=torch.float64, requires_grad=True)
+    conv = torch.nn.Conv2d(3, 4, 3, padding=(1, 2), padding_mode=mode, dtype=torch.float64)
+    torch.testing.assert_close(LF.conv2d(x, conv.weight, conv.bias, padding=(1, 2), padding_mode=mode), conv(x),
+                               rtol=1e-12, atol=1e-12)
+    layer = lt.LocallyConnected2d(3, 2, 3, (6, 7), padding=1, padding_mode=mode, dtype=torch.float64)
+    assert f"padding_mode={mode!r}" in repr(layer)
+    expected = lcnumba.local_conv2d_forward(x.detach().numpy(), layer.weight.detach().numpy(),
+                                            layer.bias.detach().numpy(), padding=1, padding_mode=mode)
+    np.testing.assert_array_equal(layer(x).detach().numpy(), expected)
+    assert torch.autograd.gradcheck(lambda a: layer(a), (x,))
+    with pytest.raises(ValueError, match="padding_mode"):
+        LF.conv2d(x, conv.weight, padding=1, padding_mode="mirror")

@@ -49,6 +49,11 @@ def output_padding_of(fam, output_padding):
     return list(geometry._output_padding_2d(fam, output_padding)[2 - fam.spatial:])
 
 
+def padding_mode_of(padding_mode):
+    """``padding_mode`` checked: one of ``lcnumba.table.PADDING_MODES`` (the public functions check its bounds)."""
+    return checks.choice(padding_mode, "padding_mode", table.PADDING_MODES)
+
+
 def pool_geometry(fam, kernel_size, stride, padding, dilation):
     """``(kernel_size, stride, padding, dilation)`` of a pooling of ``fam``, one int per spatial axis each."""
     kernel_size, stride, padding, dilation = geometry.pool_params_2d(fam.spatial, kernel_size, stride, padding,
@@ -67,15 +72,19 @@ def pool_geometry(fam, kernel_size, stride, padding, dilation):
 def _conv_function(fam):
     op = library.FAMILIES[fam.name].forward
     if fam.has_tiles:
-        def function(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, tile_mode="periodic"):
+        def function(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, tile_mode="periodic",
+                     padding_mode="zeros"):
             tile_mode = checks.choice(tile_mode, "tile_mode", table.TILE_MODES)
             return op(x, weight, bias, *conv_geometry(fam, weight.shape, stride, padding, dilation, groups),
-                      tile_mode)
+                      padding_mode_of(padding_mode), tile_mode)
     else:
-        def function(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
-            return op(x, weight, bias, *conv_geometry(fam, weight.shape, stride, padding, dilation, groups))
+        def function(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, padding_mode="zeros"):
+            return op(x, weight, bias, *conv_geometry(fam, weight.shape, stride, padding, dilation, groups),
+                      padding_mode_of(padding_mode))
     tile = ('\ntile_mode : {"periodic", "block"}\n    Which tile each output position uses, as for '
             f":func:`lcnumba.{fam.name}_forward`." if fam.has_tiles else "")
+    tile += ('\npadding_mode : {"zeros", "reflect", "replicate", "circular"}\n    What the padding holds, as '
+             "``torch.nn.Conv2d``'s ``padding_mode``.")
     function.__doc__ = f"""{fam.summary[0].upper()}{fam.summary[1:]}, differentiable.
 
 :func:`lcnumba.{fam.name}_forward` as the operator ``torch.ops.lcnumba.{fam.name}_forward``; its
@@ -287,4 +296,4 @@ FUNCTIONS = table.per_family({"conv": _conv_function, "conv_transpose": _conv_tr
                               "vlad_aggregate": _vlad_aggregate_function, "netvlad_pca": _netvlad_pca_function},
                              __name__)
 globals().update(FUNCTIONS)
-__all__ = sorted(FUNCTIONS) + ["conv_geometry", "output_padding_of", "pool_geometry"]
+__all__ = sorted(FUNCTIONS) + ["conv_geometry", "output_padding_of", "padding_mode_of", "pool_geometry"]

@@ -85,7 +85,8 @@ _VLAD_OPTIONS = "bool intra_normalize, bool final_normalize, float eps"
 
 #: Schema of each (kind, pass); ``{tile}`` becomes ``, str tile_mode`` for the tiled families.
 SCHEMAS = {
-    **_conv_schemas("conv", _GEOMETRY),
+    # The convolutions' geometry ends with the padding mode (PyTorch's ConvTranspose pads with zeros only).
+    **_conv_schemas("conv", f"{_GEOMETRY}, str padding_mode"),
     # A transposed family's geometry is its forward family's, then output_padding: the conv kind's geometry
     # helpers serve both, and output_padding travels with tile_mode in the tail of the arguments.
     **_conv_schemas("conv_transpose", f"{_GEOMETRY}, SymInt[] output_padding"),
@@ -183,8 +184,8 @@ def _sizes(shape):
 def _conv_arguments(fam, stride, padding, dilation, groups, *tail):
     """Keyword arguments of the public functions of ``fam`` for a normalised geometry (tuples).
 
-    ``tail`` is what the schema has after ``groups``: ``output_padding`` for a transposed family, then
-    ``tile_mode`` for a tiled one.
+    ``tail`` is what the schema has after ``groups``: ``padding_mode`` (``output_padding`` for a
+    transposed family), then ``tile_mode`` for a tiled one.
     """
     two = fam.spatial == 2
     if two:
@@ -195,6 +196,8 @@ def _conv_arguments(fam, stride, padding, dilation, groups, *tail):
     if fam.kind == "conv_transpose":
         output_padding, *tail = tail
         kwargs["output_padding"] = output_padding if two else output_padding[0]
+    else:
+        kwargs["padding_mode"], *tail = tail
     if fam.has_tiles:
         kwargs["tile_mode"] = tail[0]
     return kwargs
@@ -219,7 +222,7 @@ def _conv_output(fam, x_rest, w_shape, kwargs_key):
     else:
         plan = geometry.conv_plan(fam, (1,) + x_rest, w_shape, kwargs["stride"], kwargs["padding"],
                                   kwargs["dilation"], kwargs["groups"], kwargs.get("tile_mode", "periodic"),
-                                  x_name="x", w_name="w")
+                                  x_name="x", w_name="w", padding_mode=kwargs["padding_mode"])
     return plan.output_shape[1:]
 
 
@@ -411,11 +414,11 @@ def _conv_setup(ctx, inputs, output):
     ctx.bias_shape = None if b is None else list(b.shape)
 
 
-def _conv_backward(passes, ctx, dy, tile_from=4):
-    """``tile_from``: where ``tile_mode`` is in the geometry (5 for a transposed family: after output_padding)."""
+def _conv_backward(passes, ctx, dy):
+    """``tile_mode`` is in the geometry after ``padding_mode`` (``output_padding`` for a transposed family)."""
     x, w, b = ctx.saved_tensors
     need_x, need_w, need_b = ctx.needs_input_grad[:3]
-    tile = ctx.geometry[tile_from:]
+    tile = ctx.geometry[5:]
     if "backward" in passes and need_x and need_w and (need_b or b is None) and not dy.is_cuda:
         return passes["backward"](dy, x, w, b, *ctx.geometry) + (None,) * len(ctx.geometry)
     dx = passes["backward_input"](dy, w, list(x.shape), *ctx.geometry) if need_x else None
@@ -452,7 +455,7 @@ def _vector_backward_of(passes, ctx, dy):
 
 #: kind: (setup_context, backward formula, number of tensor arguments of the forward)
 _AUTOGRAD = {"conv": (_conv_setup, _conv_backward, 3),
-             "conv_transpose": (_conv_setup, functools.partial(_conv_backward, tile_from=5), 3),
+             "conv_transpose": (_conv_setup, _conv_backward, 3),
              "pool": (_pool_setup, _pool_backward_of, 1),
              **{kind: (_vector_setup(len(spec.tensors)), _vector_backward_of, len(spec.tensors))
                 for kind, spec in _VECTORS.items()}}

@@ -58,6 +58,8 @@ def _documented(cls):
         banks = "tiles : int or (TH, TW)" if two else "tiles : int"
         per, extra = "tile", ""
     tile_mode = '\n    tile_mode : {"periodic", "block"}' if fam.has_tiles else ""
+    tile_mode += ('\n    padding_mode : {"zeros", "reflect", "replicate", "circular"}\n        What the padding '
+                  "holds, as ``torch.nn.Conv2d``'s.")
     x, y = ("(N, C, H, W)", "(N, F, OH, OW)") if two else ("(N, C, L)", "(N, F, OL)")
     any_size = ", any input size" if fam.sharing == "tiled" else ""
     cls.__doc__ = cls.__doc__.rstrip() + f"""
@@ -98,9 +100,10 @@ class _Conv(torch.nn.Module):
     _family = None
 
     def __init__(self, in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias, tile_mode,
-                 device, dtype):
+                 padding_mode, device, dtype):
         super().__init__()
         fam = table.family(self._family)
+        self.padding_mode = functional.padding_mode_of(padding_mode)
         self.in_channels = checks.integer(in_channels, "in_channels", minimum=1)
         self.out_channels = checks.integer(out_channels, "out_channels", minimum=1)
         self.kernel_size = _per_axis(fam, kernel_size, "kernel_size")
@@ -114,8 +117,8 @@ class _Conv(torch.nn.Module):
         stride, pads, dilation, _ = functional.conv_geometry(fam, weight_shape, stride, padding, dilation, groups)
         self.stride, self.dilation = tuple(stride), tuple(dilation)
         self.padding = padding if isinstance(padding, str) else tuple(pads)
-        self._geometry = (self.stride, tuple(pads), self.dilation, self.groups) + ((self.tile_mode,) if fam.has_tiles
-                                                                                    else ())
+        self._geometry = ((self.stride, tuple(pads), self.dilation, self.groups, self.padding_mode)
+                          + ((self.tile_mode,) if fam.has_tiles else ()))
         self._op = library.FAMILIES[fam.name].forward
         factory = {"device": device, "dtype": dtype}
         self.weight = torch.nn.Parameter(torch.empty(weight_shape, **factory))
@@ -163,6 +166,8 @@ class _Conv(torch.nn.Module):
             parts.append(f"groups={self.groups}")
         if self.bias is None:
             parts.append("bias=False")
+        if self.padding_mode != "zeros":
+            parts.append(f"padding_mode={self.padding_mode!r}")
         return ", ".join(parts)
 
 
@@ -170,10 +175,10 @@ class _Local(_Conv):
     """A locally connected family: one filter bank per output position, as many as ``input_size`` gives."""
 
     def __init__(self, in_channels, out_channels, kernel_size, input_size, stride=1, padding=0, dilation=1,
-                 groups=1, bias=True, device=None, dtype=None):
+                 groups=1, bias=True, padding_mode="zeros", device=None, dtype=None):
         self._input_size = input_size
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias, None,
-                         device, dtype)
+                         padding_mode, device, dtype)
 
 
 @_documented
@@ -200,10 +205,10 @@ class _Tiled(_Conv):
     """A tiled family: ``tiles`` filter banks shared periodically or by blocks."""
 
     def __init__(self, in_channels, out_channels, kernel_size, tiles, stride=1, padding=0, dilation=1, groups=1,
-                 bias=True, tile_mode="periodic", device=None, dtype=None):
+                 bias=True, tile_mode="periodic", padding_mode="zeros", device=None, dtype=None):
         self._tiles = tiles
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias, tile_mode,
-                         device, dtype)
+                         padding_mode, device, dtype)
 
 
 @_documented
