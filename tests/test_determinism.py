@@ -30,6 +30,7 @@ import numpy as np
 import pytest
 
 import lcnumba
+from lcnumba.ops import backend
 from reliability_cases import all_wide_calls, run, same_bits
 
 HERE = Path(__file__).resolve().parent
@@ -48,6 +49,14 @@ def _threads(count):
         yield
     finally:
         numba.set_num_threads(before)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def every_call_on_every_thread():
+    """Tiny calls run on the calling thread alone (``ONE_THREAD_WORK``): here every call splits its work."""
+    before, backend.ONE_THREAD_WORK = backend.ONE_THREAD_WORK, 0
+    yield
+    backend.ONE_THREAD_WORK = before
 
 
 @pytest.fixture(scope="module")
@@ -105,8 +114,10 @@ CHILD = """
 import hashlib, sys
 sys.path.insert(0, sys.argv[1])
 import numba
+from lcnumba.ops import backend
 from reliability_cases import all_wide_calls, run
 assert numba.get_num_threads() == 3, numba.get_num_threads()
+backend.ONE_THREAD_WORK = 0
 for name, thunk in all_wide_calls():
     print(hashlib.sha256(b"".join(r.tobytes() for r in run(thunk))).hexdigest(), name)
 """

@@ -15,6 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numba
 import numpy as np
 
 import lcnumba
@@ -65,3 +66,27 @@ def test_guard_locks_only_where_needed(monkeypatch):
         with guard.kernel_guard():  # re-entrant: a kernel call inside a kernel call does not deadlock
             assert guard._lock._is_owned()
     assert not guard._lock._is_owned()
+
+
+def test_tiny_calls_run_on_the_calling_thread_with_the_same_bits(monkeypatch):
+    """A call below ``ONE_THREAD_WORK`` multiply-adds runs on one thread, and gives the bits of a split run."""
+    from lcnumba.ops import backend
+
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((2, 3, 7, 6))
+    w = rng.standard_normal((5, 4, 4, 3, 3, 3))
+    dy = rng.standard_normal((2, 4, 5, 4))
+    seen = []
+    real = backend.conv_kernels.host_backward_input
+
+    def spy(*args):
+        seen.append((args[-2], numba.get_num_threads()))  # the drivers' thread count, Numba's
+        return real(*args)
+
+    monkeypatch.setattr(backend.conv_kernels, "host_backward_input", spy)
+    tiny = lcnumba.local_conv2d_backward_input(dy, w, x.shape)
+    assert seen[-1] == (1, 1) and numba.get_num_threads() == numba.config.NUMBA_NUM_THREADS
+    monkeypatch.setattr(backend, "ONE_THREAD_WORK", 0)
+    split = lcnumba.local_conv2d_backward_input(dy, w, x.shape)
+    assert seen[-1] == (numba.get_num_threads(), numba.get_num_threads())
+    assert tiny.tobytes() == split.tobytes()

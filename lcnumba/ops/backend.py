@@ -30,19 +30,38 @@ from ..cpu.blas import serial_blas
 from ..cpu.guard import kernel_guard
 
 
-_NO_BLAS = contextlib.nullcontext()
+_NO_GUARD = contextlib.nullcontext()
+
+#: A convolution call of fewer multiply-adds runs its parallel kernels on the calling thread alone: where
+#: the worker threads sleep between parallel regions (``OMP_WAIT_POLICY=passive``, as beside PyTorch),
+#: waking them costs tens of microseconds a region, more than such a call's work. The kernels' results
+#: do not depend on the thread count, and BLAS runs a GEMM this small on one thread anyway.
+ONE_THREAD_WORK = 1 << 16
 
 
-def _blas_guard(plan):
-    """``serial_blas()`` where the conv drivers take the BLAS path; the local kernels call no BLAS.
+class _OneThread:
+    """Context: the calling thread's parallel regions on one thread (``numba.set_num_threads``), restored after."""
 
-    Setting and restoring the BLAS thread count costs microseconds, most of a tiny layer's call.
-    """
+    def __enter__(self):
+        self.threads = numba.get_num_threads()
+        numba.set_num_threads(1)
+
+    def __exit__(self, *exc):
+        numba.set_num_threads(self.threads)
+
+
+def _conv_threads(plan):
+    """``(threads, context)`` of a call of the conv drivers: the context sets the threads up (see above), and
+    keeps BLAS serial where the drivers take the BLAS path (the local kernels call no BLAS; setting and
+    restoring BLAS's thread count costs microseconds)."""
     g = plan.geo
+    if g.n * g.f * g.oh * g.ow * (g.c // g.groups) * g.kh * g.kw < ONE_THREAD_WORK:
+        return 1, _OneThread()
+    threads = numba.get_num_threads()
     if conv_kernels.uses_local(plan.th, plan.tw, g.oh, g.ow, g.kh, g.kw, g.stride_h, g.stride_w, g.dilation_h,
                                g.dilation_w, g.h, g.w):
-        return _NO_BLAS
-    return serial_blas()
+        return threads, _NO_GUARD
+    return threads, serial_blas()
 
 
 class HostBackend:
@@ -78,21 +97,22 @@ class HostBackend:
     @staticmethod
     def conv_forward(x, w, b, plan, y):
         bias = b if b is not None else np.zeros((0, 0), dtype=x.dtype)
-        with kernel_guard(), _blas_guard(plan):
-            conv_kernels.host_forward(x, w, bias, *plan.tiling, *plan.kernel_args, plan.geo.groups,
-                                 numba.get_num_threads(), y)
+        threads, context = _conv_threads(plan)
+        with kernel_guard(), context:
+            conv_kernels.host_forward(x, w, bias, *plan.tiling, *plan.kernel_args, plan.geo.groups, threads, y)
 
     @staticmethod
     def conv_backward_input(dy, w, plan, dx):
-        with kernel_guard(), _blas_guard(plan):
-            conv_kernels.host_backward_input(dy, w, *plan.tiling, *plan.kernel_args, plan.geo.groups,
-                                        numba.get_num_threads(), dx)
+        threads, context = _conv_threads(plan)
+        with kernel_guard(), context:
+            conv_kernels.host_backward_input(dy, w, *plan.tiling, *plan.kernel_args, plan.geo.groups, threads, dx)
 
     @staticmethod
     def conv_backward_weight(dy, x, plan, accumulate, dw):
-        with kernel_guard(), _blas_guard(plan):
-            conv_kernels.host_backward_weight(dy, x, *plan.tiling, *plan.kernel_args, plan.geo.groups,
-                                         numba.get_num_threads(), accumulate, dw)
+        threads, context = _conv_threads(plan)
+        with kernel_guard(), context:
+            conv_kernels.host_backward_weight(dy, x, *plan.tiling, *plan.kernel_args, plan.geo.groups, threads,
+                                              accumulate, dw)
 
     @staticmethod
     def conv_pad(x, pads, mode, xp):
@@ -108,7 +128,7 @@ class HostBackend:
 
     @staticmethod
     def conv_backward_bias(dy, tiling, accumulate, db):
-        with kernel_guard():
+        with kernel_guard(), _OneThread() if dy.size < ONE_THREAD_WORK else _NO_GUARD:
             conv_kernels.backward_bias(dy, *tiling, accumulate, db)
 
     # The transposed family: the forward family's drivers with the arrays exchanged, as the C entry points run them.
@@ -118,23 +138,25 @@ class HostBackend:
         """``y = conv_transpose(x, w) + b``: x (N, C, H, W), w flat, b (F, bias tiles) or None, y (N, F, OH, OW)."""
         p = tplan.forward
         bias = b if b is not None else np.zeros((0, 0), dtype=x.dtype)
-        with kernel_guard(), _blas_guard(p):
+        threads, context = _conv_threads(p)
+        with kernel_guard(), context:
             transpose_kernels.host_forward(x, w, bias, *p.tiling, *tplan.bias_tiling, *p.kernel_args, p.geo.groups,
-                                           numba.get_num_threads(), y)
+                                           threads, y)
 
     @staticmethod
     def conv_transpose_backward_input(dy, w, tplan, dx):
         p = tplan.forward
-        with kernel_guard(), _blas_guard(p):
-            transpose_kernels.host_backward_input(dy, w, *p.tiling, *p.kernel_args, p.geo.groups,
-                                                  numba.get_num_threads(), dx)
+        threads, context = _conv_threads(p)
+        with kernel_guard(), context:
+            transpose_kernels.host_backward_input(dy, w, *p.tiling, *p.kernel_args, p.geo.groups, threads, dx)
 
     @staticmethod
     def conv_transpose_backward_weight(dy, x, tplan, accumulate, dw):
         p = tplan.forward
-        with kernel_guard(), _blas_guard(p):
-            transpose_kernels.host_backward_weight(dy, x, *p.tiling, *p.kernel_args, p.geo.groups,
-                                                   numba.get_num_threads(), accumulate, dw)
+        threads, context = _conv_threads(p)
+        with kernel_guard(), context:
+            transpose_kernels.host_backward_weight(dy, x, *p.tiling, *p.kernel_args, p.geo.groups, threads,
+                                                   accumulate, dw)
 
     # ------------------------------------------------------------ max-pooling
 
