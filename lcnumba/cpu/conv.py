@@ -421,18 +421,34 @@ def conv_backward_bias(dy, segs, tile_ptr, accumulate, out):
     n_tiles = out.shape[1]
     for f in prange(out.shape[0]):
         for t in range(n_tiles):
-            total = 0.0
+            # Eight running sums, cell m of a run into sum m % 8 (the tail and strided runs into the
+            # first), combined pairwise at the end: an order fixed by the code and the shapes, as the
+            # ordered flags require, with eight independent add chains instead of one.
+            a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = 0.0
             for s in range(tile_ptr[t], tile_ptr[t + 1]):
                 i, j0, j_step, count = segs[s, 1], segs[s, 2], segs[s, 3], segs[s, 4]
                 for n in range(n_total):
                     row = dy[n, f, i]
                     if j_step == 1:
                         run = row[j0:j0 + count]
-                        for m in range(count):
-                            total += run[m]
+                        m = 0
+                        while m + 8 <= count:
+                            a0 += run[m]
+                            a1 += run[m + 1]
+                            a2 += run[m + 2]
+                            a3 += run[m + 3]
+                            a4 += run[m + 4]
+                            a5 += run[m + 5]
+                            a6 += run[m + 6]
+                            a7 += run[m + 7]
+                            m += 8
+                        while m < count:
+                            a0 += run[m]
+                            m += 1
                     else:
                         for m in range(count):
-                            total += row[j0 + m * j_step]
+                            a0 += row[j0 + m * j_step]
+            total = ((a0 + a1) + (a2 + a3)) + ((a4 + a5) + (a6 + a7))
             if accumulate:
                 out[f, t] += total
             else:
@@ -621,10 +637,37 @@ def _compiled(driver):
     return njit(cache=True)(twin)
 
 
+@njit(parallel=True, cache=True, fastmath=FASTMATH_ORDERED)  # the sum's order is the loop's: see config
+def position_backward_bias(dy, accumulate, out):
+    """``out[f, p] (+)= sum over n of dy[n, f, p]`` when every position has its own bias (a local layer).
+
+    dy (N, F, P), out (F, P). Each cell is summed in sample order, as
+    :func:`conv_backward_bias` sums a one-position tile, but the loop runs
+    along the positions so that it vectorises without reordering any sum.
+    """
+    n_total, n_pos = dy.shape[0], dy.shape[2]
+    for f in prange(out.shape[0]):
+        total = np.zeros(n_pos, dtype=out.dtype)
+        for n in range(n_total):
+            row = dy[n, f]
+            for p in range(n_pos):
+                total[p] += row[p]
+        dst = out[f]
+        if accumulate:
+            for p in range(n_pos):
+                dst[p] += total[p]
+        else:
+            dst[:] = total
+
+
 @njit(cache=True)
 def backward_bias(dy, th, tw, periodic, accumulate, out):
     """``out (+)= db``, (F, T), from dy (N, F, OH, OW)."""
-    by_tile, tile_ptr, _, _ = segment_table(dy.shape[2], dy.shape[3], th, tw, periodic)
+    n, f, oh, ow = dy.shape
+    if th == oh and tw == ow:  # one bank per position in either tile mode: tile t is position t
+        position_backward_bias(dy.reshape(n, f, oh * ow), accumulate, out)
+        return
+    by_tile, tile_ptr, _, _ = segment_table(oh, ow, th, tw, periodic)
     conv_backward_bias(dy, by_tile, tile_ptr, accumulate, out)
 
 
