@@ -415,40 +415,34 @@ def reduce_weight_partials(partial, reductions, accumulate, out):
 def conv_backward_bias(dy, segs, tile_ptr, accumulate, out):
     """``out[f, t] (+)= sum of dy[n, f, i, j]`` over the positions of tile t; parallel over filters.
 
-    dy (N, F, OH, OW), segs (S, 5) sorted by tile, tile_ptr (T + 1,), out (F, T).
+    dy (N, F, OH, OW), segs (S, 5) sorted by tile, tile_ptr (T + 1,), out (F, T). The m-th cells of
+    the tile's runs are summed into column sum m first (in segment, then sample order), and the
+    column sums are then added in column order: an order fixed by the shapes, as the ordered flags
+    require, whose first stage adds whole rows elementwise, which LLVM vectorises as it stands.
     """
     n_total = dy.shape[0]
     n_tiles = out.shape[1]
     for f in prange(out.shape[0]):
+        columns = np.empty(dy.shape[3], dtype=np.float64)
         for t in range(n_tiles):
-            # Eight running sums, cell m of a run into sum m % 8 (the tail and strided runs into the
-            # first), combined pairwise at the end: an order fixed by the code and the shapes, as the
-            # ordered flags require, with eight independent add chains instead of one.
-            a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = 0.0
+            width = 0
+            for s in range(tile_ptr[t], tile_ptr[t + 1]):
+                width = max(width, segs[s, 4])
+            columns[:width] = 0.0
             for s in range(tile_ptr[t], tile_ptr[t + 1]):
                 i, j0, j_step, count = segs[s, 1], segs[s, 2], segs[s, 3], segs[s, 4]
                 for n in range(n_total):
                     row = dy[n, f, i]
                     if j_step == 1:
                         run = row[j0:j0 + count]
-                        m = 0
-                        while m + 8 <= count:
-                            a0 += run[m]
-                            a1 += run[m + 1]
-                            a2 += run[m + 2]
-                            a3 += run[m + 3]
-                            a4 += run[m + 4]
-                            a5 += run[m + 5]
-                            a6 += run[m + 6]
-                            a7 += run[m + 7]
-                            m += 8
-                        while m < count:
-                            a0 += run[m]
-                            m += 1
+                        for m in range(count):
+                            columns[m] += run[m]
                     else:
                         for m in range(count):
-                            a0 += row[j0 + m * j_step]
-            total = ((a0 + a1) + (a2 + a3)) + ((a4 + a5) + (a6 + a7))
+                            columns[m] += row[j0 + m * j_step]
+            total = 0.0
+            for m in range(width):
+                total += columns[m]
             if accumulate:
                 out[f, t] += total
             else:
