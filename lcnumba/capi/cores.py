@@ -33,7 +33,6 @@ elements, so no index computation of a kernel can overflow ``int64``.
 """
 
 import threading
-import types as pytypes
 
 import numba
 import numpy as np
@@ -52,6 +51,7 @@ from ..cpu import netvlad_pca as pca_kernels
 from ..cpu import pool as pool_kernels
 from ..cpu.indexing import COMPILES_IN as _INDEXING
 from ..cpu.indexing import conv_output_size, conv_transpose_output_size, pool_output_size
+from ..cpu.twins import twin
 from .status import Status
 
 OK = int(Status.OK)
@@ -413,15 +413,12 @@ _backward_weight = _conv_backward_weight
 def _transposed(core):
     """``core`` for the transposed families: ``conv_transpose_<pass>``, with their check and drivers.
 
-    The twin runs ``core``'s code in a copy of this module's namespace where ``_check`` and the drivers
-    are the transposed families'; its own name gives it its own entry in Numba's on-disk cache.
+    The twin runs ``core``'s code where ``_check`` and the drivers are the transposed families'; its own
+    name gives it its own entry in Numba's on-disk cache.
     """
-    namespace = dict(globals(), _check=_transpose_check, _forward=_transpose_forward,
-                     _backward_input=_transpose_backward_input, _backward_weight=_transpose_backward_weight)
-    name = core.__name__.replace("conv_", "conv_transpose_", 1)
-    twin = pytypes.FunctionType(core.__code__, namespace, name, core.__defaults__, core.__closure__)
-    twin.__qualname__, twin.__module__ = name, core.__module__
-    return twin
+    return twin(core, core.__name__.replace("conv_", "conv_transpose_", 1), _check=_transpose_check,
+                _forward=_transpose_forward, _backward_input=_transpose_backward_input,
+                _backward_weight=_transpose_backward_weight)
 
 
 conv_transpose_forward = _transposed(conv_forward)

@@ -633,7 +633,8 @@ _PREAMBLE = """\
  *   - results are bitwise those of the Python API for the same arguments;
  *   - a function's arguments never change: options added later come as a
  *     new function with the suffix _ex (lcn_netvlad_forward_ex adds
- *     NetVLAD's mask and normalisation switches to lcn_netvlad_forward).
+ *     NetVLAD's mask and normalisation switches to lcn_netvlad_forward,
+ *     lcn_conv2d_forward_ex a padding_mode to lcn_conv2d_forward).
  *
  * Threads and BLAS: a call runs Numba's parallel kernels on
  * numba.get_num_threads() threads of the calling thread. The convolution

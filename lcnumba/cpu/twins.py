@@ -4,10 +4,11 @@ A plain driver (``host_forward``, ...) chooses its kernels in Python and
 calls other plain drivers by module-level names, so that a first call from
 Python compiles only the kernels it runs. The C entry points need the same
 driver compiled, calling the compiled drivers: ``compiled_twin`` makes it
-from the driver's own code object, in a copy of its module's namespace where
-those names are the compiled drivers. Its on-disk cache is the driver's
-(same file, name and line), keyed as its module keys its kernels
-(``lcnumba.cache.key_kernels``).
+from the driver's own code object (``twin``), in a copy of its module's
+namespace where those names are the compiled drivers. Its on-disk cache is
+the driver's (same file, name and line), keyed as its module keys its
+kernels (``lcnumba.cache.key_kernels``). The C entry points' cores
+(``lcnumba.capi.cores``) make their transposed forms with ``twin`` too.
 """
 
 import sys
@@ -16,6 +17,31 @@ import types
 from numba import njit
 
 from . import conv
+
+
+def twin(function, name=None, **bound):
+    """A copy of ``function`` (its code object) that sees the module-level names ``bound`` as given.
+
+    Parameters
+    ----------
+    function : function
+        A function of a package module.
+    name : str, optional
+        The copy's name and qualified name (Numba's on-disk cache tells functions apart by them);
+        ``function``'s by default.
+    **bound
+        ``name=value``: the module-level names the copy sees as those values.
+
+    Returns
+    -------
+    function
+    """
+    namespace = dict(vars(sys.modules[function.__module__]), **bound)
+    copy = types.FunctionType(function.__code__, namespace, name or function.__name__, function.__defaults__,
+                              function.__closure__)
+    copy.__qualname__ = name or function.__qualname__
+    copy.__module__, copy.__doc__ = function.__module__, function.__doc__
+    return copy
 
 
 def compiled_twin(driver, **compiled):
@@ -32,10 +58,7 @@ def compiled_twin(driver, **compiled):
     -------
     numba.core.registry.CPUDispatcher
     """
-    namespace = dict(vars(sys.modules[driver.__module__]), **compiled)
-    twin = types.FunctionType(driver.__code__, namespace, driver.__name__, driver.__defaults__, driver.__closure__)
-    twin.__qualname__, twin.__module__, twin.__doc__ = driver.__qualname__, driver.__module__, driver.__doc__
-    return njit(cache=True)(twin)
+    return njit(cache=True)(twin(driver, **compiled))
 
 
 def over_conv_drivers(*drivers):
