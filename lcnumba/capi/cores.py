@@ -750,10 +750,11 @@ def signature(core, dtype):
 
 
 #: The sources each kind of core compiles in (``lcnumba.cache``): this file, the status codes, the
-#: compiled output sizes and the kernel modules the cores call, with everything those compile in.
+#: compiled output sizes and the kernel modules the cores call, with everything those compile in; the
+#: convolution cores also the table, whose padding modes they compile in as constants (``REFLECT``, ...).
 _OWN = ("capi/cores.py", "capi/status.py")
 _SOURCES = {
-    "conv": cache.sources(_OWN, _INDEXING, padded_kernels.COMPILES_IN),
+    "conv": cache.sources(_OWN, _INDEXING, "table.py", padded_kernels.COMPILES_IN),
     "conv_transpose": cache.sources(_OWN, _INDEXING, transpose_kernels.COMPILES_IN),
     "pool": cache.sources(_OWN, _INDEXING, pool_kernels.COMPILES_IN),
     "netvlad": cache.sources(_OWN, netvlad_kernels.COMPILES_IN),

@@ -28,7 +28,8 @@ from .. import cache
 from . import conv, padding
 from .twins import over_conv_drivers
 
-COMPILES_IN = cache.sources("cpu/conv_padded.py", conv.COMPILES_IN, padding.COMPILES_IN)
+#: twins.py binds the names the compiled drivers call (``over_conv_drivers``): it decides what they compile in.
+COMPILES_IN = cache.sources("cpu/conv_padded.py", "cpu/twins.py", conv.COMPILES_IN, padding.COMPILES_IN)
 
 #: Elements of the padded scratch buffer: a chunk holds as many samples as fit (at least one).
 #: 4 Mi elements (16 MiB in float32): large enough that a chunk is many GEMM columns, small

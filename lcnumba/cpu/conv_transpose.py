@@ -44,7 +44,8 @@ from . import conv
 from .indexing import tile_of
 from .twins import over_conv_drivers
 
-COMPILES_IN = cache.sources("cpu/conv_transpose.py", conv.COMPILES_IN)
+#: twins.py binds the names the compiled drivers call (``over_conv_drivers``): it decides what they compile in.
+COMPILES_IN = cache.sources("cpu/conv_transpose.py", "cpu/twins.py", conv.COMPILES_IN)
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
