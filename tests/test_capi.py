@@ -124,26 +124,30 @@ class _Conv:
             self.y_shape = query(self.x_shape, self.w_shape, **self.kwargs)
         self.b_shape = (f, *{"shared": (), "tiled": tiles, "local": self.y_shape[2:]}[sharing])
 
+    @classmethod
+    def case(cls, family, dtype, suffix=""):
+        """The family's ``_Conv``, the NumPy dtype of ``dtype`` (``"f32"``, ``"f64"``) and the pattern of its entry
+        points' names, ``"lcn_<family>_{}<suffix>_<dtype>"`` (``{}`` the pass)."""
+        return cls(family), DTYPES[dtype], f"lcn_{family}_{{}}{suffix}_{dtype}"
+
     def python(self, function):
         return getattr(lc, f"{self.family}_{function}")
 
     def c_dims(self):
         return (*self.x_shape, *self.w_shape, *self.geometry)
 
+    def arrays(self, dtype):
+        """Random x, w, b, dy and starting buffers for dw and db (``accumulate``), of this family's shapes."""
+        shapes = (self.x_shape, self.w_shape, self.b_shape, self.y_shape, self.w_shape, self.b_shape)
+        return [_random(shape, dtype, seed) for seed, shape in enumerate(shapes, 1)]
+
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("family", FAMILIES)
 def test_conv_family_bitwise(family, dtype):
-    conv = _Conv(family)
-    dt = DTYPES[dtype]
-    name = f"lcn_{family}_{{}}_{dtype}"
+    conv, dt, name = _Conv.case(family, dtype)
     tiled = family.startswith("tiled")
-    x = _random(conv.x_shape, dt, 1)
-    w = _random(conv.w_shape, dt, 2)
-    b = _random(conv.b_shape, dt, 3)
-    dy = _random(conv.y_shape, dt, 4)
-    dw0 = _random(conv.w_shape, dt, 5)
-    db0 = _random(conv.b_shape, dt, 6)
+    x, w, b, dy, dw0, db0 = conv.arrays(dt)
     for mode_index, mode in enumerate(("periodic", "block") if tiled else (None,)):
         kwargs = dict(conv.kwargs, **({"tile_mode": mode} if tiled else {}))
         flag = (mode_index,) if tiled else ()
@@ -201,12 +205,9 @@ PADDING_MODES = table.PADDING_MODES
 @pytest.mark.parametrize("family", CONV_NAMES)
 def test_padding_modes_bitwise(family, dtype):
     """``lcn_<family>_<pass>_ex`` with each padding mode gives the Python API's bits with that ``padding_mode``."""
-    conv = _Conv(family)
-    dt = DTYPES[dtype]
-    name = f"lcn_{family}_{{}}_ex_{dtype}"
+    conv, dt, name = _Conv.case(family, dtype, "_ex")
     flag = (0,) if family.startswith("tiled") else ()  # periodic tiles, the Python default
-    x, w, b, dy, dw0 = (_random(shape, dt, seed) for seed, shape in
-                        enumerate((conv.x_shape, conv.w_shape, conv.b_shape, conv.y_shape, conv.w_shape)))
+    x, w, b, dy, dw0, _ = conv.arrays(dt)
     for mode, padding_mode in enumerate(PADDING_MODES):
         kwargs = dict(conv.kwargs, padding_mode=padding_mode)
         y = np.full(conv.y_shape, np.nan, dt)
