@@ -186,3 +186,21 @@ def test_python_and_c_follow_an_edit_of_a_compiled_in_helper(tmp_path):
             runs.write_text(text.replace("dst[m] = src[m] + bias\n", "dst[m] = src[m] + bias + 1000.0\n"))
     assert offsets[0] == (0.0, 0.0), offsets
     assert offsets[1] == (1000.0, 1000.0), f"(Python, C) outputs minus the reference after the edit: {offsets[1]}"
+
+
+def test_compiled_modules_declare_what_they_compile_in():
+    """Every ``lcnumba.cpu`` module with a ``COMPILES_IN`` lists the sources of each compiled module it imports
+    (those with a ``COMPILES_IN`` of their own): an edit of a callee then invalidates the caller's cached
+    kernels. Read from the imports (``ast``), so a new module that calls another's kernels cannot forget it."""
+    import importlib
+
+    from test_imports import GRAPH
+
+    missing = {}
+    for name in sorted(GRAPH):
+        declared = getattr(importlib.import_module(name), "COMPILES_IN", None) if name.startswith("lcnumba.cpu.") else None
+        for callee in sorted(GRAPH[name]) if declared is not None else ():
+            theirs = getattr(importlib.import_module(callee), "COMPILES_IN", ())
+            if not set(theirs) <= set(declared):
+                missing[name, callee] = sorted(set(theirs) - set(declared))
+    assert not missing, missing

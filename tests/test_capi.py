@@ -124,26 +124,30 @@ class _Conv:
             self.y_shape = query(self.x_shape, self.w_shape, **self.kwargs)
         self.b_shape = (f, *{"shared": (), "tiled": tiles, "local": self.y_shape[2:]}[sharing])
 
+    @classmethod
+    def case(cls, family, dtype, suffix=""):
+        """The family's ``_Conv``, the NumPy dtype of ``dtype`` (``"f32"``, ``"f64"``) and the pattern of its entry
+        points' names, ``"lcn_<family>_{}<suffix>_<dtype>"`` (``{}`` the pass)."""
+        return cls(family), DTYPES[dtype], f"lcn_{family}_{{}}{suffix}_{dtype}"
+
     def python(self, function):
         return getattr(lc, f"{self.family}_{function}")
 
     def c_dims(self):
         return (*self.x_shape, *self.w_shape, *self.geometry)
 
+    def arrays(self, dtype):
+        """Random x, w, b, dy and starting buffers for dw and db (``accumulate``), of this family's shapes."""
+        shapes = (self.x_shape, self.w_shape, self.b_shape, self.y_shape, self.w_shape, self.b_shape)
+        return [_random(shape, dtype, seed) for seed, shape in enumerate(shapes, 1)]
+
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("family", FAMILIES)
 def test_conv_family_bitwise(family, dtype):
-    conv = _Conv(family)
-    dt = DTYPES[dtype]
-    name = f"lcn_{family}_{{}}_{dtype}"
+    conv, dt, name = _Conv.case(family, dtype)
     tiled = family.startswith("tiled")
-    x = _random(conv.x_shape, dt, 1)
-    w = _random(conv.w_shape, dt, 2)
-    b = _random(conv.b_shape, dt, 3)
-    dy = _random(conv.y_shape, dt, 4)
-    dw0 = _random(conv.w_shape, dt, 5)
-    db0 = _random(conv.b_shape, dt, 6)
+    x, w, b, dy, dw0, db0 = conv.arrays(dt)
     for mode_index, mode in enumerate(("periodic", "block") if tiled else (None,)):
         kwargs = dict(conv.kwargs, **({"tile_mode": mode} if tiled else {}))
         flag = (mode_index,) if tiled else ()
@@ -190,6 +194,97 @@ def test_conv_empty_batch(family):
         _ok(name.format("backward_weight"), y, x, dw, *dims, accumulate)
         _same(dw, conv.python("backward_weight")(y, x, conv.w_shape, **conv.kwargs, out=w.copy(),
                                                  accumulate=bool(accumulate)))
+
+
+# ---------------------------------------------------------------- padding modes (the _ex entry points)
+
+PADDING_MODES = table.PADDING_MODES
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("family", CONV_NAMES)
+def test_padding_modes_bitwise(family, dtype):
+    """``lcn_<family>_<pass>_ex`` with each padding mode gives the Python API's bits with that ``padding_mode``."""
+    conv, dt, name = _Conv.case(family, dtype, "_ex")
+    flag = (0,) if family.startswith("tiled") else ()  # periodic tiles, the Python default
+    x, w, b, dy, dw0, _ = conv.arrays(dt)
+    for mode, padding_mode in enumerate(PADDING_MODES):
+        kwargs = dict(conv.kwargs, padding_mode=padding_mode)
+        y = np.full(conv.y_shape, np.nan, dt)
+        _ok(name.format("forward"), x, w, b, y, *conv.c_dims(), *flag, mode)
+        _same(y, conv.python("forward")(x, w, b, **kwargs))
+        dx = np.full(conv.x_shape, np.nan, dt)
+        _ok(name.format("backward_input"), dy, w, dx, *conv.c_dims(), *flag, mode)
+        _same(dx, conv.python("backward_input")(dy, w, conv.x_shape, **kwargs))
+        for accumulate in (0, 1):
+            dw = dw0.copy()
+            _ok(name.format("backward_weight"), dy, x, dw, *conv.c_dims(), *flag, accumulate, mode)
+            _same(dw, conv.python("backward_weight")(dy, x, conv.w_shape, **kwargs, out=dw0.copy(),
+                                                     accumulate=bool(accumulate)))
+
+
+def test_padding_modes_in_chunks():
+    """A batch padded in two chunks (one sample each: 2.25 Mi padded cells a sample): the weight gradient adds
+    the chunks in the Python API's order, so the C and Python chunk sizes agree."""
+    x = _random((2, 1, 1498, 1498), np.float32, 0)
+    w = _random((1, 1, 3, 3), np.float32, 1)
+    dy = _random((2, 1, 1498, 1498), np.float32, 2)
+    dw = np.full(w.shape, np.nan, np.float32)
+    _ok("lcn_conv2d_backward_weight_ex_f32", dy, x, dw, 2, 1, 1498, 1498, 1, 1, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+        0, PADDING_MODES.index("circular"))
+    _same(dw, lc.conv2d_backward_weight(dy, x, w.shape, padding=1, padding_mode="circular"))
+    from lcnumba.cpu import conv_padded
+
+    assert conv_padded.samples_per_chunk(2, 1, 1500, 1500, conv_padded.CHUNK_ELEMENTS) == 1
+
+
+# (changes to the valid conv2d arguments, padding_mode, expected status): PyTorch's bounds, as the Python API's
+PADDING_CASES = [
+    ("mode 4", {}, 4, Status.ERR_FLAG),
+    ("mode -1", {}, -1, Status.ERR_FLAG),
+    ("reflect, padding = size", dict(pt=5, kh=1), 1, Status.ERR_GEOMETRY),
+    ("reflect, padding = size on the right", dict(pr=5, kw=1), 1, Status.ERR_GEOMETRY),
+    ("reflect, padding = size - 1", dict(pb=4, kh=1), 1, Status.OK),
+    ("circular, padding = size", dict(pl=5, kw=1), 3, Status.OK),
+    ("circular, padding = size + 1", dict(pt=6, kh=1), 3, Status.ERR_GEOMETRY),
+    ("replicate, padding > size", dict(pt=7, pr=9), 2, Status.OK),
+    ("zeros, padding > size", dict(pt=7, pr=9), 0, Status.OK),
+]
+
+
+@pytest.mark.parametrize("changes, mode, expected", [pytest.param(*c[1:], id=c[0]) for c in PADDING_CASES])
+def test_padding_mode_status(changes, mode, expected):
+    """The _ex entry points refuse what the Python API refuses (with a ValueError) and accept what it accepts."""
+    values = _conv2d_args(**changes)
+    x, w, b, _, n, c, h, wd, f, cg, kh, kw, sh, sw, pt, pl, pb, pr = values[:18]
+    oh, ow = lc.conv2d_output_shape(x.shape, (f, cg, kh, kw), padding=((pt, pb), (pl, pr)))[2:]
+    w = np.ones((f, cg, kh, kw), np.float32)
+    y = np.full((n, f, oh, ow), 7, np.float32)
+    for name in ("forward", "backward_input", "backward_weight"):
+        args = {"forward": (x, w, b, y), "backward_input": (y, w, x.copy()), "backward_weight": (y, x, w.copy())}
+        extra = (0,) if name == "backward_weight" else ()
+        assert _call(f"lcn_conv2d_{name}_ex_f32", *args[name], *values[4:], *extra, mode) == expected, name
+    assert (y == 7).all() or expected == Status.OK
+    python = dict(padding=((pt, pb), (pl, pr)),
+                  padding_mode=PADDING_MODES[mode] if 0 <= mode < len(PADDING_MODES) else "wrap")
+    if expected == Status.OK:
+        lc.conv2d_forward(x, w, b, **python)
+    else:
+        with pytest.raises(ValueError):
+            lc.conv2d_forward(x, w, b, **python)
+
+
+def test_padding_modes_only_for_the_forward_families():
+    """PyTorch's ConvTranspose pads with zeros only: no _ex form for a transposed family, nor for a bias gradient."""
+    names = set(capi.names())
+    for family in CONV_NAMES:
+        for function in ("forward", "backward_input", "backward_weight"):
+            assert f"lcn_{family}_{function}_ex_f64" in names
+        assert f"lcn_{family}_backward_bias_ex_f64" not in names
+    assert not [name for name in names if "_transpose_" in name and "_ex_" in name]
+    text = capi.header()
+    for mode, padding_mode in enumerate(PADDING_MODES):
+        assert re.search(rf"^#define LCN_PADDING_{padding_mode.upper()} +{mode} ", text, re.M), padding_mode
 
 
 # ---------------------------------------------------------------- max-pooling
@@ -615,7 +710,7 @@ def test_doc_example():
 
 def test_names_and_lookup():
     names = capi.names()
-    assert len(names) == len(set(names)) == 120
+    assert len(names) == len(set(names)) == 156  # 120, and the 36 padding-mode forms of the conv families
     for family in FAMILIES:
         for function in ("forward", "backward_input", "backward_weight", "backward_bias"):
             for dtype in DTYPES:

@@ -8,7 +8,8 @@ returns an ``int32_t`` status (``Status``; 0 is success). The prototypes,
 status codes and array layouts are in ``lcnumba.h`` (``include_dir()``).
 An entry point's arguments never change: options added later come as a new
 entry point with the suffix ``_ex`` (``lcn_netvlad_forward_ex`` adds
-NetVLAD's mask and normalisation switches).
+NetVLAD's mask and normalisation switches, ``lcn_conv2d_forward_ex`` and the
+other convolutions' ``_ex`` forms a ``padding_mode``).
 
 A host that embeds Python gets an address with ``address(name)``, casts it
 to the function type of the header, and calls it from C; a Python caller

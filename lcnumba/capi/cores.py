@@ -42,14 +42,16 @@ from numba.core.ccallback import CFunc
 from numba.core.sigutils import normalize_signature
 from numba.extending import intrinsic
 
-from .. import cache
+from .. import cache, table
 from ..cpu import conv as conv_kernels
+from ..cpu import conv_padded as padded_kernels
 from ..cpu import conv_transpose as transpose_kernels
 from ..cpu import netvlad as netvlad_kernels
 from ..cpu import netvlad_pca as pca_kernels
 from ..cpu import pool as pool_kernels
 from ..cpu.indexing import COMPILES_IN as _INDEXING
 from ..cpu.indexing import conv_output_size, conv_transpose_output_size, pool_output_size
+from ..cpu.twins import twin
 from .status import Status
 
 OK = int(Status.OK)
@@ -71,6 +73,11 @@ MAX_ELEMENTS = 2**59
 
 #: Weight sharing of the convolution family: one bank, TH x TW banks, one per position.
 CONV, TILED, LOCAL = 0, 1, 2
+
+#: The padding modes, indices into ``table.PADDING_MODES`` (0 zeros).
+N_PADDING_MODES = len(table.PADDING_MODES)
+REFLECT = table.PADDING_MODES.index("reflect")
+CIRCULAR = table.PADDING_MODES.index("circular")
 
 
 # ---------------------------------------------------------------- checks
@@ -172,154 +179,55 @@ def _clash(outputs, inputs):
 
 
 @njit
-def _conv_check(missing, n, c, h, w, th, tw, f, cg, kh, kw, sh, sw, pt, pl, pb, pr, dil_h, dil_w, groups, family,
-                tile_mode, accumulate):
-    """Status and output size ``(status, oh, ow)`` of a convolution-family call, in status order.
+def _mode_fits(mode, pads, sizes):
+    """PyTorch's bounds on the padding of ``mode`` (``checks.padding_fits_mode``) on every padded side: reflect
+    below the input size, circular at most the input size (replicate needs a cell to copy: every size is >= 1)."""
+    for i in range(len(pads)):
+        if pads[i] > 0 and ((mode == REFLECT and pads[i] >= sizes[i]) or (mode == CIRCULAR and pads[i] > sizes[i])):
+            return False
+    return True
 
-    ``missing`` says whether a required pointer is NULL, the first status checked.
+
+@njit
+def _conv_check(missing, n, c, h, w, th, tw, f, cg, kh, kw, sh, sw, pt, pl, pb, pr, oph, opw, dil_h, dil_w, groups,
+                family, tile_mode, accumulate, mode):
+    """Status and output ``(status, f, oh, ow)`` of a convolution-family call, in status order.
+
+    ``missing`` says whether a required pointer is NULL, the first status checked. ``oph, opw`` (the
+    transposed check's output padding) are 0; ``mode`` is the padding mode, an index into
+    ``table.PADDING_MODES``.
     """
     if missing:
-        return ERR_NULL, 0, 0
+        return ERR_NULL, 0, 0, 0
     if not _batch_ok(n) or not _sizes_ok((c, h, w, th, tw, f, cg, kh, kw)):
-        return ERR_SIZE, 0, 0
+        return ERR_SIZE, 0, 0, 0
     if not _sizes_ok((sh, sw, dil_h, dil_w, groups)) or not _pads_ok((pt, pl, pb, pr)):
-        return ERR_PARAMETER, 0, 0
-    if not (_flag_ok(tile_mode) and _flag_ok(accumulate)):
-        return ERR_FLAG, 0, 0
+        return ERR_PARAMETER, 0, 0, 0
+    if not (_flag_ok(tile_mode) and _flag_ok(accumulate)) or mode < 0 or mode >= N_PADDING_MODES:
+        return ERR_FLAG, 0, 0, 0
     if c % groups != 0 or f % groups != 0:
-        return ERR_GROUPS, 0, 0
+        return ERR_GROUPS, 0, 0, 0
     if cg * groups != c:
-        return ERR_SHAPE, 0, 0
+        return ERR_SHAPE, 0, 0, 0
     oh = conv_output_size(h, kh, sh, dil_h, pt, pb)
     ow = conv_output_size(w, kw, sw, dil_w, pl, pr)
-    if oh < 1 or ow < 1:
-        return ERR_GEOMETRY, 0, 0
+    if oh < 1 or ow < 1 or not _mode_fits(mode, (pt, pb, pl, pr), (h, h, w, w)):
+        return ERR_GEOMETRY, 0, 0, 0
     if family == LOCAL and (th != oh or tw != ow):
-        return ERR_SHAPE, 0, 0
+        return ERR_SHAPE, 0, 0, 0
     if not (_elements_ok((n, c, h, w)) and _elements_ok((th, tw, f, cg, kh, kw)) and _elements_ok((n, f, oh, ow))
             and _sizes_ok((oh, ow))):
-        return ERR_SIZE, 0, 0
-    return OK, oh, ow
-
-
-# ---------------------------------------------------------------- convolution family
-#
-# Dimensions are those of the 2-D forms; the 1-D entry points pass h = kh = 1.
-# w (th * tw, f, cg * kh * kw) and b (f, th * tw) are the kernels' flat views
-# of the public (th, tw, f, cg, kh, kw) and (f, th, tw) layouts. ``n_threads``
-# is ``numba.get_num_threads()`` of the calling thread, read by the entry
-# point: Numba reads it through a ctypes pointer, which would make a core
-# impossible to cache on disk.
-
-
-def conv_forward(x, weight, bias, y, n, c, h, w, th, tw, f, cg, kh, kw, sh, sw, pt, pl, pb, pr, dil_h, dil_w, groups,
-                 family, n_threads, tile_mode):
-    missing = _null(x) or _null(weight) or _null(y)
-    status, oh, ow = _conv_check(missing, n, c, h, w, th, tw, f, cg, kh, kw, sh, sw, pt, pl, pb, pr, dil_h, dil_w,
-                                 groups, family, tile_mode, 0)
-    if status != OK:
-        return status
-    tiles = th * tw
-    xa = carray(x, (n, c, h, w))
-    wa = carray(weight, (tiles, f, cg * kh * kw))
-    nb = 0 if _null(bias) else f  # a NULL bias is the kernels' (0, 0) "no bias"
-    ba = carray(bias, (nb, tiles if nb else 0))
-    ya = carray(y, (n, f, oh, ow))
-    if _overlap(ya, xa) or _overlap(ya, wa) or _overlap(ya, ba):
-        return ERR_OVERLAP
-    if n == 0:
-        return OK
-    try:
-        conv_kernels.forward(xa, wa, ba, th, tw, tile_mode == 0, kh, kw, sh, sw, pt, pl, dil_h, dil_w, groups,
-                             n_threads, ya)
-    except Exception:  # noqa: BLE001 - a workspace allocation failed
-        return ERR_INTERNAL
-    return OK
-
-
-def conv_backward_input(dy, weight, dx, n, c, h, w, th, tw, f, cg, kh, kw, sh, sw, pt, pl, pb, pr, dil_h, dil_w, groups,
-                        family, n_threads, tile_mode):
-    missing = _null(dy) or _null(weight) or _null(dx)
-    status, oh, ow = _conv_check(missing, n, c, h, w, th, tw, f, cg, kh, kw, sh, sw, pt, pl, pb, pr, dil_h, dil_w,
-                                 groups, family, tile_mode, 0)
-    if status != OK:
-        return status
-    dya = carray(dy, (n, f, oh, ow))
-    wa = carray(weight, (th * tw, f, cg * kh * kw))
-    dxa = carray(dx, (n, c, h, w))
-    if _overlap(dxa, dya) or _overlap(dxa, wa):
-        return ERR_OVERLAP
-    if n == 0:
-        return OK
-    try:
-        conv_kernels.backward_input(dya, wa, th, tw, tile_mode == 0, kh, kw, sh, sw, pt, pl, dil_h, dil_w, groups,
-                                    n_threads, dxa)
-    except Exception:  # noqa: BLE001
-        return ERR_INTERNAL
-    return OK
-
-
-def conv_backward_weight(dy, x, dweight, n, c, h, w, th, tw, f, cg, kh, kw, sh, sw, pt, pl, pb, pr, dil_h, dil_w,
-                         groups, family, n_threads, tile_mode, accumulate):
-    missing = _null(dy) or _null(x) or _null(dweight)
-    status, oh, ow = _conv_check(missing, n, c, h, w, th, tw, f, cg, kh, kw, sh, sw, pt, pl, pb, pr, dil_h, dil_w,
-                                 groups, family, tile_mode, accumulate)
-    if status != OK:
-        return status
-    dya = carray(dy, (n, f, oh, ow))
-    xa = carray(x, (n, c, h, w))
-    dwa = carray(dweight, (th * tw, f, cg * kh * kw))
-    if _overlap(dwa, dya) or _overlap(dwa, xa):
-        return ERR_OVERLAP
-    if n == 0:
-        if accumulate == 0:
-            dwa[:] = 0
-        return OK
-    try:
-        conv_kernels.backward_weight(dya, xa, th, tw, tile_mode == 0, kh, kw, sh, sw, pt, pl, dil_h, dil_w, groups,
-                                     n_threads, accumulate != 0, dwa)
-    except Exception:  # noqa: BLE001
-        return ERR_INTERNAL
-    return OK
-
-
-def conv_backward_bias(dy, dbias, n, f, oh, ow, th, tw, tile_mode, accumulate):
-    if _null(dy) or _null(dbias):
-        return ERR_NULL
-    if not _batch_ok(n) or not _sizes_ok((f, oh, ow, th, tw)):
-        return ERR_SIZE
-    if not (_flag_ok(tile_mode) and _flag_ok(accumulate)):
-        return ERR_FLAG
-    if not (_elements_ok((n, f, oh, ow)) and _elements_ok((f, th, tw))):
-        return ERR_SIZE
-    dya = carray(dy, (n, f, oh, ow))
-    dba = carray(dbias, (f, th * tw))
-    if _overlap(dba, dya):
-        return ERR_OVERLAP
-    try:
-        conv_kernels.backward_bias(dya, th, tw, tile_mode == 0, accumulate != 0, dba)
-    except Exception:  # noqa: BLE001
-        return ERR_INTERNAL
-    return OK
-
-
-# ---------------------------------------------------------------- transposed convolution family
-#
-# Dimensions are those of the transposed op: x (n, c, h, w), the weight (th, tw, wc, fg, kh, kw) read as
-# (tiles, c, fg * kh * kw), the output (n, f, oh, ow) with f = fg * groups and
-# oh = lcn_conv_transpose_output_size(h, kh, sh, dil_h, pt, pb, oph). The drivers
-# (``lcnumba.cpu.conv_transpose``) take them in the forward op's terms, as the Python API passes them:
-# the tiles are the forward op's (those of this op's input positions), and the bias is tiled over this op's
-# output positions, one tile per position for the local family. The 1-D entry points pass
-# h = kh = sh = dil_h = 1 and pt = pb = oph = 0.
+        return ERR_SIZE, 0, 0, 0
+    return OK, f, oh, ow
 
 
 @njit
 def _transpose_check(missing, n, c, h, w, th, tw, wc, fg, kh, kw, sh, sw, pt, pl, pb, pr, oph, opw, dil_h, dil_w,
-                     groups, family, tile_mode, accumulate):
+                     groups, family, tile_mode, accumulate, mode):
     """Status and output ``(status, f, oh, ow)`` of a transposed convolution call, in status order.
 
-    ``output_padding`` follows PyTorch's rule: below the stride or the dilation of its axis.
+    ``output_padding`` follows PyTorch's rule: below the stride or the dilation of its axis. ``mode`` is 0
+    (a transposed op pads with zeros only, as PyTorch's ``ConvTranspose``).
     """
     if missing:
         return ERR_NULL, 0, 0, 0
@@ -329,7 +237,7 @@ def _transpose_check(missing, n, c, h, w, th, tw, wc, fg, kh, kw, sh, sw, pt, pl
         return ERR_PARAMETER, 0, 0, 0
     if oph >= max(sh, dil_h) or opw >= max(sw, dil_w):
         return ERR_PARAMETER, 0, 0, 0
-    if not (_flag_ok(tile_mode) and _flag_ok(accumulate)):
+    if not (_flag_ok(tile_mode) and _flag_ok(accumulate)) or mode != 0:
         return ERR_FLAG, 0, 0, 0
     if c % groups != 0:
         return ERR_GROUPS, 0, 0, 0
@@ -348,16 +256,41 @@ def _transpose_check(missing, n, c, h, w, th, tw, wc, fg, kh, kw, sh, sw, pt, pl
     return OK, f, oh, ow
 
 
-def conv_transpose_forward(x, weight, bias, y, n, c, h, w, th, tw, wc, fg, kh, kw, sh, sw, pt, pl, pb, pr, oph, opw,
-                           dil_h, dil_w, groups, family, n_threads, tile_mode):
+# ---------------------------------------------------------------- convolution family and its transposed forms
+#
+# One core per pass, written once (``conv_forward``, ``conv_backward_input``, ``conv_backward_weight``): for
+# the forward families it checks with ``_conv_check`` and calls the drivers of ``lcnumba.cpu.conv_padded``
+# (which run ``lcnumba.cpu.conv``'s as they are for padding mode 0); its twin for the transposed families
+# (``conv_transpose_*``, made by ``_transposed``) checks with ``_transpose_check`` and calls the drivers of
+# ``lcnumba.cpu.conv_transpose``. The cores call the drivers through adapters (``_conv_forward``,
+# ``_transpose_forward``, ...) that take every argument either family needs.
+#
+# Dimensions are those of the 2-D forms; the 1-D entry points pass h = kh = sh = dil_h = 1 and
+# pt = pb = oph = 0. The input is x (n, c, h, w), the weight (th * tw, ca, cb * kh * kw), the output
+# (n, f, oh, ow), with f and the output size from the check:
+#
+# - forward families: (ca, cb) = (f, cg), the flat view of the public (th, tw, f, cg, kh, kw);
+#   oph = opw = 0; ``padding_mode`` an index into ``table.PADDING_MODES``;
+# - transposed families: (ca, cb) = (wc, fg), the public (th, tw, wc, fg, kh, kw) with wc = c and
+#   f = fg * groups, the output size lcn_conv_transpose_output_size(h, kh, sh, dil_h, pt, pb, oph); the
+#   drivers take the arguments in the forward op's terms, as the Python API passes them: the tiles are the
+#   forward op's (those of this op's input positions); ``padding_mode`` is 0.
+#
+# The bias (f, bth * btw) is tiled over the output positions: by the weight's tiles, or one tile per output
+# position for a local family (for a forward family these are the weight's too). ``n_threads`` is
+# ``numba.get_num_threads()`` of the calling thread, read by the entry point: Numba reads it through a
+# ctypes pointer, which would make a core impossible to cache on disk.
+
+
+def conv_forward(x, weight, bias, y, n, c, h, w, th, tw, ca, cb, kh, kw, sh, sw, pt, pl, pb, pr, oph, opw, dil_h,
+                 dil_w, groups, family, n_threads, tile_mode, padding_mode):
     missing = _null(x) or _null(weight) or _null(y)
-    status, f, oh, ow = _transpose_check(missing, n, c, h, w, th, tw, wc, fg, kh, kw, sh, sw, pt, pl, pb, pr, oph,
-                                         opw, dil_h, dil_w, groups, family, tile_mode, 0)
+    status, f, oh, ow = _check(missing, n, c, h, w, th, tw, ca, cb, kh, kw, sh, sw, pt, pl, pb, pr, oph, opw, dil_h,
+                               dil_w, groups, family, tile_mode, 0, padding_mode)
     if status != OK:
         return status
     xa = carray(x, (n, c, h, w))
-    wa = carray(weight, (th * tw, c, fg * kh * kw))
-    # the bias tiles: the forward op's tiles, or one per output position for the local family
+    wa = carray(weight, (th * tw, ca, cb * kh * kw))
     bth = oh if family == LOCAL else th
     btw = ow if family == LOCAL else tw
     nb = 0 if _null(bias) else f  # a NULL bias is the drivers' (0, 0) "no bias"
@@ -368,45 +301,45 @@ def conv_transpose_forward(x, weight, bias, y, n, c, h, w, th, tw, wc, fg, kh, k
     if n == 0:
         return OK
     try:
-        transpose_kernels.forward(xa, wa, ba, th, tw, tile_mode == 0, bth, btw, tile_mode == 0, kh, kw, sh, sw, pt, pl,
-                                  dil_h, dil_w, groups, n_threads, ya)
+        _forward(xa, wa, ba, th, tw, tile_mode == 0, bth, btw, kh, kw, sh, sw, pt, pl, pb, pr, dil_h, dil_w, groups,
+                 n_threads, padding_mode, ya)
     except Exception:  # noqa: BLE001 - a workspace allocation failed
         return ERR_INTERNAL
     return OK
 
 
-def conv_transpose_backward_input(dy, weight, dx, n, c, h, w, th, tw, wc, fg, kh, kw, sh, sw, pt, pl, pb, pr, oph,
-                                  opw, dil_h, dil_w, groups, family, n_threads, tile_mode):
+def conv_backward_input(dy, weight, dx, n, c, h, w, th, tw, ca, cb, kh, kw, sh, sw, pt, pl, pb, pr, oph, opw, dil_h,
+                        dil_w, groups, family, n_threads, tile_mode, padding_mode):
     missing = _null(dy) or _null(weight) or _null(dx)
-    status, f, oh, ow = _transpose_check(missing, n, c, h, w, th, tw, wc, fg, kh, kw, sh, sw, pt, pl, pb, pr, oph,
-                                         opw, dil_h, dil_w, groups, family, tile_mode, 0)
+    status, f, oh, ow = _check(missing, n, c, h, w, th, tw, ca, cb, kh, kw, sh, sw, pt, pl, pb, pr, oph, opw, dil_h,
+                               dil_w, groups, family, tile_mode, 0, padding_mode)
     if status != OK:
         return status
     dya = carray(dy, (n, f, oh, ow))
-    wa = carray(weight, (th * tw, c, fg * kh * kw))
+    wa = carray(weight, (th * tw, ca, cb * kh * kw))
     dxa = carray(dx, (n, c, h, w))
     if _overlap(dxa, dya) or _overlap(dxa, wa):
         return ERR_OVERLAP
     if n == 0:
         return OK
     try:
-        transpose_kernels.backward_input(dya, wa, th, tw, tile_mode == 0, kh, kw, sh, sw, pt, pl, dil_h, dil_w, groups,
-                                         n_threads, dxa)
+        _backward_input(dya, wa, th, tw, tile_mode == 0, kh, kw, sh, sw, pt, pl, pb, pr, dil_h, dil_w, groups,
+                        n_threads, padding_mode, dxa)
     except Exception:  # noqa: BLE001
         return ERR_INTERNAL
     return OK
 
 
-def conv_transpose_backward_weight(dy, x, dweight, n, c, h, w, th, tw, wc, fg, kh, kw, sh, sw, pt, pl, pb, pr, oph,
-                                   opw, dil_h, dil_w, groups, family, n_threads, tile_mode, accumulate):
+def conv_backward_weight(dy, x, dweight, n, c, h, w, th, tw, ca, cb, kh, kw, sh, sw, pt, pl, pb, pr, oph, opw, dil_h,
+                         dil_w, groups, family, n_threads, tile_mode, accumulate, padding_mode):
     missing = _null(dy) or _null(x) or _null(dweight)
-    status, f, oh, ow = _transpose_check(missing, n, c, h, w, th, tw, wc, fg, kh, kw, sh, sw, pt, pl, pb, pr, oph,
-                                         opw, dil_h, dil_w, groups, family, tile_mode, accumulate)
+    status, f, oh, ow = _check(missing, n, c, h, w, th, tw, ca, cb, kh, kw, sh, sw, pt, pl, pb, pr, oph, opw, dil_h,
+                               dil_w, groups, family, tile_mode, accumulate, padding_mode)
     if status != OK:
         return status
     dya = carray(dy, (n, f, oh, ow))
     xa = carray(x, (n, c, h, w))
-    dwa = carray(dweight, (th * tw, c, fg * kh * kw))
+    dwa = carray(dweight, (th * tw, ca, cb * kh * kw))
     if _overlap(dwa, dya) or _overlap(dwa, xa):
         return ERR_OVERLAP
     if n == 0:
@@ -414,8 +347,100 @@ def conv_transpose_backward_weight(dy, x, dweight, n, c, h, w, th, tw, wc, fg, k
             dwa[:] = 0
         return OK
     try:
-        transpose_kernels.backward_weight(dya, xa, th, tw, tile_mode == 0, kh, kw, sh, sw, pt, pl, dil_h, dil_w,
-                                          groups, n_threads, accumulate != 0, dwa)
+        _backward_weight(dya, xa, th, tw, tile_mode == 0, kh, kw, sh, sw, pt, pl, pb, pr, dil_h, dil_w, groups,
+                         n_threads, padding_mode, accumulate != 0, dwa)
+    except Exception:  # noqa: BLE001
+        return ERR_INTERNAL
+    return OK
+
+
+@njit
+def _chunk(shape, pt, pl, pb, pr):
+    """Samples per padded chunk of an input of ``shape`` (n, c, h, w), as the Python API pads them."""
+    n, c, h, w = shape
+    return padded_kernels.compiled_samples_per_chunk(n, c, h + pt + pb, w + pl + pr, padded_kernels.CHUNK_ELEMENTS)
+
+
+@njit
+def _conv_forward(x, w, b, th, tw, periodic, bth, btw, kh, kw, sh, sw, pt, pl, pb, pr, dil_h, dil_w, groups,
+                  n_threads, mode, y):
+    padded_kernels.forward(x, w, b, th, tw, periodic, kh, kw, sh, sw, pt, pl, pb, pr, dil_h, dil_w, groups, n_threads,
+                           mode, _chunk(x.shape, pt, pl, pb, pr), y)
+
+
+@njit
+def _conv_backward_input(dy, w, th, tw, periodic, kh, kw, sh, sw, pt, pl, pb, pr, dil_h, dil_w, groups, n_threads,
+                         mode, dx):
+    padded_kernels.backward_input(dy, w, th, tw, periodic, kh, kw, sh, sw, pt, pl, pb, pr, dil_h, dil_w, groups,
+                                  n_threads, mode, _chunk(dx.shape, pt, pl, pb, pr), dx)
+
+
+@njit
+def _conv_backward_weight(dy, x, th, tw, periodic, kh, kw, sh, sw, pt, pl, pb, pr, dil_h, dil_w, groups, n_threads,
+                          mode, accumulate, dw):
+    padded_kernels.backward_weight(dy, x, th, tw, periodic, kh, kw, sh, sw, pt, pl, pb, pr, dil_h, dil_w, groups,
+                                   n_threads, mode, _chunk(x.shape, pt, pl, pb, pr), accumulate, dw)
+
+
+@njit
+def _transpose_forward(x, w, b, th, tw, periodic, bth, btw, kh, kw, sh, sw, pt, pl, pb, pr, dil_h, dil_w, groups,
+                       n_threads, mode, y):
+    transpose_kernels.forward(x, w, b, th, tw, periodic, bth, btw, periodic, kh, kw, sh, sw, pt, pl, dil_h, dil_w,
+                              groups, n_threads, y)
+
+
+@njit
+def _transpose_backward_input(dy, w, th, tw, periodic, kh, kw, sh, sw, pt, pl, pb, pr, dil_h, dil_w, groups,
+                              n_threads, mode, dx):
+    transpose_kernels.backward_input(dy, w, th, tw, periodic, kh, kw, sh, sw, pt, pl, dil_h, dil_w, groups,
+                                     n_threads, dx)
+
+
+@njit
+def _transpose_backward_weight(dy, x, th, tw, periodic, kh, kw, sh, sw, pt, pl, pb, pr, dil_h, dil_w, groups,
+                               n_threads, mode, accumulate, dw):
+    transpose_kernels.backward_weight(dy, x, th, tw, periodic, kh, kw, sh, sw, pt, pl, dil_h, dil_w, groups,
+                                      n_threads, accumulate, dw)
+
+
+#: The forward families' checks and drivers, which the cores above read as written.
+_check = _conv_check
+_forward = _conv_forward
+_backward_input = _conv_backward_input
+_backward_weight = _conv_backward_weight
+
+
+def _transposed(core):
+    """``core`` for the transposed families: ``conv_transpose_<pass>``, with their check and drivers.
+
+    The twin runs ``core``'s code where ``_check`` and the drivers are the transposed families'; its own
+    name gives it its own entry in Numba's on-disk cache.
+    """
+    return twin(core, core.__name__.replace("conv_", "conv_transpose_", 1), _check=_transpose_check,
+                _forward=_transpose_forward, _backward_input=_transpose_backward_input,
+                _backward_weight=_transpose_backward_weight)
+
+
+conv_transpose_forward = _transposed(conv_forward)
+conv_transpose_backward_input = _transposed(conv_backward_input)
+conv_transpose_backward_weight = _transposed(conv_backward_weight)
+
+
+def conv_backward_bias(dy, dbias, n, f, oh, ow, th, tw, tile_mode, accumulate):
+    if _null(dy) or _null(dbias):
+        return ERR_NULL
+    if not _batch_ok(n) or not _sizes_ok((f, oh, ow, th, tw)):
+        return ERR_SIZE
+    if not (_flag_ok(tile_mode) and _flag_ok(accumulate)):
+        return ERR_FLAG
+    if not (_elements_ok((n, f, oh, ow)) and _elements_ok((f, th, tw))):
+        return ERR_SIZE
+    dya = carray(dy, (n, f, oh, ow))
+    dba = carray(dbias, (f, th * tw))
+    if _overlap(dba, dya):
+        return ERR_OVERLAP
+    try:
+        conv_kernels.backward_bias(dya, th, tw, tile_mode == 0, accumulate != 0, dba)
     except Exception:  # noqa: BLE001
         return ERR_INTERNAL
     return OK
@@ -695,13 +720,13 @@ def netvlad_pca_backward(dy, v, projection, bias, dv, dprojection, dbias, n, p, 
 #: Argument kinds of each core: "f" a float buffer, "i" an int64 buffer, "u" a uint8 buffer,
 #: "n" an int64 size or parameter, "b" an int32 flag, "e" a double.
 KINDS = {
-    "conv_forward": "ffff" + "n" * 21 + "b",
-    "conv_backward_input": "fff" + "n" * 21 + "b",
-    "conv_backward_weight": "fff" + "n" * 21 + "bb",
+    "conv_forward": "ffff" + "n" * 23 + "bb",
+    "conv_backward_input": "fff" + "n" * 23 + "bb",
+    "conv_backward_weight": "fff" + "n" * 23 + "bbb",
     "conv_backward_bias": "ff" + "n" * 6 + "bb",
-    "conv_transpose_forward": "ffff" + "n" * 23 + "b",
-    "conv_transpose_backward_input": "fff" + "n" * 23 + "b",
-    "conv_transpose_backward_weight": "fff" + "n" * 23 + "bb",
+    "conv_transpose_forward": "ffff" + "n" * 23 + "bb",
+    "conv_transpose_backward_input": "fff" + "n" * 23 + "bb",
+    "conv_transpose_backward_weight": "fff" + "n" * 23 + "bbb",
     "pool_forward": "ffi" + "n" * 12 + "bb",
     "pool_backward": "fif" + "n" * 6,
     "netvlad_forward": "ffffuf" + "n" * 5 + "bbbe",
@@ -725,10 +750,11 @@ def signature(core, dtype):
 
 
 #: The sources each kind of core compiles in (``lcnumba.cache``): this file, the status codes, the
-#: compiled output sizes and the kernel modules the cores call, with everything those compile in.
+#: compiled output sizes and the kernel modules the cores call, with everything those compile in; the
+#: convolution cores also the table, whose padding modes they compile in as constants (``REFLECT``, ...).
 _OWN = ("capi/cores.py", "capi/status.py")
 _SOURCES = {
-    "conv": cache.sources(_OWN, _INDEXING, conv_kernels.COMPILES_IN),
+    "conv": cache.sources(_OWN, _INDEXING, "table.py", padded_kernels.COMPILES_IN),
     "conv_transpose": cache.sources(_OWN, _INDEXING, transpose_kernels.COMPILES_IN),
     "pool": cache.sources(_OWN, _INDEXING, pool_kernels.COMPILES_IN),
     "netvlad": cache.sources(_OWN, netvlad_kernels.COMPILES_IN),

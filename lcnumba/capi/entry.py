@@ -141,22 +141,46 @@ _DIM_DOC = {
 }
 
 
+def _padding_name(mode):
+    """The header's name of a padding mode of ``table.PADDING_MODES``: ``"reflect"`` -> ``LCN_PADDING_REFLECT``."""
+    return "LCN_PADDING_" + mode.upper()
+
+
 def _geometry(d1, transposed):
-    """The geometry parameters of a convolution entry point and the core's geometry arguments, as source."""
+    """The geometry parameters of a convolution entry point and the core's geometry arguments, as source.
+
+    The core takes (sh, sw, pt, pl, pb, pr, oph, opw, dil_h, dil_w, groups); a forward family has no
+    output padding (0).
+    """
     groups = _p("groups", "n", "divides c" + ("" if transposed else " and f"))
     if d1:
         extra = [_p("output_padding", "n", "0 <= output_padding < max(stride, dilation)")] if transposed else []
         params = [_p("stride", "n", ">= 1"), _p("pad_left", "n", ">= 0"), _p("pad_right", "n", ">= 0"), *extra,
                   _p("dilation", "n", ">= 1"), groups]
-        core = "1, stride, 0, pad_left, 0, pad_right, " + ("0, output_padding, " if transposed else "") + \
-               "1, dilation, groups"
+        core = ("1, stride, 0, pad_left, 0, pad_right, " + ("0, output_padding, " if transposed else "0, 0, ")
+                + "1, dilation, groups")
         return params, core
     extra = [_p("output_padding_h", "n", "0 <= output_padding_h < max(stride_h, dilation_h)"),
              _p("output_padding_w", "n", "0 <= output_padding_w < max(stride_w, dilation_w)")] if transposed else []
     params = [_p("stride_h", "n", ">= 1"), _p("stride_w", "n", ">= 1"), _p("pad_top", "n", ">= 0"),
               _p("pad_left", "n", ">= 0"), _p("pad_bottom", "n", ">= 0"), _p("pad_right", "n", ">= 0"), *extra,
               _p("dilation_h", "n", ">= 1"), _p("dilation_w", "n", ">= 1"), groups]
-    return params, ", ".join(p.name for p in params)
+    names = [p.name for p in params]
+    if not transposed:
+        names[6:6] = ["0", "0"]
+    return params, ", ".join(names)
+
+
+_PADDING_MODE = _p("padding_mode", "b", "what the padding holds, as PyTorch's padding_mode: "
+                                        + ", ".join(f"{i} {_padding_name(mode)}" for i, mode in
+                                                    enumerate(table.PADDING_MODES)))
+_PADDING_NOTES = (
+    "The *_ex functions add padding_mode; those without _ex are them with padding_mode = LCN_PADDING_ZEROS. "
+    "The backward_bias functions read no padding and have no _ex form",
+    "With LCN_PADDING_REFLECT every padding must be below the input size along its axis, with "
+    "LCN_PADDING_CIRCULAR at most the input size (else LCN_ERR_GEOMETRY); a padding_mode outside 0..3 is "
+    "LCN_ERR_FLAG",
+)
 
 
 def _size_notes(fam):
@@ -206,27 +230,34 @@ def _conv_ops(fam):
     summary = _TRANSPOSE_SUMMARY if fam.transposed else _CONV_SUMMARY
     notes = _size_notes(fam)
     text = fam.text
-    ops = [
-        Operation(
-            head + "forward", f"{text}, {summary['forward']}",
-            (_p("x", "in", x_layout), _p("weight", "in", w_layout),
-             _p("bias", "in?", fam.bias_layout + ", or NULL for no bias"), _p("y", "out", y_layout),
-             *dims, *geometry, *tile_flag),
-            core + "_forward",
-            f"x, weight, bias, y, {core_dims}, {fam.code}, _threads(), {tile_arg}", notes),
-        Operation(
-            head + "backward_input", f"{text}, {summary['backward_input']}",
-            (_p("dy", "in", y_layout), _p("weight", "in", w_layout), _p("dx", "out", x_layout),
-             *dims, *geometry, *tile_flag),
-            core + "_backward_input",
-            f"dy, weight, dx, {core_dims}, {fam.code}, _threads(), {tile_arg}", notes),
-        Operation(
-            head + "backward_weight", f"{text}, {summary['backward_weight']}",
-            (_p("dy", "in", y_layout), _p("x", "in", x_layout), _p("dweight", "out", w_layout),
-             *dims, *geometry, *tile_flag, accumulate),
-            core + "_backward_weight",
-            f"dy, x, dweight, {core_dims}, {fam.code}, _threads(), {tile_arg}, accumulate", notes),
-    ]
+
+    def passes(suffix, mode_params, mode_arg, more_notes, more_summary):
+        """forward, backward_input and backward_weight, their names ending in ``suffix``."""
+        return [
+            Operation(
+                head + "forward" + suffix, f"{text}, {summary['forward']}{more_summary}",
+                (_p("x", "in", x_layout), _p("weight", "in", w_layout),
+                 _p("bias", "in?", fam.bias_layout + ", or NULL for no bias"), _p("y", "out", y_layout),
+                 *dims, *geometry, *tile_flag, *mode_params),
+                core + "_forward",
+                f"x, weight, bias, y, {core_dims}, {fam.code}, _threads(), {tile_arg}, {mode_arg}",
+                notes + more_notes),
+            Operation(
+                head + "backward_input" + suffix, f"{text}, {summary['backward_input']}{more_summary}",
+                (_p("dy", "in", y_layout), _p("weight", "in", w_layout), _p("dx", "out", x_layout),
+                 *dims, *geometry, *tile_flag, *mode_params),
+                core + "_backward_input",
+                f"dy, weight, dx, {core_dims}, {fam.code}, _threads(), {tile_arg}, {mode_arg}", notes + more_notes),
+            Operation(
+                head + "backward_weight" + suffix, f"{text}, {summary['backward_weight']}{more_summary}",
+                (_p("dy", "in", y_layout), _p("x", "in", x_layout), _p("dweight", "out", w_layout),
+                 *dims, *geometry, *tile_flag, accumulate, *mode_params),
+                core + "_backward_weight",
+                f"dy, x, dweight, {core_dims}, {fam.code}, _threads(), {tile_arg}, accumulate, {mode_arg}",
+                notes + more_notes),
+        ]
+
+    ops = passes("", (), "0", (), "")
     # backward_bias: only the output's dimensions (and the tiles) are needed; a transposed family's bias
     # is laid out over its output positions as the forward family's is over its own
     if d1:
@@ -243,6 +274,8 @@ def _conv_ops(fam):
         (_p("dy", "in", y_layout), _p("dbias", "out", fam.bias_layout), *out_dims, *tile_dims, *tile_flag,
          accumulate),
         "conv_backward_bias", f"dy, dbias, {bias_core}, {tile_arg}, accumulate"))
+    if not fam.transposed:  # PyTorch's ConvTranspose pads with zeros only, and so do the transposed families
+        ops += passes("_ex", (_PADDING_MODE,), "padding_mode", _PADDING_NOTES, ", with a padding mode")
     return ops
 
 
@@ -600,7 +633,8 @@ _PREAMBLE = """\
  *   - results are bitwise those of the Python API for the same arguments;
  *   - a function's arguments never change: options added later come as a
  *     new function with the suffix _ex (lcn_netvlad_forward_ex adds
- *     NetVLAD's mask and normalisation switches to lcn_netvlad_forward).
+ *     NetVLAD's mask and normalisation switches to lcn_netvlad_forward,
+ *     lcn_conv2d_forward_ex a padding_mode to lcn_conv2d_forward).
  *
  * Threads and BLAS: a call runs Numba's parallel kernels on
  * numba.get_num_threads() threads of the calling thread. The convolution
@@ -620,6 +654,14 @@ _PREAMBLE = """\
 extern "C" {
 #endif
 """
+
+#: What each padding mode's cells hold, for the header.
+_PADDING_MEANINGS = {
+    "zeros": "zeros",
+    "reflect": "the input mirrored about its edge cells: x2 x1 | x0 x1 x2",
+    "replicate": "the edge cell repeated: x0 x0 | x0 x1",
+    "circular": "the input wrapped around: x1 x2 | x0 x1 x2",
+}
 
 _HELPERS = """\
 /* tile_mode of the tiled convolutions */
@@ -675,6 +717,11 @@ def header():
         else:
             out += ["/* " + text[0]] + [" * " + line.strip() for line in text[1:]] + [" */"]
         out.append(f"#define {header_name(status)} ({int(status)})")
+    out.append("")
+    out.append("/* padding_mode of the convolutions' _ex functions, as PyTorch's nn.Conv2d(padding_mode=...) */")
+    width = max(len(_padding_name(mode)) for mode in table.PADDING_MODES)
+    for i, mode in enumerate(table.PADDING_MODES):
+        out.append(f"#define {_padding_name(mode):<{width}} {i} /* {_PADDING_MEANINGS[mode]} */")
     out.append("")
     out.append(_HELPERS)
     for op in OPERATIONS:

@@ -30,7 +30,8 @@
  *   - results are bitwise those of the Python API for the same arguments;
  *   - a function's arguments never change: options added later come as a
  *     new function with the suffix _ex (lcn_netvlad_forward_ex adds
- *     NetVLAD's mask and normalisation switches to lcn_netvlad_forward).
+ *     NetVLAD's mask and normalisation switches to lcn_netvlad_forward,
+ *     lcn_conv2d_forward_ex a padding_mode to lcn_conv2d_forward).
  *
  * Threads and BLAS: a call runs Numba's parallel kernels on
  * numba.get_num_threads() threads of the calling thread. The convolution
@@ -67,7 +68,8 @@ extern "C" {
  */
 #define LCN_ERR_PARAMETER (-3)
 /* a flag that is not 0 or 1 (tile_mode, accumulate, ceil_mode, return_indices, normalize_input,
- * intra_normalize, final_normalize), or a non-NULL `indices` with return_indices = 0
+ * intra_normalize, final_normalize), a padding_mode that is not one of LCN_PADDING_*, or a
+ * non-NULL `indices` with return_indices = 0
  */
 #define LCN_ERR_FLAG (-4)
 /* channels or filters not divisible by groups */
@@ -79,7 +81,8 @@ extern "C" {
 #define LCN_ERR_SHAPE (-6)
 /* no output: a dilated kernel larger than the padded input, a transposed convolution's padding
  * larger than what its kernel and output_padding add; max-pooling padding larger than half the
- * kernel
+ * kernel; a padding that its padding_mode cannot fill (reflect: not below the input size,
+ * circular: above it)
  */
 #define LCN_ERR_GEOMETRY (-7)
 /* an output buffer overlaps an input buffer or another output */
@@ -88,6 +91,12 @@ extern "C" {
 #define LCN_ERR_INDEX (-9)
 /* a kernel failed (out of memory for its workspace); the outputs are unspecified */
 #define LCN_ERR_INTERNAL (-10)
+
+/* padding_mode of the convolutions' _ex functions, as PyTorch's nn.Conv2d(padding_mode=...) */
+#define LCN_PADDING_ZEROS     0 /* zeros */
+#define LCN_PADDING_REFLECT   1 /* the input mirrored about its edge cells: x2 x1 | x0 x1 x2 */
+#define LCN_PADDING_REPLICATE 2 /* the edge cell repeated: x0 x0 | x0 x1 */
+#define LCN_PADDING_CIRCULAR  3 /* the input wrapped around: x1 x2 | x0 x1 x2 */
 
 /* tile_mode of the tiled convolutions */
 #define LCN_TILE_PERIODIC 0 /* output (i, j) uses tile (i % th, j % tw), Ngiam et al. */
@@ -273,6 +282,156 @@ typedef int32_t lcn_conv2d_backward_bias_f32_fn(const float *dy, float *dbias, i
 typedef int32_t lcn_conv2d_backward_bias_f64_fn(const double *dy, double *dbias, int64_t n, int64_t f,
                                                 int64_t oh, int64_t ow, int32_t accumulate);
 
+/* lcn_conv2d_forward_ex_f32 (float), lcn_conv2d_forward_ex_f64 (double)
+ *   Shared 2-D convolution (one filter bank), forward: y = conv(x, weight) + bias, with a padding mode.
+ *
+ *   x           in   (n, c, h, w)
+ *   weight      in   (f, cg, kh, kw)
+ *   bias        in   (f), or NULL for no bias
+ *   y           out  (n, f, oh, ow)
+ *
+ *   n               batch size (0 is allowed: nothing to compute)
+ *   c               input channels
+ *   h               input height
+ *   w               input width
+ *   f               filters (output channels)
+ *   cg              input channels per group, c / groups
+ *   kh              kernel height
+ *   kw              kernel width
+ *   stride_h        >= 1
+ *   stride_w        >= 1
+ *   pad_top         >= 0
+ *   pad_left        >= 0
+ *   pad_bottom      >= 0
+ *   pad_right       >= 0
+ *   dilation_h      >= 1
+ *   dilation_w      >= 1
+ *   groups          divides c and f
+ *   padding_mode    what the padding holds, as PyTorch's padding_mode: 0 LCN_PADDING_ZEROS, 1
+ *                   LCN_PADDING_REFLECT, 2 LCN_PADDING_REPLICATE, 3 LCN_PADDING_CIRCULAR
+ *
+ *   Output size oh = lcn_conv_output_size(h, kh, stride_h, dilation_h, pad_top, pad_bottom), ow =
+ *   lcn_conv_output_size(w, kw, stride_w, dilation_w, pad_left, pad_right).
+ *   The *_ex functions add padding_mode; those without _ex are them with padding_mode =
+ *   LCN_PADDING_ZEROS. The backward_bias functions read no padding and have no _ex form.
+ *   With LCN_PADDING_REFLECT every padding must be below the input size along its axis, with
+ *   LCN_PADDING_CIRCULAR at most the input size (else LCN_ERR_GEOMETRY); a padding_mode outside 0..3 is
+ *   LCN_ERR_FLAG.
+ */
+typedef int32_t lcn_conv2d_forward_ex_f32_fn(const float *x, const float *weight, const float *bias, float *y,
+                                             int64_t n, int64_t c, int64_t h, int64_t w, int64_t f,
+                                             int64_t cg, int64_t kh, int64_t kw, int64_t stride_h,
+                                             int64_t stride_w, int64_t pad_top, int64_t pad_left,
+                                             int64_t pad_bottom, int64_t pad_right, int64_t dilation_h,
+                                             int64_t dilation_w, int64_t groups, int32_t padding_mode);
+typedef int32_t lcn_conv2d_forward_ex_f64_fn(const double *x, const double *weight, const double *bias,
+                                             double *y, int64_t n, int64_t c, int64_t h, int64_t w, int64_t f,
+                                             int64_t cg, int64_t kh, int64_t kw, int64_t stride_h,
+                                             int64_t stride_w, int64_t pad_top, int64_t pad_left,
+                                             int64_t pad_bottom, int64_t pad_right, int64_t dilation_h,
+                                             int64_t dilation_w, int64_t groups, int32_t padding_mode);
+
+/* lcn_conv2d_backward_input_ex_f32 (float), lcn_conv2d_backward_input_ex_f64 (double)
+ *   Shared 2-D convolution (one filter bank), gradient with respect to x: dx = conv^T(dy), with a
+ *   padding mode.
+ *
+ *   dy          in   (n, f, oh, ow)
+ *   weight      in   (f, cg, kh, kw)
+ *   dx          out  (n, c, h, w)
+ *
+ *   n               batch size (0 is allowed: nothing to compute)
+ *   c               input channels
+ *   h               input height
+ *   w               input width
+ *   f               filters (output channels)
+ *   cg              input channels per group, c / groups
+ *   kh              kernel height
+ *   kw              kernel width
+ *   stride_h        >= 1
+ *   stride_w        >= 1
+ *   pad_top         >= 0
+ *   pad_left        >= 0
+ *   pad_bottom      >= 0
+ *   pad_right       >= 0
+ *   dilation_h      >= 1
+ *   dilation_w      >= 1
+ *   groups          divides c and f
+ *   padding_mode    what the padding holds, as PyTorch's padding_mode: 0 LCN_PADDING_ZEROS, 1
+ *                   LCN_PADDING_REFLECT, 2 LCN_PADDING_REPLICATE, 3 LCN_PADDING_CIRCULAR
+ *
+ *   Output size oh = lcn_conv_output_size(h, kh, stride_h, dilation_h, pad_top, pad_bottom), ow =
+ *   lcn_conv_output_size(w, kw, stride_w, dilation_w, pad_left, pad_right).
+ *   The *_ex functions add padding_mode; those without _ex are them with padding_mode =
+ *   LCN_PADDING_ZEROS. The backward_bias functions read no padding and have no _ex form.
+ *   With LCN_PADDING_REFLECT every padding must be below the input size along its axis, with
+ *   LCN_PADDING_CIRCULAR at most the input size (else LCN_ERR_GEOMETRY); a padding_mode outside 0..3 is
+ *   LCN_ERR_FLAG.
+ */
+typedef int32_t lcn_conv2d_backward_input_ex_f32_fn(const float *dy, const float *weight, float *dx,
+                                                    int64_t n, int64_t c, int64_t h, int64_t w, int64_t f,
+                                                    int64_t cg, int64_t kh, int64_t kw, int64_t stride_h,
+                                                    int64_t stride_w, int64_t pad_top, int64_t pad_left,
+                                                    int64_t pad_bottom, int64_t pad_right, int64_t dilation_h,
+                                                    int64_t dilation_w, int64_t groups, int32_t padding_mode);
+typedef int32_t lcn_conv2d_backward_input_ex_f64_fn(const double *dy, const double *weight, double *dx,
+                                                    int64_t n, int64_t c, int64_t h, int64_t w, int64_t f,
+                                                    int64_t cg, int64_t kh, int64_t kw, int64_t stride_h,
+                                                    int64_t stride_w, int64_t pad_top, int64_t pad_left,
+                                                    int64_t pad_bottom, int64_t pad_right, int64_t dilation_h,
+                                                    int64_t dilation_w, int64_t groups, int32_t padding_mode);
+
+/* lcn_conv2d_backward_weight_ex_f32 (float), lcn_conv2d_backward_weight_ex_f64 (double)
+ *   Shared 2-D convolution (one filter bank), gradient with respect to weight: dweight (+)= sum over n
+ *   of dy * x, with a padding mode.
+ *
+ *   dy          in   (n, f, oh, ow)
+ *   x           in   (n, c, h, w)
+ *   dweight     out  (f, cg, kh, kw)
+ *
+ *   n               batch size (0 is allowed: nothing to compute)
+ *   c               input channels
+ *   h               input height
+ *   w               input width
+ *   f               filters (output channels)
+ *   cg              input channels per group, c / groups
+ *   kh              kernel height
+ *   kw              kernel width
+ *   stride_h        >= 1
+ *   stride_w        >= 1
+ *   pad_top         >= 0
+ *   pad_left        >= 0
+ *   pad_bottom      >= 0
+ *   pad_right       >= 0
+ *   dilation_h      >= 1
+ *   dilation_w      >= 1
+ *   groups          divides c and f
+ *   accumulate      1: add into the output instead of overwriting it
+ *   padding_mode    what the padding holds, as PyTorch's padding_mode: 0 LCN_PADDING_ZEROS, 1
+ *                   LCN_PADDING_REFLECT, 2 LCN_PADDING_REPLICATE, 3 LCN_PADDING_CIRCULAR
+ *
+ *   Output size oh = lcn_conv_output_size(h, kh, stride_h, dilation_h, pad_top, pad_bottom), ow =
+ *   lcn_conv_output_size(w, kw, stride_w, dilation_w, pad_left, pad_right).
+ *   The *_ex functions add padding_mode; those without _ex are them with padding_mode =
+ *   LCN_PADDING_ZEROS. The backward_bias functions read no padding and have no _ex form.
+ *   With LCN_PADDING_REFLECT every padding must be below the input size along its axis, with
+ *   LCN_PADDING_CIRCULAR at most the input size (else LCN_ERR_GEOMETRY); a padding_mode outside 0..3 is
+ *   LCN_ERR_FLAG.
+ */
+typedef int32_t lcn_conv2d_backward_weight_ex_f32_fn(const float *dy, const float *x, float *dweight,
+                                                     int64_t n, int64_t c, int64_t h, int64_t w, int64_t f,
+                                                     int64_t cg, int64_t kh, int64_t kw, int64_t stride_h,
+                                                     int64_t stride_w, int64_t pad_top, int64_t pad_left,
+                                                     int64_t pad_bottom, int64_t pad_right,
+                                                     int64_t dilation_h, int64_t dilation_w, int64_t groups,
+                                                     int32_t accumulate, int32_t padding_mode);
+typedef int32_t lcn_conv2d_backward_weight_ex_f64_fn(const double *dy, const double *x, double *dweight,
+                                                     int64_t n, int64_t c, int64_t h, int64_t w, int64_t f,
+                                                     int64_t cg, int64_t kh, int64_t kw, int64_t stride_h,
+                                                     int64_t stride_w, int64_t pad_top, int64_t pad_left,
+                                                     int64_t pad_bottom, int64_t pad_right,
+                                                     int64_t dilation_h, int64_t dilation_w, int64_t groups,
+                                                     int32_t accumulate, int32_t padding_mode);
+
 /* lcn_tiled_conv2d_forward_f32 (float), lcn_tiled_conv2d_forward_f64 (double)
  *   Tiled 2-D convolution (th x tw filter banks), forward: y = conv(x, weight) + bias.
  *
@@ -441,6 +600,180 @@ typedef int32_t lcn_tiled_conv2d_backward_bias_f64_fn(const double *dy, double *
                                                       int64_t oh, int64_t ow, int64_t th, int64_t tw,
                                                       int32_t tile_mode, int32_t accumulate);
 
+/* lcn_tiled_conv2d_forward_ex_f32 (float), lcn_tiled_conv2d_forward_ex_f64 (double)
+ *   Tiled 2-D convolution (th x tw filter banks), forward: y = conv(x, weight) + bias, with a padding
+ *   mode.
+ *
+ *   x           in   (n, c, h, w)
+ *   weight      in   (th, tw, f, cg, kh, kw)
+ *   bias        in   (f, th, tw), or NULL for no bias
+ *   y           out  (n, f, oh, ow)
+ *
+ *   n               batch size (0 is allowed: nothing to compute)
+ *   c               input channels
+ *   h               input height
+ *   w               input width
+ *   th              tiles along the height
+ *   tw              tiles along the width
+ *   f               filters (output channels)
+ *   cg              input channels per group, c / groups
+ *   kh              kernel height
+ *   kw              kernel width
+ *   stride_h        >= 1
+ *   stride_w        >= 1
+ *   pad_top         >= 0
+ *   pad_left        >= 0
+ *   pad_bottom      >= 0
+ *   pad_right       >= 0
+ *   dilation_h      >= 1
+ *   dilation_w      >= 1
+ *   groups          divides c and f
+ *   tile_mode       0 periodic: position i uses tile i % t; 1 block: tile i * t / (output size)
+ *   padding_mode    what the padding holds, as PyTorch's padding_mode: 0 LCN_PADDING_ZEROS, 1
+ *                   LCN_PADDING_REFLECT, 2 LCN_PADDING_REPLICATE, 3 LCN_PADDING_CIRCULAR
+ *
+ *   Output size oh = lcn_conv_output_size(h, kh, stride_h, dilation_h, pad_top, pad_bottom), ow =
+ *   lcn_conv_output_size(w, kw, stride_w, dilation_w, pad_left, pad_right).
+ *   The *_ex functions add padding_mode; those without _ex are them with padding_mode =
+ *   LCN_PADDING_ZEROS. The backward_bias functions read no padding and have no _ex form.
+ *   With LCN_PADDING_REFLECT every padding must be below the input size along its axis, with
+ *   LCN_PADDING_CIRCULAR at most the input size (else LCN_ERR_GEOMETRY); a padding_mode outside 0..3 is
+ *   LCN_ERR_FLAG.
+ */
+typedef int32_t lcn_tiled_conv2d_forward_ex_f32_fn(const float *x, const float *weight, const float *bias,
+                                                   float *y, int64_t n, int64_t c, int64_t h, int64_t w,
+                                                   int64_t th, int64_t tw, int64_t f, int64_t cg, int64_t kh,
+                                                   int64_t kw, int64_t stride_h, int64_t stride_w,
+                                                   int64_t pad_top, int64_t pad_left, int64_t pad_bottom,
+                                                   int64_t pad_right, int64_t dilation_h, int64_t dilation_w,
+                                                   int64_t groups, int32_t tile_mode, int32_t padding_mode);
+typedef int32_t lcn_tiled_conv2d_forward_ex_f64_fn(const double *x, const double *weight, const double *bias,
+                                                   double *y, int64_t n, int64_t c, int64_t h, int64_t w,
+                                                   int64_t th, int64_t tw, int64_t f, int64_t cg, int64_t kh,
+                                                   int64_t kw, int64_t stride_h, int64_t stride_w,
+                                                   int64_t pad_top, int64_t pad_left, int64_t pad_bottom,
+                                                   int64_t pad_right, int64_t dilation_h, int64_t dilation_w,
+                                                   int64_t groups, int32_t tile_mode, int32_t padding_mode);
+
+/* lcn_tiled_conv2d_backward_input_ex_f32 (float), lcn_tiled_conv2d_backward_input_ex_f64 (double)
+ *   Tiled 2-D convolution (th x tw filter banks), gradient with respect to x: dx = conv^T(dy), with a
+ *   padding mode.
+ *
+ *   dy          in   (n, f, oh, ow)
+ *   weight      in   (th, tw, f, cg, kh, kw)
+ *   dx          out  (n, c, h, w)
+ *
+ *   n               batch size (0 is allowed: nothing to compute)
+ *   c               input channels
+ *   h               input height
+ *   w               input width
+ *   th              tiles along the height
+ *   tw              tiles along the width
+ *   f               filters (output channels)
+ *   cg              input channels per group, c / groups
+ *   kh              kernel height
+ *   kw              kernel width
+ *   stride_h        >= 1
+ *   stride_w        >= 1
+ *   pad_top         >= 0
+ *   pad_left        >= 0
+ *   pad_bottom      >= 0
+ *   pad_right       >= 0
+ *   dilation_h      >= 1
+ *   dilation_w      >= 1
+ *   groups          divides c and f
+ *   tile_mode       0 periodic: position i uses tile i % t; 1 block: tile i * t / (output size)
+ *   padding_mode    what the padding holds, as PyTorch's padding_mode: 0 LCN_PADDING_ZEROS, 1
+ *                   LCN_PADDING_REFLECT, 2 LCN_PADDING_REPLICATE, 3 LCN_PADDING_CIRCULAR
+ *
+ *   Output size oh = lcn_conv_output_size(h, kh, stride_h, dilation_h, pad_top, pad_bottom), ow =
+ *   lcn_conv_output_size(w, kw, stride_w, dilation_w, pad_left, pad_right).
+ *   The *_ex functions add padding_mode; those without _ex are them with padding_mode =
+ *   LCN_PADDING_ZEROS. The backward_bias functions read no padding and have no _ex form.
+ *   With LCN_PADDING_REFLECT every padding must be below the input size along its axis, with
+ *   LCN_PADDING_CIRCULAR at most the input size (else LCN_ERR_GEOMETRY); a padding_mode outside 0..3 is
+ *   LCN_ERR_FLAG.
+ */
+typedef int32_t lcn_tiled_conv2d_backward_input_ex_f32_fn(const float *dy, const float *weight, float *dx,
+                                                          int64_t n, int64_t c, int64_t h, int64_t w,
+                                                          int64_t th, int64_t tw, int64_t f, int64_t cg,
+                                                          int64_t kh, int64_t kw, int64_t stride_h,
+                                                          int64_t stride_w, int64_t pad_top, int64_t pad_left,
+                                                          int64_t pad_bottom, int64_t pad_right,
+                                                          int64_t dilation_h, int64_t dilation_w,
+                                                          int64_t groups, int32_t tile_mode,
+                                                          int32_t padding_mode);
+typedef int32_t lcn_tiled_conv2d_backward_input_ex_f64_fn(const double *dy, const double *weight, double *dx,
+                                                          int64_t n, int64_t c, int64_t h, int64_t w,
+                                                          int64_t th, int64_t tw, int64_t f, int64_t cg,
+                                                          int64_t kh, int64_t kw, int64_t stride_h,
+                                                          int64_t stride_w, int64_t pad_top, int64_t pad_left,
+                                                          int64_t pad_bottom, int64_t pad_right,
+                                                          int64_t dilation_h, int64_t dilation_w,
+                                                          int64_t groups, int32_t tile_mode,
+                                                          int32_t padding_mode);
+
+/* lcn_tiled_conv2d_backward_weight_ex_f32 (float), lcn_tiled_conv2d_backward_weight_ex_f64 (double)
+ *   Tiled 2-D convolution (th x tw filter banks), gradient with respect to weight: dweight (+)= sum over
+ *   n of dy * x, with a padding mode.
+ *
+ *   dy          in   (n, f, oh, ow)
+ *   x           in   (n, c, h, w)
+ *   dweight     out  (th, tw, f, cg, kh, kw)
+ *
+ *   n               batch size (0 is allowed: nothing to compute)
+ *   c               input channels
+ *   h               input height
+ *   w               input width
+ *   th              tiles along the height
+ *   tw              tiles along the width
+ *   f               filters (output channels)
+ *   cg              input channels per group, c / groups
+ *   kh              kernel height
+ *   kw              kernel width
+ *   stride_h        >= 1
+ *   stride_w        >= 1
+ *   pad_top         >= 0
+ *   pad_left        >= 0
+ *   pad_bottom      >= 0
+ *   pad_right       >= 0
+ *   dilation_h      >= 1
+ *   dilation_w      >= 1
+ *   groups          divides c and f
+ *   tile_mode       0 periodic: position i uses tile i % t; 1 block: tile i * t / (output size)
+ *   accumulate      1: add into the output instead of overwriting it
+ *   padding_mode    what the padding holds, as PyTorch's padding_mode: 0 LCN_PADDING_ZEROS, 1
+ *                   LCN_PADDING_REFLECT, 2 LCN_PADDING_REPLICATE, 3 LCN_PADDING_CIRCULAR
+ *
+ *   Output size oh = lcn_conv_output_size(h, kh, stride_h, dilation_h, pad_top, pad_bottom), ow =
+ *   lcn_conv_output_size(w, kw, stride_w, dilation_w, pad_left, pad_right).
+ *   The *_ex functions add padding_mode; those without _ex are them with padding_mode =
+ *   LCN_PADDING_ZEROS. The backward_bias functions read no padding and have no _ex form.
+ *   With LCN_PADDING_REFLECT every padding must be below the input size along its axis, with
+ *   LCN_PADDING_CIRCULAR at most the input size (else LCN_ERR_GEOMETRY); a padding_mode outside 0..3 is
+ *   LCN_ERR_FLAG.
+ */
+typedef int32_t lcn_tiled_conv2d_backward_weight_ex_f32_fn(const float *dy, const float *x, float *dweight,
+                                                           int64_t n, int64_t c, int64_t h, int64_t w,
+                                                           int64_t th, int64_t tw, int64_t f, int64_t cg,
+                                                           int64_t kh, int64_t kw, int64_t stride_h,
+                                                           int64_t stride_w, int64_t pad_top,
+                                                           int64_t pad_left, int64_t pad_bottom,
+                                                           int64_t pad_right, int64_t dilation_h,
+                                                           int64_t dilation_w, int64_t groups,
+                                                           int32_t tile_mode, int32_t accumulate,
+                                                           int32_t padding_mode);
+typedef int32_t lcn_tiled_conv2d_backward_weight_ex_f64_fn(const double *dy, const double *x, double *dweight,
+                                                           int64_t n, int64_t c, int64_t h, int64_t w,
+                                                           int64_t th, int64_t tw, int64_t f, int64_t cg,
+                                                           int64_t kh, int64_t kw, int64_t stride_h,
+                                                           int64_t stride_w, int64_t pad_top,
+                                                           int64_t pad_left, int64_t pad_bottom,
+                                                           int64_t pad_right, int64_t dilation_h,
+                                                           int64_t dilation_w, int64_t groups,
+                                                           int32_t tile_mode, int32_t accumulate,
+                                                           int32_t padding_mode);
+
 /* lcn_local_conv2d_forward_f32 (float), lcn_local_conv2d_forward_f64 (double)
  *   Locally connected 2-D convolution (one filter bank per output position), forward: y = conv(x,
  *   weight) + bias.
@@ -604,6 +937,176 @@ typedef int32_t lcn_local_conv2d_backward_bias_f32_fn(const float *dy, float *db
 typedef int32_t lcn_local_conv2d_backward_bias_f64_fn(const double *dy, double *dbias, int64_t n, int64_t f,
                                                       int64_t oh, int64_t ow, int32_t accumulate);
 
+/* lcn_local_conv2d_forward_ex_f32 (float), lcn_local_conv2d_forward_ex_f64 (double)
+ *   Locally connected 2-D convolution (one filter bank per output position), forward: y = conv(x,
+ *   weight) + bias, with a padding mode.
+ *
+ *   x           in   (n, c, h, w)
+ *   weight      in   (oh, ow, f, cg, kh, kw)
+ *   bias        in   (f, oh, ow), or NULL for no bias
+ *   y           out  (n, f, oh, ow)
+ *
+ *   n               batch size (0 is allowed: nothing to compute)
+ *   c               input channels
+ *   h               input height
+ *   w               input width
+ *   oh              output height (the local weight's first axis)
+ *   ow              output width (the local weight's second axis)
+ *   f               filters (output channels)
+ *   cg              input channels per group, c / groups
+ *   kh              kernel height
+ *   kw              kernel width
+ *   stride_h        >= 1
+ *   stride_w        >= 1
+ *   pad_top         >= 0
+ *   pad_left        >= 0
+ *   pad_bottom      >= 0
+ *   pad_right       >= 0
+ *   dilation_h      >= 1
+ *   dilation_w      >= 1
+ *   groups          divides c and f
+ *   padding_mode    what the padding holds, as PyTorch's padding_mode: 0 LCN_PADDING_ZEROS, 1
+ *                   LCN_PADDING_REFLECT, 2 LCN_PADDING_REPLICATE, 3 LCN_PADDING_CIRCULAR
+ *
+ *   Output size oh = lcn_conv_output_size(h, kh, stride_h, dilation_h, pad_top, pad_bottom), ow =
+ *   lcn_conv_output_size(w, kw, stride_w, dilation_w, pad_left, pad_right).
+ *   The weight's (oh, ow) must equal the output size (else LCN_ERR_SHAPE).
+ *   The *_ex functions add padding_mode; those without _ex are them with padding_mode =
+ *   LCN_PADDING_ZEROS. The backward_bias functions read no padding and have no _ex form.
+ *   With LCN_PADDING_REFLECT every padding must be below the input size along its axis, with
+ *   LCN_PADDING_CIRCULAR at most the input size (else LCN_ERR_GEOMETRY); a padding_mode outside 0..3 is
+ *   LCN_ERR_FLAG.
+ */
+typedef int32_t lcn_local_conv2d_forward_ex_f32_fn(const float *x, const float *weight, const float *bias,
+                                                   float *y, int64_t n, int64_t c, int64_t h, int64_t w,
+                                                   int64_t oh, int64_t ow, int64_t f, int64_t cg, int64_t kh,
+                                                   int64_t kw, int64_t stride_h, int64_t stride_w,
+                                                   int64_t pad_top, int64_t pad_left, int64_t pad_bottom,
+                                                   int64_t pad_right, int64_t dilation_h, int64_t dilation_w,
+                                                   int64_t groups, int32_t padding_mode);
+typedef int32_t lcn_local_conv2d_forward_ex_f64_fn(const double *x, const double *weight, const double *bias,
+                                                   double *y, int64_t n, int64_t c, int64_t h, int64_t w,
+                                                   int64_t oh, int64_t ow, int64_t f, int64_t cg, int64_t kh,
+                                                   int64_t kw, int64_t stride_h, int64_t stride_w,
+                                                   int64_t pad_top, int64_t pad_left, int64_t pad_bottom,
+                                                   int64_t pad_right, int64_t dilation_h, int64_t dilation_w,
+                                                   int64_t groups, int32_t padding_mode);
+
+/* lcn_local_conv2d_backward_input_ex_f32 (float), lcn_local_conv2d_backward_input_ex_f64 (double)
+ *   Locally connected 2-D convolution (one filter bank per output position), gradient with respect to x:
+ *   dx = conv^T(dy), with a padding mode.
+ *
+ *   dy          in   (n, f, oh, ow)
+ *   weight      in   (oh, ow, f, cg, kh, kw)
+ *   dx          out  (n, c, h, w)
+ *
+ *   n               batch size (0 is allowed: nothing to compute)
+ *   c               input channels
+ *   h               input height
+ *   w               input width
+ *   oh              output height (the local weight's first axis)
+ *   ow              output width (the local weight's second axis)
+ *   f               filters (output channels)
+ *   cg              input channels per group, c / groups
+ *   kh              kernel height
+ *   kw              kernel width
+ *   stride_h        >= 1
+ *   stride_w        >= 1
+ *   pad_top         >= 0
+ *   pad_left        >= 0
+ *   pad_bottom      >= 0
+ *   pad_right       >= 0
+ *   dilation_h      >= 1
+ *   dilation_w      >= 1
+ *   groups          divides c and f
+ *   padding_mode    what the padding holds, as PyTorch's padding_mode: 0 LCN_PADDING_ZEROS, 1
+ *                   LCN_PADDING_REFLECT, 2 LCN_PADDING_REPLICATE, 3 LCN_PADDING_CIRCULAR
+ *
+ *   Output size oh = lcn_conv_output_size(h, kh, stride_h, dilation_h, pad_top, pad_bottom), ow =
+ *   lcn_conv_output_size(w, kw, stride_w, dilation_w, pad_left, pad_right).
+ *   The weight's (oh, ow) must equal the output size (else LCN_ERR_SHAPE).
+ *   The *_ex functions add padding_mode; those without _ex are them with padding_mode =
+ *   LCN_PADDING_ZEROS. The backward_bias functions read no padding and have no _ex form.
+ *   With LCN_PADDING_REFLECT every padding must be below the input size along its axis, with
+ *   LCN_PADDING_CIRCULAR at most the input size (else LCN_ERR_GEOMETRY); a padding_mode outside 0..3 is
+ *   LCN_ERR_FLAG.
+ */
+typedef int32_t lcn_local_conv2d_backward_input_ex_f32_fn(const float *dy, const float *weight, float *dx,
+                                                          int64_t n, int64_t c, int64_t h, int64_t w,
+                                                          int64_t oh, int64_t ow, int64_t f, int64_t cg,
+                                                          int64_t kh, int64_t kw, int64_t stride_h,
+                                                          int64_t stride_w, int64_t pad_top, int64_t pad_left,
+                                                          int64_t pad_bottom, int64_t pad_right,
+                                                          int64_t dilation_h, int64_t dilation_w,
+                                                          int64_t groups, int32_t padding_mode);
+typedef int32_t lcn_local_conv2d_backward_input_ex_f64_fn(const double *dy, const double *weight, double *dx,
+                                                          int64_t n, int64_t c, int64_t h, int64_t w,
+                                                          int64_t oh, int64_t ow, int64_t f, int64_t cg,
+                                                          int64_t kh, int64_t kw, int64_t stride_h,
+                                                          int64_t stride_w, int64_t pad_top, int64_t pad_left,
+                                                          int64_t pad_bottom, int64_t pad_right,
+                                                          int64_t dilation_h, int64_t dilation_w,
+                                                          int64_t groups, int32_t padding_mode);
+
+/* lcn_local_conv2d_backward_weight_ex_f32 (float), lcn_local_conv2d_backward_weight_ex_f64 (double)
+ *   Locally connected 2-D convolution (one filter bank per output position), gradient with respect to
+ *   weight: dweight (+)= sum over n of dy * x, with a padding mode.
+ *
+ *   dy          in   (n, f, oh, ow)
+ *   x           in   (n, c, h, w)
+ *   dweight     out  (oh, ow, f, cg, kh, kw)
+ *
+ *   n               batch size (0 is allowed: nothing to compute)
+ *   c               input channels
+ *   h               input height
+ *   w               input width
+ *   oh              output height (the local weight's first axis)
+ *   ow              output width (the local weight's second axis)
+ *   f               filters (output channels)
+ *   cg              input channels per group, c / groups
+ *   kh              kernel height
+ *   kw              kernel width
+ *   stride_h        >= 1
+ *   stride_w        >= 1
+ *   pad_top         >= 0
+ *   pad_left        >= 0
+ *   pad_bottom      >= 0
+ *   pad_right       >= 0
+ *   dilation_h      >= 1
+ *   dilation_w      >= 1
+ *   groups          divides c and f
+ *   accumulate      1: add into the output instead of overwriting it
+ *   padding_mode    what the padding holds, as PyTorch's padding_mode: 0 LCN_PADDING_ZEROS, 1
+ *                   LCN_PADDING_REFLECT, 2 LCN_PADDING_REPLICATE, 3 LCN_PADDING_CIRCULAR
+ *
+ *   Output size oh = lcn_conv_output_size(h, kh, stride_h, dilation_h, pad_top, pad_bottom), ow =
+ *   lcn_conv_output_size(w, kw, stride_w, dilation_w, pad_left, pad_right).
+ *   The weight's (oh, ow) must equal the output size (else LCN_ERR_SHAPE).
+ *   The *_ex functions add padding_mode; those without _ex are them with padding_mode =
+ *   LCN_PADDING_ZEROS. The backward_bias functions read no padding and have no _ex form.
+ *   With LCN_PADDING_REFLECT every padding must be below the input size along its axis, with
+ *   LCN_PADDING_CIRCULAR at most the input size (else LCN_ERR_GEOMETRY); a padding_mode outside 0..3 is
+ *   LCN_ERR_FLAG.
+ */
+typedef int32_t lcn_local_conv2d_backward_weight_ex_f32_fn(const float *dy, const float *x, float *dweight,
+                                                           int64_t n, int64_t c, int64_t h, int64_t w,
+                                                           int64_t oh, int64_t ow, int64_t f, int64_t cg,
+                                                           int64_t kh, int64_t kw, int64_t stride_h,
+                                                           int64_t stride_w, int64_t pad_top,
+                                                           int64_t pad_left, int64_t pad_bottom,
+                                                           int64_t pad_right, int64_t dilation_h,
+                                                           int64_t dilation_w, int64_t groups,
+                                                           int32_t accumulate, int32_t padding_mode);
+typedef int32_t lcn_local_conv2d_backward_weight_ex_f64_fn(const double *dy, const double *x, double *dweight,
+                                                           int64_t n, int64_t c, int64_t h, int64_t w,
+                                                           int64_t oh, int64_t ow, int64_t f, int64_t cg,
+                                                           int64_t kh, int64_t kw, int64_t stride_h,
+                                                           int64_t stride_w, int64_t pad_top,
+                                                           int64_t pad_left, int64_t pad_bottom,
+                                                           int64_t pad_right, int64_t dilation_h,
+                                                           int64_t dilation_w, int64_t groups,
+                                                           int32_t accumulate, int32_t padding_mode);
+
 /* lcn_conv1d_forward_f32 (float), lcn_conv1d_forward_f64 (double)
  *   Shared 1-D convolution, forward: y = conv(x, weight) + bias.
  *
@@ -713,6 +1216,125 @@ typedef int32_t lcn_conv1d_backward_bias_f32_fn(const float *dy, float *dbias, i
                                                 int64_t ol, int32_t accumulate);
 typedef int32_t lcn_conv1d_backward_bias_f64_fn(const double *dy, double *dbias, int64_t n, int64_t f,
                                                 int64_t ol, int32_t accumulate);
+
+/* lcn_conv1d_forward_ex_f32 (float), lcn_conv1d_forward_ex_f64 (double)
+ *   Shared 1-D convolution, forward: y = conv(x, weight) + bias, with a padding mode.
+ *
+ *   x           in   (n, c, l)
+ *   weight      in   (f, cg, k)
+ *   bias        in   (f), or NULL for no bias
+ *   y           out  (n, f, ol)
+ *
+ *   n               batch size (0 is allowed: nothing to compute)
+ *   c               input channels
+ *   l               input length
+ *   f               filters (output channels)
+ *   cg              input channels per group, c / groups
+ *   k               kernel length
+ *   stride          >= 1
+ *   pad_left        >= 0
+ *   pad_right       >= 0
+ *   dilation        >= 1
+ *   groups          divides c and f
+ *   padding_mode    what the padding holds, as PyTorch's padding_mode: 0 LCN_PADDING_ZEROS, 1
+ *                   LCN_PADDING_REFLECT, 2 LCN_PADDING_REPLICATE, 3 LCN_PADDING_CIRCULAR
+ *
+ *   Output length ol = lcn_conv_output_size(l, k, stride, dilation, pad_left, pad_right).
+ *   The *_ex functions add padding_mode; those without _ex are them with padding_mode =
+ *   LCN_PADDING_ZEROS. The backward_bias functions read no padding and have no _ex form.
+ *   With LCN_PADDING_REFLECT every padding must be below the input size along its axis, with
+ *   LCN_PADDING_CIRCULAR at most the input size (else LCN_ERR_GEOMETRY); a padding_mode outside 0..3 is
+ *   LCN_ERR_FLAG.
+ */
+typedef int32_t lcn_conv1d_forward_ex_f32_fn(const float *x, const float *weight, const float *bias, float *y,
+                                             int64_t n, int64_t c, int64_t l, int64_t f, int64_t cg,
+                                             int64_t k, int64_t stride, int64_t pad_left, int64_t pad_right,
+                                             int64_t dilation, int64_t groups, int32_t padding_mode);
+typedef int32_t lcn_conv1d_forward_ex_f64_fn(const double *x, const double *weight, const double *bias,
+                                             double *y, int64_t n, int64_t c, int64_t l, int64_t f,
+                                             int64_t cg, int64_t k, int64_t stride, int64_t pad_left,
+                                             int64_t pad_right, int64_t dilation, int64_t groups,
+                                             int32_t padding_mode);
+
+/* lcn_conv1d_backward_input_ex_f32 (float), lcn_conv1d_backward_input_ex_f64 (double)
+ *   Shared 1-D convolution, gradient with respect to x: dx = conv^T(dy), with a padding mode.
+ *
+ *   dy          in   (n, f, ol)
+ *   weight      in   (f, cg, k)
+ *   dx          out  (n, c, l)
+ *
+ *   n               batch size (0 is allowed: nothing to compute)
+ *   c               input channels
+ *   l               input length
+ *   f               filters (output channels)
+ *   cg              input channels per group, c / groups
+ *   k               kernel length
+ *   stride          >= 1
+ *   pad_left        >= 0
+ *   pad_right       >= 0
+ *   dilation        >= 1
+ *   groups          divides c and f
+ *   padding_mode    what the padding holds, as PyTorch's padding_mode: 0 LCN_PADDING_ZEROS, 1
+ *                   LCN_PADDING_REFLECT, 2 LCN_PADDING_REPLICATE, 3 LCN_PADDING_CIRCULAR
+ *
+ *   Output length ol = lcn_conv_output_size(l, k, stride, dilation, pad_left, pad_right).
+ *   The *_ex functions add padding_mode; those without _ex are them with padding_mode =
+ *   LCN_PADDING_ZEROS. The backward_bias functions read no padding and have no _ex form.
+ *   With LCN_PADDING_REFLECT every padding must be below the input size along its axis, with
+ *   LCN_PADDING_CIRCULAR at most the input size (else LCN_ERR_GEOMETRY); a padding_mode outside 0..3 is
+ *   LCN_ERR_FLAG.
+ */
+typedef int32_t lcn_conv1d_backward_input_ex_f32_fn(const float *dy, const float *weight, float *dx,
+                                                    int64_t n, int64_t c, int64_t l, int64_t f, int64_t cg,
+                                                    int64_t k, int64_t stride, int64_t pad_left,
+                                                    int64_t pad_right, int64_t dilation, int64_t groups,
+                                                    int32_t padding_mode);
+typedef int32_t lcn_conv1d_backward_input_ex_f64_fn(const double *dy, const double *weight, double *dx,
+                                                    int64_t n, int64_t c, int64_t l, int64_t f, int64_t cg,
+                                                    int64_t k, int64_t stride, int64_t pad_left,
+                                                    int64_t pad_right, int64_t dilation, int64_t groups,
+                                                    int32_t padding_mode);
+
+/* lcn_conv1d_backward_weight_ex_f32 (float), lcn_conv1d_backward_weight_ex_f64 (double)
+ *   Shared 1-D convolution, gradient with respect to weight: dweight (+)= sum over n of dy * x, with a
+ *   padding mode.
+ *
+ *   dy          in   (n, f, ol)
+ *   x           in   (n, c, l)
+ *   dweight     out  (f, cg, k)
+ *
+ *   n               batch size (0 is allowed: nothing to compute)
+ *   c               input channels
+ *   l               input length
+ *   f               filters (output channels)
+ *   cg              input channels per group, c / groups
+ *   k               kernel length
+ *   stride          >= 1
+ *   pad_left        >= 0
+ *   pad_right       >= 0
+ *   dilation        >= 1
+ *   groups          divides c and f
+ *   accumulate      1: add into the output instead of overwriting it
+ *   padding_mode    what the padding holds, as PyTorch's padding_mode: 0 LCN_PADDING_ZEROS, 1
+ *                   LCN_PADDING_REFLECT, 2 LCN_PADDING_REPLICATE, 3 LCN_PADDING_CIRCULAR
+ *
+ *   Output length ol = lcn_conv_output_size(l, k, stride, dilation, pad_left, pad_right).
+ *   The *_ex functions add padding_mode; those without _ex are them with padding_mode =
+ *   LCN_PADDING_ZEROS. The backward_bias functions read no padding and have no _ex form.
+ *   With LCN_PADDING_REFLECT every padding must be below the input size along its axis, with
+ *   LCN_PADDING_CIRCULAR at most the input size (else LCN_ERR_GEOMETRY); a padding_mode outside 0..3 is
+ *   LCN_ERR_FLAG.
+ */
+typedef int32_t lcn_conv1d_backward_weight_ex_f32_fn(const float *dy, const float *x, float *dweight,
+                                                     int64_t n, int64_t c, int64_t l, int64_t f, int64_t cg,
+                                                     int64_t k, int64_t stride, int64_t pad_left,
+                                                     int64_t pad_right, int64_t dilation, int64_t groups,
+                                                     int32_t accumulate, int32_t padding_mode);
+typedef int32_t lcn_conv1d_backward_weight_ex_f64_fn(const double *dy, const double *x, double *dweight,
+                                                     int64_t n, int64_t c, int64_t l, int64_t f, int64_t cg,
+                                                     int64_t k, int64_t stride, int64_t pad_left,
+                                                     int64_t pad_right, int64_t dilation, int64_t groups,
+                                                     int32_t accumulate, int32_t padding_mode);
 
 /* lcn_tiled_conv1d_forward_f32 (float), lcn_tiled_conv1d_forward_f64 (double)
  *   Tiled 1-D convolution (t filter banks), forward: y = conv(x, weight) + bias.
@@ -842,6 +1464,139 @@ typedef int32_t lcn_tiled_conv1d_backward_bias_f64_fn(const double *dy, double *
                                                       int64_t ol, int64_t t, int32_t tile_mode,
                                                       int32_t accumulate);
 
+/* lcn_tiled_conv1d_forward_ex_f32 (float), lcn_tiled_conv1d_forward_ex_f64 (double)
+ *   Tiled 1-D convolution (t filter banks), forward: y = conv(x, weight) + bias, with a padding mode.
+ *
+ *   x           in   (n, c, l)
+ *   weight      in   (t, f, cg, k)
+ *   bias        in   (f, t), or NULL for no bias
+ *   y           out  (n, f, ol)
+ *
+ *   n               batch size (0 is allowed: nothing to compute)
+ *   c               input channels
+ *   l               input length
+ *   t               tiles
+ *   f               filters (output channels)
+ *   cg              input channels per group, c / groups
+ *   k               kernel length
+ *   stride          >= 1
+ *   pad_left        >= 0
+ *   pad_right       >= 0
+ *   dilation        >= 1
+ *   groups          divides c and f
+ *   tile_mode       0 periodic: position i uses tile i % t; 1 block: tile i * t / (output size)
+ *   padding_mode    what the padding holds, as PyTorch's padding_mode: 0 LCN_PADDING_ZEROS, 1
+ *                   LCN_PADDING_REFLECT, 2 LCN_PADDING_REPLICATE, 3 LCN_PADDING_CIRCULAR
+ *
+ *   Output length ol = lcn_conv_output_size(l, k, stride, dilation, pad_left, pad_right).
+ *   The *_ex functions add padding_mode; those without _ex are them with padding_mode =
+ *   LCN_PADDING_ZEROS. The backward_bias functions read no padding and have no _ex form.
+ *   With LCN_PADDING_REFLECT every padding must be below the input size along its axis, with
+ *   LCN_PADDING_CIRCULAR at most the input size (else LCN_ERR_GEOMETRY); a padding_mode outside 0..3 is
+ *   LCN_ERR_FLAG.
+ */
+typedef int32_t lcn_tiled_conv1d_forward_ex_f32_fn(const float *x, const float *weight, const float *bias,
+                                                   float *y, int64_t n, int64_t c, int64_t l, int64_t t,
+                                                   int64_t f, int64_t cg, int64_t k, int64_t stride,
+                                                   int64_t pad_left, int64_t pad_right, int64_t dilation,
+                                                   int64_t groups, int32_t tile_mode, int32_t padding_mode);
+typedef int32_t lcn_tiled_conv1d_forward_ex_f64_fn(const double *x, const double *weight, const double *bias,
+                                                   double *y, int64_t n, int64_t c, int64_t l, int64_t t,
+                                                   int64_t f, int64_t cg, int64_t k, int64_t stride,
+                                                   int64_t pad_left, int64_t pad_right, int64_t dilation,
+                                                   int64_t groups, int32_t tile_mode, int32_t padding_mode);
+
+/* lcn_tiled_conv1d_backward_input_ex_f32 (float), lcn_tiled_conv1d_backward_input_ex_f64 (double)
+ *   Tiled 1-D convolution (t filter banks), gradient with respect to x: dx = conv^T(dy), with a padding
+ *   mode.
+ *
+ *   dy          in   (n, f, ol)
+ *   weight      in   (t, f, cg, k)
+ *   dx          out  (n, c, l)
+ *
+ *   n               batch size (0 is allowed: nothing to compute)
+ *   c               input channels
+ *   l               input length
+ *   t               tiles
+ *   f               filters (output channels)
+ *   cg              input channels per group, c / groups
+ *   k               kernel length
+ *   stride          >= 1
+ *   pad_left        >= 0
+ *   pad_right       >= 0
+ *   dilation        >= 1
+ *   groups          divides c and f
+ *   tile_mode       0 periodic: position i uses tile i % t; 1 block: tile i * t / (output size)
+ *   padding_mode    what the padding holds, as PyTorch's padding_mode: 0 LCN_PADDING_ZEROS, 1
+ *                   LCN_PADDING_REFLECT, 2 LCN_PADDING_REPLICATE, 3 LCN_PADDING_CIRCULAR
+ *
+ *   Output length ol = lcn_conv_output_size(l, k, stride, dilation, pad_left, pad_right).
+ *   The *_ex functions add padding_mode; those without _ex are them with padding_mode =
+ *   LCN_PADDING_ZEROS. The backward_bias functions read no padding and have no _ex form.
+ *   With LCN_PADDING_REFLECT every padding must be below the input size along its axis, with
+ *   LCN_PADDING_CIRCULAR at most the input size (else LCN_ERR_GEOMETRY); a padding_mode outside 0..3 is
+ *   LCN_ERR_FLAG.
+ */
+typedef int32_t lcn_tiled_conv1d_backward_input_ex_f32_fn(const float *dy, const float *weight, float *dx,
+                                                          int64_t n, int64_t c, int64_t l, int64_t t,
+                                                          int64_t f, int64_t cg, int64_t k, int64_t stride,
+                                                          int64_t pad_left, int64_t pad_right,
+                                                          int64_t dilation, int64_t groups, int32_t tile_mode,
+                                                          int32_t padding_mode);
+typedef int32_t lcn_tiled_conv1d_backward_input_ex_f64_fn(const double *dy, const double *weight, double *dx,
+                                                          int64_t n, int64_t c, int64_t l, int64_t t,
+                                                          int64_t f, int64_t cg, int64_t k, int64_t stride,
+                                                          int64_t pad_left, int64_t pad_right,
+                                                          int64_t dilation, int64_t groups, int32_t tile_mode,
+                                                          int32_t padding_mode);
+
+/* lcn_tiled_conv1d_backward_weight_ex_f32 (float), lcn_tiled_conv1d_backward_weight_ex_f64 (double)
+ *   Tiled 1-D convolution (t filter banks), gradient with respect to weight: dweight (+)= sum over n of
+ *   dy * x, with a padding mode.
+ *
+ *   dy          in   (n, f, ol)
+ *   x           in   (n, c, l)
+ *   dweight     out  (t, f, cg, k)
+ *
+ *   n               batch size (0 is allowed: nothing to compute)
+ *   c               input channels
+ *   l               input length
+ *   t               tiles
+ *   f               filters (output channels)
+ *   cg              input channels per group, c / groups
+ *   k               kernel length
+ *   stride          >= 1
+ *   pad_left        >= 0
+ *   pad_right       >= 0
+ *   dilation        >= 1
+ *   groups          divides c and f
+ *   tile_mode       0 periodic: position i uses tile i % t; 1 block: tile i * t / (output size)
+ *   accumulate      1: add into the output instead of overwriting it
+ *   padding_mode    what the padding holds, as PyTorch's padding_mode: 0 LCN_PADDING_ZEROS, 1
+ *                   LCN_PADDING_REFLECT, 2 LCN_PADDING_REPLICATE, 3 LCN_PADDING_CIRCULAR
+ *
+ *   Output length ol = lcn_conv_output_size(l, k, stride, dilation, pad_left, pad_right).
+ *   The *_ex functions add padding_mode; those without _ex are them with padding_mode =
+ *   LCN_PADDING_ZEROS. The backward_bias functions read no padding and have no _ex form.
+ *   With LCN_PADDING_REFLECT every padding must be below the input size along its axis, with
+ *   LCN_PADDING_CIRCULAR at most the input size (else LCN_ERR_GEOMETRY); a padding_mode outside 0..3 is
+ *   LCN_ERR_FLAG.
+ */
+typedef int32_t lcn_tiled_conv1d_backward_weight_ex_f32_fn(const float *dy, const float *x, float *dweight,
+                                                           int64_t n, int64_t c, int64_t l, int64_t t,
+                                                           int64_t f, int64_t cg, int64_t k, int64_t stride,
+                                                           int64_t pad_left, int64_t pad_right,
+                                                           int64_t dilation, int64_t groups,
+                                                           int32_t tile_mode, int32_t accumulate,
+                                                           int32_t padding_mode);
+typedef int32_t lcn_tiled_conv1d_backward_weight_ex_f64_fn(const double *dy, const double *x, double *dweight,
+                                                           int64_t n, int64_t c, int64_t l, int64_t t,
+                                                           int64_t f, int64_t cg, int64_t k, int64_t stride,
+                                                           int64_t pad_left, int64_t pad_right,
+                                                           int64_t dilation, int64_t groups,
+                                                           int32_t tile_mode, int32_t accumulate,
+                                                           int32_t padding_mode);
+
 /* lcn_local_conv1d_forward_f32 (float), lcn_local_conv1d_forward_f64 (double)
  *   Locally connected 1-D convolution (one filter bank per output position), forward: y = conv(x,
  *   weight) + bias.
@@ -965,6 +1720,138 @@ typedef int32_t lcn_local_conv1d_backward_bias_f32_fn(const float *dy, float *db
                                                       int64_t ol, int32_t accumulate);
 typedef int32_t lcn_local_conv1d_backward_bias_f64_fn(const double *dy, double *dbias, int64_t n, int64_t f,
                                                       int64_t ol, int32_t accumulate);
+
+/* lcn_local_conv1d_forward_ex_f32 (float), lcn_local_conv1d_forward_ex_f64 (double)
+ *   Locally connected 1-D convolution (one filter bank per output position), forward: y = conv(x,
+ *   weight) + bias, with a padding mode.
+ *
+ *   x           in   (n, c, l)
+ *   weight      in   (ol, f, cg, k)
+ *   bias        in   (f, ol), or NULL for no bias
+ *   y           out  (n, f, ol)
+ *
+ *   n               batch size (0 is allowed: nothing to compute)
+ *   c               input channels
+ *   l               input length
+ *   ol              output length (the local weight's first axis)
+ *   f               filters (output channels)
+ *   cg              input channels per group, c / groups
+ *   k               kernel length
+ *   stride          >= 1
+ *   pad_left        >= 0
+ *   pad_right       >= 0
+ *   dilation        >= 1
+ *   groups          divides c and f
+ *   padding_mode    what the padding holds, as PyTorch's padding_mode: 0 LCN_PADDING_ZEROS, 1
+ *                   LCN_PADDING_REFLECT, 2 LCN_PADDING_REPLICATE, 3 LCN_PADDING_CIRCULAR
+ *
+ *   Output length ol = lcn_conv_output_size(l, k, stride, dilation, pad_left, pad_right).
+ *   The weight's ol must equal the output length (else LCN_ERR_SHAPE).
+ *   The *_ex functions add padding_mode; those without _ex are them with padding_mode =
+ *   LCN_PADDING_ZEROS. The backward_bias functions read no padding and have no _ex form.
+ *   With LCN_PADDING_REFLECT every padding must be below the input size along its axis, with
+ *   LCN_PADDING_CIRCULAR at most the input size (else LCN_ERR_GEOMETRY); a padding_mode outside 0..3 is
+ *   LCN_ERR_FLAG.
+ */
+typedef int32_t lcn_local_conv1d_forward_ex_f32_fn(const float *x, const float *weight, const float *bias,
+                                                   float *y, int64_t n, int64_t c, int64_t l, int64_t ol,
+                                                   int64_t f, int64_t cg, int64_t k, int64_t stride,
+                                                   int64_t pad_left, int64_t pad_right, int64_t dilation,
+                                                   int64_t groups, int32_t padding_mode);
+typedef int32_t lcn_local_conv1d_forward_ex_f64_fn(const double *x, const double *weight, const double *bias,
+                                                   double *y, int64_t n, int64_t c, int64_t l, int64_t ol,
+                                                   int64_t f, int64_t cg, int64_t k, int64_t stride,
+                                                   int64_t pad_left, int64_t pad_right, int64_t dilation,
+                                                   int64_t groups, int32_t padding_mode);
+
+/* lcn_local_conv1d_backward_input_ex_f32 (float), lcn_local_conv1d_backward_input_ex_f64 (double)
+ *   Locally connected 1-D convolution (one filter bank per output position), gradient with respect to x:
+ *   dx = conv^T(dy), with a padding mode.
+ *
+ *   dy          in   (n, f, ol)
+ *   weight      in   (ol, f, cg, k)
+ *   dx          out  (n, c, l)
+ *
+ *   n               batch size (0 is allowed: nothing to compute)
+ *   c               input channels
+ *   l               input length
+ *   ol              output length (the local weight's first axis)
+ *   f               filters (output channels)
+ *   cg              input channels per group, c / groups
+ *   k               kernel length
+ *   stride          >= 1
+ *   pad_left        >= 0
+ *   pad_right       >= 0
+ *   dilation        >= 1
+ *   groups          divides c and f
+ *   padding_mode    what the padding holds, as PyTorch's padding_mode: 0 LCN_PADDING_ZEROS, 1
+ *                   LCN_PADDING_REFLECT, 2 LCN_PADDING_REPLICATE, 3 LCN_PADDING_CIRCULAR
+ *
+ *   Output length ol = lcn_conv_output_size(l, k, stride, dilation, pad_left, pad_right).
+ *   The weight's ol must equal the output length (else LCN_ERR_SHAPE).
+ *   The *_ex functions add padding_mode; those without _ex are them with padding_mode =
+ *   LCN_PADDING_ZEROS. The backward_bias functions read no padding and have no _ex form.
+ *   With LCN_PADDING_REFLECT every padding must be below the input size along its axis, with
+ *   LCN_PADDING_CIRCULAR at most the input size (else LCN_ERR_GEOMETRY); a padding_mode outside 0..3 is
+ *   LCN_ERR_FLAG.
+ */
+typedef int32_t lcn_local_conv1d_backward_input_ex_f32_fn(const float *dy, const float *weight, float *dx,
+                                                          int64_t n, int64_t c, int64_t l, int64_t ol,
+                                                          int64_t f, int64_t cg, int64_t k, int64_t stride,
+                                                          int64_t pad_left, int64_t pad_right,
+                                                          int64_t dilation, int64_t groups,
+                                                          int32_t padding_mode);
+typedef int32_t lcn_local_conv1d_backward_input_ex_f64_fn(const double *dy, const double *weight, double *dx,
+                                                          int64_t n, int64_t c, int64_t l, int64_t ol,
+                                                          int64_t f, int64_t cg, int64_t k, int64_t stride,
+                                                          int64_t pad_left, int64_t pad_right,
+                                                          int64_t dilation, int64_t groups,
+                                                          int32_t padding_mode);
+
+/* lcn_local_conv1d_backward_weight_ex_f32 (float), lcn_local_conv1d_backward_weight_ex_f64 (double)
+ *   Locally connected 1-D convolution (one filter bank per output position), gradient with respect to
+ *   weight: dweight (+)= sum over n of dy * x, with a padding mode.
+ *
+ *   dy          in   (n, f, ol)
+ *   x           in   (n, c, l)
+ *   dweight     out  (ol, f, cg, k)
+ *
+ *   n               batch size (0 is allowed: nothing to compute)
+ *   c               input channels
+ *   l               input length
+ *   ol              output length (the local weight's first axis)
+ *   f               filters (output channels)
+ *   cg              input channels per group, c / groups
+ *   k               kernel length
+ *   stride          >= 1
+ *   pad_left        >= 0
+ *   pad_right       >= 0
+ *   dilation        >= 1
+ *   groups          divides c and f
+ *   accumulate      1: add into the output instead of overwriting it
+ *   padding_mode    what the padding holds, as PyTorch's padding_mode: 0 LCN_PADDING_ZEROS, 1
+ *                   LCN_PADDING_REFLECT, 2 LCN_PADDING_REPLICATE, 3 LCN_PADDING_CIRCULAR
+ *
+ *   Output length ol = lcn_conv_output_size(l, k, stride, dilation, pad_left, pad_right).
+ *   The weight's ol must equal the output length (else LCN_ERR_SHAPE).
+ *   The *_ex functions add padding_mode; those without _ex are them with padding_mode =
+ *   LCN_PADDING_ZEROS. The backward_bias functions read no padding and have no _ex form.
+ *   With LCN_PADDING_REFLECT every padding must be below the input size along its axis, with
+ *   LCN_PADDING_CIRCULAR at most the input size (else LCN_ERR_GEOMETRY); a padding_mode outside 0..3 is
+ *   LCN_ERR_FLAG.
+ */
+typedef int32_t lcn_local_conv1d_backward_weight_ex_f32_fn(const float *dy, const float *x, float *dweight,
+                                                           int64_t n, int64_t c, int64_t l, int64_t ol,
+                                                           int64_t f, int64_t cg, int64_t k, int64_t stride,
+                                                           int64_t pad_left, int64_t pad_right,
+                                                           int64_t dilation, int64_t groups,
+                                                           int32_t accumulate, int32_t padding_mode);
+typedef int32_t lcn_local_conv1d_backward_weight_ex_f64_fn(const double *dy, const double *x, double *dweight,
+                                                           int64_t n, int64_t c, int64_t l, int64_t ol,
+                                                           int64_t f, int64_t cg, int64_t k, int64_t stride,
+                                                           int64_t pad_left, int64_t pad_right,
+                                                           int64_t dilation, int64_t groups,
+                                                           int32_t accumulate, int32_t padding_mode);
 
 /* lcn_conv2d_transpose_forward_f32 (float), lcn_conv2d_transpose_forward_f64 (double)
  *   Transposed shared 2-D convolution (one filter bank), forward: y = conv^T(x, weight) + bias, the

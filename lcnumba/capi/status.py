@@ -36,15 +36,16 @@ MEANINGS = {
                           "any of them >= 2^31; output_padding not below the stride or the dilation of its axis; "
                           "eps not finite and > 0",
     Status.ERR_FLAG: "a flag that is not 0 or 1 (tile_mode, accumulate, ceil_mode, return_indices, "
-                     "normalize_input, intra_normalize, final_normalize), or a non-NULL `indices` with "
-                     "return_indices = 0",
+                     "normalize_input, intra_normalize, final_normalize), a padding_mode that is not one of "
+                     "LCN_PADDING_*, or a non-NULL `indices` with return_indices = 0",
     Status.ERR_GROUPS: "channels or filters not divisible by groups",
     Status.ERR_SHAPE: "dimensions that disagree: the weight's channels cg != c / groups (wc != c when "
                       "transposed), local weights whose (oh, ow) are not the output size ((wh, ww) not the input "
                       "size when transposed), NetVLAD k > kg",
     Status.ERR_GEOMETRY: "no output: a dilated kernel larger than the padded input, a transposed convolution's "
                          "padding larger than what its kernel and output_padding add; max-pooling padding larger "
-                         "than half the kernel",
+                         "than half the kernel; a padding that its padding_mode cannot fill (reflect: not below "
+                         "the input size, circular: above it)",
     Status.ERR_OVERLAP: "an output buffer overlaps an input buffer or another output",
     Status.ERR_INDEX: "a max-pooling index outside [-1, h * w) of its plane",
     Status.ERR_INTERNAL: "a kernel failed (out of memory for its workspace); the outputs are unspecified",

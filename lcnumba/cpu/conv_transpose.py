@@ -35,8 +35,6 @@ positions); ``bias_th, bias_tw, bias_periodic`` tile this op's output
 positions for the bias (one tile per position for the local family).
 """
 
-import types
-
 import numpy as np
 from numba import njit, prange
 
@@ -44,8 +42,10 @@ from .. import cache
 from ..config import FASTMATH
 from . import conv
 from .indexing import tile_of
+from .twins import over_conv_drivers
 
-COMPILES_IN = cache.sources("cpu/conv_transpose.py", conv.COMPILES_IN)
+#: twins.py binds the names the compiled drivers call (``over_conv_drivers``): it decides what they compile in.
+COMPILES_IN = cache.sources("cpu/conv_transpose.py", "cpu/twins.py", conv.COMPILES_IN)
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
@@ -90,18 +90,7 @@ _backward_input = conv.host_backward_input
 _backward_weight = conv.host_backward_weight
 
 
-def _compiled(driver):
-    """``njit(cache=True)`` of the plain ``driver`` calling the forward op's compiled drivers (``conv._compiled``)."""
-    namespace = dict(globals(), _forward=conv.forward, _backward_input=conv.backward_input,
-                     _backward_weight=conv.backward_weight)
-    twin = types.FunctionType(driver.__code__, namespace, driver.__name__, driver.__defaults__, driver.__closure__)
-    twin.__qualname__, twin.__module__, twin.__doc__ = driver.__qualname__, driver.__module__, driver.__doc__
-    return njit(cache=True)(twin)
-
-
-#: The drivers compiled: for the C entry points.
-forward = _compiled(host_forward)
-backward_input = _compiled(host_backward_input)
-backward_weight = _compiled(host_backward_weight)
+#: The drivers compiled, calling the compiled convolution drivers: for the C entry points.
+forward, backward_input, backward_weight = over_conv_drivers(host_forward, host_backward_input, host_backward_weight)
 
 cache.key_kernels(globals())

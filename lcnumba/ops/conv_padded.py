@@ -19,16 +19,17 @@ as the kernels' views (images (N, C, H, W), flat weights and biases) and
 ``plan`` is the call's, with ``plan.mode`` not zeros.
 """
 
-#: Elements of the padded scratch buffer: a chunk holds as many samples as fit (at least one).
-#: 4 Mi elements (16 MiB in float32): large enough that a chunk is many GEMM columns, small
-#: enough to stay a fraction of any batch worth chunking. Tests patch it down.
-CHUNK_ELEMENTS = 1 << 22
+from ..cpu import conv_padded as padded_kernels
+
+#: Elements of the padded scratch buffer (``lcnumba.cpu.conv_padded.CHUNK_ELEMENTS``, which the C entry
+#: points compile in: the same chunks, so the same sums). Tests patch it down.
+CHUNK_ELEMENTS = padded_kernels.CHUNK_ELEMENTS
 
 
 def samples_per_chunk(plan):
     """Samples padded at once: as many as ``CHUNK_ELEMENTS`` holds, at least 1, at most the batch."""
     g = plan.padded.geo
-    return max(1, min(g.n, CHUNK_ELEMENTS // max(1, g.c * g.h * g.w)))
+    return padded_kernels.samples_per_chunk(g.n, g.c, g.h, g.w, CHUNK_ELEMENTS)
 
 
 def _chunks(plan):

@@ -1,6 +1,7 @@
 /* A C host of lcnumba's C entry points: it embeds Python, asks lcnumba.capi
  * for the addresses of lcn_local_conv2d_forward_f32, two of its backward
- * passes and the transposed layer's forward, calls them on buffers it
+ * passes, its forward with a padding mode and the transposed layer's
+ * forward, calls them on buffers it
  * allocated itself and checks the results against naive loops computed here
  * in double precision.
  *
@@ -77,10 +78,11 @@ int main(int argc, char **argv)
     lcn_local_conv2d_backward_weight_f32_fn *backward_weight;
     lcn_local_conv2d_backward_input_f32_fn *backward_input;
     lcn_local_conv2d_transpose_forward_f32_fn *transpose;
+    lcn_local_conv2d_forward_ex_f32_fn *forward_ex;
     int64_t oh, ow;
     size_t nx, nw, nb, ny, i;
     float *x, *w, *b, *y, *dy, *dw, *dx;
-    double *y_ref, *dw_ref, *dx_ref;
+    double *y_ref, *dw_ref, *dx_ref, *y_circular;
     uint64_t seed = 42;
     int32_t rc;
     int n, f, c, ii, jj, a, bb;
@@ -112,8 +114,9 @@ int main(int argc, char **argv)
         (lcn_local_conv2d_backward_input_f32_fn *)entry_address(capi, "lcn_local_conv2d_backward_input_f32");
     transpose =
         (lcn_local_conv2d_transpose_forward_f32_fn *)entry_address(capi, "lcn_local_conv2d_transpose_forward_f32");
+    forward_ex = (lcn_local_conv2d_forward_ex_f32_fn *)entry_address(capi, "lcn_local_conv2d_forward_ex_f32");
     Py_DECREF(capi);
-    if (!forward || !backward_weight || !backward_input || !transpose)
+    if (!forward || !backward_weight || !backward_input || !transpose || !forward_ex)
         return 1;
     /* magictoken.capi_c.end */
 
@@ -135,14 +138,16 @@ int main(int argc, char **argv)
     y_ref = calloc(ny, sizeof *y_ref);
     dw_ref = calloc(nw, sizeof *dw_ref);
     dx_ref = calloc(nx, sizeof *dx_ref);
-    if (!x || !dx || !w || !dw || !b || !y || !dy || !y_ref || !dw_ref || !dx_ref)
+    y_circular = calloc(ny, sizeof *y_circular);
+    if (!x || !dx || !w || !dw || !b || !y || !dy || !y_ref || !dw_ref || !dx_ref || !y_circular)
         return 1;
     for (i = 0; i < nx; i++) x[i] = uniform(&seed);
     for (i = 0; i < nw; i++) w[i] = uniform(&seed);
     for (i = 0; i < nb; i++) b[i] = uniform(&seed);
     for (i = 0; i < ny; i++) dy[i] = uniform(&seed);
 
-    /* -- naive loops: y = local_conv(x, w) + b, dw = dy (x) x, dx = local_conv^T(dy) */
+    /* -- naive loops: y = local_conv(x, w) + b, dw = dy (x) x, dx = local_conv^T(dy), and y_circular, y with
+     *    the input wrapped around instead of zero-padded (every padding is at most the input size) */
 #define X(n, c, h, v) x[(((size_t)(n) * C + (c)) * H + (h)) * W + (v)]
 #define WIDX(i, j, f, c, a, bb) ((((((size_t)(i) * ow + (j)) * F + (f)) * CG + (c)) * KH + (a)) * KW + (bb))
 #define YIDX(n, f, i, j) ((((size_t)(n) * F + (f)) * oh + (i)) * ow + (j))
@@ -151,13 +156,14 @@ int main(int argc, char **argv)
             for (ii = 0; ii < oh; ii++)
                 for (jj = 0; jj < ow; jj++) {
                     int g = f / (F / GROUPS);
-                    double sum = b[((size_t)f * oh + ii) * ow + jj];
+                    double sum = b[((size_t)f * oh + ii) * ow + jj], circular = sum;
                     for (c = 0; c < CG; c++)
                         for (a = 0; a < KH; a++)
                             for (bb = 0; bb < KW; bb++) {
                                 int h = ii * SH - PT + a * DH, v = jj * SW - PL + bb * DW;
                                 size_t k = WIDX(ii, jj, f, c, a, bb);
                                 double grad = dy[YIDX(n, f, ii, jj)];
+                                circular += (double)w[k] * X(n, g * CG + c, (h + H) % H, (v + W) % W);
                                 if (h < 0 || h >= H || v < 0 || v >= W)
                                     continue;
                                 sum += (double)w[k] * X(n, g * CG + c, h, v);
@@ -165,6 +171,7 @@ int main(int argc, char **argv)
                                 dx_ref[(((size_t)n * C + g * CG + c) * H + h) * W + v] += grad * w[k];
                             }
                     y_ref[YIDX(n, f, ii, jj)] = sum;
+                    y_circular[YIDX(n, f, ii, jj)] = circular;
                 }
 
     /* -- the entry points; they need no GIL */
@@ -201,6 +208,14 @@ int main(int argc, char **argv)
                    GROUPS);
     check(rc == LCN_ERR_PARAMETER, "output_padding = stride -> LCN_ERR_PARAMETER");
 
+    /* -- the same layer with padding_mode circular (the _ex form: padding_mode last) */
+    rc = forward_ex(x, w, b, y, N, C, H, W, oh, ow, F, CG, KH, KW, SH, SW, PT, PL, PB, PR, DH, DW, GROUPS,
+                    LCN_PADDING_CIRCULAR);
+    check(rc == LCN_OK, "circular forward status");
+    check(max_error(y, y_circular, ny, 1e-5), "circular forward values");
+    rc = forward_ex(x, w, b, y, N, C, H, W, oh, ow, F, CG, KH, KW, SH, SW, PT, PL, PB, PR, DH, DW, GROUPS, 4);
+    check(rc == LCN_ERR_FLAG, "padding_mode 4 -> LCN_ERR_FLAG");
+
     /* -- bad arguments come back as status codes, with the output untouched */
     memset(y, 0, ny * sizeof *y);
     rc = forward(x, w, b, y, N, C, H, W, oh, ow + 1, F, CG, KH, KW, SH, SW, PT, PL, PB, PR, DH, DW, GROUPS);
@@ -216,15 +231,15 @@ int main(int argc, char **argv)
     PyEval_RestoreThread(thread);
 
     free(x); free(dx); free(w); free(dw); free(b); free(y); free(dy);
-    free(y_ref); free(dw_ref); free(dx_ref);
+    free(y_ref); free(dw_ref); free(dx_ref); free(y_circular);
     if (Py_FinalizeEx() < 0)
         failures++;
     if (failures) {
         fprintf(stderr, "host: %d check(s) failed\n", failures);
         return 1;
     }
-    printf("host: ok (local_conv2d forward, backward_weight, backward_input, transposed forward; %lld x %lld "
-           "output)\n",
+    printf("host: ok (local_conv2d forward, backward_weight, backward_input, circular forward, transposed forward; "
+           "%lld x %lld output)\n",
            (long long)oh, (long long)ow);
     return 0;
 }
