@@ -175,26 +175,25 @@ def store_tile(c, base, ld, row_count, col_count, vr, vc, acc, accumulate, rt):
 def _bgemm(rt):
     cells = rt * rt  # a local array's shape must be a constant
 
-    @kernel("void({f}[::1], {f}[::1], UniTuple(int32, 16), {f}[::1])")
+    @kernel("void({f}[::1], {f}[::1], UniTuple(int32, 18), {f}[::1])")
     def bgemm(a, b, geo, c):
         """``c[n] (+)= op(a[n]) @ op(b[n])`` over ``r_count`` terms; a block per (sample, row tile, column tile).
 
-        Flat C-contiguous operands: ``c`` (N, P, Q); ``a`` (P, R), or (R, P) with ``trans_a``, one matrix per
-        sample (``a_step = 1``) or one for all (``a_step = 0``); ``b`` (R, Q), or (Q, R) with ``trans_b``,
-        likewise. ``geo = (trans_a, trans_b, a_step, b_step, n, p, q, r_count, bm, bn, log_bm, log_bn,
+        Flat C-contiguous operands: ``c`` (N, P, Q); ``op(a[n])`` (P, R) is row ``p``, column ``k`` at
+        ``n a_stride + p lda + k`` (or ``n a_stride + k lda + p`` with ``trans_a``), ``a_stride`` 0 for one
+        matrix shared by every sample; ``op(b[n])`` (R, Q) likewise (``trans_b``: ``n b_stride + q ldb + k``).
+        ``geo = (trans_a, trans_b, a_stride, b_stride, lda, ldb, n, p, q, r_count, bm, bn, log_bm, log_bn,
         log_vcols, n_pb, n_qb, accumulate)``; ``bm x bn`` the block tile (powers of two, a thread per
         register tile at least).
         """
-        (trans_a, trans_b, a_step, b_step, n_total, p_count, q_count, r_count, bm, bn, log_bm, log_bn, log_vcols,
-         n_pb, n_qb, accumulate) = geo
+        (trans_a, trans_b, a_stride, b_stride, lda, ldb, n_total, p_count, q_count, r_count, bm, bn, log_bm, log_bn,
+         log_vcols, n_pb, n_qb, accumulate) = geo
         a_s = cuda.shared.array((2, GK, G_PAD), c.dtype)
         b_s = cuda.shared.array((2, GK, G_PAD), c.dtype)
         acc = cuda.local.array(cells, c.dtype)
         tid = cuda.threadIdx.x
         nt = cuda.blockDim.x
         busy, vr, vc = tile_owner(tid, bm, bn, log_vcols, rt)
-        lda = p_count if trans_a else r_count  # row lengths of a[n] and b[n]
-        ldb = r_count if trans_b else q_count
         item = cuda.blockIdx.x
         while item < n_total * n_pb * n_qb:
             rest, qb = divmod32(item, n_qb)
@@ -202,8 +201,8 @@ def _bgemm(rt):
             p0 = pb * bm
             q0 = qb * bn
             # op(a)[p0 + i, k] and op(b)[k, q0 + j] as the rows of the staged chunks
-            a_base = n * a_step * p_count * r_count + (p0 if trans_a else p0 * r_count)
-            b_base = n * b_step * q_count * r_count + (q0 * r_count if trans_b else q0)
+            a_base = n * a_stride + (p0 if trans_a else p0 * lda)
+            b_base = n * b_stride + (q0 * ldb if trans_b else q0)
             zero_tile(acc, rt)
             cuda.syncthreads()  # the last item's buffers are read
             stage(a, a_base, lda, not trans_a, bm, log_bm, p_count - p0, 0, r_count, a_s, 0, tid, nt)
@@ -235,16 +234,20 @@ _BGEMM = {RT_WIDE: bgemm, RT_NARROW: bgemm_rt2}
 
 
 def batched(a, trans_a, b, trans_b, r_count, accumulate, c, stream):
-    """``c[n] (+)= op(a[n]) @ op(b[n])`` on ``stream``: c (N, P, Q); a (Na, P, R) or, with ``trans_a``,
-    (Na, R, P); b (Nb, R, Q) or (Nb, Q, R); ``Na``, ``Nb`` either N or 1 (one matrix for every sample).
+    """``c[n] (+)= op(a[n]) @ op(b[n])`` over the first ``r_count`` terms, on ``stream``.
 
-    All C-contiguous device arrays of one dtype.
+    c (N, P, Q); a (Na, P, Ra) or, with ``trans_a``, (Na, Ra, P); b (Nb, Rb, Q) or, with ``trans_b``,
+    (Nb, Q, Rb); ``Ra, Rb >= r_count`` (the sum stops at ``r_count``: NetVLAD's ghost clusters are left
+    out so); ``Na``, ``Nb`` either N or 1 (one matrix for every sample). All C-contiguous device arrays
+    of one dtype.
     """
     n, p, q = c.shape
     rt = tile_side(c.dtype)
     bm, bn = block_tile(p, q, rt)
     n_pb, n_qb = -(-p // bm), -(-q // bn)
-    geo = (trans_a, trans_b, int(a.shape[0] > 1), int(b.shape[0] > 1), n, p, q, r_count, bm, bn, log2(bm),
+    a_stride = a.shape[1] * a.shape[2] if a.shape[0] > 1 else 0
+    b_stride = b.shape[1] * b.shape[2] if b.shape[0] > 1 else 0
+    geo = (trans_a, trans_b, a_stride, b_stride, a.shape[2], b.shape[2], n, p, q, r_count, bm, bn, log2(bm),
            log2(bn), log2(bn // rt), n_pb, n_qb, accumulate)
     blockwise(_BGEMM[rt], n * n_pb * n_qb, block_threads((bm // rt) * (bn // rt)), stream, a.reshape(-1),
               b.reshape(-1), geo, c.reshape(-1))
