@@ -17,6 +17,7 @@ from numba.cuda.cudadrv.devicearray import is_cuda_ndarray
 import lcnumba
 from lcnumba import config, geometry, testing
 from lcnumba.gpu import conv as gpu_conv
+from lcnumba.gpu import gemm
 
 from families import FAMILIES, FAMILIES_2D, Family, families
 
@@ -297,12 +298,19 @@ def test_errors_match_the_cpu(fam):
 def test_gemm_tiles_span_many_blocks(fam, monkeypatch):
     """Every pass at two block sizes: 1 thread (4 x 4 block tiles, one block per tile) and 64 threads.
 
-    Odd sizes, unequal strides, dilations and paddings, 3 groups of 6 filters (several filter tiles),
-    ``Kg = 18`` taps (several reduction chunks, so both shared-memory buffers), column splits. Each
-    agrees with the CPU kernels and the reference, and the two block sizes give the same bits.
+    The GEMM's block tiles are capped at 4 x 8 (``gemm.GM``, ``gemm.GN`` patched down), so that a tiny case
+    spans several filter, column and tap tiles at both sizes. Odd sizes, unequal strides, dilations and
+    paddings, 3 groups of 6 filters, ``Kg = 18`` taps (several reduction chunks, so both shared-memory
+    buffers), column splits. Locally connected layers run on kernels of their own (``gpu.local``, no GEMM
+    tiles) whose 1-thread blocks are the slowest on the simulator: 3 groups of 1 channel and 3 filters
+    (``Kg = 9``) there. Each agrees with the CPU kernels and the reference, and the two block sizes give the
+    same bits.
     """
     monkeypatch.setattr(gpu_conv, "MIN_COLUMNS_PER_SPLIT", 4)
-    case = make_case(fam, dtype=np.float32, n=3, c=6, size=(7, 9), f=18, kernel=(3, 3), tiles=(2, 3),
+    monkeypatch.setattr(gemm, "GM", 4)
+    monkeypatch.setattr(gemm, "GN", 8)
+    c, f = (3, 9) if fam.sharing == "local" else (6, 18)
+    case = make_case(fam, dtype=np.float32, n=2, c=c, size=(5, 7), f=f, kernel=(3, 3), tiles=(2, 2),
                      stride=(2, 1), padding=((1, 0), (2, 1)), dilation=(1, 2), groups=3)
     expected = [run(case, part, False) for part in PARTS]
     reference = [fam.ref("forward")(case.x, case.w, case.b, **case.geo), *reference_backward(case)]

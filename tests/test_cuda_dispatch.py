@@ -173,10 +173,15 @@ def test_no_atomics_in_the_cuda_kernels():
 
 
 def test_kernels_are_defined_at_module_level():
-    """A kernel defined inside a function would be compiled again on every call."""
+    """A kernel defined inside a function would be compiled again on every call.
+
+    The one exception is a factory (a kernel per register tile side, ``gemm.specialise``) called only by
+    module-level statements, so once per process.
+    """
     decorators = {"kernel", "device_function", "jit"}
     for path in _sources():
         tree = ast.parse(path.read_text())
+        factories = set()
         for top in tree.body:
             for node in ast.walk(top):
                 if node is top or not isinstance(node, ast.FunctionDef):
@@ -186,14 +191,22 @@ def test_kernels_are_defined_at_module_level():
                     if isinstance(dec, ast.Call):
                         func = dec.func
                         name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", None)
-                    assert name not in decorators, f"{path.name}:{node.lineno} defines a kernel inside a function"
+                    if name in decorators:
+                        assert isinstance(top, ast.FunctionDef), \
+                            f"{path.name}:{node.lineno} defines a kernel inside a {type(top).__name__}"
+                        factories.add(top.name)
+        for top in tree.body:
+            if isinstance(top, (ast.FunctionDef, ast.ClassDef)):
+                for node in ast.walk(top):
+                    assert not (isinstance(node, ast.Name) and node.id in factories), \
+                        f"{path.name}:{node.lineno}: {node.id} (it defines a kernel) is used inside a function"
 
 
 # ---------------------------------------------------------------- compiled for a real GPU
 
 
 _COMPILE = """
-import importlib, pickle, sys, types
+import importlib, os, pickle, re, shutil, subprocess, sys, tempfile, types
 from numba import cuda
 import numba.cuda.dispatcher as dispatcher
 # device functions ask the driver for the compute capability; there may be no GPU here
@@ -203,6 +216,7 @@ try:
 except Exception as exc:
     print("NO-NVVM", exc)
     sys.exit(0)
+ptxas = shutil.which("ptxas")
 for mod, name, dtype in pickle.load(open(sys.argv[1], "rb")):
     kern = getattr(importlib.import_module(mod), name)
     sig = kern.signature_for(dtype)
@@ -210,6 +224,15 @@ for mod, name, dtype in pickle.load(open(sys.argv[1], "rb")):
     assert "atom." not in ptx, name
     if "float32" in sig:
         assert ".f64" not in ptx, f"{name} does float64 arithmetic on float32 data"
+    if ptxas and (mod == "lcnumba.gpu.gemm" or name.startswith(("conv_forward", "conv_backward_weight"))):
+        # the GEMM kernels keep their register tile in registers (the float64 ones on a narrower tile)
+        with tempfile.NamedTemporaryFile("w", suffix=".ptx", delete=False) as fh:
+            fh.write(ptx)
+        info = subprocess.run([ptxas, "-arch=sm_90", "-v", fh.name, "-o", os.devnull], capture_output=True,
+                              text=True).stderr
+        os.unlink(fh.name)
+        spills = [int(b) for b in re.findall(r"(\\d+) bytes spill", info)]
+        assert spills and not any(spills), f"{name} ({dtype}) spills: {info}"
     print("OK", name)
 """
 
@@ -217,7 +240,7 @@ for mod, name, dtype in pickle.load(open(sys.argv[1], "rb")):
 @pytest.mark.skipif(not launch.SIMULATOR, reason="on a GPU every test compiles the kernels anyway")
 def test_every_kernel_compiles_for_a_real_gpu(tmp_path, monkeypatch):
     """Launch every kernel on the simulator, both dtypes, then compile each for sm_90 with its declared signature."""
-    from lcnumba.gpu import conv, jit, kernels, local, netvlad, pool
+    from lcnumba.gpu import conv, gemm, jit, kernels, local, netvlad, pool
 
     monkeypatch.setattr(conv, "MIN_COLUMNS_PER_SPLIT", 2)
     rng = np.random.default_rng(0)
@@ -235,7 +258,7 @@ def test_every_kernel_compiles_for_a_real_gpu(tmp_path, monkeypatch):
         args = (dev(x), dev(np.ones((3, 2), dtype)), dev(np.ones(3, dtype)), dev(np.ones((2, 2), dtype)))
         lcnumba.netvlad_backward(lcnumba.netvlad_forward(*args), *args)
     seen = [(mod.__name__, name, str(dtype))
-            for mod in (conv, kernels, local, netvlad, pool)
+            for mod in (conv, gemm, kernels, local, netvlad, pool)
             for name, kern in vars(mod).items() if isinstance(kern, jit.Kernel)
             for dtype in kern._compiled]
     sigs = tmp_path / "sigs.pkl"
@@ -247,8 +270,9 @@ def test_every_kernel_compiles_for_a_real_gpu(tmp_path, monkeypatch):
         pytest.skip("NVVM and NVRTC (pip install nvidia-nvvm nvidia-cuda-nvrtc) are not installed")
     assert done.returncode == 0, done.stderr[-3000:]
     compiled = {line.split()[1] for line in done.stdout.splitlines() if line.startswith("OK")}
-    kernels = {"conv_forward", "conv_backward_input", "conv_backward_weight", "conv_backward_bias", "max_pool2d_fwd",
-               "max_pool2d_bwd", "bgemm", "softmax_assign", "reduce_splits", "copy6", "fill1", "local_forward",
+    kernels = {"conv_forward", "conv_forward_rt2", "conv_backward_input", "conv_backward_weight",
+               "conv_backward_weight_rt2", "conv_backward_bias", "max_pool2d_fwd", "max_pool2d_bwd", "bgemm", "bgemm_rt2",
+               "softmax_assign", "reduce_splits", "copy6", "fill1", "local_forward",
                "local_backward_weight", "local_dpatch", "local_gather_input"}
     assert kernels <= compiled, kernels - compiled
 

@@ -29,16 +29,17 @@ loop over taps or columns.
 
 Forward (``conv_forward``), an implicit GEMM per bank and group:
 ``Y = W X`` with ``X`` the im2col matrix of ``x`` (never formed). A block
-owns a ``bm x bn`` tile of filters x columns (powers of two, at most
-``tiles.GM x tiles.GN``) and each of its threads an ``RT x RT`` register
-tile; the reduction over taps runs in chunks of ``GK``, staged in two
-shared-memory buffers so that the next chunk is loaded while this one is
-multiplied (one barrier per chunk). The block copies its columns' table
-rows to shared memory once. Columns are sample-major, so one staged weight
-chunk serves every sample of the block: for local and tiled convolution
-each weight is read once per block and reused across the batch. The block
-tile shrinks (``_tiles``) until the configured threads per block hold a
-register tile each.
+owns a ``bm x bn`` tile of filters x columns and each of its threads an
+``rt x rt`` register tile, the reduction over taps in double-buffered
+chunks of ``GK``: the micro-kernel of ``lcnumba.gpu.gemm`` (its tile
+sizes, the register tile side per dtype, and ``block_tile``, which
+shrinks the block tile until the configured threads per block hold a
+register tile each). The block copies its columns' table rows to shared
+memory once. Columns are sample-major, so one staged weight chunk serves
+every sample of the block: for local and tiled convolution each weight is
+read once per block and reused across the batch. Both GEMM kernels are
+compiled once per register tile side (``conv_forward``,
+``conv_forward_rt2``; the host picks by dtype).
 
 Backward weight (``conv_backward_weight``), the GEMM ``dW = dY X^T`` with
 the same tiles: a block owns a ``bm x bk`` tile of ``dW`` (filters x taps)
@@ -76,11 +77,12 @@ import math
 import numpy as np
 
 from .. import indexing
+from .gemm import (G_PAD, GK, GN, LOG_GK, RT_NARROW, RT_WIDE, block_tile, full_tiles, log2, mac_tile, specialise,
+                   stage, tile_owner, tile_side, zero_tile)
 from .intmath import div32, divmod32
 from .jit import cuda, device_function, kernel
 from .kernels import reduce_splits
-from .launch import block_threads, blockwise, elementwise, scratch, threads_per_block
-from .tiles import G_PAD, GK, GM, GN, LOG_GK, RT, RT_CELLS, mac_tile, tile_owner, zero_tile
+from .launch import block_threads, blockwise, elementwise, scratch
 
 #: Samples per thread in the input-gradient gather.
 NB = 8
@@ -257,20 +259,6 @@ def _patch(x, taps, k, kg, corner, row, col, height, width):
 
 
 @device_function
-def _stage_weights(w, base, kg, rows, bm, k0, a_s, buf, tid, nt):
-    """``a_s[buf, kk, r] = w[base + r * kg + k0 + kk]`` (0 past ``rows`` or ``kg``); consecutive threads along ``k``."""
-    e = tid
-    while e < (bm << LOG_GK):
-        kk = e & (GK - 1)
-        r = e >> LOG_GK
-        if r < rows and k0 + kk < kg:
-            a_s[buf, kk, r] = w[base + r * kg + k0 + kk]
-        else:
-            a_s[buf, kk, r] = 0
-        e += nt
-
-
-@device_function
 def _stage_im2col(x, taps, corner, row, col, bn, log_bn, k0, kg, height, width, b_s, buf, tid, nt):
     """``b_s[buf, kk, cn]``: the im2col chunk of taps ``k0 + kk`` and the block's columns; consecutive threads
     along the columns (consecutive output positions)."""
@@ -316,170 +304,190 @@ def _stage_im2col_t(x, tile_taps, columns, first, n_valid, x_group, bk, height, 
 # ---------------------------------------------------------------- kernels
 
 
-@kernel("void({f}[::1], {f}[::1], {f}[::1], int32[:, ::1], int32[:, ::1], UniTuple(int32, 19), {f}[::1])")
-def conv_forward(x, w, b, taps, columns, geo, y):
-    """``y = conv(x, w) + b``; a block per (bank, group, filter tile, column tile), block-stride loop.
+def _conv_forward(rt):
+    """The forward kernel with ``rt x rt`` register tiles."""
+    cells = rt * rt  # a local array's shape must be a constant
 
-    ``x``, ``w``, ``b``, ``y`` flat; ``taps`` and ``columns`` from ``conv_tables``. ``geo = (has_bias, th, tw, periodic,
-    groups, cg, fg, n, height, width, oh, ow, kg, bm, bn, log_vcols, log_bn, n_fb, n_cb)``: ``bm x bn`` is the
-    block tile (powers of two), ``log_vcols = log2(bn / RT)``, and the block has at least a thread per register
-    tile.
-    """
-    (has_bias, th, tw, periodic, groups, cg, fg, n_total, height, width, oh, ow, kg, bm, bn, log_vcols, log_bn,
-     n_fb, n_cb) = geo
-    a_s = cuda.shared.array((2, GK, G_PAD), x.dtype)
-    b_s = cuda.shared.array((2, GK, G_PAD), x.dtype)
-    corner = cuda.shared.array(GN, np.int32)  # per column of the block: window corner's offset in x,
-    row = cuda.shared.array(GN, np.int32)  # its row and column,
-    col = cuda.shared.array(GN, np.int32)
-    out = cuda.shared.array(GN, np.int32)  # and the output's offset in y (filter 0), -1 past the bank's end
-    acc = cuda.local.array(RT_CELLS, x.dtype)
-    tid = cuda.threadIdx.x
-    nt = cuda.blockDim.x
-    busy, vr, vc = tile_owner(tid, bm, bn, log_vcols)  # the block has at least one thread per register tile
-    hw = height * width
-    n_filters = fg * groups
-    ohw = oh * ow
-    n_tiles = th * tw
-    n_items = n_tiles * groups * n_fb * n_cb
-    item = cuda.blockIdx.x
-    while item < n_items:
-        rest, cb = divmod32(item, n_cb)
-        rest, fb = divmod32(rest, n_fb)
-        t, g = divmod32(rest, groups)
-        i0, istep, nu, j0, jstep, nv, first = bank_columns(t, n_total, oh, ow, th, tw, periodic)
-        n_cols = n_total * nu * nv
-        col0 = cb * bn
-        if col0 < n_cols:  # the same for every thread of the block
+    @kernel("void({f}[::1], {f}[::1], {f}[::1], int32[:, ::1], int32[:, ::1], UniTuple(int32, 19), {f}[::1])")
+    def conv_forward(x, w, b, taps, columns, geo, y):
+        """``y = conv(x, w) + b``; a block per (bank, group, filter tile, column tile), block-stride loop.
+
+        ``x``, ``w``, ``b``, ``y`` flat; ``taps`` and ``columns`` from ``conv_tables``. ``geo = (has_bias, th, tw, periodic,
+        groups, cg, fg, n, height, width, oh, ow, kg, bm, bn, log_vcols, log_bn, n_fb, n_cb)``: ``bm x bn`` is the
+        block tile (powers of two), ``log_vcols = log2(bn / rt)``, and the block has at least a thread per register
+        tile.
+        """
+        (has_bias, th, tw, periodic, groups, cg, fg, n_total, height, width, oh, ow, kg, bm, bn, log_vcols, log_bn,
+         n_fb, n_cb) = geo
+        a_s = cuda.shared.array((2, GK, G_PAD), x.dtype)
+        b_s = cuda.shared.array((2, GK, G_PAD), x.dtype)
+        corner = cuda.shared.array(GN, np.int32)  # per column of the block: window corner's offset in x,
+        row = cuda.shared.array(GN, np.int32)  # its row and column,
+        col = cuda.shared.array(GN, np.int32)
+        out = cuda.shared.array(GN, np.int32)  # and the output's offset in y (filter 0), -1 past the bank's end
+        acc = cuda.local.array(cells, x.dtype)
+        tid = cuda.threadIdx.x
+        nt = cuda.blockDim.x
+        busy, vr, vc = tile_owner(tid, bm, bn, log_vcols, rt)  # the block has at least one thread per register tile
+        hw = height * width
+        n_filters = fg * groups
+        ohw = oh * ow
+        n_tiles = th * tw
+        n_items = n_tiles * groups * n_fb * n_cb
+        item = cuda.blockIdx.x
+        while item < n_items:
+            rest, cb = divmod32(item, n_cb)
+            rest, fb = divmod32(rest, n_fb)
+            t, g = divmod32(rest, groups)
+            i0, istep, nu, j0, jstep, nv, first = bank_columns(t, n_total, oh, ow, th, tw, periodic)
+            n_cols = n_total * nu * nv
+            col0 = cb * bn
+            if col0 < n_cols:  # the same for every thread of the block
+                f0 = fb * bm
+                cuda.syncthreads()  # the previous item's columns are read no more
+                e = tid
+                while e < bn:
+                    if col0 + e < n_cols:
+                        out[e] = columns[first + col0 + e, 0]
+                        corner[e] = columns[first + col0 + e, 1] + g * cg * hw
+                        row[e] = columns[first + col0 + e, 2]
+                        col[e] = columns[first + col0 + e, 3]
+                    else:
+                        out[e] = -1
+                        corner[e] = 0
+                        row[e] = OUTSIDE
+                        col[e] = 0
+                    e += nt
+                w_base = (t * n_filters + g * fg + f0) * kg
+                zero_tile(acc, rt)
+                cuda.syncthreads()  # the columns are written, the last tile's buffers are read
+                stage(w, w_base, kg, True, bm, 0, fg - f0, 0, kg, a_s, 0, tid, nt)
+                _stage_im2col(x, taps, corner, row, col, bn, log_bn, 0, kg, height, width, b_s, 0, tid, nt)
+                cuda.syncthreads()
+                buf = 0
+                k0 = 0
+                while k0 < kg:
+                    nxt = k0 + GK
+                    if nxt < kg:  # the next chunk into the other buffer while this one is multiplied
+                        stage(w, w_base, kg, True, bm, 0, fg - f0, nxt, kg, a_s, 1 - buf, tid, nt)
+                        _stage_im2col(x, taps, corner, row, col, bn, log_bn, nxt, kg, height, width, b_s, 1 - buf, tid,
+                                      nt)
+                    if busy:
+                        mac_tile(a_s, b_s, buf, vr, vc, acc, rt)
+                    cuda.syncthreads()
+                    buf = 1 - buf
+                    k0 = nxt
+                if busy:
+                    for r in range(rt):
+                        f = g * fg + f0 + vr * rt + r
+                        if f < g * fg + fg:
+                            bias = b[f * n_tiles + t] if has_bias else x.dtype.type(0)
+                            for s in range(rt):
+                                o = out[vc * rt + s]
+                                if o >= 0:
+                                    y[o + f * ohw] = acc[r * rt + s] + bias
+            item += cuda.gridDim.x
+
+    return conv_forward
+
+
+def _conv_backward_weight(rt):
+    """The weight-gradient kernel with ``rt x rt`` register tiles."""
+    cells = rt * rt  # a local array's shape must be a constant
+
+    @kernel("void({f}[::1], {f}[::1], int32[:, ::1], int32[:, ::1], UniTuple(int32, 20), {f}[::1])")
+    def conv_backward_weight(dy, x, taps, columns, geo, dst):
+        """``dst[s, t] (+)= dY_t X_t^T`` over split ``s`` of bank ``t``'s columns; dst (S, T, F, Kg) flat.
+
+        A block per (split, bank, group, filter tile, tap tile), block-stride
+        loop; columns are reduced in increasing order. ``taps`` and ``columns``
+        from ``conv_tables``. ``geo = (th, tw, periodic, groups, cg, fg, n,
+        height, width, oh, ow, kg, bm, bk, log_vcols, n_fb, n_kb, n_split,
+        split_cols, accumulate)``, tiles as for ``conv_forward``.
+        """
+        (th, tw, periodic, groups, cg, fg, n_total, height, width, oh, ow, kg, bm, bk, log_vcols, n_fb, n_kb, n_split,
+         split_cols, accumulate) = geo
+        a_s = cuda.shared.array((2, GK, G_PAD), x.dtype)  # dY^T chunk: (columns, filters)
+        b_s = cuda.shared.array((2, GK, G_PAD), x.dtype)  # im2col(x)^T chunk: (columns, taps)
+        tile_taps = cuda.shared.array((3, GN), np.int32)  # taps[:, k0:k0 + bk], rows OUTSIDE past kg
+        acc = cuda.local.array(cells, x.dtype)
+        tid = cuda.threadIdx.x
+        nt = cuda.blockDim.x
+        busy, vr, vc = tile_owner(tid, bm, bk, log_vcols, rt)  # the block has at least one thread per register tile
+        hw = height * width
+        n_filters = fg * groups
+        ohw = oh * ow
+        n_tiles = th * tw
+        n_items = n_split * n_tiles * groups * n_fb * n_kb
+        item = cuda.blockIdx.x
+        while item < n_items:
+            rest, kb = divmod32(item, n_kb)
+            rest, fb = divmod32(rest, n_fb)
+            rest, g = divmod32(rest, groups)
+            split, t = divmod32(rest, n_tiles)
+            i0, istep, nu, j0, jstep, nv, first = bank_columns(t, n_total, oh, ow, th, tw, periodic)
+            c_lo = split * split_cols
+            c_hi = min(n_total * nu * nv, c_lo + split_cols)
             f0 = fb * bm
-            cuda.syncthreads()  # the previous item's columns are read no more
-            e = tid
-            while e < bn:
-                if col0 + e < n_cols:
-                    out[e] = columns[first + col0 + e, 0]
-                    corner[e] = columns[first + col0 + e, 1] + g * cg * hw
-                    row[e] = columns[first + col0 + e, 2]
-                    col[e] = columns[first + col0 + e, 3]
-                else:
-                    out[e] = -1
-                    corner[e] = 0
-                    row[e] = OUTSIDE
-                    col[e] = 0
-                e += nt
-            w_base = (t * n_filters + g * fg + f0) * kg
-            zero_tile(acc)
-            cuda.syncthreads()  # the columns are written, the last tile's buffers are read
-            _stage_weights(w, w_base, kg, fg - f0, bm, 0, a_s, 0, tid, nt)
-            _stage_im2col(x, taps, corner, row, col, bn, log_bn, 0, kg, height, width, b_s, 0, tid, nt)
-            cuda.syncthreads()
-            buf = 0
-            k0 = 0
-            while k0 < kg:
-                nxt = k0 + GK
-                if nxt < kg:  # the next chunk into the other buffer while this one is multiplied
-                    _stage_weights(w, w_base, kg, fg - f0, bm, nxt, a_s, 1 - buf, tid, nt)
-                    _stage_im2col(x, taps, corner, row, col, bn, log_bn, nxt, kg, height, width, b_s, 1 - buf, tid,
-                                  nt)
-                if busy:
-                    mac_tile(a_s, b_s, buf, vr, vc, acc)
+            k0 = kb * bk
+            row0 = g * fg + f0
+            x_group = g * cg * hw
+            zero_tile(acc, rt)
+            if c_lo < c_hi:  # the same for every thread of the block
+                cuda.syncthreads()  # the last tile's buffers and taps are read
+                e = tid
+                while e < bk:
+                    if k0 + e < kg:
+                        tile_taps[0, e] = taps[0, k0 + e]
+                        tile_taps[1, e] = taps[1, k0 + e]
+                        tile_taps[2, e] = taps[2, k0 + e]
+                    else:
+                        tile_taps[0, e] = 0
+                        tile_taps[1, e] = OUTSIDE
+                        tile_taps[2, e] = 0
+                    e += nt
                 cuda.syncthreads()
-                buf = 1 - buf
-                k0 = nxt
+                _stage_gradients(dy, columns, first + c_lo, c_hi - c_lo, row0, ohw, fg - f0, bm, a_s, 0, tid, nt)
+                _stage_im2col_t(x, tile_taps, columns, first + c_lo, c_hi - c_lo, x_group, bk, height, width, b_s, 0,
+                                tid, nt)
+                cuda.syncthreads()
+                buf = 0
+                col0 = c_lo
+                while col0 < c_hi:
+                    nxt = col0 + GK
+                    if nxt < c_hi:  # the next chunk into the other buffer while this one is multiplied
+                        _stage_gradients(dy, columns, first + nxt, c_hi - nxt, row0, ohw, fg - f0, bm, a_s, 1 - buf,
+                                         tid, nt)
+                        _stage_im2col_t(x, tile_taps, columns, first + nxt, c_hi - nxt, x_group, bk, height, width,
+                                        b_s, 1 - buf, tid, nt)
+                    if busy:
+                        mac_tile(a_s, b_s, buf, vr, vc, acc, rt)
+                    cuda.syncthreads()
+                    buf = 1 - buf
+                    col0 = nxt
             if busy:
-                for r in range(RT):
-                    f = g * fg + f0 + vr * RT + r
-                    if f < g * fg + fg:
-                        bias = b[f * n_tiles + t] if has_bias else x.dtype.type(0)
-                        for s in range(RT):
-                            o = out[vc * RT + s]
-                            if o >= 0:
-                                y[o + f * ohw] = acc[r * RT + s] + bias
-        item += cuda.gridDim.x
+                base = ((split * n_tiles + t) * n_filters + g * fg + f0) * kg + k0
+                for r in range(rt):
+                    fm = vr * rt + r
+                    if f0 + fm < fg:
+                        for s in range(rt):
+                            kk = vc * rt + s
+                            if k0 + kk < kg:
+                                if accumulate:
+                                    dst[base + fm * kg + kk] += acc[r * rt + s]
+                                else:
+                                    dst[base + fm * kg + kk] = acc[r * rt + s]
+            item += cuda.gridDim.x
+
+    return conv_backward_weight
 
 
-@kernel("void({f}[::1], {f}[::1], int32[:, ::1], int32[:, ::1], UniTuple(int32, 20), {f}[::1])")
-def conv_backward_weight(dy, x, taps, columns, geo, dst):
-    """``dst[s, t] (+)= dY_t X_t^T`` over split ``s`` of bank ``t``'s columns; dst (S, T, F, Kg) flat.
-
-    A block per (split, bank, group, filter tile, tap tile), block-stride
-    loop; columns are reduced in increasing order. ``taps`` and ``columns``
-    from ``conv_tables``. ``geo = (th, tw, periodic, groups, cg, fg, n,
-    height, width, oh, ow, kg, bm, bk, log_vcols, n_fb, n_kb, n_split,
-    split_cols, accumulate)``, tiles as for ``conv_forward``.
-    """
-    (th, tw, periodic, groups, cg, fg, n_total, height, width, oh, ow, kg, bm, bk, log_vcols, n_fb, n_kb, n_split,
-     split_cols, accumulate) = geo
-    a_s = cuda.shared.array((2, GK, G_PAD), x.dtype)  # dY^T chunk: (columns, filters)
-    b_s = cuda.shared.array((2, GK, G_PAD), x.dtype)  # im2col(x)^T chunk: (columns, taps)
-    tile_taps = cuda.shared.array((3, GN), np.int32)  # taps[:, k0:k0 + bk], rows OUTSIDE past kg
-    acc = cuda.local.array(RT_CELLS, x.dtype)
-    tid = cuda.threadIdx.x
-    nt = cuda.blockDim.x
-    busy, vr, vc = tile_owner(tid, bm, bk, log_vcols)  # the block has at least one thread per register tile
-    hw = height * width
-    n_filters = fg * groups
-    ohw = oh * ow
-    n_tiles = th * tw
-    n_items = n_split * n_tiles * groups * n_fb * n_kb
-    item = cuda.blockIdx.x
-    while item < n_items:
-        rest, kb = divmod32(item, n_kb)
-        rest, fb = divmod32(rest, n_fb)
-        rest, g = divmod32(rest, groups)
-        split, t = divmod32(rest, n_tiles)
-        i0, istep, nu, j0, jstep, nv, first = bank_columns(t, n_total, oh, ow, th, tw, periodic)
-        c_lo = split * split_cols
-        c_hi = min(n_total * nu * nv, c_lo + split_cols)
-        f0 = fb * bm
-        k0 = kb * bk
-        row0 = g * fg + f0
-        x_group = g * cg * hw
-        zero_tile(acc)
-        if c_lo < c_hi:  # the same for every thread of the block
-            cuda.syncthreads()  # the last tile's buffers and taps are read
-            e = tid
-            while e < bk:
-                if k0 + e < kg:
-                    tile_taps[0, e] = taps[0, k0 + e]
-                    tile_taps[1, e] = taps[1, k0 + e]
-                    tile_taps[2, e] = taps[2, k0 + e]
-                else:
-                    tile_taps[0, e] = 0
-                    tile_taps[1, e] = OUTSIDE
-                    tile_taps[2, e] = 0
-                e += nt
-            cuda.syncthreads()
-            _stage_gradients(dy, columns, first + c_lo, c_hi - c_lo, row0, ohw, fg - f0, bm, a_s, 0, tid, nt)
-            _stage_im2col_t(x, tile_taps, columns, first + c_lo, c_hi - c_lo, x_group, bk, height, width, b_s, 0,
-                            tid, nt)
-            cuda.syncthreads()
-            buf = 0
-            col0 = c_lo
-            while col0 < c_hi:
-                nxt = col0 + GK
-                if nxt < c_hi:  # the next chunk into the other buffer while this one is multiplied
-                    _stage_gradients(dy, columns, first + nxt, c_hi - nxt, row0, ohw, fg - f0, bm, a_s, 1 - buf,
-                                     tid, nt)
-                    _stage_im2col_t(x, tile_taps, columns, first + nxt, c_hi - nxt, x_group, bk, height, width,
-                                    b_s, 1 - buf, tid, nt)
-                if busy:
-                    mac_tile(a_s, b_s, buf, vr, vc, acc)
-                cuda.syncthreads()
-                buf = 1 - buf
-                col0 = nxt
-        if busy:
-            base = ((split * n_tiles + t) * n_filters + g * fg + f0) * kg + k0
-            for r in range(RT):
-                fm = vr * RT + r
-                if f0 + fm < fg:
-                    for s in range(RT):
-                        kk = vc * RT + s
-                        if k0 + kk < kg:
-                            if accumulate:
-                                dst[base + fm * kg + kk] += acc[r * RT + s]
-                            else:
-                                dst[base + fm * kg + kk] = acc[r * RT + s]
-        item += cuda.gridDim.x
+conv_forward = specialise(_conv_forward, RT_WIDE, "conv_forward")
+conv_forward_rt2 = specialise(_conv_forward, RT_NARROW, "conv_forward_rt2")
+conv_backward_weight = specialise(_conv_backward_weight, RT_WIDE, "conv_backward_weight")
+conv_backward_weight_rt2 = specialise(_conv_backward_weight, RT_NARROW, "conv_backward_weight_rt2")
+_FORWARD = {RT_WIDE: conv_forward, RT_NARROW: conv_forward_rt2}
+_BACKWARD_WEIGHT = {RT_WIDE: conv_backward_weight, RT_NARROW: conv_backward_weight_rt2}
 
 
 @kernel("void({f}[:, :, :, ::1], UniTuple(int32, 6), {f}[:, :, ::1])")
@@ -602,11 +610,6 @@ def _round_up(a, b):
     return _ceil_div(max(a, 1), b) * b
 
 
-def _pow2(a, most):
-    """The least power of two at least ``a`` and ``RT``, at most ``most``."""
-    return min(most, 1 << (max(a, RT) - 1).bit_length())
-
-
 def _max_columns(n, oh, ow, th, tw):
     return n * indexing.span_count(oh, th) * indexing.span_count(ow, tw)
 
@@ -639,19 +642,6 @@ def _tables(x, oh, ow, th, tw, periodic, kargs, n_filters, kg, stream):
     return taps, columns
 
 
-def _tiles(rows, cols):
-    """Block tile ``(bm, bn)``: powers of two covering ``rows x cols`` up to ``GM x GN``, shrunk (the longer side
-    first) until the block has a thread per ``RT x RT`` register tile."""
-    bm, bn = _pow2(rows, GM), _pow2(cols, GN)
-    threads = threads_per_block()
-    while (bm // RT) * (bn // RT) > threads:
-        if bm >= bn:
-            bm //= 2
-        else:
-            bn //= 2
-    return bm, bn
-
-
 def _geometry(x, oh, ow, th, tw, periodic, groups, n_filters, kg):
     """The integers both GEMM kernels' ``geo`` share."""
     n, c, h, wd = x.shape
@@ -667,13 +657,14 @@ def forward(x, w, b, th, tw, periodic, kargs, groups, y, stream):
     if max_cols == 0 or n_filters == 0:
         return
     fg = n_filters // groups
-    bm, bn = _tiles(fg, max_cols)
+    rt = tile_side(x.dtype)
+    bm, bn = block_tile(fg, max_cols, rt)
     n_fb, n_cb = _ceil_div(fg, bm), _ceil_div(max_cols, bn)
     taps, columns = _tables(x, oh, ow, th, tw, periodic, kargs, n_filters, kg, stream)
     bias = w.reshape(-1) if b is None else b.reshape(-1)
     geo = (b is not None, *_geometry(x, oh, ow, th, tw, periodic, groups, n_filters, kg), bm, bn,
-           (bn // RT).bit_length() - 1, bn.bit_length() - 1, n_fb, n_cb)
-    blockwise(conv_forward, th * tw * groups * n_fb * n_cb, block_threads((bm // RT) * (bn // RT)), stream,
+           log2(bn // rt), log2(bn), n_fb, n_cb)
+    blockwise(_FORWARD[rt], th * tw * groups * n_fb * n_cb, block_threads((bm // rt) * (bn // rt)), stream,
               x.reshape(-1), w.reshape(-1), bias, taps, columns, geo, y.reshape(-1))
 
 
@@ -685,23 +676,23 @@ def backward_weight(dy, x, th, tw, periodic, kargs, groups, accumulate, out, str
     if out.size == 0:
         return
     fg = n_filters // groups
-    bm, bk = _tiles(fg, kg)
+    rt = tile_side(x.dtype)
+    bm, bk = block_tile(fg, kg, rt)
     n_fb, n_kb = _ceil_div(fg, bm), _ceil_div(kg, bk)
     max_cols = _max_columns(n, oh, ow, th, tw)
     # the split (so the order of the sum) from the shapes alone, not from the tile the block size allows
-    full_tiles = _ceil_div(fg, _pow2(fg, GM)) * _ceil_div(kg, _pow2(kg, GN))
-    n_split, split_cols = _splits(max_cols, n_tiles * groups * full_tiles, TARGET_BLOCKS)
+    n_split, split_cols = _splits(max_cols, n_tiles * groups * full_tiles(fg, kg, rt), TARGET_BLOCKS)
     taps, columns = _tables(x, oh, ow, th, tw, periodic, kargs, n_filters, kg, stream)
-    threads = block_threads((bm // RT) * (bk // RT))
+    threads = block_threads((bm // rt) * (bk // rt))
     items = n_split * n_tiles * groups * n_fb * n_kb
     geo = (*_geometry(x, oh, ow, th, tw, periodic, groups, n_filters, kg), bm, bk,
-           (bk // RT).bit_length() - 1, n_fb, n_kb, n_split, split_cols)
+           log2(bk // rt), n_fb, n_kb, n_split, split_cols)
     if n_split == 1:
-        blockwise(conv_backward_weight, items, threads, stream, dy.reshape(-1), x.reshape(-1), taps, columns,
+        blockwise(_BACKWARD_WEIGHT[rt], items, threads, stream, dy.reshape(-1), x.reshape(-1), taps, columns,
                   (*geo, accumulate), out.reshape(-1))
         return
     (partial,) = scratch([(n_split, n_tiles, n_filters, kg)], out.dtype, stream)
-    blockwise(conv_backward_weight, items, threads, stream, dy.reshape(-1), x.reshape(-1), taps, columns,
+    blockwise(_BACKWARD_WEIGHT[rt], items, threads, stream, dy.reshape(-1), x.reshape(-1), taps, columns,
               (*geo, False), partial.reshape(-1))
     size = n_tiles * n_filters * kg
     elementwise(reduce_splits, size, stream, partial.reshape(n_split, size), accumulate, out.reshape(size))

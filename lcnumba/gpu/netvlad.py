@@ -19,11 +19,12 @@ backward recomputes that forward and adds the GEMMs ``dV X``,
 ``dV^T A_K + W^T dS`` and ``(dS diag(1/r)) X^T``; the (K, D, M) residuals
 are never formed, as on the CPU.
 
-Every matrix product runs through one batched GEMM kernel (``bgemm``): a
-block computes a ``bm x bn`` tile of one sample's product, staging
-``BK``-wide slices of both operands in shared memory with loads along
-each operand's contiguous axis (so transposed operands are read
-coalesced too) and accumulating a ``2 x 2`` register tile per thread.
+Every matrix product runs through the batched GEMM kernel of
+``lcnumba.gpu.gemm`` (``gemm.batched``), the micro-kernel of the
+convolution's implicit GEMMs: block tiles of up to 64 x 64, a register
+tile per thread, double-buffered chunks staged along each operand's
+contiguous axis (so transposed operands are read coalesced too), every
+output summed by one thread in the order of the reduction index.
 The small steps between the GEMMs (norms, softmax, per-cluster
 normalisation) are grid-stride loops with a thread per descriptor or per
 cluster, walking their rows in order; the two per-sample sums (the global
@@ -39,83 +40,11 @@ outputs it returns.
 
 import math
 
+from .gemm import batched
 from .intmath import divmod32
 from .jit import cuda, device_function, kernel
 from .kernels import reduce_splits
 from .launch import block_threads, blockwise, elementwise, fill, scratch
-from .tiles import BK, BK_PAD, BM, BN, BN_PAD, TM, TN, mac_2x2, store_2x2, tile_index, virtual_cell
-
-
-@device_function
-def _stage(m, n, trans, i0, j0, rows, cols, i_count, j_count, tid, nt, tile):
-    """``tile[:rows, :cols] = op(m[n])[i0:i0 + rows, j0:j0 + cols]``, 0 outside the ``i_count x j_count`` operand.
-
-    ``op(m[n])`` is ``m[n]`` or, with ``trans``, ``m[n].T``; the block's
-    threads load along ``m``'s contiguous axis (coalesced).
-    """
-    zero = m.dtype.type(0)
-    e = tid
-    while e < rows * cols:
-        i, j = tile_index(e, trans, rows, cols)
-        val = zero
-        if i0 + i < i_count and j0 + j < j_count:
-            if trans:
-                val = m[n, j0 + j, i0 + i]
-            else:
-                val = m[n, i0 + i, j0 + j]
-        tile[i, j] = val
-        e += nt
-
-
-@kernel("void({f}[:, :, ::1], {f}[:, :, ::1], UniTuple(int32, 6), {f}[:, :, ::1])")
-def bgemm(a, b, geo, c):
-    """``c[n] (+)= op(a[n]) @ op(b[n])`` over ``r_count`` terms; ``a``/``b`` with a leading 1 are shared by all n.
-
-    ``op(a)`` is ``a[n]`` (P, R) or, with ``trans_a``, ``a[n].T`` for ``a[n]``
-    of shape (R, P); likewise ``b``: (R, Q) or (Q, R) with ``trans_b``.
-    A block per (sample, row tile, column tile); terms summed in order.
-    ``geo = (trans_a, trans_b, r_count, bm, bn, accumulate)``.
-    """
-    trans_a, trans_b, r_count, bm, bn, accumulate = geo
-    n_total = c.shape[0]
-    p_count = c.shape[1]
-    q_count = c.shape[2]
-    as_ = cuda.shared.array((BM, BK_PAD), c.dtype)
-    bs = cuda.shared.array((BK, BN_PAD), c.dtype)
-    zero = c.dtype.type(0)
-    tid = cuda.threadIdx.x
-    nt = cuda.blockDim.x
-    n_pb = (p_count + bm - 1) // bm
-    n_qb = (q_count + bn - 1) // bn
-    vrows = bm // TM
-    vcols = bn // TN
-    n_virtual = vrows * vcols
-    n_items = n_total * n_pb * n_qb
-    for item in range(cuda.blockIdx.x, n_items, cuda.gridDim.x):
-        rest, qb = divmod32(item, n_qb)
-        n, pb = divmod32(rest, n_pb)
-        na = n if a.shape[0] > 1 else 0
-        nb = n if b.shape[0] > 1 else 0
-        p0 = pb * bm
-        q0 = qb * bn
-        vbase = 0
-        while vbase < n_virtual:
-            v = vbase + tid
-            vr, vc = virtual_cell(v, vcols)
-            c00 = c01 = c10 = c11 = zero
-            r0 = 0
-            while r0 < r_count:
-                rc = min(BK, r_count - r0)  # BK except in the last chunk
-                _stage(a, na, trans_a, p0, r0, bm, rc, p_count, r_count, tid, nt, as_)
-                _stage(b, nb, trans_b, r0, q0, rc, bn, r_count, q_count, tid, nt, bs)
-                cuda.syncthreads()
-                if v < n_virtual:
-                    c00, c01, c10, c11 = mac_2x2(as_, bs, rc, vr, vc, vrows, vcols, c00, c01, c10, c11)
-                cuda.syncthreads()
-                r0 += BK
-            if v < n_virtual:
-                store_2x2(c[n], p0, q0, vr, vc, vrows, vcols, p_count, q_count, accumulate, c00, c01, c10, c11)
-            vbase += nt
 
 
 @kernel("void({f}[:, :, ::1], boolean, {f}, {f}[:, ::1], {f}[:, ::1])")
@@ -374,15 +303,6 @@ def input_normalization_gradient(x, nrm, rinv, eps, normalize_input, dx):
 # ---------------------------------------------------------------- drivers
 
 
-def _gemm(a, trans_a, b, trans_b, r_count, accumulate, c, stream):
-    n, p, q = c.shape
-    bm = min(BM, -(-max(p, 1) // TM) * TM)
-    bn = min(BN, -(-max(q, 1) // TN) * TN)
-    items = n * -(-p // bm) * -(-q // bn)
-    blockwise(bgemm, items, block_threads((bm // TM) * (bn // TN)), stream, a, b,
-              (trans_a, trans_b, r_count, bm, bn, accumulate), c)
-
-
 def _encode_shapes(n, d, m, kg, k):
     """Shapes of ``_encode``'s intermediates: nrm, rinv (N, M), a (N, KG, M), ar (N, K, M), mass (N, K)."""
     return [(n, m), (n, m), (n, kg, m), (n, k, m), (n, k)]
@@ -394,7 +314,7 @@ def _encode(x, w, b, c, normalize_input, eps, nrm, rinv, a, ar, mass, stream):
     kg = w.shape[0]
     k = c.shape[0]
     elementwise(descriptor_norms, n * m, stream, x, normalize_input, eps, nrm, rinv)
-    _gemm(w.reshape(1, kg, d), False, x, False, d, False, a, stream)
+    batched(w.reshape(1, kg, d), False, x, False, d, False, a, stream)
     elementwise(softmax_assign, n * m, stream, a, b, rinv, k, a, ar)
     elementwise(row_sums, n * k, stream, a, k, mass)
 
@@ -408,7 +328,7 @@ def forward(x, w, b, c, normalize_input, eps, y, stream):
     nrm, rinv, a, ar, mass, norms, total = scratch(_encode_shapes(n, d, m, kg, k) + [(n, k), (n,)], x.dtype, stream)
     _encode(x, w, b, c, normalize_input, eps, nrm, rinv, a, ar, mass, stream)
     v = y.reshape(n, k, d)
-    _gemm(ar, False, x, True, m, False, v, stream)
+    batched(ar, False, x, True, m, False, v, stream)
     elementwise(center_and_normalize, n * k, stream, v, mass, c, True, eps, norms)
     blockwise(global_norms, n, block_threads(LANES), stream, norms, eps, total)
     elementwise(scale_rows, n * k * d, stream, y, total, eps)
@@ -447,7 +367,7 @@ def backward(dy, x, w, b, c, normalize_input, eps, stream):
     (nrm, rinv, a, ar, mass, vn, norms, total, proj, dv, q, dc_part, da, ds, db_part,
      dw_part) = scratch(shapes, dtype, stream)
     _encode(x, w, b, c, normalize_input, eps, nrm, rinv, a, ar, mass, stream)
-    _gemm(ar, False, x, True, m, False, vn, stream)
+    batched(ar, False, x, True, m, False, vn, stream)
     elementwise(center_and_normalize, n * k, stream, vn, mass, c, True, eps, norms)
     blockwise(global_norms, n, block_threads(LANES), stream, norms, eps, total)
     # global and intra-normalisation, aggregation: dv, q_k = dv_k . c_k, and the centroid gradient
@@ -455,14 +375,14 @@ def backward(dy, x, w, b, c, normalize_input, eps, stream):
     elementwise(cluster_gradient, n * k, stream, vn, dy, norms, total, proj, mass, c, True, True, eps, dv, q,
                 dc_part)
     # soft-assignment: dA = (dv X) diag(1/r) - q 1^T, then through the softmax to dS
-    _gemm(dv, False, x, False, d, False, da, stream)
+    batched(dv, False, x, False, d, False, da, stream)
     elementwise(logit_gradient, n * m, stream, a, da, rinv, q, k, ds)
     elementwise(row_sums, n * kg, stream, ds, kg, db_part)
     # dXn = dv^T A_K + W^T dS, then dW = (dS diag(1/r)) X^T
-    _gemm(dv, True, a, False, k, False, dx, stream)
-    _gemm(w.reshape(1, kg, d), True, ds, False, kg, True, dx, stream)
+    batched(dv, True, a, False, k, False, dx, stream)
+    batched(w.reshape(1, kg, d), True, ds, False, kg, True, dx, stream)
     elementwise(scale_columns, n * kg * m, stream, ds, rinv)
-    _gemm(ds, False, x, True, m, False, dw_part, stream)
+    batched(ds, False, x, True, m, False, dw_part, stream)
     # input normalisation
     elementwise(input_normalization_gradient, n * m, stream, x, nrm, rinv, eps, normalize_input, dx)
     # per-sample partials summed in sample order

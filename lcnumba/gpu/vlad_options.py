@@ -2,10 +2,10 @@
 
 NetVLAD with a mask or with a normalisation switched off, the aggregation
 core for a given soft-assignment (``vlad_aggregate``) and the PCA-whitening
-layer, built from the kernels of ``lcnumba.gpu.netvlad`` (its batched GEMM,
-softmax, logit and input-normalisation gradients) plus the option-aware
-steps here. NetVLAD with every option at its default runs through
-``gpu.netvlad`` unchanged. Layouts as there: x (N, D, M), assignment
+layer, built from the kernels of ``lcnumba.gpu.netvlad`` (softmax, logit
+and input-normalisation gradients), the batched GEMM of ``lcnumba.gpu.gemm``
+and the option-aware steps here. NetVLAD with every option at its default
+runs through ``gpu.netvlad`` unchanged. Layouts as there: x (N, D, M), assignment
 (N, K, M), y (N, K * D), mask (N, M) (nonzero: valid).
 
 A masked descriptor's column of the assignment is set to 0 right after the
@@ -19,6 +19,7 @@ sample order (``reduce_splits``): bitwise reproducible, no atomics.
 import math
 
 from . import netvlad as nv
+from .gemm import batched
 from .jit import cuda, kernel
 from .kernels import reduce_splits
 from .launch import block_threads, blockwise, elementwise, fill
@@ -70,7 +71,7 @@ def subtract_rows(da, q):
 def _chain(ar, x, mass, c, intra_normalize, final_normalize, eps, v, stream):
     """``v`` (N, K, D) = the chain of ``A X^T - mass c`` up to the final scaling; returns ``(norms, total)``."""
     n, k, d = v.shape
-    nv._gemm(ar, False, x, True, x.shape[2], False, v, stream)
+    batched(ar, False, x, True, x.shape[2], False, v, stream)
     norms = cuda.device_array((n, k), dtype=v.dtype, stream=stream)
     elementwise(nv.center_and_normalize, n * k, stream, v, mass, c, intra_normalize, eps, norms)
     total = cuda.device_array(n, dtype=v.dtype, stream=stream)
@@ -137,16 +138,16 @@ def netvlad_backward(dy, x, w, b, c, normalize_input, intra_normalize, final_nor
     dv, q, dc_part = _chain_backward(dy, vn, norms, total, mass, c, intra_normalize, final_normalize, eps, stream)
     # soft-assignment (a masked column of A is 0, so is its dS): as gpu.netvlad's backward
     da = cuda.device_array((n, k, m), dtype=dtype, stream=stream)
-    nv._gemm(dv, False, x, False, d, False, da, stream)
+    batched(dv, False, x, False, d, False, da, stream)
     ds = cuda.device_array((n, kg, m), dtype=dtype, stream=stream)
     elementwise(nv.logit_gradient, n * m, stream, a, da, rinv, q, k, ds)
     db_part = cuda.device_array((n, kg), dtype=dtype, stream=stream)
     elementwise(nv.row_sums, n * kg, stream, ds, kg, db_part)
-    nv._gemm(dv, True, a, False, k, False, dx, stream)
-    nv._gemm(w.reshape(1, kg, d), True, ds, False, kg, True, dx, stream)
+    batched(dv, True, a, False, k, False, dx, stream)
+    batched(w.reshape(1, kg, d), True, ds, False, kg, True, dx, stream)
     elementwise(nv.scale_columns, n * kg * m, stream, ds, rinv)
     dw_part = cuda.device_array((n, kg, d), dtype=dtype, stream=stream)
-    nv._gemm(ds, False, x, True, m, False, dw_part, stream)
+    batched(ds, False, x, True, m, False, dw_part, stream)
     elementwise(nv.input_normalization_gradient, n * m, stream, x, nrm, rinv, eps, normalize_input, dx)
     _sum_samples(dw_part, dw, stream)
     _sum_samples(db_part, db, stream)
@@ -183,9 +184,9 @@ def aggregate_backward(dy, x, a, c, intra_normalize, final_normalize, eps, strea
     vn = cuda.device_array((n, k, d), dtype=dtype, stream=stream)
     norms, total = _chain(a, x, mass, c, intra_normalize, final_normalize, eps, vn, stream)
     dv, q, dc_part = _chain_backward(dy, vn, norms, total, mass, c, intra_normalize, final_normalize, eps, stream)
-    nv._gemm(dv, False, x, False, d, False, da, stream)
+    batched(dv, False, x, False, d, False, da, stream)
     elementwise(subtract_rows, n * k * m, stream, da, q)
-    nv._gemm(dv, True, a, False, k, False, dx, stream)
+    batched(dv, True, a, False, k, False, dx, stream)
     _sum_samples(dc_part, dc, stream)
     return dx, da, dc
 
@@ -202,7 +203,7 @@ def _pca_project(v, projection, bias, eps, z, stream):
     """
     n, p = v.shape
     q = projection.shape[0]
-    nv._gemm(v.reshape(1, n, p), False, projection.reshape(1, q, p), True, p, False, z.reshape(1, n, q), stream)
+    batched(v.reshape(1, n, p), False, projection.reshape(1, q, p), True, p, False, z.reshape(1, n, q), stream)
     mass = cuda.device_array((n, 1), dtype=v.dtype, stream=stream)
     fill(mass, -1, stream)
     norms = cuda.device_array((n, 1), dtype=v.dtype, stream=stream)
@@ -238,7 +239,7 @@ def pca_backward(dy, v, projection, bias, eps, stream):
     db_part = cuda.device_array((n, 1, q), dtype=dtype, stream=stream)  # -mass dz = dz
     elementwise(nv.cluster_gradient, n, stream, z.reshape(n, 1, q), dy, norms, zero, zero, mass, bias.reshape(1, q),
                 True, False, eps, dz, scratch, db_part)
-    nv._gemm(dz.reshape(1, n, q), False, projection.reshape(1, q, p), False, q, False, dv.reshape(1, n, p), stream)
-    nv._gemm(dz.reshape(1, n, q), True, v.reshape(1, n, p), False, n, False, dp.reshape(1, q, p), stream)
+    batched(dz.reshape(1, n, q), False, projection.reshape(1, q, p), False, q, False, dv.reshape(1, n, p), stream)
+    batched(dz.reshape(1, n, q), True, v.reshape(1, n, p), False, n, False, dp.reshape(1, q, p), stream)
     _sum_samples(db_part, db, stream)
     return dv, dp, db
