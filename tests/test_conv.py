@@ -557,13 +557,18 @@ def test_bitwise_deterministic(fam, dtype):
 
 
 @pytest.mark.parametrize("fam", [fam for fam in FAMILIES if fam.sharing == "local"], ids=str)
-@pytest.mark.parametrize("geo", [dict(), dict(stride=2, padding=1), dict(dilation=2, groups=2, padding="same")],
-                         ids=["plain", "strided-padded", "dilated-grouped-same"])
-def test_local_batch_spanning_several_chunks(fam, geo):
-    """A batch larger than the local kernels' sample chunk: every chunk is computed and the weight gradient sums them."""
+@pytest.mark.parametrize("geo, tail", [(dict(), 1), (dict(stride=2, padding=1), 3),
+                                       (dict(dilation=2, groups=2, padding="same"), 3)],
+                         ids=["plain-lone-tail", "strided-padded", "dilated-grouped-same"])
+def test_local_batch_spanning_several_chunks(fam, geo, tail):
+    """A batch larger than the local kernels' sample chunk: every chunk is computed and the weight gradient sums them.
+
+    The last chunk holds ``tail`` samples: lanes past the batch, or a lone sample (one lane, which the
+    products run along the taps instead) added onto the sums of a full chunk.
+    """
     from lcnumba.cpu import local
 
-    n = local.LANES_PER_CHUNK + 3
+    n = local.LANES_PER_CHUNK + tail
     case = make_case(fam, n=n, size=(5, 6), **geo)
     dy = case.dy()
     assert_close(call(case, "forward"), call(case, "forward", ref=True))
@@ -605,19 +610,21 @@ def test_input_gradient_bands_cover_the_padded_rows(oh, kh, sh, dil_h, n_threads
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
-@pytest.mark.parametrize("geo", [(1, 1, 0, 1, 1), (2, 1, 1, 1, 2), (1, 2, 2, 3, 1), (3, 2, 1, 2, 3)],
-                         ids=["plain", "strided", "dilated", "mixed"])
+@pytest.mark.parametrize("geo", [(1, 1, 0, 1, 1, 9), (2, 1, 1, 1, 2, 9), (1, 2, 2, 3, 1, 9), (3, 2, 1, 2, 3, 9),
+                                 (2, 1, 1, 2, 2, 1)],
+                         ids=["plain", "strided", "dilated", "mixed", "lone-sample"])
 def test_local_input_gradient_bands_change_no_bit(dtype, geo):
     """Every split of the input rows between workers gives the bits of one worker, and the reference's values.
 
     ``n_threads`` only cuts the bands (prange runs them on however many threads there are), so
-    1 to 7 bands, windows straddling 1 to 6 band edges, must agree bit for bit.
+    1 to 7 bands, windows straddling 1 to 6 band edges, must agree bit for bit; a lone sample too
+    (one lane: the parts of a straddling window are column slices of the bank, multiplied along the taps).
     """
     from lcnumba.cpu import local
 
-    sh, dil_h, pad, groups, sw = geo
+    sh, dil_h, pad, groups, sw, n = geo
     fam = next(fam for fam in FAMILIES if fam.sharing == "local" and fam.spatial == 2)
-    case = make_case(fam, n=9, c=2 * groups, f=3 * groups, size=(17, 11), kernel=(3, 2), stride=(sh, sw),
+    case = make_case(fam, n=n, c=2 * groups, f=3 * groups, size=(17, 11), kernel=(3, 2), stride=(sh, sw),
                      padding=pad, dilation=(dil_h, 1), groups=groups, dtype=dtype)
     dy = case.dy()
     w = case.w.reshape(dy.shape[2] * dy.shape[3], dy.shape[1], -1)

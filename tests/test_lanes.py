@@ -57,6 +57,50 @@ def test_product_against_float64(dtype, rows, inner, vectors, name, add):
     _assert_close(out, product(first, second) + (start if add else 0))
 
 
+# (rows, inner size) of a lone sample (one lane): row blocks and their tails, inner sizes past whole
+# vectors of taps and past the blocks of vectors, a single one.
+LONE_SHAPES = ((8, 40), (19, 37), (1, 3), (17, 1299), (33, 67), (2, 1))
+
+
+@dtypes
+@pytest.mark.parametrize("rows, inner", LONE_SHAPES)
+@pytest.mark.parametrize("name, add", [("matmul_lanes", None)] + [
+    (name, add) for name in ("matmul_t_lanes", "matmul_lanes_t") for add in (False, True)])
+def test_lone_sample_against_float64(dtype, rows, inner, name, add):
+    """One lane, which the products run along the taps instead: every entry, the tails past whole vectors too."""
+    operand_shapes, out_shape, product = PRODUCTS[name]
+    first, second, start = _operands(dtype, *operand_shapes(rows, inner, 1), out_shape(rows, inner, 1))
+    out = start.copy() if add else np.full(start.shape, np.nan, dtype)
+    args = (first, second, out) if add is None else (first, second, add, out)
+    getattr(lanes, name)(*args)
+    _assert_close(out, product(first, second) + (start if add else 0))
+
+
+def _in_lane_zero(a, width):
+    """``a`` (rows, 1) as the first lane of (rows, width), the other lanes zero."""
+    wide = np.zeros((a.shape[0], width), a.dtype)
+    wide[:, :1] = a
+    return wide
+
+
+@dtypes
+@pytest.mark.parametrize("add", [False, True])
+def test_lone_sample_sums_in_the_lanes_order(dtype, add):
+    """The gradients' products of one lane give the bits of lane 0 of the vector form, the other lanes zero."""
+    rows, inner = 19, 1299
+    width = lanes.VECTOR_BYTES // np.dtype(dtype).itemsize
+    w, b, start = _operands(dtype, (rows, inner), (rows, 1), (inner, 1))
+    lone, wide = start.copy(), np.repeat(start, width, axis=1)
+    lanes.matmul_t_lanes(w, b, add, lone)
+    lanes.matmul_t_lanes(w, _in_lane_zero(b, width), add, wide)
+    assert wide[:, :1].tobytes() == lone.tobytes()
+    a, b, start = _operands(dtype, (rows, 1), (inner, 1), (rows, inner))
+    lone, wide = start.copy(), start.copy()
+    lanes.matmul_lanes_t(a, b, add, lone)
+    lanes.matmul_lanes_t(_in_lane_zero(a, width), _in_lane_zero(b, width), add, wide)
+    assert wide.tobytes() == lone.tobytes()
+
+
 def test_products_on_strided_views_read_only_their_rows():
     """Row strides come from the views (a slice of a filter bank, every other row of a plane)."""
     w, b, a = _operands(np.float32, (16, 50), (50, 8), (5, 8))

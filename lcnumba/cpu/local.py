@@ -5,7 +5,7 @@ bank ``w[p]`` (F, Kg), used once per sample, so each pass is ``OH * OW``
 small GEMMs whose cost is dominated by building their operands, not by the
 arithmetic. These kernels first copy a chunk of the batch into the
 *interleaved* layout ``xt[c, h, w, lane]`` (sample innermost, padding
-included as zeros, lanes padded to whole vectors). A position's patch matrix
+included as zeros, lanes padded to whole vectors but for a lone sample). A position's patch matrix
 ``(Kg, lanes)`` is then ``C * KH`` contiguous runs of ``KW * lanes`` values
 (``lanes`` runs when dilated), with no bounds tests, and every pass is one
 product per position with the samples of the chunk in vector lanes
@@ -37,7 +37,12 @@ whatever the bands, so every cell receives its terms in an order set by the
 shapes alone. Results are bitwise identical across runs and thread counts.
 
 A batch chunk holds up to ``LANES_PER_CHUNK`` samples: the weights (by far
-the largest array) are streamed from memory once per chunk.
+the largest array) are streamed from memory once per chunk. A chunk of one
+sample has one lane, not a padded vector (``chunk_lanes``): its products
+run along the taps, and its forward sums each output in ``lane_width``
+partial sums (``lanes.matmul_lanes``), so a lone sample's outputs may differ
+in the last bits from the same sample's in a larger chunk; its gradients
+are the same bits either way.
 """
 
 import numpy as np
@@ -63,8 +68,16 @@ def padded_extent(out_size, kernel, stride, dilation):
 
 
 @njit(cache=True, inline="always")
-def padded_lanes(count, a):
-    """Lanes for ``count`` samples: rounded up to whole vectors of ``a``'s dtype (``lanes.lane_width``)."""
+def chunk_lanes(count, a):
+    """Lanes of a chunk of ``count`` samples: one for a lone sample, else whole vectors of ``a``'s dtype.
+
+    Padding a lone sample to a vector (``lanes.lane_width``) multiplies zeros
+    in every other lane: a batch of one cost as much as a batch of eight.
+    With one lane the products of ``lcnumba.cpu.lanes`` vectorise along the
+    taps instead. Set by the shapes alone, like every order that follows.
+    """
+    if count == 1:
+        return 1
     width = lane_width(a)
     return (count + width - 1) // width * width
 
@@ -245,7 +258,7 @@ def local_backward_input_chunk(dy, w, n0, kh, kw, sh, sw, pt, pl, dil_h, dil_w, 
     the thread count changes no bit. A window that straddles two bands is
     multiplied in parts, each part once.
     """
-    lanes = padded_lanes(min(LANES_PER_CHUNK, dy.shape[0] - n0), dx)
+    lanes = chunk_lanes(min(LANES_PER_CHUNK, dy.shape[0] - n0), dx)
     n_channels = dx.shape[1]
     cg = n_channels // groups
     n_filters, kg = w.shape[1], w.shape[2]
@@ -352,7 +365,7 @@ def host_forward(x, w, b, kh, kw, sh, sw, pt, pl, dil_h, dil_w, groups, n_thread
     hp = padded_extent(y.shape[2], kh, sh, dil_h)
     wp = padded_extent(y.shape[3], kw, sw, dil_w)
     for n0 in range(0, n_total, LANES_PER_CHUNK):
-        lanes = padded_lanes(min(LANES_PER_CHUNK, n_total - n0), x)
+        lanes = chunk_lanes(min(LANES_PER_CHUNK, n_total - n0), x)
         xt = np.empty((n_channels, hp, wp, lanes), dtype=x.dtype)
         interleave(x, n0, pt, pl, xt)
         local_forward_chunk(xt, w, b, n0, kh, kw, sh, sw, dil_h, dil_w, groups, n_threads, y)
@@ -366,7 +379,7 @@ def host_backward_weight(dy, x, kh, kw, sh, sw, pt, pl, dil_h, dil_w, groups, n_
     hp = padded_extent(dy.shape[2], kh, sh, dil_h)
     wp = padded_extent(dy.shape[3], kw, sw, dil_w)
     for n0 in range(0, n_total, LANES_PER_CHUNK):
-        lanes = padded_lanes(min(LANES_PER_CHUNK, n_total - n0), x)
+        lanes = chunk_lanes(min(LANES_PER_CHUNK, n_total - n0), x)
         xt = np.empty((n_channels, hp, wp, lanes), dtype=x.dtype)
         interleave(x, n0, pt, pl, xt)
         local_backward_weight_chunk(dy, xt, n0, kh, kw, sh, sw, dil_h, dil_w, groups, n_threads,
