@@ -708,9 +708,13 @@ def position_backward_bias(dy, accumulate, out):
             dst[:] = total
 
 
-@njit(cache=True)
-def backward_bias(dy, th, tw, periodic, accumulate, out):
-    """``out (+)= db``, (F, T), from dy (N, F, OH, OW)."""
+def host_backward_bias(dy, th, tw, periodic, accumulate, out):
+    """``out (+)= db``, (F, T), from dy (N, F, OH, OW).
+
+    Python runs it as it is, so that a first call compiles only its own
+    path's kernel (about 2 s of compile each); ``backward_bias`` is it
+    compiled, both paths in, for the C entry points.
+    """
     n, f, oh, ow = dy.shape
     if th == oh and tw == ow:  # one bank per position in either tile mode: tile t is position t
         position_backward_bias(dy.reshape(n, f, oh * ow), accumulate, out)
@@ -755,6 +759,7 @@ shared_backward_input = _shared_compiled(host_shared_backward_input)
 shared_backward_weight = _shared_compiled(host_shared_backward_weight)
 
 #: The drivers compiled, both paths compiled in: for the C entry points.
+backward_bias = njit(cache=True)(host_backward_bias)
 forward = _compiled(host_forward)
 backward_input = _compiled(host_backward_input)
 backward_weight = _compiled(host_backward_weight)
