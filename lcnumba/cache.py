@@ -29,6 +29,7 @@ import hashlib
 import os
 import shutil
 import tempfile
+import types
 import warnings
 
 from numba.core.caching import FunctionCache
@@ -109,6 +110,38 @@ def key_kernels(namespace):
             keyed = source_keyed(value.py_func, names)
             if keyed is not None:
                 value._cache = keyed
+
+
+def twin(function, qualname, **names):
+    """``function``'s code in a copy of its module's namespace with ``names`` rebound, named ``qualname``.
+
+    Compiled, the twin calls what ``names`` binds where ``function`` calls
+    its module's objects of those names: a compiled driver for the C entry
+    points calls compiled kernels where Python's plain driver calls plain
+    ones, and a global flag rebound to a constant prunes a branch. The copy
+    is taken now: make twins after the last definition they use. Numba's
+    on-disk cache names a function's entries by its file, qualified name and
+    line, so a twin that compiles other code than ``function`` needs a
+    ``qualname`` of its own.
+
+    Parameters
+    ----------
+    function : function
+        A plain Python function (a kernel's ``py_func``).
+    qualname : str
+        The twin's qualified name.
+    **names
+        The globals rebound in the twin's namespace.
+
+    Returns
+    -------
+    function
+    """
+    namespace = dict(function.__globals__, **names)
+    copy = types.FunctionType(function.__code__, namespace, function.__name__, function.__defaults__,
+                              function.__closure__)
+    copy.__qualname__, copy.__module__, copy.__doc__ = qualname, function.__module__, function.__doc__
+    return copy
 
 
 def _cache_probe():

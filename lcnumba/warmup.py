@@ -10,6 +10,11 @@ Numba compiles on one thread, so the jobs run in separate processes, one per
 core. A job is a *kernel set* and a dtype: families that run the same
 kernels (``conv2d`` and ``tiled_conv2d`` both run the segment kernels of
 ``lcnumba.cpu.conv``) are one job, so no two processes compile one kernel.
+
+Those segment kernels come per layout (``lcnumba.cpu.conv.segment_layout``):
+the calls here compile the all-rows and all-columns twins, which serve the
+usual geometries; a tiling whose segments mix the two layouts compiles the
+per-segment kernel on its own first call.
 """
 
 import os

@@ -112,11 +112,14 @@ STALE_CHILD = """
 import sys
 import numpy as np
 import lcnumba
-from lcnumba.cpu import segments
+from lcnumba.cpu import conv, segments
 assert lcnumba.__file__.startswith(sys.argv[1]), lcnumba.__file__
-db = lcnumba.conv2d_backward_bias(np.ones((2, 3, 4, 5)), (3,))  # its driver compiles segment_table in
+db = lcnumba.conv2d_backward_bias(np.ones((2, 3, 4, 5)), (3,))
+compiled = np.zeros((3, 1))
+conv.backward_bias(np.ones((2, 3, 4, 5)), 1, 1, True, False, compiled)  # the C driver compiles segment_table in
 table = segments.segment_table(4, 5, 1, 1, True)  # and segment_table on its own
-assert np.array_equal(db, np.full(3, 40.0)) and table[0].shape == (4, 5)
+assert np.array_equal(db, np.full(3, 40.0)) and np.array_equal(compiled, np.full((3, 1), 40.0))
+assert table[0].shape == (4, 5)
 print("ok")
 """
 
@@ -135,7 +138,7 @@ def test_cache_follows_a_change_to_a_compiled_in_function(tmp_path):
                                 text=True, timeout=600, env=env)
         assert result.returncode == 0 and result.stdout.strip().endswith("ok"), f"{step}:\n{result.stderr[-3000:]}"
         driver.append({kind for kind in ("loaded", "saved")
-                       for line in result.stdout.splitlines() if f"data {kind}" in line and "conv.backward_bias" in line})
+                       for line in result.stdout.splitlines() if f"data {kind}" in line and "conv.host_backward_bias" in line})
         if step == "cold":
             source = copy / "lcnumba" / "cpu" / "segments.py"
             source.write_text("# an edit above segment_table moves it\n\n" + source.read_text())

@@ -220,22 +220,24 @@ def test_backward_rejects_out_of_range_indices(bad):
     np.testing.assert_array_equal(out, 3.0)  # validated before anything is written
 
 
+@pytest.mark.parametrize("driver", ["host_backward", "backward"])
 @pytest.mark.parametrize("bad", [25, 10**12, -2, np.iinfo(np.int64).min])
-def test_backward_driver_checks_every_index_before_writing(bad):
-    """``lcnumba.cpu.pool.backward``, the one compiled backward of the Python function and the C entry point:
-    ``(valid, bad)`` with the offending index (the smallest when one is below -1), and dx untouched."""
+def test_backward_driver_checks_every_index_before_writing(bad, driver):
+    """``lcnumba.cpu.pool.host_backward``, the driver Python runs, and ``backward``, it compiled for the C entry
+    point: ``(valid, bad)`` with the offending index (the smallest when one is below -1), and dx untouched."""
     from lcnumba.cpu import pool
 
+    run = getattr(pool, driver)
     dy = np.arange(1.0, 9.0).reshape(2, 4)
     indices = np.array([[0, 24, 24, -1], [3, 3, 7, 0]], np.int64)
     dx = np.full((2, 25), 5.0)
     indices[1, 2] = bad
-    assert pool.backward(dy, indices, dx) == (False, bad)
+    assert run(dy, indices, dx) == (False, bad)
     np.testing.assert_array_equal(dx, 5.0)
     indices[0, 0] = 25  # a second bad index, above the plane: one below -1 is reported first, else the largest
-    assert pool.backward(dy, indices, dx) == (False, bad if bad < -1 else max(bad, 25))
+    assert run(dy, indices, dx) == (False, bad if bad < -1 else max(bad, 25))
     indices[0, 0], indices[1, 2] = 0, 24
-    assert pool.backward(dy, indices, dx) == (True, -1)
+    assert run(dy, indices, dx) == (True, -1)
     expected = np.zeros((2, 25))
     expected[0, 0], expected[0, 24] = 1, 2 + 3  # index -1 adds nothing
     expected[1, 3], expected[1, 24], expected[1, 0] = 5 + 6, 7, 8

@@ -40,8 +40,6 @@ Workspaces (column buffers) are sized by one segment and one batch chunk, a
 few hundred KiB per worker, never the whole batch.
 """
 
-import types
-
 import numpy as np
 from numba import njit, prange
 
@@ -193,6 +191,28 @@ def _rows_layout(count, j_step, sw, kw, dil_w):
     return count < kw or (j_step * sw != 1 and dil_w == 1)
 
 
+#: The layouts a segment kernel compiles. This module's kernels choose per segment (``_rows_layout``);
+#: their twins (``_layout_twin``) compile one layout alone, Numba pruning the other branch before
+#: typing it, so that a call whose segments all take one layout compiles only that layout's code.
+_ROWS_ONLY = False
+_PER_SEGMENT = True
+
+#: What ``segment_layout`` returns: every segment in rows, every one in columns, or some of each.
+ROWS, COLUMNS, MIXED = 0, 1, 2
+
+
+@njit(cache=True)
+def segment_layout(segs, sw, kw, dil_w):
+    """``ROWS``, ``COLUMNS`` or ``MIXED``: the layouts ``_rows_layout`` gives the segments ``segs`` (S, 5)."""
+    rows = 0
+    for s in range(segs.shape[0]):
+        if _rows_layout(segs[s, 4], segs[s, 3], sw, kw, dil_w):
+            rows += 1
+    if rows == segs.shape[0]:
+        return ROWS
+    return COLUMNS if rows == 0 else MIXED
+
+
 @njit(cache=True, fastmath=FASTMATH)
 def _im2row(x, n0, n1, c0, cg, i, j0, j_step, count, kh, kw, sh, sw, pt, pl, dil_h, dil_w, patches):
     """Rows ``patches[(n - n0) * count + m, k]``: the transpose of ``_im2col``, built row by row."""
@@ -314,7 +334,7 @@ def conv_forward(x, w, b, segs, n_chunk, kh, kw, sh, sw, pt, pl, dil_h, dil_w, g
             t, i, j0, j_step, count = segs[s, 0], segs[s, 1], segs[s, 2], segs[s, 3], segs[s, 4]
             n_cols = (n1 - n0) * count
             res = out_space[: fg * n_cols].reshape((fg, n_cols))
-            if _rows_layout(count, j_step, sw, kw, dil_w):
+            if _ROWS_ONLY or (_PER_SEGMENT and _rows_layout(count, j_step, sw, kw, dil_w)):
                 patches = col_space[: kg * n_cols].reshape((n_cols, kg))
                 _im2row(x, n0, n1, g * cg, cg, i, j0, j_step, count, kh, kw, sh, sw, pt, pl, dil_h, dil_w, patches)
                 np.dot(w[t, g * fg:(g + 1) * fg], patches.T, res)
@@ -378,7 +398,7 @@ def conv_backward_weight(dy, x, segs, chunks, n_chunk, kh, kw, sh, sw, pt, pl, d
                     dys = dy_space[: fg * n_cols].reshape((fg, n_cols))
                     _gather_dy(dy, n0, n1, g * fg, fg, i, j0, j_step, count, dys)
                     dst = tmp if add_to_acc else acc
-                    if _rows_layout(count, j_step, sw, kw, dil_w):
+                    if _ROWS_ONLY or (_PER_SEGMENT and _rows_layout(count, j_step, sw, kw, dil_w)):
                         patches = col_space[: kg * n_cols].reshape((n_cols, kg))
                         _im2row(x, n0, n1, g * cg, cg, i, j0, j_step, count, kh, kw, sh, sw, pt, pl, dil_h, dil_w,
                                 patches)
@@ -388,7 +408,8 @@ def conv_backward_weight(dy, x, segs, chunks, n_chunk, kh, kw, sh, sw, pt, pl, d
                         _im2col(x, n0, n1, g * cg, cg, i, j0, j_step, count, kh, kw, sh, sw, pt, pl, dil_h, dil_w, cols)
                         np.dot(dys, cols.T, dst)
                     if add_to_acc:
-                        acc += tmp
+                        for f in range(fg):
+                            add_run(tmp[f], acc[f])
                     add_to_acc = True
 
 
@@ -402,10 +423,10 @@ def reduce_weight_partials(partial, reductions, accumulate, out):
         t, lo, hi = reductions[q, 0], reductions[q, 1], reductions[q, 2]
         dst = out[t, f]
         if not accumulate:
-            dst[:] = partial[lo, f]
+            copy_run(partial[lo, f], dst)
             lo += 1
         for slot in range(lo, hi):
-            dst += partial[slot, f]
+            add_run(partial[slot, f], dst)
 
 
 # ---------------------------------------------------------------- backward: bias
@@ -511,7 +532,7 @@ def conv_backward_input(dy, w, segs, row_ptr, rows_per_block, n_chunk, kh, kw, s
                         n_cols = (n1 - n0) * count
                         dys = dy_space[: fg * n_cols].reshape((fg, n_cols))
                         _gather_dy(dy, n0, n1, g * fg, fg, i, j0, j_step, count, dys)
-                        if _rows_layout(count, j_step, sw, kw, dil_w):
+                        if _ROWS_ONLY or (_PER_SEGMENT and _rows_layout(count, j_step, sw, kw, dil_w)):
                             dpatches = dcol_space[: kg * n_cols].reshape((n_cols, kg))
                             np.dot(dys.T, w_t, dpatches)
                             _row2im_add(dpatches, n0, n1, g * cg, cg, i, j0, j_step, count,
@@ -551,7 +572,14 @@ def host_shared_forward(x, w, b, th, tw, periodic, kh, kw, sh, sw, pt, pl, dil_h
     """``forward`` by segments (every family)."""
     by_tile, _, _, _ = segment_table(y.shape[2], y.shape[3], th, tw, periodic)
     n_chunk = batch_chunk(x.shape[0], _max_count(by_tile))
-    conv_forward(x, w, b, by_tile, n_chunk, kh, kw, sh, sw, pt, pl, dil_h, dil_w, groups, n_threads, y)
+    args = (x, w, b, by_tile, n_chunk, kh, kw, sh, sw, pt, pl, dil_h, dil_w, groups, n_threads, y)
+    layout = segment_layout(by_tile, sw, kw, dil_w)
+    if layout == ROWS:
+        conv_forward_rows(*args)
+    elif layout == COLUMNS:
+        conv_forward_columns(*args)
+    else:
+        conv_forward(*args)
 
 
 def host_shared_backward_input(dy, w, th, tw, periodic, kh, kw, sh, sw, pt, pl, dil_h, dil_w, groups, n_threads, dx):
@@ -559,8 +587,14 @@ def host_shared_backward_input(dy, w, th, tw, periodic, kh, kw, sh, sw, pt, pl, 
     _, _, by_row, row_ptr = segment_table(dy.shape[2], dy.shape[3], th, tw, periodic)
     n_chunk = batch_chunk(dy.shape[0], _max_count(by_row))
     rows = rows_per_phase_block(kh, sh, dil_h)
-    conv_backward_input(dy, w, by_row, row_ptr, rows, n_chunk, kh, kw, sh, sw, pt, pl, dil_h, dil_w, groups,
-                        n_threads, dx)
+    args = (dy, w, by_row, row_ptr, rows, n_chunk, kh, kw, sh, sw, pt, pl, dil_h, dil_w, groups, n_threads, dx)
+    layout = segment_layout(by_row, sw, kw, dil_w)
+    if layout == ROWS:
+        conv_backward_input_rows(*args)
+    elif layout == COLUMNS:
+        conv_backward_input_columns(*args)
+    else:
+        conv_backward_input(*args)
 
 
 def host_shared_backward_weight(dy, x, th, tw, periodic, kh, kw, sh, sw, pt, pl, dil_h, dil_w, groups, n_threads,
@@ -570,8 +604,15 @@ def host_shared_backward_weight(dy, x, th, tw, periodic, kh, kw, sh, sw, pt, pl,
     chunks, reductions, n_slots = plan_weight_chunks(tile_ptr)
     partial = np.empty((n_slots, out.shape[1], out.shape[2]), dtype=out.dtype)
     n_chunk = batch_chunk(x.shape[0], _max_count(by_tile))
-    conv_backward_weight(dy, x, by_tile, chunks, n_chunk, kh, kw, sh, sw, pt, pl, dil_h, dil_w, groups, n_threads,
-                         accumulate, partial, out)
+    args = (dy, x, by_tile, chunks, n_chunk, kh, kw, sh, sw, pt, pl, dil_h, dil_w, groups, n_threads, accumulate,
+            partial, out)
+    layout = segment_layout(by_tile, sw, kw, dil_w)
+    if layout == ROWS:
+        conv_backward_weight_rows(*args)
+    elif layout == COLUMNS:
+        conv_backward_weight_columns(*args)
+    else:
+        conv_backward_weight(*args)
     if n_slots > 0:
         reduce_weight_partials(partial, reductions, accumulate, out)
 
@@ -610,11 +651,6 @@ _shared_forward = host_shared_forward
 _shared_backward_input = host_shared_backward_input
 _shared_backward_weight = host_shared_backward_weight
 
-shared_forward = njit(cache=True)(host_shared_forward)
-shared_backward_input = njit(cache=True)(host_shared_backward_input)
-shared_backward_weight = njit(cache=True)(host_shared_backward_weight)
-
-
 def _compiled(driver):
     """``njit(cache=True)`` of the plain ``driver`` with its paths compiled too.
 
@@ -623,12 +659,24 @@ def _compiled(driver):
     names (``_local_forward``, ...) are the compiled drivers. Its on-disk
     cache is the driver's: same file, name and line.
     """
-    namespace = dict(globals(), _local_forward=local.forward, _local_backward_input=local.backward_input,
-                     _local_backward_weight=local.backward_weight, _shared_forward=shared_forward,
-                     _shared_backward_input=shared_backward_input, _shared_backward_weight=shared_backward_weight)
-    twin = types.FunctionType(driver.__code__, namespace, driver.__name__, driver.__defaults__, driver.__closure__)
-    twin.__qualname__, twin.__module__, twin.__doc__ = driver.__qualname__, driver.__module__, driver.__doc__
-    return njit(cache=True)(twin)
+    return njit(cache=True)(cache.twin(driver, driver.__qualname__, _local_forward=local.forward,
+                                       _local_backward_input=local.backward_input,
+                                       _local_backward_weight=local.backward_weight, _shared_forward=shared_forward,
+                                       _shared_backward_input=shared_backward_input,
+                                       _shared_backward_weight=shared_backward_weight))
+
+
+def _layout_twin(kernel, rows):
+    """The segment kernel ``kernel`` compiled for one layout: rows (``rows``) or columns, for every segment.
+
+    Its results are the kernel's for a table whose segments all take that
+    layout (``segment_layout``); a call compiles the other layout's code only
+    when its segments mix them.
+    """
+    suffix = "_rows" if rows else "_columns"
+    twin = cache.twin(kernel.py_func, kernel.py_func.__qualname__ + suffix, _ROWS_ONLY=rows, _PER_SEGMENT=False)
+    options = kernel.targetoptions
+    return njit(parallel=options["parallel"], fastmath=options["fastmath"], cache=True)(twin)
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH_ORDERED)  # the sum's order is the loop's: see config
@@ -654,9 +702,13 @@ def position_backward_bias(dy, accumulate, out):
             dst[:] = total
 
 
-@njit(cache=True)
-def backward_bias(dy, th, tw, periodic, accumulate, out):
-    """``out (+)= db``, (F, T), from dy (N, F, OH, OW)."""
+def host_backward_bias(dy, th, tw, periodic, accumulate, out):
+    """``out (+)= db``, (F, T), from dy (N, F, OH, OW).
+
+    Python runs it as it is, so that a first call compiles only its own
+    path's kernel (about 2 s of compile each); ``backward_bias`` is it
+    compiled, both paths in, for the C entry points.
+    """
     n, f, oh, ow = dy.shape
     if th == oh and tw == ow:  # one bank per position in either tile mode: tile t is position t
         position_backward_bias(dy.reshape(n, f, oh * ow), accumulate, out)
@@ -674,7 +726,34 @@ def _max_count(segs):
     return most
 
 
+conv_forward_rows = _layout_twin(conv_forward, True)
+conv_forward_columns = _layout_twin(conv_forward, False)
+conv_backward_input_rows = _layout_twin(conv_backward_input, True)
+conv_backward_input_columns = _layout_twin(conv_backward_input, False)
+conv_backward_weight_rows = _layout_twin(conv_backward_weight, True)
+conv_backward_weight_columns = _layout_twin(conv_backward_weight, False)
+
+
+def _shared_compiled(driver):
+    """``njit(cache=True)`` of the plain shared ``driver`` with every layout's call going to the per-segment kernel.
+
+    A compiled driver compiles each kernel it may call into its own machine
+    code: with the layout twins too it would compile each segment kernel three
+    times. The per-segment kernel gives the twins' results for any table.
+    """
+    per_segment = {name + suffix: kernel for name, kernel in (("conv_forward", conv_forward),
+                                                               ("conv_backward_input", conv_backward_input),
+                                                               ("conv_backward_weight", conv_backward_weight))
+                   for suffix in ("_rows", "_columns")}
+    return njit(cache=True)(cache.twin(driver, driver.__qualname__, **per_segment))
+
+
+shared_forward = _shared_compiled(host_shared_forward)
+shared_backward_input = _shared_compiled(host_shared_backward_input)
+shared_backward_weight = _shared_compiled(host_shared_backward_weight)
+
 #: The drivers compiled, both paths compiled in: for the C entry points.
+backward_bias = njit(cache=True)(host_backward_bias)
 forward = _compiled(host_forward)
 backward_input = _compiled(host_backward_input)
 backward_weight = _compiled(host_backward_weight)

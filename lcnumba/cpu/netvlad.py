@@ -43,8 +43,12 @@ from numba import njit, prange
 
 from .. import cache
 from ..config import FASTMATH
+from . import runs
+from .runs import copy_run
 
-COMPILES_IN = ("config.py", "cpu/netvlad.py")
+# Copies between arrays go through ``copy_run``: an array assigned to a slice (``v[:] = w``) makes Numba
+# compile NumPy's shape-mismatch message, string formatting that took seconds of every first call.
+COMPILES_IN = cache.sources("config.py", "cpu/netvlad.py", runs.COMPILES_IN)
 
 # exp(x) = 2^k * exp(f), x = k ln2 + f, |f| <= ln2 / 2: a Cody-Waite split of
 # ln2 and a degree-13 Taylor polynomial, in float64 (error about 1 ulp).
@@ -153,7 +157,7 @@ def _encode(xs, w, b, c, normalize_input, eps, valid, nrm, rinv, a, v, mass):
         for i in range(m):
             row[i] = row[i] * rinv[i] + bk
         if k == 0:
-            colmax[:] = row
+            copy_run(row, colmax)
         else:
             for i in range(m):
                 colmax[i] = max(colmax[i], row[i])
@@ -265,7 +269,8 @@ def _chain_backward(dyk, vn, norms, total, intra_normalize, final_normalize, eps
             for d in range(d_size):
                 dv[k, d] = (dyk[k, d] - vn[k, d] * proj) / g
     else:
-        dv[:] = dyk
+        for k in range(k_real):
+            copy_run(dyk[k], dv[k])
     if intra_normalize:
         # vn_k = v_k / u_k: dv_k = (dvn_k - vn_k (vn_k . dvn_k)) / u_k
         for k in range(k_real):
@@ -347,11 +352,13 @@ def _backward_sample(dyn, xs, w, b, c, normalize_input, intra_normalize, final_n
     total = _chain_forward(vn, intra_normalize, False, eps, norms)
     dv = left[:k_real]
     _chain_backward(dyn.reshape((k_real, d_size)), vn, norms, total, intra_normalize, final_normalize, eps, dv)
-    left[k_real:] = w
+    for k in range(kg):
+        copy_run(w[k], left[k_real + k])
     # dA_ki = dv_k . xn_i - dv_k . c_k = (dv X)_ki / r_i - q_k
     da = np.empty((k_real, m), xs.dtype)
     _aggregation_backward(dv, xs, c, mass, rinv, da, dcn)
-    big[:k_real] = a[:k_real]
+    for k in range(k_real):
+        copy_run(a[k], big[k])
     t = np.empty(m, xs.dtype)
     _column_dots(big[:k_real], da, t)
     # softmax over all KG rows (ghost rows have dA = 0): dS_ki = a_ki (dA_ki - t_i)

@@ -288,13 +288,15 @@ def index_range(indices, lo, hi):
         hi[p] = b
 
 
-@njit(cache=True)
-def check_indices(indices, plane_size):
-    """Whether every index of ``indices`` (P, Q), Q >= 1, lies in ``[-1, plane_size)``: ``(valid, bad)``.
+def host_check_indices(indices, plane_size):
+    """Whether every index of ``indices`` (P, Q), P, Q >= 1, lies in ``[-1, plane_size)``: ``(valid, bad)``.
 
     ``bad`` is the smallest index when it is below -1, else the largest when
     it is outside the plane (-1 when ``valid``): the scatter of
-    ``max_pool2d_bwd`` trusts its indices, so they are checked first.
+    ``max_pool2d_bwd`` trusts its indices, so they are checked first. Python
+    runs it as it is (compiled, its array reductions and its call of
+    ``index_range`` doubled the first backward's compile time);
+    ``check_indices`` is it compiled, for the C entry point's driver.
     """
     lo = np.empty(indices.shape[0], np.int64)
     hi = np.empty(indices.shape[0], np.int64)
@@ -318,16 +320,21 @@ def host_backward(dy, indices, dx):
     this driver.
     """
     if dy.shape[0] > 0 and dy.shape[1] > 0:
-        valid, bad = check_indices(indices, dx.shape[1])
+        valid, bad = _check_indices(indices, dx.shape[1])
         if not valid:
             return False, bad
     max_pool2d_bwd(dy, indices, dx)
     return True, np.int64(-1)
 
 
-#: ``host_backward`` compiled, for the C entry points. Python runs the plain
-#: function, so a first call compiles each kernel once, on its own (a compiled
-#: driver compiles its kernels again into its own machine code).
-backward = njit(cache=True)(host_backward)
+check_indices = njit(cache=True)(host_check_indices)
+
+#: What ``host_backward`` checks the indices with: the plain function, run by Python.
+_check_indices = host_check_indices
+
+#: ``host_backward`` compiled, calling ``check_indices``, for the C entry points. Python runs the
+#: plain function, so a first call compiles each kernel once, on its own (a compiled driver compiles
+#: its kernels again into its own machine code).
+backward = njit(cache=True)(cache.twin(host_backward, host_backward.__qualname__, _check_indices=check_indices))
 
 cache.key_kernels(globals())

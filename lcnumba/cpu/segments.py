@@ -77,7 +77,8 @@ def segment_table(oh, ow, th, tw, periodic):
     by_tile = np.empty_like(by_row)
     for r in range(s):
         t = by_row[r, 0]
-        by_tile[fill[t]] = by_row[r]
+        for col in range(5):  # cell by cell: a row assignment compiles NumPy's shape-mismatch message (seconds)
+            by_tile[fill[t], col] = by_row[r, col]
         fill[t] += 1
     return by_tile, tile_ptr, by_row, row_ptr
 

@@ -129,7 +129,7 @@ class HostBackend:
     @staticmethod
     def conv_backward_bias(dy, tiling, accumulate, db):
         with kernel_guard(), _OneThread() if dy.size < ONE_THREAD_WORK else _NO_GUARD:
-            conv_kernels.backward_bias(dy, *tiling, accumulate, db)
+            conv_kernels.host_backward_bias(dy, *tiling, accumulate, db)
 
     # The transposed family: the forward family's drivers with the arrays exchanged, as the C entry points run them.
 
