@@ -419,6 +419,29 @@ def test_max_pool_equals_pytorch(kwargs):
         assert torch.equal(torch.autograd.grad(y, x, dy)[0], torch.autograd.grad(y_ref, x, dy)[0])
 
 
+def test_max_pool_without_gradient_skips_the_indices(monkeypatch):
+    """A forward nothing differentiates, without return_indices, asks the core for y alone; the same y."""
+    calls = []
+    for name in ("max_pool2d_forward", "max_pool1d_forward"):
+        def spy(*args, _fn=library.FUNCTIONS[name], **kwargs):
+            calls.append(kwargs.get("return_indices", False))
+            return _fn(*args, **kwargs)
+        monkeypatch.setitem(library.FUNCTIONS, name, spy)
+    for spatial, ours, theirs in ((2, LF.max_pool2d, F.max_pool2d), (1, LF.max_pool1d, F.max_pool1d)):
+        x = torch.randn((2, 3, 9, 10)[:2 + spatial], dtype=torch.float32)
+        kwargs = dict(kernel_size=3, stride=2, padding=1, ceil_mode=True)
+        calls.clear()
+        assert torch.equal(ours(x, **kwargs), theirs(x, **kwargs))
+        with torch.no_grad():
+            assert torch.equal(ours(x.requires_grad_(True), **kwargs), theirs(x, **kwargs))
+        assert calls == [False, False]
+        # indices asked for, or a gradient wanted: the operator's implementation (bound at registration,
+        # so the spy does not see it), which writes the indices
+        y, _ = ours(x, **kwargs, return_indices=True)
+        y_grad = ours(x, **kwargs)
+        assert calls == [False, False] and torch.equal(y, y_grad) and y_grad.requires_grad
+
+
 def test_one_dimensional_layers_and_netvlad_equal_the_references():
     torch.manual_seed(3)
     x = torch.randn(2, 4, 12, dtype=torch.float64)

@@ -159,6 +159,10 @@ def _pool_function(fam):
     def function(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False):
         kernel_size, stride, padding, dilation = pool_geometry(fam, kernel_size, stride, padding, dilation)
         ceil_mode, return_indices = checks.flag(ceil_mode, "ceil_mode"), checks.flag(return_indices, "return_indices")
+        if not return_indices:
+            y = library.pool_values(fam, x, kernel_size, stride, padding, dilation, ceil_mode)
+            if y is not None:
+                return y
         y, indices = op(x, kernel_size, stride, padding, dilation, ceil_mode)
         return (y, indices) if return_indices else y
 
