@@ -66,12 +66,14 @@ from math import gcd
 
 from .intmath import div32, divmod32
 from .jit import cuda, device_function, kernel
+from .gemm import specialise
 from .launch import block_threads, blockwise, elementwise, scratch
 
 #: Samples per pass over the weights: the register accumulators of the forward and of ``dpatch``, the staged
-#: chunk of the weight gradient. The forward sums ``HALF`` of them per sweep of a chunk.
+#: chunk of the weight gradient. The forward sums half of them per sweep of a chunk.
 NB = 8
-HALF = NB // 2
+#: The float64 forward's samples per pass (``_local_forward``).
+NB_NARROW = 4
 #: Independent weight loads per thread issued before any of them is used (forward; input gradient).
 UNROLL = 4
 UNROLL_F = 8
@@ -80,7 +82,6 @@ UNROLL_F = 8
 ROWS = 128
 FB = 16
 PMAX = 16
-PATCH_COLS = NB * PMAX  # staged patch: a row per tap, a column per (sample, position)
 KC = 16
 KC_PAD = KC + 1  # shared rows one longer, so a column walk hits distinct banks (shapes must be constants)
 
@@ -117,116 +118,134 @@ def _work_item(item, groups, n_mid, n_last):
     return pb, g, mid, last
 
 
-@kernel("void({f}[:, :, :, ::1], {f}[:, :, ::1], {f}[:, ::1], UniTuple(int32, 15), {f}[:, :, :, ::1])")
-def local_forward(x, w, b, geo, y):
-    """``y = local_conv(x, w) + b``; a block per (positions, group, filters, samples), block-stride loop.
+def _local_forward(nb):
+    """The forward kernel with ``nb`` samples per pass over the weights (``nb`` register accumulators a thread).
 
-    ``geo = (has_bias, kh, kw, sh, sw, pt, pl, dil_h, dil_w, groups, pbn, fbn, n_fb, n_nc, kcw)``;
-    the launch has at least ``pbn * fbn`` and ``NB * pbn`` threads, ``pbn * fbn <= ROWS``,
-    ``pbn <= PMAX``, ``kcw <= KC``.
+    float64 runs ``NB_NARROW``: with ``NB`` double accumulators the kernel spilled 16 bytes at the 64
+    registers of its launch bounds (60 and no spill with 4). Each output's sum over the taps has the same
+    order either way: ``nb`` only decides which block computes which samples.
     """
-    has_bias, kh, kw, sh, sw, pt, pl, dil_h, dil_w, groups, pbn, fbn, n_fb, n_nc, kcw = geo
-    n_total, cg, height, width, n_pos, fg, kg = _sizes(x, w, groups)
-    ow = y.shape[3]
-    ws = cuda.shared.array((ROWS, KC_PAD), x.dtype)
-    ps = cuda.shared.array((KC, PATCH_COLS), x.dtype)
-    acc = cuda.local.array(NB, x.dtype)
-    staged = cuda.local.array(UNROLL, x.dtype)
-    zero = x.dtype.type(0)
-    tid = cuda.threadIdx.x
-    nt = cuda.blockDim.x
-    rows = pbn * fbn
-    # The row this thread accumulates ...
-    c_pl, c_fl = divmod32(tid, fbn)
-    computing = tid < rows
-    # ... the weights it stages: column s_col of the filters s_row0, s_row0 + s_step, ... of every position
-    s_step = div32(nt, kcw)
-    s_row0, s_col = divmod32(tid, kcw)
-    if s_row0 >= s_step:
-        s_row0 = fbn  # the threads past the last whole row of columns stage nothing
-    # ... and the patch column (sample q_s, position pl_s) it stages.
-    q_s, pl_s = divmod32(tid, pbn)
-    patching = tid < NB * pbn
-    n_items = div32(n_pos + pbn - 1, pbn) * groups * n_fb * n_nc
-    item = cuda.blockIdx.x
-    while item < n_items:
-        pb, g, fb, nc = _work_item(item, groups, n_fb, n_nc)
-        p0 = pb * pbn
-        f0 = fb * fbn
-        n0 = nc * NB
-        gf0 = g * fg + f0
-        n_here = min(pbn, n_pos - p0)  # positions and filters of the tile that exist
-        f_here = min(fbn, fg - f0)
-        top = 0
-        left = 0
-        if pl_s < n_here:
-            si, sj = divmod32(p0 + pl_s, ow)
-            top = si * sh - pt
-            left = sj * sw - pl
-        n_s = n0 + q_s
-        live = patching and pl_s < n_here and n_s < n_total
-        gc0 = g * cg
-        row_ok = computing and c_pl < n_here and c_fl < f_here  # rows past them are neither staged nor summed
-        for q in range(NB):
-            acc[q] = zero
-        k0 = 0
-        while k0 < kg:
-            kc = min(kcw, kg - k0)
-            # Weights: for each position, this thread's column of the filter rows s_row0, s_row0 + s_step, ...;
-            # UNROLL positions' loads are issued before any is stored.
-            pw = 0
-            while pw < n_here:
-                fl = s_row0
-                while fl < f_here:
-                    for u in range(UNROLL):
-                        val = zero
-                        if pw + u < n_here and s_col < kc:
-                            val = w[p0 + pw + u, gf0 + fl, k0 + s_col]
-                        staged[u] = val
-                    for u in range(UNROLL):
-                        if pw + u < n_here:
-                            ws[(pw + u) * fbn + fl, s_col] = staged[u]
-                    fl += s_step
-                pw += UNROLL
-            if patching:
-                # the chunk's first tap (ch, a, bb), then the next ones without a division
-                c, ab = divmod32(k0, kh * kw)
-                a, bb = divmod32(ab, kw)
-                ch = gc0 + c
-                for kk in range(kc):
-                    val = zero
-                    h = top + a * dil_h
-                    ww = left + bb * dil_w
-                    if live and h >= 0 and h < height and ww >= 0 and ww < width:
-                        val = x[n_s, ch, h, ww]
-                    ps[kk, q_s * PMAX + pl_s] = val
-                    bb += 1
-                    if bb == kw:
-                        bb = 0
-                        a += 1
-                        if a == kh:
-                            a = 0
-                            ch += 1
-            cuda.syncthreads()
-            if row_ok:
-                # half the samples per sweep of the chunk: fewer patch values in flight at once
-                for half in range(2):
+    half_nb = nb // 2
+    patch_cols = nb * PMAX  # staged patch: a row per tap, a column per (sample, position)
+
+    @kernel("void({f}[:, :, :, ::1], {f}[:, :, ::1], {f}[:, ::1], UniTuple(int32, 15), {f}[:, :, :, ::1])")
+    def local_forward(x, w, b, geo, y):
+        """``y = local_conv(x, w) + b``; a block per (positions, group, filters, samples), block-stride loop.
+
+        ``geo = (has_bias, kh, kw, sh, sw, pt, pl, dil_h, dil_w, groups, pbn, fbn, n_fb, n_nc, kcw)``;
+        the launch has at least ``pbn * fbn`` and ``nb * pbn`` threads, ``pbn * fbn <= ROWS``,
+        ``pbn <= PMAX``, ``kcw <= KC``.
+        """
+        has_bias, kh, kw, sh, sw, pt, pl, dil_h, dil_w, groups, pbn, fbn, n_fb, n_nc, kcw = geo
+        n_total, cg, height, width, n_pos, fg, kg = _sizes(x, w, groups)
+        ow = y.shape[3]
+        ws = cuda.shared.array((ROWS, KC_PAD), x.dtype)
+        ps = cuda.shared.array((KC, patch_cols), x.dtype)
+        acc = cuda.local.array(nb, x.dtype)
+        staged = cuda.local.array(UNROLL, x.dtype)
+        zero = x.dtype.type(0)
+        tid = cuda.threadIdx.x
+        nt = cuda.blockDim.x
+        rows = pbn * fbn
+        # The row this thread accumulates ...
+        c_pl, c_fl = divmod32(tid, fbn)
+        computing = tid < rows
+        # ... the weights it stages: column s_col of the filters s_row0, s_row0 + s_step, ... of every position
+        s_step = div32(nt, kcw)
+        s_row0, s_col = divmod32(tid, kcw)
+        if s_row0 >= s_step:
+            s_row0 = fbn  # the threads past the last whole row of columns stage nothing
+        # ... and the patch column (sample q_s, position pl_s) it stages.
+        q_s, pl_s = divmod32(tid, pbn)
+        patching = tid < nb * pbn
+        n_items = div32(n_pos + pbn - 1, pbn) * groups * n_fb * n_nc
+        item = cuda.blockIdx.x
+        while item < n_items:
+            pb, g, fb, nc = _work_item(item, groups, n_fb, n_nc)
+            p0 = pb * pbn
+            f0 = fb * fbn
+            n0 = nc * nb
+            gf0 = g * fg + f0
+            n_here = min(pbn, n_pos - p0)  # positions and filters of the tile that exist
+            f_here = min(fbn, fg - f0)
+            top = 0
+            left = 0
+            if pl_s < n_here:
+                si, sj = divmod32(p0 + pl_s, ow)
+                top = si * sh - pt
+                left = sj * sw - pl
+            n_s = n0 + q_s
+            live = patching and pl_s < n_here and n_s < n_total
+            gc0 = g * cg
+            row_ok = computing and c_pl < n_here and c_fl < f_here  # rows past them are neither staged nor summed
+            for q in range(nb):
+                acc[q] = zero
+            k0 = 0
+            while k0 < kg:
+                kc = min(kcw, kg - k0)
+                # Weights: for each position, this thread's column of the filter rows s_row0, s_row0 + s_step, ...;
+                # UNROLL positions' loads are issued before any is stored.
+                pw = 0
+                while pw < n_here:
+                    fl = s_row0
+                    while fl < f_here:
+                        for u in range(UNROLL):
+                            val = zero
+                            if pw + u < n_here and s_col < kc:
+                                val = w[p0 + pw + u, gf0 + fl, k0 + s_col]
+                            staged[u] = val
+                        for u in range(UNROLL):
+                            if pw + u < n_here:
+                                ws[(pw + u) * fbn + fl, s_col] = staged[u]
+                        fl += s_step
+                    pw += UNROLL
+                if patching:
+                    # the chunk's first tap (ch, a, bb), then the next ones without a division
+                    c, ab = divmod32(k0, kh * kw)
+                    a, bb = divmod32(ab, kw)
+                    ch = gc0 + c
                     for kk in range(kc):
-                        wt = ws[tid, kk]
-                        for q in range(half * HALF, (half + 1) * HALF):
-                            acc[q] += wt * ps[kk, q * PMAX + c_pl]
-            cuda.syncthreads()
-            k0 += kcw
-        if row_ok:
-            p = p0 + c_pl
-            i, j = divmod32(p, ow)
-            bias = zero
-            if has_bias:
-                bias = b[gf0 + c_fl, p]
-            for q in range(NB):
-                if n0 + q < n_total:
-                    y[n0 + q, gf0 + c_fl, i, j] = acc[q] + bias
-        item += cuda.gridDim.x
+                        val = zero
+                        h = top + a * dil_h
+                        ww = left + bb * dil_w
+                        if live and h >= 0 and h < height and ww >= 0 and ww < width:
+                            val = x[n_s, ch, h, ww]
+                        ps[kk, q_s * PMAX + pl_s] = val
+                        bb += 1
+                        if bb == kw:
+                            bb = 0
+                            a += 1
+                            if a == kh:
+                                a = 0
+                                ch += 1
+                cuda.syncthreads()
+                if row_ok:
+                    # half the samples per sweep of the chunk: fewer patch values in flight at once
+                    for half in range(2):
+                        for kk in range(kc):
+                            wt = ws[tid, kk]
+                            for q in range(half * half_nb, (half + 1) * half_nb):
+                                acc[q] += wt * ps[kk, q * PMAX + c_pl]
+                cuda.syncthreads()
+                k0 += kcw
+            if row_ok:
+                p = p0 + c_pl
+                i, j = divmod32(p, ow)
+                bias = zero
+                if has_bias:
+                    bias = b[gf0 + c_fl, p]
+                for q in range(nb):
+                    if n0 + q < n_total:
+                        y[n0 + q, gf0 + c_fl, i, j] = acc[q] + bias
+            item += cuda.gridDim.x
+
+    return local_forward
+
+
+local_forward = specialise(_local_forward, NB, "local_forward")
+local_forward_nb4 = specialise(_local_forward, NB_NARROW, "local_forward_nb4")
+#: The forward kernel per element size, and its samples per pass.
+_FORWARD = {4: (local_forward, NB), 8: (local_forward_nb4, NB_NARROW)}
 
 
 @kernel("void({f}[:, :, :, ::1], {f}[:, :, :, ::1], UniTuple(int32, 15), {f}[:, :, ::1])")
@@ -483,14 +502,15 @@ def forward(x, w, b, kargs, groups, y, stream):
     n = x.shape[0]
     n_pos, n_filters, kg = w.shape
     fg = n_filters // groups
-    threads = max(NB, block_threads(ROWS))
+    kern, nb = _FORWARD[x.dtype.itemsize]
+    threads = max(nb, block_threads(ROWS))
     fbn = min(fg, FB, threads)
-    pbn = max(1, min(PMAX, threads // fbn, threads // NB, ROWS // fbn))
+    pbn = max(1, min(PMAX, threads // fbn, threads // nb, ROWS // fbn))
     kcw = min(KC, threads)
-    n_fb, n_nc = _ceil_div(fg, fbn), _ceil_div(n, NB)
+    n_fb, n_nc = _ceil_div(fg, fbn), _ceil_div(n, nb)
     bias = w[0] if b is None else b  # a typed stand-in, never read
     geo = (b is not None, *kargs, groups, pbn, fbn, n_fb, n_nc, kcw)
-    blockwise(local_forward, _ceil_div(n_pos, pbn) * groups * n_fb * n_nc, threads, stream, x, w, bias, geo, y)
+    blockwise(kern, _ceil_div(n_pos, pbn) * groups * n_fb * n_nc, threads, stream, x, w, bias, geo, y)
 
 
 def backward_weight(dy, x, kargs, groups, accumulate, dw, stream):
