@@ -696,10 +696,9 @@ def position_backward_bias(dy, accumulate, out):
                 total[p] += row[p]
         dst = out[f]
         if accumulate:
-            for p in range(n_pos):
-                dst[p] += total[p]
+            add_run(total, dst)
         else:
-            dst[:] = total
+            copy_run(total, dst)
 
 
 def host_backward_bias(dy, th, tw, periodic, accumulate, out):
