@@ -224,10 +224,10 @@ for mod, name, dtype in pickle.load(open(sys.argv[1], "rb")):
     assert "atom." not in ptx, name
     if "float32" in sig:
         assert ".f64" not in ptx, f"{name} does float64 arithmetic on float32 data"
-    register_bound = name.startswith(("conv_forward", "conv_backward_weight", "local_forward"))
-    if ptxas and (mod == "lcnumba.gpu.gemm" or register_bound):
-        # the GEMM kernels keep their register tile in registers (the float64 ones on a narrower tile), the
-        # local forward its sample accumulators (the float64 one fewer of them)
+    if ptxas:
+        # within the launch bounds' 64 registers, nothing spills: the GEMM kernels keep their register tile in
+        # registers (the float64 ones on a narrower tile), the local forward its sample accumulators (the
+        # float64 one fewer of them), NetVLAD's float64 softmax and cluster gradient their row offsets
         with tempfile.NamedTemporaryFile("w", suffix=".ptx", delete=False) as fh:
             fh.write(ptx)
         info = subprocess.run([ptxas, "-arch=sm_90", "-v", fh.name, "-o", os.devnull], capture_output=True,

@@ -71,18 +71,22 @@ def descriptor_norms(x, normalize_input, eps, nrm, rinv):
 def softmax_assign(s, b, rinv, k_real, a, ar):
     """``a[n, :, i] = softmax(s[n, :, i] * rinv[n, i] + b)``; ``ar[n, k, i] = a[n, k, i] * rinv[n, i]`` for k < K.
 
-    A thread per descriptor, ``i`` fastest (coalesced); ``a`` may be ``s``.
+    A thread per descriptor, ``i`` fastest (coalesced); ``a`` may be ``s``. The logits go to ``a`` first and
+    the exponentials read them back: with ``s``, ``rinv`` and ``b`` out of the exponential's loop the float64
+    kernel fits 64 registers without spilling (``math.exp`` of a double needs many).
     """
     n_total, kg, m = s.shape
     for e in range(cuda.grid(1), n_total * m, cuda.gridsize(1)):
         n, i = divmod32(e, m)
         ri = rinv[n, i]
         top = s[n, 0, i] * ri + b[0]
-        for k in range(1, kg):
-            top = max(top, s[n, k, i] * ri + b[k])
+        for k in range(kg):
+            logit = s[n, k, i] * ri + b[k]
+            a[n, k, i] = logit
+            top = max(top, logit)
         total = s.dtype.type(0)
         for k in range(kg):
-            ex = math.exp(s[n, k, i] * ri + b[k] - top)
+            ex = math.exp(a[n, k, i] - top)
             a[n, k, i] = ex
             total += ex
         scale = s.dtype.type(1) / total
@@ -219,39 +223,45 @@ def projection(vn, dy, total, eps, proj):
         cuda.syncthreads()  # the next sample overwrites the lanes
 
 
-@kernel("void({f}[:, :, ::1], {f}[:, ::1], {f}[:, ::1], {f}[::1], {f}[::1], {f}[:, ::1], {f}[:, ::1], "
-        "boolean, boolean, {f}, {f}[:, :, ::1], {f}[:, ::1], {f}[:, :, ::1])")
-def cluster_gradient(vn, dy, norms, total, proj, mass, c, intra_normalize, final_normalize, eps, dv, q, dc_part):
+@kernel("void({f}[::1], {f}[::1], {f}[::1], {f}[::1], {f}[::1], {f}[::1], {f}[::1], UniTuple(int32, 3), boolean, "
+        "boolean, {f}, {f}[::1], {f}[::1], {f}[::1])")
+def cluster_gradient(vn, dy, norms, total, proj, mass, c, shape, intra_normalize, final_normalize, eps, dv, q,
+                     dc_part):
     """Back through the normalisations switched on, to ``dv`` (N, K, D); ``q[n, k] = dv_k . c_k``.
 
-    ``dc_part = -mass dv``: the centroid gradient (the bias gradient of the PCA layer).
+    ``dc_part = -mass dv``: the centroid gradient (the bias gradient of the PCA layer). ``shape = (N, K, D)``;
+    the arrays flat: ``vn``, ``dy``, ``dv``, ``dc_part`` (N, K, D), ``norms``, ``mass``, ``q`` (N, K),
+    ``total``, ``proj`` (N,), ``c`` (K, D). Flat, a thread's row is one offset: with three-dimensional
+    arrays the float64 kernel spilled at 64 registers.
     """
-    n_total, k_real, d_size = vn.shape
+    n_total, k_real, d_size = shape
     one = vn.dtype.type(1)
-    for e in range(cuda.grid(1), n_total * k_real, cuda.gridsize(1)):
+    for e in range(cuda.grid(1), n_total * k_real, cuda.gridsize(1)):  # e = n * K + k
         n, k = divmod32(e, k_real)
         g = max(total[n], eps)
         pr = proj[n]
+        row = e * d_size
         along = vn.dtype.type(0)
         for d in range(d_size):
-            val = dy[n, k * d_size + d]
+            val = dy[row + d]
             if final_normalize:
-                val = (val - vn[n, k, d] * pr) / g
-            dv[n, k, d] = val
-            along += vn[n, k, d] * val
-        if norms[n, k] < eps:
+                val = (val - vn[row + d] * pr) / g
+            dv[row + d] = val
+            along += vn[row + d] * val
+        if norms[e] < eps:
             along = vn.dtype.type(0)
-        u = one / max(norms[n, k], eps)
+        u = one / max(norms[e], eps)
         qk = vn.dtype.type(0)
-        s = mass[n, k]
+        s = mass[e]
+        c_row = k * d_size
         for d in range(d_size):
-            val = dv[n, k, d]
+            val = dv[row + d]
             if intra_normalize:
-                val = (val - vn[n, k, d] * along) * u
-            dv[n, k, d] = val
-            qk += val * c[k, d]
-            dc_part[n, k, d] = -s * val
-        q[n, k] = qk
+                val = (val - vn[row + d] * along) * u
+            dv[row + d] = val
+            qk += val * c[c_row + d]
+            dc_part[row + d] = -s * val
+        q[e] = qk
 
 
 @kernel("void({f}[:, :, ::1], {f}[:, :, ::1], {f}[:, ::1], {f}[:, ::1], int32, {f}[:, :, ::1])")
@@ -301,6 +311,11 @@ def input_normalization_gradient(x, nrm, rinv, eps, normalize_input, dx):
 
 
 # ---------------------------------------------------------------- drivers
+
+
+def flat(*arrays):
+    """The C-contiguous device ``arrays`` as one-dimensional views, for kernels that take them flat."""
+    return tuple(a.reshape(-1) for a in arrays)
 
 
 def _encode_shapes(n, d, m, kg, k):
@@ -372,8 +387,8 @@ def backward(dy, x, w, b, c, normalize_input, eps, stream):
     blockwise(global_norms, n, block_threads(LANES), stream, norms, eps, total)
     # global and intra-normalisation, aggregation: dv, q_k = dv_k . c_k, and the centroid gradient
     blockwise(projection, n, block_threads(LANES), stream, vn.reshape(n, k * d), dy, total, eps, proj)
-    elementwise(cluster_gradient, n * k, stream, vn, dy, norms, total, proj, mass, c, True, True, eps, dv, q,
-                dc_part)
+    elementwise(cluster_gradient, n * k, stream, *flat(vn, dy, norms, total, proj, mass, c), (n, k, d), True, True,
+                eps, *flat(dv, q, dc_part))
     # soft-assignment: dA = (dv X) diag(1/r) - q 1^T, then through the softmax to dS
     batched(dv, False, x, False, d, False, da, stream)
     elementwise(logit_gradient, n * m, stream, a, da, rinv, q, k, ds)

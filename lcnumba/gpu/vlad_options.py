@@ -87,8 +87,8 @@ def _chain_backward(dy, vn, norms, total, mass, c, intra_normalize, final_normal
     dv = cuda.device_array((n, k, d), dtype=vn.dtype, stream=stream)
     q = cuda.device_array((n, k), dtype=vn.dtype, stream=stream)
     dc_part = cuda.device_array((n, k, d), dtype=vn.dtype, stream=stream)
-    elementwise(nv.cluster_gradient, n * k, stream, vn, dy, norms, total, proj, mass, c, intra_normalize,
-                final_normalize, eps, dv, q, dc_part)
+    elementwise(nv.cluster_gradient, n * k, stream, *nv.flat(vn, dy, norms, total, proj, mass, c), (n, k, d),
+                intra_normalize, final_normalize, eps, *nv.flat(dv, q, dc_part))
     return dv, q, dc_part
 
 
@@ -237,8 +237,8 @@ def pca_backward(dy, v, projection, bias, eps, stream):
     dz = cuda.device_array((n, 1, q), dtype=dtype, stream=stream)
     scratch = cuda.device_array((n, 1), dtype=dtype, stream=stream)
     db_part = cuda.device_array((n, 1, q), dtype=dtype, stream=stream)  # -mass dz = dz
-    elementwise(nv.cluster_gradient, n, stream, z.reshape(n, 1, q), dy, norms, zero, zero, mass, bias.reshape(1, q),
-                True, False, eps, dz, scratch, db_part)
+    elementwise(nv.cluster_gradient, n, stream, *nv.flat(z, dy, norms, zero, zero, mass, bias), (n, 1, q), True, False,
+                eps, *nv.flat(dz, scratch, db_part))
     batched(dz.reshape(1, n, q), False, projection.reshape(1, q, p), False, q, False, dv.reshape(1, n, p), stream)
     batched(dz.reshape(1, n, q), True, v.reshape(1, n, p), False, n, False, dp.reshape(1, q, p), stream)
     _sum_samples(db_part, db, stream)
