@@ -4,10 +4,11 @@ Run from the repository root::
 
     python benchmarks/gpu_report.py                 # both tables, Markdown, to stdout
     python benchmarks/gpu_report.py --output r.md   # and to a file
+    python benchmarks/gpu_report.py --dtype float64 # the calls (so the kernels) in float64
 
 Two tables:
 
-1. **Host path**, per public call (float32, tiny shapes, a non-default
+1. **Host path**, per public call (float32 or ``--dtype``, tiny shapes, a non-default
    stream, ``out=`` wherever the call takes one; the second call of each,
    so that what is made once per process is left out), run on Numba's CUDA
    simulator with the simulator's launch, allocation and synchronisation
@@ -50,7 +51,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # ====================================================================== host path (simulator child)
 
 
-def _host_path_counts():
+def _host_path_counts(dtype):
     """``(rows, signatures)``: per public call its counts, per kernel the argument types it was launched with."""
     import numpy as np
     from numba import cuda
@@ -95,12 +96,12 @@ def _host_path_counts():
 
     rng = np.random.default_rng(0)
     stream = cuda.stream()
-    f32 = np.float32
+    real = np.dtype(dtype)
 
     def dev(*shape):
-        return cuda.to_device(rng.standard_normal(shape).astype(f32))
+        return cuda.to_device(rng.standard_normal(shape).astype(real))
 
-    def empty(shape, dtype=f32):
+    def empty(shape, dtype=real):
         return cuda.to_device(np.zeros(shape, dtype))
 
     cases = []  # (label, call): every buffer a call is handed is made here, before counting starts
@@ -267,6 +268,8 @@ def _child(mode, payload):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--output", help="also write the report to this file")
+    parser.add_argument("--dtype", choices=("float32", "float64"), default="float32",
+                        help="the element type of every call, so of the kernels compiled (default: float32)")
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
@@ -274,23 +277,23 @@ def main(argv=None):
         with open(path) as fh:
             payload = json.load(fh)
         if mode == "counts":
-            rows, signatures = _host_path_counts()
+            rows, signatures = _host_path_counts(payload["dtype"])
             result = {"rows": rows, "signatures": signatures}
         else:
             result = {"rows": _kernel_table(payload["signatures"])}
         with open(path, "w") as fh:
             json.dump(result, fh)
         return
-    counts = _child("counts", {})
+    counts = _child("counts", {"dtype": args.dtype})
     kernels = _child("ptx", {"signatures": counts["signatures"]})
     report = "\n".join([
-        "Host path per public call (simulator; float32; a non-default stream; out= buffers not counted; "
+        f"Host path per public call (simulator; {args.dtype}; a non-default stream; out= buffers not counted; "
         "each call's second run):",
         "",
         _table(counts["rows"], ["call", "launches", "allocations", "syncs"],
                ["call", "launches", "device allocations", "host syncs"]),
         "",
-        "Kernels (PTX for sm_90, ptxas -v; float32 launches of the calls above):",
+        f"Kernels (PTX for sm_90, ptxas -v; {args.dtype} launches of the calls above):",
         "",
         _table(kernels["rows"], ["kernel", "registers", "spill_stores", "spill_loads", "div64", "div64_in_loops",
                                  "div64_inner", "div32_inner"],
