@@ -253,6 +253,9 @@ def test_every_kernel_compiles_for_a_real_gpu(tmp_path, monkeypatch):
             y = getattr(lcnumba, f"{name}_forward")(dev(x), dev(w), dev(b))
             getattr(lcnumba, f"{name}_backward")(y, dev(x), dev(w), dev(b))
         lcnumba.conv2d_forward(dev(x)[..., ::2], dev(np.ones((2, 2, 1, 1), dtype)))
+        # stride 1 above takes the input gradient's GEMM; stride 2 the gather
+        lcnumba.conv2d_backward_input(dev(np.ones((2, 2, 2, 2), dtype)), dev(np.ones((2, 2, 2, 2), dtype)), x.shape,
+                                      stride=2)
         lcnumba.conv2d_backward_weight(dev(np.ones((0, 2, 3, 3), dtype)), dev(x[:0]), (2, 2, 2, 2))
         p, i = lcnumba.max_pool2d_forward(dev(x), 2, return_indices=True)
         lcnumba.max_pool2d_forward(dev(x), 2)
@@ -272,7 +275,8 @@ def test_every_kernel_compiles_for_a_real_gpu(tmp_path, monkeypatch):
         pytest.skip("NVVM and NVRTC (pip install nvidia-nvvm nvidia-cuda-nvrtc) are not installed")
     assert done.returncode == 0, done.stderr[-3000:]
     compiled = {line.split()[1] for line in done.stdout.splitlines() if line.startswith("OK")}
-    kernels = {"conv_forward", "conv_forward_rt2", "conv_backward_input", "conv_backward_weight",
+    kernels = {"conv_forward", "conv_forward_rt2", "conv_backward_input", "conv_backward_input_gemm",
+               "conv_backward_input_gemm_rt2", "input_gemm_tables", "conv_backward_weight",
                "conv_backward_weight_rt2", "conv_backward_bias", "max_pool2d_fwd", "max_pool2d_bwd", "bgemm", "bgemm_rt2",
                "softmax_assign", "reduce_splits", "copy6", "fill1", "local_forward", "local_forward_nb4",
                "local_backward_weight", "local_dpatch", "local_gather_input"}

@@ -18,8 +18,8 @@ positions of one bank form a regular grid (``lcnumba.indexing.tile_span``), so
 bank ``t`` of group ``g`` is one GEMM whose columns are ``(n, u, v)``:
 sample ``n`` and the ``u``-th row, ``v``-th column of the bank's positions.
 
-Tables (``conv_tables``, one launch before either GEMM kernel, into this
-stream's ``int32`` scratch): per tap ``k`` of a group, its offset in ``x``
+Tables (``conv_tables``, one launch before the forward or weight-gradient
+GEMM kernel, into this stream's ``int32`` scratch): per tap ``k`` of a group, its offset in ``x``
 from the window's corner and its displacement in rows and columns; per
 column of every bank (the banks in order, each bank's columns in order),
 the offsets of its output ``(n, 0, i, j)`` and of its window's corner in
@@ -37,7 +37,7 @@ shrinks the block tile until the configured threads per block hold a
 register tile each). The block copies its columns' table rows to shared
 memory once. Columns are sample-major, so one staged weight chunk serves
 every sample of the block: for local and tiled convolution each weight is
-read once per block and reused across the batch. Both GEMM kernels are
+read once per block and reused across the batch. Each GEMM kernel is
 compiled once per register tile side (``conv_forward``,
 ``conv_forward_rt2``; the host picks by dtype).
 
@@ -53,13 +53,32 @@ order by ``kernels.reduce_splits``: no atomics, bitwise-reproducible.
 Backward bias (``conv_backward_bias``): a thread per ``(split, f, t)``
 sums its columns in order; splits are reduced as for the weight.
 
-Backward input (``conv_backward_input``) gathers: a thread owns input cell
-``(c, h, w)`` for ``NB`` samples and sums, over exactly the kernel taps
-that read it and the group's filters, ``w * dy``. Which taps read a row
-``h`` (the first, how many, and the output row of the first) is a table
-made by ``gather_tables`` before the kernel, as is the bank of every
-output row and column; the later taps follow by fixed steps. Each weight
-is loaded once and applied to the ``NB`` samples from a register.
+Backward input, one bank (shared convolution) at stride 1
+(``conv_backward_input_gemm``, ``_rt2``): an implicit GEMM per group,
+``dX_g = A_g B_g`` with rows the group's input channels ``c``, columns the
+input cells ``(n, h, w)`` of the batch and reduction index
+``k = (f * KH + a) * KW + b`` over the group's filters and the taps:
+``A_g[c, k] = w[0, g fg + f, (c KH + a) KW + b]`` and
+``B_g[k, (n, h, w)] = dy[n, g fg + f, h + PT - a DH, w + PL - b DW]``
+(0 outside ``dy``). The tiles, chunks and barriers are the forward's, the
+tables (``input_gemm_tables``) hold per reduction index its offsets in
+``w`` and ``dy`` and its displacement, per input cell its offsets in ``dx``
+and ``dy``, so ``B`` is staged by the forward's im2col staging with the
+roles of ``x`` and ``dy`` exchanged. Each weight staged once serves the
+block's columns, as in the forward. The GEMM needs both conditions: with
+several banks (tiled, local) the bank, so the weight, that meets a fixed
+input cell changes with the tap, so ``A`` is not one matrix for a column;
+at stride ``s`` only ``1 / s^2`` of the taps read a cell (the others land
+between outputs), so the dense ``B`` would be mostly zeros.
+
+Backward input, every other case (``conv_backward_input``), gathers: a
+thread owns input cell ``(c, h, w)`` for ``NB`` samples and sums, over
+exactly the kernel taps that read it and the group's filters, ``w * dy``.
+Which taps read a row ``h`` (the first, how many, and the output row of
+the first) is a table made by ``gather_tables`` before the kernel, as is
+the bank of every output row and column; the later taps follow by fixed
+steps. Each weight is loaded once and applied to the ``NB`` samples from a
+register. The launcher (``backward_input``) picks the kernel.
 
 Every sum runs in an order fixed by the shapes alone (not by the grid,
 the block size or the device), so results are bitwise reproducible and
@@ -241,6 +260,39 @@ def gather_tables(geo, table):
             table[banks + e - height - width] = tile_of(e - height - width - oh, ow, tw, periodic)
 
 
+@kernel("void(UniTuple(int32, 15), int32[:, ::1], int32[:, ::1])")
+def input_gemm_tables(geo, taps, columns):
+    """The tables of ``conv_backward_input_gemm`` (one bank, stride 1): per reduction index and per input cell.
+
+    ``taps[:, k]`` for reduction index ``k = (f * KH + a) * KW + b`` of a group (filter ``f`` of the group, tap
+    ``(a, b)``): the offset of ``dy[n, f, h + PT - a DH, w + PL - b DW]`` from that of ``dy[n, 0, h + PT,
+    w + PL]``, ``f OH OW - a DH OW - b DW``; the displacement from that position in rows, ``-a DH``, and in
+    columns, ``-b DW``; and the offset of ``w[0, f, (c KH + a) KW + b]`` from that of ``w[0, 0, c KH KW]``,
+    ``f Kg + a KW + b``. Rows 0 to 2 are laid out as the taps of ``conv_tables`` (an offset and a displacement
+    from a corner), so ``_stage_im2col`` stages ``dy`` through them. ``columns[col]`` for input cell
+    ``col = (n, h, w)``: ``(n C H W + h W + w, n F OH OW + (h + PT) OW + w + PL, h + PT, w + PL)``, the offsets
+    of ``dx[n, 0, h, w]`` and of ``dy[n, 0, h + PT, w + PL]``, and that position's row and column.
+    ``geo = (kh, kw, dil_h, dil_w, kg, fg, n, c, height, width, f, oh, ow, pt, pl)``.
+    """
+    kh, kw, dil_h, dil_w, kg, fg, n_total, c_total, height, width, n_filters, oh, ow, pt, pl = geo
+    n_taps = fg * kh * kw
+    for e in range(cuda.grid(1), n_taps + n_total * height * width, cuda.gridsize(1)):
+        if e < n_taps:
+            f, ab = divmod32(e, kh * kw)
+            a, bb = divmod32(ab, kw)
+            taps[0, e] = (f * oh - a * dil_h) * ow - bb * dil_w
+            taps[1, e] = -a * dil_h
+            taps[2, e] = -bb * dil_w
+            taps[3, e] = f * kg + a * kw + bb
+        else:
+            rest, ww = divmod32(e - n_taps, width)
+            n, h = divmod32(rest, height)
+            columns[e - n_taps, 0] = (n * c_total * height + h) * width + ww
+            columns[e - n_taps, 1] = (n * n_filters * oh + h + pt) * ow + ww + pl
+            columns[e - n_taps, 2] = h + pt
+            columns[e - n_taps, 3] = ww + pl
+
+
 # ---------------------------------------------------------------- staging
 
 
@@ -301,6 +353,81 @@ def _stage_im2col_t(x, tile_taps, columns, first, n_valid, x_group, bk, height, 
         e += nt
 
 
+@device_function
+def _stage_weights(w, taps, base, row_stride, rows, row_count, k0, k_count, a_s, buf, tid, nt):
+    """``a_s[buf, kk, r] = w[base + r * row_stride + taps[3, k0 + kk]]`` (0 at or past ``row_count`` rows or
+    ``k_count`` reduction indices): the weights of a chunk of the input gradient's reduction, through
+    ``input_gemm_tables``; consecutive threads along the reduction, whose taps of one filter are contiguous in
+    ``w``."""
+    e = tid
+    while e < (rows << LOG_GK):
+        kk = e & (GK - 1)
+        r = e >> LOG_GK
+        if r < row_count and k0 + kk < k_count:
+            a_s[buf, kk, r] = w[base + r * row_stride + taps[3, k0 + kk]]
+        else:
+            a_s[buf, kk, r] = 0
+        e += nt
+
+
+@device_function
+def _load_columns(columns, first, count, shift, bn, out, corner, row, col, tid, nt):
+    """The block's ``bn`` columns into shared memory: ``columns[first + e]`` for ``e < count``, its second entry
+    (the corner's offset) plus ``shift``; past ``count`` an output offset of -1 and a corner row of ``OUTSIDE``,
+    so that no tap reads there and nothing is written."""
+    e = tid
+    while e < bn:
+        if e < count:
+            out[e] = columns[first + e, 0]
+            corner[e] = columns[first + e, 1] + shift
+            row[e] = columns[first + e, 2]
+            col[e] = columns[first + e, 3]
+        else:
+            out[e] = -1
+            corner[e] = 0
+            row[e] = OUTSIDE
+            col[e] = 0
+        e += nt
+
+
+@device_function
+def _stage_chunk(w, w_base, w_ld, through_taps, bm, w_rows, x, taps, corner, row, col, bn, log_bn, height, width,
+                 k0, k_count, a_s, b_s, buf, tid, nt):
+    """Chunk ``k0`` of both operands of ``_multiply_im2col`` into buffer ``buf``."""
+    if through_taps:
+        _stage_weights(w, taps, w_base, w_ld, bm, w_rows, k0, k_count, a_s, buf, tid, nt)
+    else:
+        stage(w, w_base, w_ld, True, bm, 0, w_rows, k0, k_count, a_s, buf, tid, nt)
+    _stage_im2col(x, taps, corner, row, col, bn, log_bn, k0, k_count, height, width, b_s, buf, tid, nt)
+
+
+@device_function
+def _multiply_im2col(w, w_base, w_ld, through_taps, bm, w_rows, x, taps, corner, row, col, bn, log_bn, height,
+                     width, k_count, a_s, b_s, busy, vr, vc, acc, tid, nt, rt):
+    """``acc += A B`` over ``k_count`` reduction indices, in double-buffered chunks of ``GK`` (one barrier each).
+
+    ``A`` (``bm`` rows, ``w_rows`` of them real) is row ``r`` at ``w[w_base + r * w_ld + k]``, or at
+    ``w[w_base + r * w_ld + taps[3, k]]`` when ``through_taps``; ``B`` is the im2col matrix of ``x`` through
+    ``taps`` and the block's columns (``_stage_im2col``). The caller has written the columns and passed a
+    barrier since the buffers were last read.
+    """
+    _stage_chunk(w, w_base, w_ld, through_taps, bm, w_rows, x, taps, corner, row, col, bn, log_bn, height, width, 0,
+                 k_count, a_s, b_s, 0, tid, nt)
+    cuda.syncthreads()
+    buf = 0
+    k0 = 0
+    while k0 < k_count:
+        nxt = k0 + GK
+        if nxt < k_count:  # the next chunk into the other buffer while this one is multiplied
+            _stage_chunk(w, w_base, w_ld, through_taps, bm, w_rows, x, taps, corner, row, col, bn, log_bn, height,
+                         width, nxt, k_count, a_s, b_s, 1 - buf, tid, nt)
+        if busy:
+            mac_tile(a_s, b_s, buf, vr, vc, acc, rt)
+        cuda.syncthreads()
+        buf = 1 - buf
+        k0 = nxt
+
+
 # ---------------------------------------------------------------- kernels
 
 
@@ -345,38 +472,12 @@ def _conv_forward(rt):
             if col0 < n_cols:  # the same for every thread of the block
                 f0 = fb * bm
                 cuda.syncthreads()  # the previous item's columns are read no more
-                e = tid
-                while e < bn:
-                    if col0 + e < n_cols:
-                        out[e] = columns[first + col0 + e, 0]
-                        corner[e] = columns[first + col0 + e, 1] + g * cg * hw
-                        row[e] = columns[first + col0 + e, 2]
-                        col[e] = columns[first + col0 + e, 3]
-                    else:
-                        out[e] = -1
-                        corner[e] = 0
-                        row[e] = OUTSIDE
-                        col[e] = 0
-                    e += nt
+                _load_columns(columns, first + col0, n_cols - col0, g * cg * hw, bn, out, corner, row, col, tid, nt)
                 w_base = (t * n_filters + g * fg + f0) * kg
                 zero_tile(acc, rt)
                 cuda.syncthreads()  # the columns are written, the last tile's buffers are read
-                stage(w, w_base, kg, True, bm, 0, fg - f0, 0, kg, a_s, 0, tid, nt)
-                _stage_im2col(x, taps, corner, row, col, bn, log_bn, 0, kg, height, width, b_s, 0, tid, nt)
-                cuda.syncthreads()
-                buf = 0
-                k0 = 0
-                while k0 < kg:
-                    nxt = k0 + GK
-                    if nxt < kg:  # the next chunk into the other buffer while this one is multiplied
-                        stage(w, w_base, kg, True, bm, 0, fg - f0, nxt, kg, a_s, 1 - buf, tid, nt)
-                        _stage_im2col(x, taps, corner, row, col, bn, log_bn, nxt, kg, height, width, b_s, 1 - buf, tid,
-                                      nt)
-                    if busy:
-                        mac_tile(a_s, b_s, buf, vr, vc, acc, rt)
-                    cuda.syncthreads()
-                    buf = 1 - buf
-                    k0 = nxt
+                _multiply_im2col(w, w_base, kg, False, bm, fg - f0, x, taps, corner, row, col, bn, log_bn, height,
+                                 width, kg, a_s, b_s, busy, vr, vc, acc, tid, nt, rt)
                 if busy:
                     for r in range(rt):
                         f = g * fg + f0 + vr * rt + r
@@ -389,6 +490,63 @@ def _conv_forward(rt):
             item += cuda.gridDim.x
 
     return conv_forward
+
+
+def _conv_backward_input_gemm(rt):
+    """The input-gradient kernel of one bank at stride 1, with ``rt x rt`` register tiles."""
+    cells = rt * rt  # a local array's shape must be a constant
+
+    @kernel("void({f}[::1], {f}[::1], int32[:, ::1], int32[:, ::1], UniTuple(int32, 15), {f}[::1])")
+    def conv_backward_input_gemm(dy, w, taps, columns, geo, dx):
+        """``dx = conv_backward_input(dy, w)`` for one bank at stride 1: the GEMM ``dX_g = A_g B_g`` per group.
+
+        ``A_g[c, k] = w[0, g fg + f, (c KH + a) KW + b]`` and ``B_g[k, (n, h, w)] = dy[n, g fg + f, h + PT - a DH,
+        w + PL - b DW]`` (0 outside ``dy``) for ``k = (f KH + a) KW + b``. A block per (group, channel tile, column
+        tile), block-stride loop; each ``dx`` cell is written once. ``dy``, ``w``, ``dx`` flat; ``taps`` and
+        ``columns`` from ``input_gemm_tables``. ``geo = (groups, cg, fg, n, height, width, oh, ow, khkw, bm, bn,
+        log_vcols, log_bn, n_mb, n_nb)``: ``bm x bn`` is the block tile (channels x columns, powers of two),
+        ``log_vcols = log2(bn / rt)``, and the block has at least a thread per register tile.
+        """
+        (groups, cg, fg, n_total, height, width, oh, ow, khkw, bm, bn, log_vcols, log_bn, n_mb, n_nb) = geo
+        a_s = cuda.shared.array((2, GK, G_PAD), dx.dtype)
+        b_s = cuda.shared.array((2, GK, G_PAD), dx.dtype)
+        corner = cuda.shared.array(GN, np.int32)  # per column of the block: offset of dy[n, g fg, h + PT, w + PL],
+        row = cuda.shared.array(GN, np.int32)  # its row and column,
+        col = cuda.shared.array(GN, np.int32)
+        out = cuda.shared.array(GN, np.int32)  # and the offset of dx[n, 0, h, w], -1 past the last column
+        acc = cuda.local.array(cells, dx.dtype)
+        tid = cuda.threadIdx.x
+        nt = cuda.blockDim.x
+        busy, vr, vc = tile_owner(tid, bm, bn, log_vcols, rt)  # the block has at least one thread per register tile
+        hw = height * width
+        ohw = oh * ow
+        kg = cg * khkw
+        n_cols = n_total * hw
+        n_items = groups * n_mb * n_nb
+        item = cuda.blockIdx.x
+        while item < n_items:
+            rest, nb = divmod32(item, n_nb)
+            g, mb = divmod32(rest, n_mb)
+            col0 = nb * bn
+            c0 = mb * bm
+            cuda.syncthreads()  # the previous item's columns are read no more
+            _load_columns(columns, col0, n_cols - col0, g * fg * ohw, bn, out, corner, row, col, tid, nt)
+            zero_tile(acc, rt)
+            cuda.syncthreads()  # the columns are written, the last tile's buffers are read
+            _multiply_im2col(w, g * fg * kg + c0 * khkw, khkw, True, bm, cg - c0, dy, taps, corner, row, col, bn,
+                             log_bn, oh, ow, fg * khkw, a_s, b_s, busy, vr, vc, acc, tid, nt, rt)
+            if busy:
+                for r in range(rt):
+                    c = c0 + vr * rt + r
+                    if c < cg:
+                        plane = (g * cg + c) * hw
+                        for s in range(rt):
+                            o = out[vc * rt + s]
+                            if o >= 0:
+                                dx[o + plane] = acc[r * rt + s]
+            item += cuda.gridDim.x
+
+    return conv_backward_input_gemm
 
 
 def _conv_backward_weight(rt):
@@ -486,7 +644,10 @@ conv_forward = specialise(_conv_forward, RT_WIDE, "conv_forward")
 conv_forward_rt2 = specialise(_conv_forward, RT_NARROW, "conv_forward_rt2")
 conv_backward_weight = specialise(_conv_backward_weight, RT_WIDE, "conv_backward_weight")
 conv_backward_weight_rt2 = specialise(_conv_backward_weight, RT_NARROW, "conv_backward_weight_rt2")
+conv_backward_input_gemm = specialise(_conv_backward_input_gemm, RT_WIDE, "conv_backward_input_gemm")
+conv_backward_input_gemm_rt2 = specialise(_conv_backward_input_gemm, RT_NARROW, "conv_backward_input_gemm_rt2")
 _FORWARD = {RT_WIDE: conv_forward, RT_NARROW: conv_forward_rt2}
+_BACKWARD_INPUT_GEMM = {RT_WIDE: conv_backward_input_gemm, RT_NARROW: conv_backward_input_gemm_rt2}
 _BACKWARD_WEIGHT = {RT_WIDE: conv_backward_weight, RT_NARROW: conv_backward_weight_rt2}
 
 
@@ -716,7 +877,7 @@ def backward_bias(dy, th, tw, periodic, accumulate, out, stream):
 
 
 def backward_input(dy, w, th, tw, periodic, kargs, groups, dx, stream):
-    """``dx`` (N, C, H, W) from dy and w (T, F, Kg), by gathering."""
+    """``dx`` (N, C, H, W) from dy and w (T, F, Kg): an implicit GEMM for one bank at stride 1, else by gathering."""
     n, c, h, wd = dx.shape
     oh, ow = dy.shape[2], dy.shape[3]
     _check_tiles(oh, ow, th, tw)
@@ -724,6 +885,9 @@ def backward_input(dy, w, th, tw, periodic, kargs, groups, dx, stream):
         return
     kh, kw, sh, sw, pt, pl, dil_h, dil_w = kargs
     n_filters, kg = w.shape[1], w.shape[2]
+    if th * tw == 1 and sh == sw == 1:
+        _backward_input_gemm(dy, w, kargs, groups, dx, stream)
+        return
     (table,) = scratch([(3 * (h + wd) + oh + ow,)], np.int32, stream)
     elementwise(gather_tables, h + wd + oh + ow, stream,
                 (kh, kw, sh, sw, pt, pl, dil_h, dil_w, th, tw, periodic, h, wd, oh, ow), table)
@@ -732,3 +896,22 @@ def backward_input(dy, w, th, tw, periodic, kargs, groups, dx, stream):
            h, wd, oh, ow, kg)
     elementwise(conv_backward_input, _ceil_div(n, NB) * c * h * wd, stream, dy.reshape(-1), w.reshape(-1), table,
                 geo, dx.reshape(-1))
+
+
+def _backward_input_gemm(dy, w, kargs, groups, dx, stream):
+    """``dx`` (N, C, H, W) from dy and w (1, F, Kg) at stride 1, by ``conv_backward_input_gemm``."""
+    n, c, h, wd = dx.shape
+    oh, ow = dy.shape[2], dy.shape[3]
+    kh, kw, _, _, pt, pl, dil_h, dil_w = kargs
+    n_filters, kg = w.shape[1], w.shape[2]
+    cg, fg = c // groups, n_filters // groups
+    n_cols = n * h * wd
+    rt = tile_side(dx.dtype)
+    bm, bn = block_tile(cg, n_cols, rt)
+    n_mb, n_nb = _ceil_div(cg, bm), _ceil_div(n_cols, bn)
+    taps, columns = scratch([(4, fg * kh * kw), (n_cols, 4)], np.int32, stream)
+    elementwise(input_gemm_tables, fg * kh * kw + n_cols, stream,
+                (kh, kw, dil_h, dil_w, kg, fg, n, c, h, wd, n_filters, oh, ow, pt, pl), taps, columns)
+    geo = (groups, cg, fg, n, h, wd, oh, ow, kh * kw, bm, bn, log2(bn // rt), log2(bn), n_mb, n_nb)
+    blockwise(_BACKWARD_INPUT_GEMM[rt], groups * n_mb * n_nb, block_threads((bm // rt) * (bn // rt)), stream,
+              dy.reshape(-1), w.reshape(-1), taps, columns, geo, dx.reshape(-1))
