@@ -62,7 +62,8 @@ cat "$OUT/env.txt"
 
 echo "== CUDA tests on the device"
 NUMBA_ENABLE_CUDASIM=0 timeout 240 "$PY" -m pytest -q -p no:cacheprovider tests/test_cuda_conv.py \
-    tests/test_cuda_pool.py tests/test_cuda_netvlad.py tests/test_cuda_dispatch.py 2>&1 | tee "$OUT/tests.txt"
+    tests/test_cuda_conv_input_gemm.py tests/test_cuda_gemm.py tests/test_cuda_local.py tests/test_cuda_pool.py \
+    tests/test_cuda_netvlad.py tests/test_cuda_dispatch.py 2>&1 | tee "$OUT/tests.txt"
 status=${PIPESTATUS[0]}
 
 if command -v ptxas >/dev/null 2>&1 || [ -x "${CUDA_HOME:-/usr/local/cuda}/bin/ptxas" ]; then
